@@ -1,0 +1,40 @@
+/* compat.h -- the Lua headers, and the few Lua 5.4 API names LuaJIT 2.1 lacks.
+ * SPDX-License-Identifier: MIT
+ *
+ * The engine is written against the Lua 5.4 API. When built with
+ * -DMPE_LUA=luajit, the definitions below map what differs; nothing else in
+ * the engine tests MPE_LUAJIT except through the MPE_HAS_* flags here. */
+#ifndef MPE_COMPAT_H
+#define MPE_COMPAT_H
+
+#include <lua.h>
+#include <lauxlib.h>
+#include <lualib.h>
+
+#ifdef MPE_LUAJIT
+#include <luajit.h>
+/* LuaJIT numbers are all doubles: there is no integer subtype to keep. */
+#define MPE_HAS_INTEGERS 0
+/* Functions get their globals from an environment, not an _ENV upvalue. */
+#define MPE_HAS_ENV_UPVALUE 0
+#define LUA_OK 0
+#define lua_rawlen(L, i) lua_objlen((L), (i))
+#define lua_newuserdatauv(L, sz, nuv) lua_newuserdata((L), (sz))
+#define luaL_len(L, i) ((lua_Integer)lua_objlen((L), (i)))
+#define lua_pushglobaltable(L) lua_pushvalue((L), LUA_GLOBALSINDEX)
+int mpe__compat_isinteger(lua_State *L, int idx);
+#define lua_isinteger(L, i) mpe__compat_isinteger((L), (i))
+int mpe__compat_absindex(lua_State *L, int idx);
+#define lua_absindex(L, i) mpe__compat_absindex((L), (i))
+int mpe__compat_dump(lua_State *L, lua_Writer w, void *ud, int strip);
+#define lua_dump(L, w, ud, strip) mpe__compat_dump((L), (w), (ud), (strip))
+#define lua_rawgetp(L, idx, p) (lua_pushlightuserdata((L), (void *)(p)), lua_rawget((L), ((idx) < 0 && (idx) > LUA_REGISTRYINDEX) ? (idx) - 1 : (idx)), lua_type((L), -1))
+#define lua_rawsetp(L, idx, p) (lua_pushlightuserdata((L), (void *)(p)), lua_insert((L), -2), lua_rawset((L), ((idx) < 0 && (idx) > LUA_REGISTRYINDEX) ? (idx) - 1 : (idx)))
+#define luaL_tolstring(L, i, len) mpe__compat_tolstring((L), (i), (len))
+const char *mpe__compat_tolstring(lua_State *L, int idx, size_t *len);
+#else
+#define MPE_HAS_INTEGERS 1
+#define MPE_HAS_ENV_UPVALUE 1
+#endif
+
+#endif
