@@ -97,6 +97,23 @@ typedef struct mpe_codec_type {
     void (*decode)(lua_State *L, mpe_rd *r, mpe_fds *fds);
 } mpe_codec_type;
 void mpe__codec_add_type(lua_State *L, const mpe_codec_type *t);
+/* Descriptor ownership: fds->fd[] holds the descriptors that came with a
+ * message. A type's decode that keeps a descriptor takes it by setting its slot
+ * to -1; after decoding, the caller closes every slot that is still >= 0. */
+
+/* Nesting bound of the wire format (tables, functions, metatables, keys), on
+ * both sides: deeper values raise "nesting deeper than 200 levels". */
+#define MPE_MAX_DEPTH 200
+/* First byte of mpe.encode's output; mpe.decode rejects any other. */
+#define MPE_CODEC_VERSION 1
+/* Draw the per-process MAC key now (luaopen_mpe does, so forked children
+ * inherit it); functions only decode where the key is the same. */
+void mpe__codec_init(void);
+/* Replace the MAC key (fuzzer and tests). */
+void mpe__codec_set_key(const unsigned char key[16]);
+/* mpe.register's work: relink the table at index mt by name. Raises when the
+ * name is taken by another table or the table has another name. */
+void mpe__codec_register_mt(lua_State *L, const char *name, int mt);
 
 /* ---- process identity and fork discipline (proc.c) ----------------------- */
 

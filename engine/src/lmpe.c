@@ -207,5 +207,6 @@ MPE_API int luaopen_mpe(lua_State *L)
     error_metatable(L);
     lua_setfield(L, -2, "Error");
     preload_embedded(L);
+    mpe__open_codec(L);
     return 1;
 }

@@ -1,0 +1,1342 @@
+/* codec.c -- the wire format: Lua values <-> bytes, for tasks, results,
+ * queues, pipes and mpe.encode. Owns the tag table, reference tracking, the
+ * C function name index, the SipHash MAC on functions and the registries of
+ * shared-object types and named metatables.
+ * SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+#include "internal.h"
+
+/* One byte opens every value. The layouts are documented in
+ * docs/ARCHITECTURE.md ("The wire format"); keep the two in step. */
+enum {
+    T_NIL = 0,
+    T_FALSE = 1,
+    T_TRUE = 2,
+    T_INT = 3,          /* zigzag varint */
+    T_FLOAT = 4,        /* 8 bytes, IEEE-754 bits */
+    T_STR = 5,          /* varint length, bytes */
+    T_TABLE = 6,        /* varint n, n values, u32 m, m key/value pairs, metatable mark */
+    T_TABLE_INT = 7,    /* varint n, n * 8-byte integers, then as T_TABLE from u32 m */
+    T_TABLE_FLOAT = 8,  /* varint n, n * 8-byte doubles, then as T_TABLE from u32 m */
+    T_REF = 9,          /* varint id of a table/function/object met before */
+    T_GLOBALS = 10,     /* the receiving side's global table */
+    T_LFUNC = 11,       /* u32 n, n bytes of bytecode, u8 nups, u64 MAC, upvalues */
+    T_CFUNC_NAME = 12,  /* varint length, name ("math.log") */
+    T_CFUNC_ADDR = 13,  /* u64 address, u8 nups, u64 MAC, nups values */
+    T_SHARED = 14,      /* varint length, type name, then what the type's encode wrote */
+    T_LAST = T_SHARED
+};
+
+/* Metatable mark after a table's pairs. */
+enum { MT_NONE = 0, MT_VALUE = 1, MT_NAME = 2 };
+
+/* Per-upvalue mark of a Lua function: its value follows, or it is the same
+ * variable as upvalue k of function id (varint id, u8 k). */
+enum { UP_VALUE = 0, UP_JOIN = 1 };
+
+/* Arrays of at least this many numbers of one kind are packed. */
+#define PACK_MIN 4
+
+#define TYPES_KEY "mpe.codec.types"   /* __name -> light userdata (mpe_codec_type *) */
+#define MTS_KEY "mpe.codec.mts"       /* name -> metatable and metatable -> name */
+#define CFUNCS_KEY "mpe.codec.cfuncs" /* C function -> name and name -> C function */
+#define CMISS_KEY "mpe.codec.cmiss"   /* C functions known to have no name (weak) */
+
+/* ---- SipHash-2-4 and the per-process key -------------------------------------
+ * lua_load trusts bytecode, and a C function address is a jump target: both are
+ * accepted only with a MAC made with a key that never leaves the process
+ * family (drawn once, inherited by fork). */
+
+static unsigned char mac_key[16];
+static int mac_key_ready;
+
+static uint64_t rotl(uint64_t x, int b)
+{
+    return (x << b) | (x >> (64 - b));
+}
+
+static void sipround(uint64_t v[4])
+{
+    v[0] += v[1];
+    v[1] = rotl(v[1], 13);
+    v[1] ^= v[0];
+    v[0] = rotl(v[0], 32);
+    v[2] += v[3];
+    v[3] = rotl(v[3], 16);
+    v[3] ^= v[2];
+    v[0] += v[3];
+    v[3] = rotl(v[3], 21);
+    v[3] ^= v[0];
+    v[2] += v[1];
+    v[1] = rotl(v[1], 17);
+    v[1] ^= v[2];
+    v[2] = rotl(v[2], 32);
+}
+
+static uint64_t le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint64_t siphash24(const unsigned char k[16], const unsigned char *in, size_t len)
+{
+    uint64_t k0 = le64(k), k1 = le64(k + 8);
+    uint64_t v[4] = {k0 ^ 0x736f6d6570736575ULL, k1 ^ 0x646f72616e646f6dULL,
+                     k0 ^ 0x6c7967656e657261ULL, k1 ^ 0x7465646279746573ULL};
+    size_t end = len - (len % 8);
+    for (size_t i = 0; i < end; i += 8) {
+        uint64_t m = le64(in + i);
+        v[3] ^= m;
+        sipround(v);
+        sipround(v);
+        v[0] ^= m;
+    }
+    uint64_t last = (uint64_t)len << 56;
+    for (size_t i = 0; i < len % 8; i++)
+        last |= (uint64_t)in[end + i] << (8 * i);
+    v[3] ^= last;
+    sipround(v);
+    sipround(v);
+    v[0] ^= last;
+    v[2] ^= 0xff;
+    for (int i = 0; i < 4; i++)
+        sipround(v);
+    return v[0] ^ v[1] ^ v[2] ^ v[3];
+}
+
+/* Draw the key. getrandom cannot fail for 16 bytes once the pool is
+ * initialised; the fallbacks only matter on kernels without it. */
+static void key_init(void)
+{
+    if (MPE_LIKELY(mac_key_ready))
+        return;
+    size_t got = 0;
+    while (got < sizeof mac_key) {
+        ssize_t r = getrandom(mac_key + got, sizeof mac_key - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    if (got < sizeof mac_key) {
+        int fd;
+        do
+            fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+        while (fd == -1 && errno == EINTR);
+        if (fd >= 0) {
+            while (got < sizeof mac_key) {
+                ssize_t r = read(fd, mac_key + got, sizeof mac_key - got);
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0)
+                    break;
+                got += (size_t)r;
+            }
+            close(fd);
+        }
+    }
+    if (got < sizeof mac_key) {
+        /* Last resort: not secret, but still distinct per program run. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t seed[2] = {(uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32),
+                            (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&got};
+        memcpy(mac_key, seed, sizeof mac_key);
+    }
+    mac_key_ready = 1;
+}
+
+void mpe__codec_set_key(const unsigned char key[16])
+{
+    memcpy(mac_key, key, sizeof mac_key);
+    mac_key_ready = 1;
+}
+
+void mpe__codec_init(void)
+{
+    key_init();
+}
+
+static uint64_t mac_of(const void *p, size_t n)
+{
+    key_init();
+    return siphash24(mac_key, p, n);
+}
+
+/* ---- registries in the Lua registry ------------------------------------------ */
+
+/* Push registry[key], creating it (with the given __mode, or none) if absent. */
+static void registry_table(lua_State *L, const char *key, const char *mode)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, key);
+    if (lua_type(L, -1) == LUA_TTABLE)
+        return;
+    lua_pop(L, 1);
+    lua_newtable(L);
+    if (mode) {
+        lua_createtable(L, 0, 1);
+        lua_pushstring(L, mode);
+        lua_setfield(L, -2, "__mode");
+        lua_setmetatable(L, -2);
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
+}
+
+void mpe__codec_add_type(lua_State *L, const mpe_codec_type *t)
+{
+    luaL_checkstack(L, 3, "mpe: codec");
+    registry_table(L, TYPES_KEY, NULL);
+    lua_pushlightuserdata(L, (void *)t);
+    lua_setfield(L, -2, t->name);
+    lua_pop(L, 1);
+}
+
+void mpe__codec_register_mt(lua_State *L, const char *name, int mt)
+{
+    mt = lua_absindex(L, mt);
+    luaL_checkstack(L, 4, "mpe: codec");
+    registry_table(L, MTS_KEY, NULL);
+    lua_getfield(L, -1, name);
+    if (lua_type(L, -1) != LUA_TNIL) {
+        if (!lua_rawequal(L, -1, mt))
+            luaL_error(L, "mpe: register: the name '%s' is already registered with another table",
+                       name);
+        lua_pop(L, 2);
+        return;
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, mt);
+    lua_rawget(L, -2);
+    if (lua_type(L, -1) == LUA_TSTRING)
+        luaL_error(L, "mpe: register: this table is already registered as '%s'",
+                   lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_pushvalue(L, mt);
+    lua_setfield(L, -2, name);
+    lua_pushvalue(L, mt);
+    lua_pushstring(L, name);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+/* ---- the C function name index --------------------------------------------------
+ * C functions travel by name when a receiver can find them the same way:
+ * package.loaded[mod][field] ("mod.field") or _G[name] / _G[name][field]. The
+ * index is built on first use and rebuilt once when a function or name is
+ * missing, since host programs register functions after mpe is opened. */
+
+static void index_add(lua_State *L, int tbl, const char *prefix, const char *key, int fn)
+{
+    if (prefix)
+        lua_pushfstring(L, "%s.%s", prefix, key);
+    else
+        lua_pushstring(L, key);
+    lua_pushvalue(L, fn);
+    lua_rawget(L, tbl);
+    int known = lua_type(L, -1) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!known) {
+        lua_pushvalue(L, fn);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, tbl);
+    }
+    lua_pushvalue(L, -1);
+    lua_rawget(L, tbl);
+    known = lua_type(L, -1) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (!known) {
+        lua_pushvalue(L, fn);
+        lua_rawset(L, tbl);
+    } else {
+        lua_pop(L, 1);
+    }
+}
+
+/* Add the C functions stored under string keys of the table at src. */
+static void index_scan(lua_State *L, int tbl, int src, const char *prefix, int nested)
+{
+    lua_pushnil(L);
+    while (lua_next(L, src) != 0) {
+        if (lua_type(L, -2) == LUA_TSTRING) {
+            const char *k = lua_tostring(L, -2);
+            if (lua_iscfunction(L, -1))
+                index_add(L, tbl, prefix, k, lua_gettop(L));
+            else if (nested && lua_type(L, -1) == LUA_TTABLE)
+                index_scan(L, tbl, lua_gettop(L), k, 0);
+        }
+        lua_pop(L, 1);
+    }
+}
+
+/* Build the index and leave it on the stack. */
+static void index_build(lua_State *L)
+{
+    luaL_checkstack(L, 12, "mpe: codec");
+    lua_newtable(L);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "kv");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    int tbl = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        int loaded = lua_gettop(L);
+        lua_pushnil(L);
+        while (lua_next(L, loaded) != 0) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TTABLE)
+                index_scan(L, tbl, lua_gettop(L), lua_tostring(L, -2), 0);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    lua_pushglobaltable(L);
+    index_scan(L, tbl, lua_gettop(L), NULL, 1);
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, CFUNCS_KEY);
+}
+
+/* Look up key (at idx) in the index; on a miss rebuild once. Leaves the
+ * answer (or nil) on the stack. */
+static void index_lookup(lua_State *L, int idx, int rebuild)
+{
+    idx = lua_absindex(L, idx);
+    lua_getfield(L, LUA_REGISTRYINDEX, CFUNCS_KEY);
+    if (lua_type(L, -1) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        index_build(L);
+        rebuild = 0;
+    }
+    lua_pushvalue(L, idx);
+    lua_rawget(L, -2);
+    if (lua_type(L, -1) == LUA_TNIL && rebuild) {
+        lua_pop(L, 2);
+        index_build(L);
+        lua_pushvalue(L, idx);
+        lua_rawget(L, -2);
+    }
+    lua_remove(L, -2);
+}
+
+/* Push the name of the C function at idx and return 1, or return 0. */
+static int cfunc_name(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    luaL_checkstack(L, 6, "mpe: codec");
+    lua_getfield(L, LUA_REGISTRYINDEX, CFUNCS_KEY);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushvalue(L, idx);
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+        if (lua_type(L, -1) == LUA_TSTRING)
+            return 1;
+    }
+    lua_pop(L, 1);
+    /* A miss: rebuild, unless this function already missed after a rebuild. */
+    registry_table(L, CMISS_KEY, "k");
+    lua_pushvalue(L, idx);
+    lua_rawget(L, -2);
+    int missed = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!missed) {
+        index_lookup(L, idx, 1);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            lua_remove(L, -2);
+            return 1;
+        }
+        lua_pop(L, 1);
+        lua_pushvalue(L, idx);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* ---- encoder -------------------------------------------------------------------- */
+
+/* How the value being encoded was reached: one frame per level. */
+enum { F_INDEX, F_KEY, F_KEYOF, F_UPVAL, F_META };
+typedef struct frame {
+    int kind;
+    int idx;       /* F_KEY/F_KEYOF: stack index of the key; F_UPVAL: the function */
+    lua_Integer n; /* F_INDEX: the index; F_UPVAL: the upvalue number */
+} frame;
+
+typedef struct enc {
+    lua_State *L;
+    mpe_buf *b;
+    mpe_fds *fds;
+    const char *root;
+    const void *globals; /* the sender's global table */
+    int slot;            /* stack slot of the reference table (nil until needed) */
+    int has_refs;
+    lua_Integer nrefs;
+    int depth;
+    frame fr[MPE_MAX_DEPTH];
+} enc;
+
+static void enc_value(enc *e, int idx);
+
+static void cat(char *s, size_t cap, size_t *n, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void cat(char *s, size_t cap, size_t *n, const char *fmt, ...)
+{
+    if (*n >= cap - 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsnprintf(s + *n, cap - *n, fmt, ap);
+    va_end(ap);
+    if (r > 0)
+        *n += (size_t)r < cap - *n ? (size_t)r : cap - *n - 1;
+}
+
+static int is_ident(const char *s, size_t len)
+{
+    if (len == 0 || len > 40 || !(s[0] == '_' || (s[0] >= 'a' && s[0] <= 'z') ||
+                                  (s[0] >= 'A' && s[0] <= 'Z')))
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        char c = s[i];
+        if (!(c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9')))
+            return 0;
+    }
+    return 1;
+}
+
+/* Render a table key as it appears in a path: .name, [3], ["x y"], [<table>]. */
+static void cat_key(lua_State *L, int idx, char *s, size_t cap, size_t *n)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+        size_t len;
+        const char *k = lua_tolstring(L, idx, &len);
+        if (is_ident(k, len)) {
+            cat(s, cap, n, ".%s", k);
+            break;
+        }
+        cat(s, cap, n, "[\"");
+        for (size_t i = 0; i < len && i < 32; i++) {
+            unsigned char c = (unsigned char)k[i];
+            if (c == '"' || c == '\\')
+                cat(s, cap, n, "\\%c", c);
+            else if (c < 32 || c >= 127)
+                cat(s, cap, n, "\\%u", c);
+            else
+                cat(s, cap, n, "%c", c);
+        }
+        cat(s, cap, n, len > 32 ? "...\"]" : "\"]");
+        break;
+    }
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx))
+            cat(s, cap, n, "[%lld]", (long long)lua_tointeger(L, idx));
+        else
+            cat(s, cap, n, "[%.14g]", (double)lua_tonumber(L, idx));
+        break;
+    case LUA_TBOOLEAN:
+        cat(s, cap, n, "[%s]", lua_toboolean(L, idx) ? "true" : "false");
+        break;
+    default:
+        cat(s, cap, n, "[<%s>]", luaL_typename(L, idx));
+        break;
+    }
+}
+
+static void cat_function(lua_State *L, int idx, char *s, size_t cap, size_t *n)
+{
+    lua_Debug ar;
+    lua_pushvalue(L, idx);
+    if (lua_getinfo(L, ">S", &ar) && ar.what && strcmp(ar.what, "C") != 0)
+        cat(s, cap, n, "function (%s:%d)", ar.short_src, ar.linedefined);
+    else
+        cat(s, cap, n, "C function");
+}
+
+/* Write "at <path>" for the current frames into s. The innermost upvalue
+ * restarts the path: "upvalue 'log' of function (job.lua:12)". */
+static void render_path(enc *e, char *s, size_t cap)
+{
+    lua_State *L = e->L;
+    size_t n = 0;
+    int up = -1, start = 0;
+    lua_checkstack(L, 4);
+    for (int i = e->depth - 1; i >= 0; i--)
+        if (e->fr[i].kind == F_UPVAL) {
+            up = i;
+            break;
+        }
+    if (up >= 0) {
+        const char *name = lua_getupvalue(L, e->fr[up].idx, (int)e->fr[up].n);
+        if (name && *name && strcmp(name, "(no name)") != 0)
+            cat(s, cap, &n, "upvalue '%s'", name);
+        else
+            cat(s, cap, &n, "upvalue #%d", (int)e->fr[up].n);
+        start = up + 1;
+    } else {
+        cat(s, cap, &n, "%s", e->root);
+    }
+    for (int i = start, shown = 0; i < e->depth; i++, shown++) {
+        if (shown == 16) {
+            cat(s, cap, &n, "...");
+            break;
+        }
+        const frame *f = &e->fr[i];
+        switch (f->kind) {
+        case F_INDEX:
+            cat(s, cap, &n, "[%lld]", (long long)f->n);
+            break;
+        case F_KEY:
+            cat_key(L, f->idx, s, cap, &n);
+            break;
+        case F_KEYOF:
+            cat(s, cap, &n, "[<key>]");
+            break;
+        case F_META:
+            cat(s, cap, &n, "<metatable>");
+            break;
+        case F_UPVAL:
+            cat(s, cap, &n, "<upvalue #%d>", (int)f->n);
+            break;
+        }
+    }
+    if (up >= 0) {
+        cat(s, cap, &n, " of ");
+        cat_function(L, e->fr[up].idx, s, cap, &n);
+    }
+}
+
+static void enc_fail(enc *e, const char *what)
+{
+    char path[512];
+    render_path(e, path, sizeof path);
+    luaL_error(e->L, "mpe: cannot send %s at %s", what, path);
+}
+
+static void enc_push(enc *e, int kind, int idx, lua_Integer n)
+{
+    if (MPE_UNLIKELY(e->depth >= MPE_MAX_DEPTH)) {
+        char path[512];
+        render_path(e, path, sizeof path);
+        luaL_error(e->L, "mpe: cannot send value: nesting deeper than %d levels at %s",
+                   MPE_MAX_DEPTH, path);
+    }
+    if (MPE_UNLIKELY(!lua_checkstack(e->L, 8)))
+        luaL_error(e->L, "mpe: cannot send value: out of Lua stack");
+    frame *f = &e->fr[e->depth++];
+    f->kind = kind;
+    f->idx = idx;
+    f->n = n;
+}
+
+static void enc_pop(enc *e)
+{
+    e->depth--;
+}
+
+/* If the object at idx was met before, write a reference to it and return 1.
+ * Otherwise give it the next id and return 0. The reference table is made
+ * when the first object is met, so scalars never allocate one. */
+static int enc_seen(enc *e, int idx)
+{
+    lua_State *L = e->L;
+    if (!e->has_refs) {
+        lua_newtable(L);
+        lua_replace(L, e->slot);
+        e->has_refs = 1;
+    } else {
+        lua_pushvalue(L, idx);
+        lua_rawget(L, e->slot);
+        if (lua_type(L, -1) == LUA_TNUMBER) {
+            lua_Integer id = lua_tointeger(L, -1);
+            lua_pop(L, 1);
+            if (id < 0)
+                enc_fail(e, "C function whose upvalues contain itself");
+            mpe__buf_put_u8(L, e->b, T_REF);
+            mpe__buf_put_varint(L, e->b, (uint64_t)id);
+            return 1;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, idx);
+    lua_pushinteger(L, ++e->nrefs);
+    lua_rawset(L, e->slot);
+    return 0;
+}
+
+static void put_raw64(mpe_buf *b, uint64_t v)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(b->p + b->n, &v, 8);
+#else
+    for (int i = 0; i < 8; i++)
+        b->p[b->n + i] = (char)(unsigned char)(v >> (8 * i));
+#endif
+    b->n += 8;
+}
+
+/* Try to write the array part 1..n as packed numbers (all integers or all
+ * floats). Returns 0 and leaves b unchanged when the values do not qualify. */
+static int enc_packed(enc *e, int t, lua_Integer n)
+{
+    lua_State *L = e->L;
+    mpe_buf *b = e->b;
+    size_t mark = b->n;
+    lua_rawgeti(L, t, 1);
+    int kind = lua_type(L, -1) != LUA_TNUMBER ? -1 : MPE_HAS_INTEGERS && lua_isinteger(L, -1);
+    lua_pop(L, 1);
+    if (kind < 0)
+        return 0;
+    mpe__buf_put_u8(L, b, kind ? T_TABLE_INT : T_TABLE_FLOAT);
+    mpe__buf_put_varint(L, b, (uint64_t)n);
+    mpe__buf_lgrow(L, b, (size_t)n * 8);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, t, i);
+        if (lua_type(L, -1) != LUA_TNUMBER || (MPE_HAS_INTEGERS && lua_isinteger(L, -1) != kind)) {
+            lua_pop(L, 1);
+            b->n = mark;
+            return 0;
+        }
+        uint64_t u;
+        if (kind) {
+            u = (uint64_t)lua_tointeger(L, -1);
+        } else {
+            double d = (double)lua_tonumber(L, -1);
+            memcpy(&u, &d, 8);
+        }
+        put_raw64(b, u);
+        lua_pop(L, 1);
+    }
+    return 1;
+}
+
+static void enc_table(enc *e, int t)
+{
+    lua_State *L = e->L;
+    mpe_buf *b = e->b;
+    if (lua_topointer(L, t) == e->globals) {
+        mpe__buf_put_u8(L, b, T_GLOBALS);
+        return;
+    }
+    if (enc_seen(e, t))
+        return;
+    lua_Integer n = (lua_Integer)lua_rawlen(L, t);
+    if (n < PACK_MIN || !enc_packed(e, t, n)) {
+        mpe__buf_put_u8(L, b, T_TABLE);
+        mpe__buf_put_varint(L, b, (uint64_t)n);
+        for (lua_Integer i = 1; i <= n; i++) {
+            enc_push(e, F_INDEX, 0, i);
+            lua_rawgeti(L, t, i);
+            enc_value(e, lua_gettop(L));
+            lua_pop(L, 1);
+            enc_pop(e);
+        }
+    }
+    /* The other keys; their count is patched in afterwards. */
+    size_t at = b->n;
+    mpe__buf_put_u32(L, b, 0);
+    uint32_t m = 0;
+    lua_checkstack(L, 4);
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        int k = lua_gettop(L) - 1;
+        if (lua_type(L, k) == LUA_TNUMBER && lua_isinteger(L, k)) {
+            lua_Integer i = lua_tointeger(L, k);
+            if (i >= 1 && i <= n) {
+                lua_pop(L, 1);
+                continue;
+            }
+        }
+        enc_push(e, F_KEYOF, k, 0);
+        enc_value(e, k);
+        enc_pop(e);
+        enc_push(e, F_KEY, k, 0);
+        enc_value(e, k + 1);
+        enc_pop(e);
+        lua_pop(L, 1);
+        if (MPE_UNLIKELY(++m == UINT32_MAX))
+            enc_fail(e, "table with more than 4294967294 keys");
+    }
+    for (int i = 0; i < 4; i++)
+        b->p[at + i] = (char)(unsigned char)(m >> (8 * i));
+    /* The metatable: none, by registered name, or by value. */
+    if (!lua_getmetatable(L, t)) {
+        mpe__buf_put_u8(L, b, MT_NONE);
+        return;
+    }
+    int mt = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, MTS_KEY);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushvalue(L, mt);
+        lua_rawget(L, -2);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            size_t len;
+            const char *name = lua_tolstring(L, -1, &len);
+            mpe__buf_put_u8(L, b, MT_NAME);
+            mpe__buf_put_varint(L, b, len);
+            mpe__buf_put(L, b, name, len);
+            lua_settop(L, mt - 1);
+            return;
+        }
+    }
+    lua_settop(L, mt);
+    mpe__buf_put_u8(L, b, MT_VALUE);
+    enc_push(e, F_META, 0, 0);
+    enc_value(e, mt);
+    enc_pop(e);
+    lua_pop(L, 1);
+}
+
+static int dump_writer(lua_State *L, const void *p, size_t sz, void *ud)
+{
+    mpe_buf *b = ud;
+    (void)L;
+    if (mpe__buf_grow(b, sz) != 0)
+        return 1;
+    memcpy(b->p + b->n, p, sz);
+    b->n += sz;
+    return 0;
+}
+
+static void put_mac(enc *e, size_t start)
+{
+    uint64_t mac = mac_of(e->b->p + start, e->b->n - start);
+    mpe__buf_put_u64(e->L, e->b, mac);
+}
+
+static void enc_lfunction(enc *e, int f)
+{
+    lua_State *L = e->L;
+    mpe_buf *b = e->b;
+    lua_Integer id = e->nrefs;
+    size_t start = b->n;
+    mpe__buf_put_u8(L, b, T_LFUNC);
+    size_t at = b->n;
+    mpe__buf_put_u32(L, b, 0);
+    lua_pushvalue(L, f);
+    if (lua_dump(L, dump_writer, b, 0) != 0)
+        enc_fail(e, "function (lua_dump failed)");
+    lua_Debug ar;
+    lua_getinfo(L, ">u", &ar); /* pops the function */
+    size_t len = b->n - at - 4;
+    if (len > UINT32_MAX)
+        enc_fail(e, "function (bytecode over 4 GB)");
+    for (int i = 0; i < 4; i++)
+        b->p[at + i] = (char)(unsigned char)(len >> (8 * i));
+    int nups = ar.nups;
+    mpe__buf_put_u8(L, b, (unsigned)nups);
+    put_mac(e, start);
+    for (int i = 1; i <= nups; i++) {
+        /* An upvalue shared with a function met before is joined, not copied. */
+        void *uid = lua_upvalueid(L, f, i);
+        lua_pushlightuserdata(L, uid);
+        lua_rawget(L, e->slot);
+        if (lua_type(L, -1) == LUA_TNUMBER) {
+            lua_Integer v = lua_tointeger(L, -1);
+            lua_pop(L, 1);
+            mpe__buf_put_u8(L, b, UP_JOIN);
+            mpe__buf_put_varint(L, b, (uint64_t)(v >> 8));
+            mpe__buf_put_u8(L, b, (unsigned)(v & 0xff));
+            continue;
+        }
+        lua_pop(L, 1);
+        lua_pushlightuserdata(L, uid);
+        lua_pushinteger(L, id * 256 + i);
+        lua_rawset(L, e->slot);
+        mpe__buf_put_u8(L, b, UP_VALUE);
+        enc_push(e, F_UPVAL, f, i);
+        lua_getupvalue(L, f, i);
+        enc_value(e, lua_gettop(L));
+        lua_pop(L, 1);
+        enc_pop(e);
+    }
+}
+
+static void enc_cfunction(enc *e, int f)
+{
+    lua_State *L = e->L;
+    mpe_buf *b = e->b;
+    if (cfunc_name(L, f)) {
+        size_t len;
+        const char *name = lua_tolstring(L, -1, &len);
+        mpe__buf_put_u8(L, b, T_CFUNC_NAME);
+        mpe__buf_put_varint(L, b, len);
+        mpe__buf_put(L, b, name, len);
+        lua_pop(L, 1);
+        return;
+    }
+    /* No name: by address, valid only in this program image (forked children). */
+    lua_Integer id = e->nrefs;
+    lua_Debug ar;
+    lua_pushvalue(L, f);
+    lua_getinfo(L, ">u", &ar);
+    size_t start = b->n;
+    mpe__buf_put_u8(L, b, T_CFUNC_ADDR);
+    mpe__buf_put_u64(L, b, (uint64_t)(uintptr_t)lua_tocfunction(L, f));
+    mpe__buf_put_u8(L, b, (unsigned)ar.nups);
+    put_mac(e, start);
+    /* Mark it unfinished while its upvalues are written: a reference to it
+     * from inside them could not be rebuilt. */
+    lua_pushvalue(L, f);
+    lua_pushinteger(L, -id);
+    lua_rawset(L, e->slot);
+    for (int i = 1; i <= ar.nups; i++) {
+        enc_push(e, F_UPVAL, f, i);
+        lua_getupvalue(L, f, i);
+        enc_value(e, lua_gettop(L));
+        lua_pop(L, 1);
+        enc_pop(e);
+    }
+    lua_pushvalue(L, f);
+    lua_pushinteger(L, id);
+    lua_rawset(L, e->slot);
+}
+
+/* Find the codec type of the userdata at idx; push nothing. */
+static const mpe_codec_type *shared_type(lua_State *L, int idx)
+{
+    const mpe_codec_type *t = NULL;
+    if (!lua_getmetatable(L, idx))
+        return NULL;
+    int mt = lua_gettop(L);
+    registry_table(L, TYPES_KEY, NULL);
+    int types = mt + 1;
+    lua_getfield(L, mt, "__name");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        lua_rawget(L, types);
+        t = lua_touserdata(L, -1);
+    } else {
+        /* No __name (LuaJIT's luaL_newmetatable sets none): compare metatables. */
+        lua_pushnil(L);
+        while (!t && lua_next(L, types) != 0) {
+            if (lua_type(L, -2) == LUA_TSTRING) {
+                luaL_getmetatable(L, lua_tostring(L, -2));
+                if (lua_rawequal(L, -1, mt))
+                    t = lua_touserdata(L, -2);
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, mt - 1);
+    return t;
+}
+
+static void enc_userdata(enc *e, int u)
+{
+    lua_State *L = e->L;
+    const mpe_codec_type *t = shared_type(L, u);
+    if (!t) {
+        char what[96];
+        if (luaL_getmetafield(L, u, "__name") != 0 && lua_type(L, -1) == LUA_TSTRING)
+            snprintf(what, sizeof what, "userdata (%s)", lua_tostring(L, -1));
+        else
+            snprintf(what, sizeof what, "userdata");
+        enc_fail(e, what);
+    }
+    if (!e->fds) {
+        char what[160];
+        snprintf(what, sizeof what,
+                 "%s (shared objects travel through pools, processes, queues and pipes, "
+                 "not mpe.encode)",
+                 t->name);
+        enc_fail(e, what);
+    }
+    if (enc_seen(e, u))
+        return;
+    size_t len = strlen(t->name);
+    mpe__buf_put_u8(L, e->b, T_SHARED);
+    mpe__buf_put_varint(L, e->b, len);
+    mpe__buf_put(L, e->b, t->name, len);
+    t->encode(L, u, e->b, e->fds);
+}
+
+/* The one conversion switch, Lua -> bytes. */
+static void enc_value(enc *e, int idx)
+{
+    lua_State *L = e->L;
+    mpe_buf *b = e->b;
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        mpe__buf_put_u8(L, b, T_NIL);
+        break;
+    case LUA_TBOOLEAN:
+        mpe__buf_put_u8(L, b, lua_toboolean(L, idx) ? T_TRUE : T_FALSE);
+        break;
+    case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+            int64_t v = (int64_t)lua_tointeger(L, idx);
+            uint64_t z = ((uint64_t)v << 1) ^ (v < 0 ? UINT64_MAX : 0);
+            mpe__buf_put_u8(L, b, T_INT);
+            mpe__buf_put_varint(L, b, z);
+        } else {
+            mpe__buf_put_u8(L, b, T_FLOAT);
+            mpe__buf_put_f64(L, b, (double)lua_tonumber(L, idx));
+        }
+        break;
+    case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, idx, &len);
+        mpe__buf_put_u8(L, b, T_STR);
+        mpe__buf_put_varint(L, b, len);
+        mpe__buf_put(L, b, s, len);
+        break;
+    }
+    case LUA_TTABLE:
+        enc_table(e, idx);
+        break;
+    case LUA_TFUNCTION:
+        if (enc_seen(e, idx))
+            break;
+        if (lua_iscfunction(L, idx))
+            enc_cfunction(e, idx);
+        else
+            enc_lfunction(e, idx);
+        break;
+    case LUA_TUSERDATA:
+        enc_userdata(e, idx);
+        break;
+    case LUA_TTHREAD:
+        enc_fail(e, "coroutine");
+        break;
+    case LUA_TLIGHTUSERDATA:
+        enc_fail(e, "light userdata");
+        break;
+    default:
+        enc_fail(e, luaL_typename(L, idx));
+        break;
+    }
+}
+
+void mpe__encode(lua_State *L, int idx, mpe_buf *b, const char *root, mpe_fds *fds)
+{
+    enc e;
+    idx = lua_absindex(L, idx);
+    e.L = L;
+    e.b = b;
+    e.fds = fds;
+    e.root = root ? root : "value";
+    e.depth = 0;
+    e.has_refs = 0;
+    e.nrefs = 0;
+    e.slot = 0;
+    e.globals = NULL;
+    int t = lua_type(L, idx);
+    if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA) {
+        luaL_checkstack(L, 12, "mpe: cannot send value");
+        lua_pushglobaltable(L);
+        e.globals = lua_topointer(L, -1);
+        lua_pop(L, 1);
+        lua_pushnil(L); /* the reference table's slot */
+        e.slot = lua_gettop(L);
+        enc_value(&e, idx);
+        lua_settop(L, e.slot - 1);
+    } else {
+        enc_value(&e, idx);
+    }
+}
+
+/* ---- decoder ---------------------------------------------------------------------- */
+
+typedef struct dec {
+    lua_State *L;
+    mpe_rd *r;
+    mpe_fds *fds;
+    int slot; /* stack slot of the reference table (id -> object) */
+    int has_refs;
+    lua_Integer nrefs;
+    int depth;
+} dec;
+
+static void dec_value(dec *d);
+
+static void dec_fail(dec *d, const char *what)
+{
+    luaL_error(d->L, "mpe: decode: %s at offset %d", what, (int)d->r->pos);
+}
+
+static void dec_truncated(dec *d)
+{
+    dec_fail(d, "truncated input");
+}
+
+static unsigned rd_u8(dec *d)
+{
+    unsigned v;
+    if (MPE_UNLIKELY(mpe__rd_u8(d->r, &v) != 0))
+        dec_truncated(d);
+    return v;
+}
+
+static uint64_t rd_varint(dec *d)
+{
+    uint64_t v;
+    if (MPE_UNLIKELY(mpe__rd_varint(d->r, &v) != 0))
+        dec_fail(d, "truncated or malformed varint");
+    return v;
+}
+
+static uint64_t rd_u64(dec *d)
+{
+    uint64_t v;
+    if (MPE_UNLIKELY(mpe__rd_u64(d->r, &v) != 0))
+        dec_truncated(d);
+    return v;
+}
+
+static uint32_t rd_u32(dec *d)
+{
+    uint32_t v;
+    if (MPE_UNLIKELY(mpe__rd_u32(d->r, &v) != 0))
+        dec_truncated(d);
+    return v;
+}
+
+static const unsigned char *rd_bytes(dec *d, uint64_t n)
+{
+    const unsigned char *p;
+    if (MPE_UNLIKELY(n > d->r->n - d->r->pos || mpe__rd_bytes(d->r, (size_t)n, &p) != 0))
+        dec_truncated(d);
+    return p;
+}
+
+static size_t remaining(dec *d)
+{
+    return d->r->n - d->r->pos;
+}
+
+static void dec_enter(dec *d)
+{
+    if (MPE_UNLIKELY(++d->depth > MPE_MAX_DEPTH)) {
+        char what[64];
+        snprintf(what, sizeof what, "nesting deeper than %d levels", MPE_MAX_DEPTH);
+        dec_fail(d, what);
+    }
+    if (MPE_UNLIKELY(!lua_checkstack(d->L, 8)))
+        dec_fail(d, "out of Lua stack");
+}
+
+/* Give the object on top of the stack the next id. */
+static void dec_addref(dec *d)
+{
+    lua_State *L = d->L;
+    if (!d->has_refs) {
+        lua_newtable(L);
+        lua_replace(L, d->slot);
+        d->has_refs = 1;
+    }
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, d->slot, ++d->nrefs);
+}
+
+/* Push a copy of a name from the input, made printable, for messages. */
+static const char *printable(dec *d, const unsigned char *p, size_t n)
+{
+    char s[68];
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < 64; i++)
+        s[k++] = (p[i] >= 32 && p[i] < 127) ? (char)p[i] : '?';
+    if (n > 64) {
+        memcpy(s + 61, "...", 3);
+        k = 64;
+    }
+    s[k] = 0;
+    return lua_pushstring(d->L, s);
+}
+
+static void dec_table(dec *d, unsigned tag)
+{
+    lua_State *L = d->L;
+    uint64_t n = rd_varint(d);
+    uint64_t room = tag == T_TABLE ? remaining(d) : remaining(d) / 8;
+    if (n > room || n > INT32_MAX)
+        dec_fail(d, "array length larger than the input");
+    lua_createtable(L, (int)n, 0);
+    int t = lua_gettop(L);
+    dec_addref(d);
+    dec_enter(d);
+    if (tag == T_TABLE) {
+        for (uint64_t i = 1; i <= n; i++) {
+            dec_value(d);
+            lua_rawseti(L, t, (int)i);
+        }
+    } else {
+        const unsigned char *p = rd_bytes(d, n * 8);
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t u = le64(p + 8 * i);
+            if (tag == T_TABLE_INT) {
+                lua_pushinteger(L, (lua_Integer)(int64_t)u);
+            } else {
+                double v;
+                memcpy(&v, &u, 8);
+                lua_pushnumber(L, v);
+            }
+            lua_rawseti(L, t, (int)(i + 1));
+        }
+    }
+    uint32_t m = rd_u32(d);
+    if (m > remaining(d) / 2)
+        dec_fail(d, "key count larger than the input");
+    for (uint32_t i = 0; i < m; i++) {
+        dec_value(d);
+        int kt = lua_type(L, -1);
+        if (kt == LUA_TNIL || (kt == LUA_TNUMBER && lua_tonumber(L, -1) != lua_tonumber(L, -1)))
+            dec_fail(d, "table key is nil or NaN");
+        dec_value(d);
+        lua_rawset(L, t);
+    }
+    unsigned mark = rd_u8(d);
+    if (mark == MT_VALUE) {
+        dec_value(d);
+        if (lua_type(L, -1) != LUA_TTABLE)
+            dec_fail(d, "metatable is not a table");
+        lua_setmetatable(L, t);
+    } else if (mark == MT_NAME) {
+        uint64_t len = rd_varint(d);
+        const unsigned char *name = rd_bytes(d, len);
+        lua_getfield(L, LUA_REGISTRYINDEX, MTS_KEY);
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            lua_pushlstring(L, (const char *)name, (size_t)len);
+            lua_rawget(L, -2);
+        } else {
+            lua_pushnil(L);
+        }
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            char what[160];
+            snprintf(what, sizeof what,
+                     "unknown metatable '%s' (not registered with mpe.register here)",
+                     printable(d, name, (size_t)len));
+            dec_fail(d, what);
+        }
+        lua_setmetatable(L, t);
+        lua_pop(L, 1);
+    } else if (mark != MT_NONE) {
+        dec_fail(d, "bad metatable mark");
+    }
+    d->depth--;
+}
+
+static void check_mac(dec *d, size_t start)
+{
+    size_t end = d->r->pos;
+    uint64_t want = rd_u64(d);
+    uint64_t got = mac_of(d->r->p + start, end - start);
+    if ((want ^ got) != 0)
+        dec_fail(d, "function from another program (checksum mismatch)");
+}
+
+static void dec_lfunction(dec *d, size_t start)
+{
+    lua_State *L = d->L;
+    uint32_t len = rd_u32(d);
+    const unsigned char *bc = rd_bytes(d, len);
+    unsigned nups = rd_u8(d);
+    check_mac(d, start);
+    if (luaL_loadbufferx(L, (const char *)bc, len, "=(mpe)", "b") != LUA_OK) {
+        char what[256];
+        snprintf(what, sizeof what, "cannot load function: %s", lua_tostring(L, -1));
+        dec_fail(d, what);
+    }
+    int f = lua_gettop(L);
+    lua_Debug ar;
+    lua_pushvalue(L, f);
+    lua_getinfo(L, ">u", &ar);
+    if ((unsigned)ar.nups != nups)
+        dec_fail(d, "function upvalue count mismatch");
+    dec_addref(d);
+    dec_enter(d);
+    for (unsigned i = 1; i <= nups; i++) {
+        unsigned mark = rd_u8(d);
+        if (mark == UP_VALUE) {
+            dec_value(d);
+            lua_setupvalue(L, f, (int)i);
+        } else if (mark == UP_JOIN) {
+            uint64_t id = rd_varint(d);
+            unsigned k = rd_u8(d);
+            if (id < 1 || id > (uint64_t)d->nrefs)
+                dec_fail(d, "bad upvalue reference");
+            lua_rawgeti(L, d->slot, (int)id);
+            if (lua_type(L, -1) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
+                lua_getupvalue(L, -1, (int)k) == NULL)
+                dec_fail(d, "bad upvalue reference");
+            lua_pop(L, 1);
+            lua_upvaluejoin(L, f, (int)i, -1, (int)k);
+            lua_pop(L, 1);
+        } else {
+            dec_fail(d, "bad upvalue mark");
+        }
+    }
+    d->depth--;
+}
+
+static void dec_cfunction_addr(dec *d, size_t start)
+{
+    lua_State *L = d->L;
+    uint64_t addr = rd_u64(d);
+    unsigned nups = rd_u8(d);
+    check_mac(d, start);
+    if (!d->has_refs) {
+        lua_newtable(L);
+        lua_replace(L, d->slot);
+        d->has_refs = 1;
+    }
+    lua_Integer id = ++d->nrefs; /* filled in once the closure exists */
+    dec_enter(d);
+    if (!lua_checkstack(L, (int)nups + 4))
+        dec_fail(d, "out of Lua stack");
+    for (unsigned i = 0; i < nups; i++)
+        dec_value(d);
+    lua_pushcclosure(L, (lua_CFunction)(uintptr_t)addr, (int)nups);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, d->slot, (int)id);
+    d->depth--;
+}
+
+static void dec_cfunction_name(dec *d)
+{
+    lua_State *L = d->L;
+    uint64_t len = rd_varint(d);
+    const unsigned char *name = rd_bytes(d, len);
+    lua_pushlstring(L, (const char *)name, (size_t)len);
+    index_lookup(L, -1, 1);
+    if (!lua_iscfunction(L, -1)) {
+        char what[160];
+        snprintf(what, sizeof what, "unknown C function '%s'", printable(d, name, (size_t)len));
+        dec_fail(d, what);
+    }
+    lua_remove(L, -2);
+    dec_addref(d);
+}
+
+static void dec_shared(dec *d)
+{
+    lua_State *L = d->L;
+    uint64_t len = rd_varint(d);
+    const unsigned char *name = rd_bytes(d, len);
+    lua_getfield(L, LUA_REGISTRYINDEX, TYPES_KEY);
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_pushlstring(L, (const char *)name, (size_t)len);
+        lua_rawget(L, -2);
+    } else {
+        lua_pushnil(L);
+    }
+    const mpe_codec_type *t = lua_touserdata(L, -1);
+    if (!t || lua_type(L, -1) != LUA_TLIGHTUSERDATA) {
+        char what[160];
+        snprintf(what, sizeof what, "unknown shared object type '%s'",
+                 printable(d, name, (size_t)len));
+        dec_fail(d, what);
+    }
+    lua_pop(L, 2);
+    int top = lua_gettop(L);
+    t->decode(L, d->r, d->fds);
+    if (lua_gettop(L) != top + 1)
+        luaL_error(L, "mpe: decode: %s decoder pushed %d values", t->name, lua_gettop(L) - top);
+    dec_addref(d);
+}
+
+/* The one conversion switch, bytes -> Lua. */
+static void dec_value(dec *d)
+{
+    lua_State *L = d->L;
+    size_t start = d->r->pos;
+    unsigned tag = rd_u8(d);
+    switch (tag) {
+    case T_NIL:
+        lua_pushnil(L);
+        break;
+    case T_FALSE:
+    case T_TRUE:
+        lua_pushboolean(L, tag == T_TRUE);
+        break;
+    case T_INT: {
+        uint64_t z = rd_varint(d);
+        uint64_t u = (z >> 1) ^ (0 - (z & 1));
+        lua_pushinteger(L, (lua_Integer)(int64_t)u);
+        break;
+    }
+    case T_FLOAT: {
+        double v;
+        if (mpe__rd_f64(d->r, &v) != 0)
+            dec_truncated(d);
+        lua_pushnumber(L, v);
+        break;
+    }
+    case T_STR: {
+        uint64_t len = rd_varint(d);
+        const unsigned char *s = rd_bytes(d, len);
+        lua_pushlstring(L, (const char *)s, (size_t)len);
+        break;
+    }
+    case T_TABLE:
+    case T_TABLE_INT:
+    case T_TABLE_FLOAT:
+        dec_table(d, tag);
+        break;
+    case T_REF: {
+        uint64_t id = rd_varint(d);
+        if (id < 1 || id > (uint64_t)d->nrefs)
+            dec_fail(d, "bad reference");
+        lua_rawgeti(L, d->slot, (int)id);
+        if (lua_type(L, -1) == LUA_TNIL)
+            dec_fail(d, "reference to an unfinished value");
+        break;
+    }
+    case T_GLOBALS:
+        lua_pushglobaltable(L);
+        break;
+    case T_LFUNC:
+        dec_lfunction(d, start);
+        break;
+    case T_CFUNC_NAME:
+        dec_cfunction_name(d);
+        break;
+    case T_CFUNC_ADDR:
+        dec_cfunction_addr(d, start);
+        break;
+    case T_SHARED:
+        dec_shared(d);
+        break;
+    default:
+        d->r->pos = start;
+        dec_fail(d, "bad tag");
+        break;
+    }
+}
+
+void mpe__decode(lua_State *L, mpe_rd *r, mpe_fds *fds)
+{
+    dec d;
+    d.L = L;
+    d.r = r;
+    d.fds = fds;
+    d.has_refs = 0;
+    d.nrefs = 0;
+    d.depth = 0;
+    d.slot = 0;
+    luaL_checkstack(L, 12, "mpe: decode");
+    /* Scalars need no reference table; anything else gets a slot below it. */
+    if (r->pos < r->n && r->p[r->pos] <= T_STR) {
+        dec_value(&d);
+        return;
+    }
+    lua_pushnil(L);
+    d.slot = lua_gettop(L);
+    dec_value(&d);
+    lua_replace(L, d.slot);
+}
