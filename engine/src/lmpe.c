@@ -208,5 +208,7 @@ MPE_API int luaopen_mpe(lua_State *L)
     lua_setfield(L, -2, "Error");
     preload_embedded(L);
     mpe__open_codec(L);
+    mpe__open_proc(L);
+    mpe__open_process(L);
     return 1;
 }

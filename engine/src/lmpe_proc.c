@@ -1,0 +1,37 @@
+/* lmpe_proc.c -- Lua bindings of proc.c: mpe.cpu_count() and mpe.current_process().
+ * SPDX-License-Identifier: MIT */
+#include <unistd.h>
+#include "internal.h"
+
+/* mpe.cpu_count() -> the CPUs this process may use (affinity and cgroup quota). */
+static int l_cpu_count(lua_State *L)
+{
+    lua_pushinteger(L, mpe__proc_cpu_count());
+    return 1;
+}
+
+/* mpe.current_process() -> { name = ..., pid = ..., worker = slot or nil }.
+ * A fresh table each call: the caller may keep or change it freely. */
+static int l_current_process(lua_State *L)
+{
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, mpe__proc_name());
+    lua_setfield(L, -2, "name");
+    lua_pushinteger(L, (lua_Integer)getpid());
+    lua_setfield(L, -2, "pid");
+    if (mpe__proc_worker() > 0) {
+        lua_pushinteger(L, mpe__proc_worker());
+        lua_setfield(L, -2, "worker");
+    }
+    return 1;
+}
+
+void mpe__open_proc(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {
+        {"cpu_count", l_cpu_count},
+        {"current_process", l_current_process},
+        {NULL, NULL},
+    };
+    luaL_setfuncs(L, funcs, 0);
+}

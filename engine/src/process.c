@@ -1,0 +1,448 @@
+/* process.c -- one-off processes: fork a child that runs one Lua function in
+ * the inherited lua_State, carry its outcome back through a pipe, reap it.
+ * SPDX-License-Identifier: MIT
+ *
+ * The child inherits the whole state as of start(), so the function and its
+ * arguments are never encoded; only the outcome travels. Payload on the pipe:
+ *   u8 kind (0 returned, 1 raised), u64 body length, body
+ *   returned: varint count, then each value (nils included)
+ *   raised:   message (string), traceback (string or nil), error value (or nil)
+ * A payload whose length does not match is incomplete: the child died writing. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "internal.h"
+
+#define HEADER_SIZE 9
+#define READ_CHUNK 65536
+
+void mpe__process_init(mpe_process *p)
+{
+    memset(p, 0, sizeof *p);
+    p->fd = -1;
+    p->pidfd = -1;
+}
+
+static void close_tracked(int *fd)
+{
+    if (*fd >= 0) {
+        mpe__proc_untrack_fd(*fd);
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static int open_pidfd(pid_t pid)
+{
+#ifdef SYS_pidfd_open
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0); /* close-on-exec by default */
+    return fd >= 0 ? fd : -1;
+#else
+    (void)pid;
+    return -1;
+#endif
+}
+
+pid_t mpe__process_start(mpe_process *p, mpe_err *e)
+{
+    int fds[2];
+    /* Close-on-exec: a program the child or parent runs with os.execute must
+     * not hold the pipe open (the parent would wait for its EOF). */
+    if (pipe2(fds, O_CLOEXEC) != 0)
+        return mpe__seterr(e, "pipe2() for the result pipe: %s", strerror(errno));
+    pid_t parent = getpid();
+    pid_t pid = mpe__proc_fork(e);
+    if (pid < 0) {
+        int saved = errno;
+        close(fds[0]);
+        close(fds[1]);
+        errno = saved;
+        return -1;
+    }
+    if (pid == 0) {
+        close(fds[0]);
+        p->pid = getpid();
+        p->creator = parent; /* this copy is not ours to wait for */
+        p->fd = fds[1];
+        p->pidfd = -1;
+        /* Our own children must not keep our parent's pipe open. */
+        mpe__proc_track_fd(fds[1]);
+        return 0;
+    }
+    close(fds[1]);
+    /* Non-blocking: join drains what is there and goes back to poll. */
+    fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+    p->pid = pid;
+    p->creator = parent;
+    p->fd = fds[0];
+    p->pidfd = open_pidfd(pid);
+    mpe__proc_track_fd(p->fd);
+    mpe__proc_track_fd(p->pidfd);
+    return pid;
+}
+
+/* ---- the child's side ---------------------------------------------------------- */
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1; /* EPIPE: the parent is gone; nobody to tell */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int is_error_object(lua_State *L, int idx)
+{
+    int yes = 0;
+    if (luaL_getmetafield(L, idx, "__name") != LUA_TNIL) {
+        const char *name = lua_tostring(L, -1);
+        yes = name && strcmp(name, "mpe.Error") == 0;
+        lua_pop(L, 1);
+    }
+    return yes;
+}
+
+/* Protected: encode the value at 2 into the buffer at 1 (a light userdata). */
+static int encode_value(lua_State *L)
+{
+    mpe__encode(L, 2, (mpe_buf *)lua_touserdata(L, 1), "error value", NULL);
+    return 0;
+}
+
+/* Encode what lua_pcall left at idx after a failure: the handler's table
+ * { message, traceback, value }, an mpe.Error, or a bare string. */
+static void encode_failure(lua_State *L, int idx, mpe_buf *b)
+{
+    int top = lua_gettop(L);
+    if (lua_type(L, idx) == LUA_TTABLE) {
+        lua_getfield(L, idx, "message");
+        lua_getfield(L, idx, "traceback");
+        if (is_error_object(L, idx))
+            lua_pushvalue(L, idx); /* a nested mpe failure: keep all its fields */
+        else
+            lua_getfield(L, idx, "value");
+    } else {
+        /* A memory error, or an error in the handler: no traceback. */
+        if (lua_type(L, idx) == LUA_TSTRING || lua_type(L, idx) == LUA_TNUMBER)
+            lua_pushvalue(L, idx);
+        else
+            lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, idx));
+        lua_pushnil(L);
+        lua_pushnil(L);
+    }
+    if (lua_type(L, top + 1) != LUA_TSTRING) {
+        lua_pushstring(L, "(no message)");
+        lua_replace(L, top + 1);
+    }
+    if (lua_type(L, top + 2) != LUA_TSTRING) {
+        lua_pushnil(L);
+        lua_replace(L, top + 2);
+    }
+    mpe__encode(L, top + 1, b, "error message", NULL);
+    mpe__encode(L, top + 2, b, "traceback", NULL);
+    /* The value goes along only if it can: an unsendable error value must not
+     * hide the error itself. */
+    size_t mark = b->n;
+    lua_pushcfunction(L, encode_value);
+    lua_pushlightuserdata(L, b);
+    lua_pushvalue(L, top + 3);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        b->n = mark;
+        lua_pushnil(L);
+        mpe__encode(L, -1, b, "error value", NULL);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+}
+
+/* Protected: stack is p (light userdata), raised (boolean), then the function's
+ * results or its error. Build the payload and write it to the pipe. */
+static int send_outcome(lua_State *L)
+{
+    mpe_process *p = lua_touserdata(L, 1);
+    int raised = lua_toboolean(L, 2);
+    int first = 3, n = lua_gettop(L) - 2;
+    mpe_buf *b = mpe__buf_box(L);
+    static const char zero[HEADER_SIZE] = {0};
+    mpe__buf_put(L, b, zero, HEADER_SIZE);
+    if (raised) {
+        encode_failure(L, first, b);
+    } else {
+        char root[32] = "result";
+        mpe__buf_put_varint(L, b, (uint64_t)n);
+        for (int i = 0; i < n; i++) {
+            if (n > 1)
+                snprintf(root, sizeof root, "result %d", i + 1);
+            mpe__encode(L, first + i, b, root, NULL);
+        }
+    }
+    uint64_t len = b->n - HEADER_SIZE;
+    b->p[0] = (char)raised;
+    for (int i = 0; i < 8; i++)
+        b->p[1 + i] = (char)(unsigned char)(len >> (8 * i));
+    write_all(p->fd, b->p, b->n);
+    return 0;
+}
+
+static _Noreturn void leave(int status)
+{
+    fflush(NULL);
+    _exit(status);
+}
+
+_Noreturn void mpe__process_run(lua_State *L, mpe_process *p, int nargs)
+{
+    int base = lua_gettop(L) - nargs; /* the function */
+    lua_pushcfunction(L, mpe__error_handler);
+    lua_insert(L, base);
+    int status = lua_pcall(L, nargs, LUA_MULTRET, base);
+    /* Stack: handler at base, then the results or the error. */
+    lua_pushcfunction(L, send_outcome);
+    lua_insert(L, base + 1);
+    lua_pushlightuserdata(L, p);
+    lua_insert(L, base + 2);
+    lua_pushboolean(L, status != LUA_OK);
+    lua_insert(L, base + 3);
+    if (lua_pcall(L, lua_gettop(L) - base - 1, 0, base) == LUA_OK)
+        leave(status == LUA_OK ? 0 : 1);
+    /* A result that cannot be sent (a coroutine, a file): that becomes the
+     * child's failure, with the codec's message naming the path to it. */
+    if (lua_type(L, -1) == LUA_TTABLE)
+        lua_getfield(L, -1, "message");
+    int msg = lua_gettop(L);
+    lua_pushcfunction(L, send_outcome);
+    lua_pushlightuserdata(L, p);
+    lua_pushboolean(L, 1);
+    lua_pushvalue(L, msg);
+    if (lua_pcall(L, 3, 0, base) != LUA_OK)
+        fputs("mpe: could not send the process's outcome to its parent\n", stderr);
+    leave(1);
+}
+
+/* ---- the creator's side ----------------------------------------------------------- */
+
+/* Read what the child has written so far. Returns 0, or -1 with e set. */
+static int drain(mpe_process *p, mpe_err *e)
+{
+    char scratch[4096];
+    while (p->fd >= 0) {
+        char *dst = scratch;
+        size_t room = sizeof scratch;
+        if (!p->discard) {
+            if (mpe__buf_grow(&p->payload, READ_CHUNK) != 0)
+                return mpe__seterr(e, "reading the result of pid %d: %s", (int)p->pid,
+                                   strerror(errno));
+            dst = p->payload.p + p->payload.n;
+            room = p->payload.cap - p->payload.n;
+        }
+        ssize_t r = read(p->fd, dst, room);
+        if (r > 0) {
+            if (!p->discard)
+                p->payload.n += (size_t)r;
+        } else if (r == 0) {
+            close_tracked(&p->fd);
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            break;
+        } else if (errno != EINTR) {
+            return mpe__seterr(e, "read() from the result pipe of pid %d: %s", (int)p->pid,
+                               strerror(errno));
+        }
+    }
+    return 0;
+}
+
+/* Returns 1 if reaped (now or before), 0 if still running, -1 with e set. */
+static int try_reap(mpe_process *p, mpe_err *e)
+{
+    if (p->reaped)
+        return 1;
+    int st;
+    pid_t r;
+    do
+        r = waitpid(p->pid, &st, WNOHANG);
+    while (r == -1 && errno == EINTR);
+    if (r == 0)
+        return 0;
+    if (r < 0)
+        return mpe__seterr(e, "waitpid(%d): %s", (int)p->pid, strerror(errno));
+    p->reaped = 1;
+    p->status = st;
+    close_tracked(&p->pidfd);
+    return 1;
+}
+
+int mpe__process_join(mpe_process *p, double timeout, mpe_err *e)
+{
+    double deadline = timeout >= 0 ? mpe__proc_now() + timeout : 0;
+    int nap_ms = 1;
+    for (;;) {
+        int r = try_reap(p, e);
+        if (r < 0 || drain(p, e) != 0)
+            return -1;
+        if (r == 1) {
+            /* The child is gone and everything it wrote has been read; a
+             * descriptor someone else still holds must not keep us waiting. */
+            close_tracked(&p->fd);
+            return 1;
+        }
+        int wait_ms = -1;
+        if (timeout >= 0) {
+            double left = deadline - mpe__proc_now();
+            if (left <= 0)
+                return 0;
+            wait_ms = left * 1000 >= INT_MAX ? INT_MAX : (int)ceil(left * 1000);
+        }
+        struct pollfd pf[2];
+        nfds_t n = 0;
+        if (p->fd >= 0)
+            pf[n++] = (struct pollfd){.fd = p->fd, .events = POLLIN};
+        if (p->pidfd >= 0) {
+            pf[n++] = (struct pollfd){.fd = p->pidfd, .events = POLLIN};
+        } else {
+            /* No exit notification without a pidfd: look again soon. */
+            if (wait_ms < 0 || wait_ms > nap_ms)
+                wait_ms = nap_ms;
+            if (nap_ms < 20)
+                nap_ms *= 2;
+        }
+        if (poll(pf, n, wait_ms) < 0 && errno != EINTR)
+            return mpe__seterr(e, "poll() on process %d: %s", (int)p->pid, strerror(errno));
+    }
+}
+
+int mpe__process_signal(mpe_process *p, int sig, mpe_err *e)
+{
+    /* Once reaped, the pid may already name someone else's process. Before
+     * that it cannot: an unreaped child keeps its pid, even as a zombie. */
+    if (p->reaped || p->pid <= 0)
+        return 0;
+    if (kill(p->pid, sig) != 0 && errno != ESRCH)
+        return mpe__seterr(e, "kill(%d, %d): %s", (int)p->pid, sig, strerror(errno));
+    return 0;
+}
+
+int mpe__process_exitcode(const mpe_process *p, int *code)
+{
+    if (!p->reaped)
+        return -1;
+    if (WIFEXITED(p->status))
+        *code = WEXITSTATUS(p->status);
+    else if (WIFSIGNALED(p->status))
+        *code = -WTERMSIG(p->status);
+    else
+        *code = -1;
+    return 0;
+}
+
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    case SIGSEGV: return "SIGSEGV";
+    case SIGABRT: return "SIGABRT";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGINT: return "SIGINT";
+    case SIGHUP: return "SIGHUP";
+    case SIGPIPE: return "SIGPIPE";
+    case SIGILL: return "SIGILL";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGALRM: return "SIGALRM";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    default: return NULL;
+    }
+}
+
+void mpe__process_describe(const mpe_process *p, char *out, size_t size)
+{
+    if (!p->reaped) {
+        snprintf(out, size, "is still running");
+    } else if (WIFEXITED(p->status)) {
+        snprintf(out, size, "exited with status %d", WEXITSTATUS(p->status));
+    } else if (WIFSIGNALED(p->status)) {
+        int sig = WTERMSIG(p->status);
+        const char *name = signal_name(sig);
+        if (name)
+            snprintf(out, size, "killed by signal %d (%s)", sig, name);
+        else
+            snprintf(out, size, "killed by signal %d", sig);
+    } else {
+        snprintf(out, size, "ended with wait status %d", p->status);
+    }
+}
+
+int mpe__process_outcome(lua_State *L, const mpe_process *p, int *nvalues)
+{
+    const mpe_buf *b = &p->payload;
+    *nvalues = 0;
+    if (b->n < HEADER_SIZE || (b->p[0] != 0 && b->p[0] != 1))
+        return MPE_PROCESS_NOTHING;
+    uint64_t len = 0;
+    for (int i = 0; i < 8; i++)
+        len |= (uint64_t)(unsigned char)b->p[1 + i] << (8 * i);
+    if (len != b->n - HEADER_SIZE)
+        return MPE_PROCESS_NOTHING;
+    mpe_rd r;
+    mpe__rd_init(&r, b->p + HEADER_SIZE, (size_t)len);
+    if (b->p[0] == 1) {
+        luaL_checkstack(L, 3, "process outcome");
+        for (int i = 0; i < 3; i++)
+            mpe__decode(L, &r, NULL);
+        return MPE_PROCESS_RAISED;
+    }
+    uint64_t n;
+    if (mpe__rd_varint(&r, &n) != 0 || n > (uint64_t)(INT_MAX - LUA_MINSTACK))
+        luaL_error(L, "mpe: decode: malformed process result (value count)");
+    luaL_checkstack(L, (int)n + LUA_MINSTACK, "too many values returned by the process");
+    for (uint64_t i = 0; i < n; i++)
+        mpe__decode(L, &r, NULL);
+    *nvalues = (int)n;
+    return MPE_PROCESS_RETURNED;
+}
+
+void mpe__process_release(mpe_process *p, int daemon)
+{
+    if (p->pid > 0 && p->creator == getpid()) {
+        /* Nobody can ask for the result any more: read and drop it. */
+        mpe__buf_free(&p->payload);
+        p->discard = 1;
+        if (!p->reaped) {
+            if (daemon) {
+                mpe__process_signal(p, SIGTERM, NULL);
+                if (mpe__process_join(p, 1.0, NULL) == 0) {
+                    mpe__process_signal(p, SIGKILL, NULL);
+                    mpe__process_join(p, -1, NULL);
+                }
+            } else {
+                mpe__process_join(p, -1, NULL);
+            }
+        }
+        close_tracked(&p->fd);
+        close_tracked(&p->pidfd);
+    } else {
+        /* An inherited copy: mpe__proc_fork closed these descriptors in this
+         * process (they were tracked), so their numbers may name other files
+         * now. Forget them; never close them. */
+        p->fd = -1;
+        p->pidfd = -1;
+    }
+    mpe__buf_free(&p->payload);
+}
