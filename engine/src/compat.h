@@ -32,6 +32,12 @@ int mpe__compat_dump(lua_State *L, lua_Writer w, void *ud, int strip);
 #define lua_rawsetp(L, idx, p) (lua_pushlightuserdata((L), (void *)(p)), lua_insert((L), -2), lua_rawset((L), ((idx) < 0 && (idx) > LUA_REGISTRYINDEX) ? (idx) - 1 : (idx)))
 #define luaL_tolstring(L, i, len) mpe__compat_tolstring((L), (i), (len))
 const char *mpe__compat_tolstring(lua_State *L, int idx, size_t *len);
+/* Lua 5.4 also sets __name in a new metatable; the engine relies on it. */
+int mpe__compat_newmetatable(lua_State *L, const char *tname);
+#define luaL_newmetatable(L, tn) mpe__compat_newmetatable((L), (tn))
+#define LUA_MAXINTEGER ((lua_Integer)0x7fffffffffffffffLL)
+#define LUA_MININTEGER ((lua_Integer)(-0x7fffffffffffffffLL - 1))
+/* The definitions above live in compat.c. */
 #else
 #define MPE_HAS_INTEGERS 1
 #define MPE_HAS_ENV_UPVALUE 1

@@ -236,4 +236,12 @@ const char *mpe__typename(lua_State *L, int idx);
  * seconds; anything else raises an argument error naming fname. */
 double mpe__opt_timeout(lua_State *L, int arg, const char *fname);
 
+/* ---- the engine (engine.c) ------------------------------------------------
+ * Call prepare(L) protected, with the light userdata ud as its one argument.
+ * It returns nothing, or a function and its arguments: that function is then
+ * called protected, with lua.c's traceback handler. A failure in prepare (a
+ * syntax error, a missing file) is reported without a traceback, as lua.c
+ * does. Returns 0, or -1 with the message in mpe_errmsg(e). */
+int mpe__engine_run(mpe_engine *e, lua_CFunction prepare, void *ud);
+
 #endif

@@ -1,0 +1,86 @@
+/* compat.c -- the Lua 5.4 API functions LuaJIT 2.1 lacks, declared in compat.h.
+ * SPDX-License-Identifier: MIT
+ *
+ * Compiled in every build; empty unless MPE_LUAJIT is defined. */
+#include <math.h>
+#include "compat.h"
+
+#ifdef MPE_LUAJIT
+
+/* LuaJIT has only doubles. A number counts as an integer when Lua 5.4 would
+ * have kept it as one after a round trip: integral, inside the int64 range,
+ * and not -0.0 (whose sign an integer encoding would lose). */
+int mpe__compat_isinteger(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TNUMBER)
+        return 0;
+    lua_Number n = lua_tonumber(L, idx);
+    if (n != floor(n) || n < -9223372036854775808.0 || n >= 9223372036854775808.0)
+        return 0; /* also false for NaN and the infinities */
+    return !(n == 0 && signbit(n));
+}
+
+int mpe__compat_absindex(lua_State *L, int idx)
+{
+    return (idx > 0 || idx <= LUA_REGISTRYINDEX) ? idx : lua_gettop(L) + idx + 1;
+}
+
+/* LuaJIT's lua_dump has no strip flag: its C API always keeps the debug
+ * information, so `strip` only costs size here, never correctness. */
+int mpe__compat_dump(lua_State *L, lua_Writer w, void *ud, int strip)
+{
+    (void)strip;
+    return (lua_dump)(L, w, ud);
+}
+
+/* luaL_tolstring of Lua 5.4: __tostring (which must return a string), else the
+ * value's own string form, else "<__name or type>: <address>". */
+const char *mpe__compat_tolstring(lua_State *L, int idx, size_t *len)
+{
+    idx = mpe__compat_absindex(L, idx);
+    if (luaL_callmeta(L, idx, "__tostring")) {
+        if (!lua_isstring(L, -1))
+            luaL_error(L, "'__tostring' must return a string");
+    } else {
+        switch (lua_type(L, idx)) {
+        case LUA_TNUMBER:
+        case LUA_TSTRING:
+            lua_pushvalue(L, idx);
+            break;
+        case LUA_TBOOLEAN:
+            lua_pushstring(L, lua_toboolean(L, idx) ? "true" : "false");
+            break;
+        case LUA_TNIL:
+            lua_pushliteral(L, "nil");
+            break;
+        default:
+            if (!luaL_getmetafield(L, idx, "__name"))
+                lua_pushnil(L);
+            if (lua_type(L, -1) == LUA_TSTRING)
+                lua_pushfstring(L, "%s: %p", lua_tostring(L, -1), lua_topointer(L, idx));
+            else
+                lua_pushfstring(L, "%s: %p", luaL_typename(L, idx), lua_topointer(L, idx));
+            lua_remove(L, -2);
+            break;
+        }
+    }
+    return lua_tolstring(L, -1, len);
+}
+
+/* Lua 5.4's luaL_newmetatable also stores the name as __name, which error
+ * messages, luaL_tolstring, mpe__typename and the codec rely on. */
+int mpe__compat_newmetatable(lua_State *L, const char *tname)
+{
+    if (!(luaL_newmetatable)(L, tname))
+        return 0;
+    lua_pushstring(L, tname);
+    lua_setfield(L, -2, "__name");
+    return 1;
+}
+
+#else
+
+/* Lua 5.4 has everything: an ISO C translation unit may not be empty. */
+typedef int mpe__compat_unused;
+
+#endif
