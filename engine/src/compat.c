@@ -67,6 +67,20 @@ const char *mpe__compat_tolstring(lua_State *L, int idx, size_t *len)
     return lua_tolstring(L, -1, len);
 }
 
+/* Lua 5.4's lua_pushstring and lua_pushlstring return the internal copy
+ * (NULL when s is NULL and nil was pushed). */
+const char *mpe__compat_pushstring(lua_State *L, const char *s)
+{
+    (lua_pushstring)(L, s);
+    return lua_tostring(L, -1);
+}
+
+const char *mpe__compat_pushlstring(lua_State *L, const char *s, size_t n)
+{
+    (lua_pushlstring)(L, s, n);
+    return lua_tostring(L, -1);
+}
+
 /* Lua 5.4's luaL_newmetatable also stores the name as __name, which error
  * messages, luaL_tolstring, mpe__typename and the codec rely on. */
 int mpe__compat_newmetatable(lua_State *L, const char *tname)

@@ -35,6 +35,11 @@ const char *mpe__compat_tolstring(lua_State *L, int idx, size_t *len);
 /* Lua 5.4 also sets __name in a new metatable; the engine relies on it. */
 int mpe__compat_newmetatable(lua_State *L, const char *tname);
 #define luaL_newmetatable(L, tn) mpe__compat_newmetatable((L), (tn))
+/* Lua 5.4's pushers return the pushed string; LuaJIT's return nothing. */
+const char *mpe__compat_pushstring(lua_State *L, const char *s);
+const char *mpe__compat_pushlstring(lua_State *L, const char *s, size_t n);
+#define lua_pushstring(L, s) mpe__compat_pushstring((L), (s))
+#define lua_pushlstring(L, s, n) mpe__compat_pushlstring((L), (s), (n))
 #define LUA_MAXINTEGER ((lua_Integer)0x7fffffffffffffffLL)
 #define LUA_MININTEGER ((lua_Integer)(-0x7fffffffffffffffLL - 1))
 /* The definitions above live in compat.c. */
