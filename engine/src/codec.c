@@ -1044,10 +1044,9 @@ static void dec_addref(dec *d)
     lua_rawseti(L, d->slot, ++d->nrefs);
 }
 
-/* Push a copy of a name from the input, made printable, for messages. */
-static const char *printable(dec *d, const unsigned char *p, size_t n)
+/* A name from the input, made printable for messages, in s. */
+static const char *printable(const unsigned char *p, size_t n, char s[68])
 {
-    char s[68];
     size_t k = 0;
     for (size_t i = 0; i < n && k < 64; i++)
         s[k++] = (p[i] >= 32 && p[i] < 127) ? (char)p[i] : '?';
@@ -1056,7 +1055,7 @@ static const char *printable(dec *d, const unsigned char *p, size_t n)
         k = 64;
     }
     s[k] = 0;
-    return lua_pushstring(d->L, s);
+    return s;
 }
 
 static void dec_table(dec *d, unsigned tag)
@@ -1117,10 +1116,10 @@ static void dec_table(dec *d, unsigned tag)
             lua_pushnil(L);
         }
         if (lua_type(L, -1) != LUA_TTABLE) {
-            char what[160];
+            char what[160], pbuf[68];
             snprintf(what, sizeof what,
                      "unknown metatable '%s' (not registered with mpe.register here)",
-                     printable(d, name, (size_t)len));
+                     printable(name, (size_t)len, pbuf));
             dec_fail(d, what);
         }
         lua_setmetatable(L, t);
@@ -1215,8 +1214,8 @@ static void dec_cfunction_name(dec *d)
     lua_pushlstring(L, (const char *)name, (size_t)len);
     index_lookup(L, -1, 1);
     if (!lua_iscfunction(L, -1)) {
-        char what[160];
-        snprintf(what, sizeof what, "unknown C function '%s'", printable(d, name, (size_t)len));
+        char what[160], pbuf[68];
+        snprintf(what, sizeof what, "unknown C function '%s'", printable(name, (size_t)len, pbuf));
         dec_fail(d, what);
     }
     lua_remove(L, -2);
@@ -1237,9 +1236,9 @@ static void dec_shared(dec *d)
     }
     const mpe_codec_type *t = lua_touserdata(L, -1);
     if (!t || lua_type(L, -1) != LUA_TLIGHTUSERDATA) {
-        char what[160];
+        char what[160], pbuf[68];
         snprintf(what, sizeof what, "unknown shared object type '%s'",
-                 printable(d, name, (size_t)len));
+                 printable(name, (size_t)len, pbuf));
         dec_fail(d, what);
     }
     lua_pop(L, 2);
