@@ -140,6 +140,79 @@ double mpe__proc_now(void);
  * this OS process has numbered, from 1; a forked child starts again at 1. */
 int mpe__proc_next_number(void);
 
+/* ---- the pool: transport, worker loop, scheduler (transport.c, worker.c, pool.c) ----
+ * Frames between the pool and its workers: [u32 payload length][u8 type][payload].
+ * The scheduler never touches sockets itself: it calls the transport. */
+#define MPE_FRAME_HDR 5
+enum {
+    /* parent -> worker */
+    MPE_F_FUNC = 1,  /* [u64 fn id][encoded function]                                      */
+    MPE_F_DROP,      /* [u64 fn id]: forget a function                                     */
+    MPE_F_CHUNK,     /* [u64 chunk id][u64 job id][u64 fn id][u8 mode][u8 kind][u32 n][payload] */
+    MPE_F_FDS,       /* [u64 job id], descriptors attached: used to decode that job's items */
+    MPE_F_JOBEND,    /* [u64 job id]: the job is over, close its descriptors               */
+    MPE_F_STOP,      /* finish and exit                                                    */
+    /* worker -> parent */
+    MPE_F_RESULT,    /* [u64 chunk id][u32 from][u32 count][u8 flags][u64 elapsed ns][payload] */
+    MPE_F_INITFAIL   /* [encoded error table]: the initializer failed                       */
+};
+/* Chunk item kinds (how the items of a chunk are written). */
+enum { MPE_K_RANGE = 1, MPE_K_INTS, MPE_K_FLOATS, MPE_K_ENC };
+/* How a worker calls the function: fn(item), fn(unpack(item)), or all results of fn(unpack(item)). */
+enum { MPE_M_MAP = 1, MPE_M_STAR, MPE_M_APPLY };
+/* Result frame flags. */
+#define MPE_R_FINAL 1   /* last frame of its chunk: elapsed ns is the chunk's run time */
+#define MPE_R_INTS 2    /* payload: count packed int64 (each item one integer result) */
+#define MPE_R_FLOATS 4  /* payload: count packed doubles */
+#define MPE_R_ERRORS 8  /* at least one item failed */
+/* Otherwise each item is [u8 status: 0 ok, 1 error][varint nvals][values], an error
+ * carrying one value: the table {message=, traceback=, value=}. */
+
+/* What a worker is doing, in memory shared with the parent: the item it runs
+ * (for blame when it dies, and for task timeouts). */
+typedef struct mpe_progress {
+    volatile int64_t chunk;      /* chunk id being run, 0 when idle */
+    volatile int32_t item;       /* its item being run (0-based) */
+    volatile int64_t started_ns; /* when that item started (monotonic) */
+} mpe_progress;
+
+typedef struct mpe_worker_cfg {
+    int fd;                /* the worker's end of its channel */
+    int slot;              /* 1..n */
+    int number;            /* K in PoolWorker-K */
+    int maxtasks;          /* exit after this many items (0: never) */
+    int init_ref;          /* registry ref of the initializer, or LUA_NOREF */
+    int initargs_ref;      /* registry ref of its argument table, or LUA_NOREF */
+    mpe_progress *progress;
+} mpe_worker_cfg;
+
+/* The worker's loop, in a forked child: runs the initializer, then chunks,
+ * until STOP, EOF or its task budget. Never returns. */
+void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg) __attribute__((noreturn));
+
+/* Transport (fork/socketpair). Spawn forks a worker with a channel: the child
+ * calls run(L, child_fd, ud) and never returns; the parent gets the pid and
+ * its end (non-blocking, close-on-fork-tracked) in *fd. Returns -1 and sets e. */
+pid_t mpe__transport_spawn(lua_State *L, int *fd, void (*run)(lua_State *, int, void *), void *ud,
+                           mpe_err *e);
+/* Send up to n bytes without blocking, with nfds descriptors attached to the
+ * first byte. Returns bytes sent (0 when the channel is full), -1 on error. */
+ssize_t mpe__transport_send(int fd, const void *p, size_t n, const int *fds, int nfds);
+/* Send everything, blocking. Returns 0 or -1 (peer gone). */
+int mpe__transport_send_all(int fd, const void *p, size_t n, const int *fds, int nfds);
+/* Append what is readable to b, descriptors to fds (extra ones are closed).
+ * Returns bytes read, 0 at EOF, -1 with errno EAGAIN when nothing is there. */
+ssize_t mpe__transport_recv(int fd, mpe_buf *b, mpe_fds *fds, int block);
+/* Wait until fd is readable or timeout (seconds, <0 forever). 1 ready, 0 timeout. */
+int mpe__transport_wait(int fd, double timeout);
+
+/* Read a frame header at b[off]: returns 1 and sets *type, *len when a whole
+ * frame is buffered, 0 when more bytes are needed. */
+int mpe__frame_peek(const mpe_buf *b, size_t off, unsigned *type, uint32_t *len);
+/* Start a frame of the given type in b; mpe__frame_end patches its length. */
+size_t mpe__frame_begin(lua_State *L, mpe_buf *b, unsigned type);
+void mpe__frame_end(mpe_buf *b, size_t start);
+
 /* ---- one-off processes (process.c) --------------------------------------------
  * A child forked to run one function and send its outcome back through a pipe.
  * The struct lives inside the binding's userdata. Only its creator (the OS
@@ -188,6 +261,236 @@ int mpe__process_outcome(lua_State *L, const mpe_process *p, int *nvalues);
  * (daemon 0), or sent SIGTERM, given 1 s, then SIGKILL and reaped (daemon 1).
  * Elsewhere only local memory is freed. Idempotent. */
 void mpe__process_release(mpe_process *p, int daemon);
+
+/* The scheduler (pool.c). The main thread creates jobs and reads messages;
+ * a dispatcher thread moves chunks and results; only the main thread touches
+ * Lua. */
+typedef struct mpe_pool mpe_pool;
+typedef struct mpe_job mpe_job;
+
+typedef struct mpe_pool_opts {
+    int workers;
+    int maxtasks;      /* items per worker before it is replaced; 0: unlimited */
+    double timeout;    /* seconds one item may run; <= 0: no limit */
+    int retries;       /* re-runs of an item whose worker died */
+    int init_ref, initargs_ref; /* registry refs, or LUA_NOREF */
+} mpe_pool_opts;
+
+/* A message for the main thread: results of some items, or a failure. */
+enum { MPE_MSG_RESULT = 1, MPE_MSG_FAIL, MPE_MSG_INITFAIL };
+typedef struct mpe_msg {
+    struct mpe_msg *next;
+    int type;
+    mpe_job *job;          /* NULL for INITFAIL */
+    lua_Integer index;     /* input index (1-based) of the first item concerned */
+    uint32_t count;        /* RESULT: items in data */
+    unsigned flags;        /* RESULT: MPE_R_* */
+    int worker;            /* the worker's number K (PoolWorker-K) */
+    pid_t pid;
+    const char *kind;      /* FAIL: "crash" or "timeout" */
+    char text[192];        /* FAIL: what happened */
+    mpe_fds fds;           /* descriptors that came with the results */
+    size_t len;
+    char data[];           /* RESULT: the payload; INITFAIL: the encoded error */
+} mpe_msg;
+
+/* Create a pool: fork its workers from L's state and start the dispatcher.
+ * Returns NULL and sets e on failure (nothing is left running). */
+mpe_pool *mpe__pool_new(lua_State *L, const mpe_pool_opts *o, mpe_err *e);
+/* Fork replacements for workers that died or retired. Returns 0 or -1 (e set). */
+int mpe__pool_respawn(lua_State *L, mpe_pool *p, mpe_err *e);
+/* Send the function at idx to every worker (once while it is cached) and
+ * return its id. Raises if it cannot be encoded. */
+uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx);
+/* A new job running function fnid in the given mode over items added next. */
+mpe_job *mpe__pool_job(mpe_pool *p, int mode, uint64_t fnid, int chunksize, int raise_first);
+/* Items: a range (count values start, start+step, ...), packed numbers, or
+ * encoded values (each add_enc call appends one item's encoding from b).
+ * Raise on memory exhaustion. */
+void mpe__pool_add_range(lua_State *L, mpe_job *j, lua_Integer start, lua_Integer step, lua_Integer count);
+void mpe__pool_add_packed(lua_State *L, mpe_job *j, int kind, const void *p, size_t count);
+void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds);
+/* Make the items added so far visible to the dispatcher; finished: no more will come. */
+void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished);
+/* Take the next message (NULL if none); hand it back with mpe__pool_msg_done. */
+mpe_msg *mpe__pool_take(mpe_pool *p);
+/* Whether the message's job is still wanted (not released). Main thread. */
+int mpe__pool_msg_live(const mpe_msg *m);
+/* Free a message, its leftover descriptors, and its job if that was the last use. */
+void mpe__pool_msg_done(mpe_pool *p, mpe_msg *m);
+/* Wait until a message arrives, a worker needs replacing, or the deadline
+ * (monotonic seconds; <0 none) passes. Returns 1 if there may be news, 0 on timeout. */
+int mpe__pool_wait(mpe_pool *p, double deadline);
+/* Items of j with an outcome, and its item count (-1 while still growing). */
+void mpe__pool_job_progress(mpe_pool *p, mpe_job *j, lua_Integer *done, lua_Integer *count);
+/* Stop running j (errors = "raise" failed, or abandoned). */
+void mpe__pool_job_cancel(mpe_pool *p, mpe_job *j);
+/* The caller no longer needs j; freed once no chunk or message refers to it. */
+void mpe__pool_job_release(mpe_pool *p, mpe_job *j);
+/* Workers alive now, and whether an initializer failure broke the pool. */
+int mpe__pool_alive(mpe_pool *p);
+/* Stop the workers: gracefully (STOP after pending work) or now (SIGKILL),
+ * reap them and the dispatcher. Idempotent. */
+void mpe__pool_stop(mpe_pool *p, int now);
+/* Free everything (stops first if needed). In a forked copy (not the
+ * creator's pid) it only frees memory. */
+void mpe__pool_free(mpe_pool *p);
+/* Workers started so far (PoolWorker-K numbering). */
+int mpe__pool_started(mpe_pool *p);
+
+/* ---- shared memory, arrays, synchronization (shm.c, array.c, sync.c) ---------
+ * Shared objects live in memfd segments mapped MAP_SHARED (never in /dev/shm):
+ * small ones cut from slabs, large ones in a segment each. A process sees each
+ * object through one mpe_shm_obj (cached per segment and offset, counted by
+ * the userdata that point to it); the last reference unmaps. Nothing shared is
+ * ever destroyed explicitly: the kernel frees a segment with its last mapping. */
+typedef struct mpe_seg mpe_seg; /* a mapped segment (shm.c) */
+
+/* Object kinds, stored in the shared header and checked on decode. */
+enum {
+    MPE_SHM_ARRAY = 1, /* arrays and values (a value is a 0-dimensional array) */
+    MPE_SHM_LOCK,
+    MPE_SHM_RLOCK,
+    MPE_SHM_SEMAPHORE,
+    MPE_SHM_EVENT,
+    MPE_SHM_CONDITION,
+    MPE_SHM_BARRIER
+};
+
+/* Every shared object starts with this header (written by mpe__shm_new). */
+typedef struct mpe_shm_objhdr {
+    uint32_t magic;
+    uint32_t kind;
+    uint64_t size;    /* bytes, header included */
+    int32_t creator;  /* pid of the creating process */
+    uint32_t reserved;
+} mpe_shm_objhdr;
+
+/* One shared object as this process sees it. */
+typedef struct mpe_shm_obj {
+    void *p;                        /* the object (its mpe_shm_objhdr) in the mapping */
+    mpe_seg *seg;
+    size_t off;                     /* offset of p in the segment */
+    uint32_t kind;
+    pid_t creator;
+    int refs;                       /* references held in this process */
+    struct mpe_shm_obj *next, *prev; /* the segment's live objects */
+    void *data;                     /* owner's cache of immutable facts: */
+    size_t n;                       /*   arrays: elements, element count, */
+    int type;                       /*   ctype index */
+} mpe_shm_obj;
+
+/* A zero-filled object of size bytes (header included) with one reference.
+ * Returns NULL and sets e on failure. */
+mpe_shm_obj *mpe__shm_new(uint32_t kind, size_t size, mpe_err *e);
+void mpe__shm_ref(mpe_shm_obj *o);
+/* Drop one reference; the last one frees o, and the last object of a segment
+ * unmaps it and closes its descriptor. */
+void mpe__shm_unref(mpe_shm_obj *o);
+/* The object's size in bytes, and its segment's unique id (pid << 32 | n). */
+size_t mpe__shm_size(const mpe_shm_obj *o);
+uint64_t mpe__shm_id(const mpe_shm_obj *o);
+/* Append a reference to o to b and its segment's descriptor to fds (once per
+ * message; borrowed: the sender must not close it). 0, or -1 with e set. */
+int mpe__shm_ref_write(const mpe_shm_obj *o, mpe_buf *b, mpe_fds *fds, mpe_err *e);
+/* Read a reference written by mpe__shm_ref_write and return its object with
+ * one more reference, mapping the segment if this process has not yet (from a
+ * duplicate of the descriptor in fds: the slots stay the caller's to close).
+ * Returns NULL and sets e on malformed input or a kind other than kind. */
+mpe_shm_obj *mpe__shm_ref_read(mpe_rd *r, mpe_fds *fds, uint32_t kind, mpe_err *e);
+/* This process's pid, cached (refreshed in forked children). */
+pid_t mpe__shm_self(void);
+/* Segments mapped and objects referenced by this process (tests). */
+void mpe__shm_stats(int *segments, int *objects);
+
+/* Element types (array.c holds the one table). */
+enum { MPE_CT_SIGNED, MPE_CT_UNSIGNED, MPE_CT_FLOAT };
+typedef struct mpe_ctype {
+    const char *name;  /* "int32" */
+    const char *codes; /* Python typecodes that alias it, e.g. "lq" */
+    unsigned size;     /* bytes */
+    int cls;           /* MPE_CT_* */
+} mpe_ctype;
+
+/* A Lua number without Lua: an integer (isint) or a float. */
+typedef struct mpe_num {
+    int isint;
+    int64_t i;
+    double d;
+} mpe_num;
+
+/* The ctype named by a name or a one-letter typecode, NULL if none. */
+const mpe_ctype *mpe__array_ctype(const char *name);
+/* A new zero-filled array: ndim 1 (rows elements), 2 (rows x cols) or 0 (a
+ * value: one element). NULL and e set on failure (size overflow, memfd...). */
+mpe_shm_obj *mpe__array_new(const mpe_ctype *t, int ndim, size_t rows, size_t cols, mpe_err *e);
+/* Check a decoded array object and fill its cached facts. 0, or -1 with e. */
+int mpe__array_attach(mpe_shm_obj *o, mpe_err *e);
+const mpe_ctype *mpe__array_type(const mpe_shm_obj *o);
+/* ndim (0, 1 or 2) and the shape. */
+int mpe__array_shape(const mpe_shm_obj *o, size_t *rows, size_t *cols);
+/* Element i (0-based, flat; the caller checks i < o->n). */
+mpe_num mpe__array_get(const mpe_shm_obj *o, size_t i);
+/* Convert v to an element of o's type in *bits: -1 with e set ("value 1.5 is
+ * not an integer (array of int32)") if it does not fit. */
+int mpe__array_check(const mpe_shm_obj *o, mpe_num v, uint64_t *bits, mpe_err *e);
+void mpe__array_put(mpe_shm_obj *o, size_t i, uint64_t bits);
+/* Atomically add delta to element i; *out is the new value. -1 with e set
+ * (the element unchanged) when delta or the result does not fit the type. */
+int mpe__array_add(mpe_shm_obj *o, size_t i, mpe_num delta, mpe_num *out, mpe_err *e);
+/* Elements [from, to) set to bits / summed (integers exactly while the sum
+ * fits an int64, else as a float). */
+void mpe__array_fill(mpe_shm_obj *o, size_t from, size_t to, uint64_t bits);
+mpe_num mpe__array_sum(const mpe_shm_obj *o, size_t from, size_t to);
+
+/* Synchronization objects (sync.c). Waits take a timeout in seconds (< 0:
+ * none), sleep in slices of at most 100 ms, and between slices ask w (may be
+ * NULL) whether to give up (an interrupt). Results: */
+enum {
+    MPE_WAIT_ERROR = -1,      /* e set */
+    MPE_WAIT_TIMEOUT = 0,
+    MPE_WAIT_OK = 1,
+    MPE_WAIT_OWNERDEAD = 2,   /* a lock's holder died: recovered and released, *dead = its pid */
+    MPE_WAIT_INTERRUPTED = 3  /* w said stop */
+};
+typedef struct mpe_waitctl {
+    int (*interrupted)(void *ud);
+    void *ud;
+} mpe_waitctl;
+
+/* A new lock, rlock, semaphore (n = initial value), event, condition or
+ * barrier (n = parties). NULL and e set on failure. */
+mpe_shm_obj *mpe__sync_new(uint32_t kind, unsigned n, mpe_err *e);
+/* Check the kind-specific part of a decoded object. 0, or -1 with e set. */
+int mpe__sync_attach(mpe_shm_obj *o, mpe_err *e);
+/* Drop a reference. When it is this process's last one to a lock it holds,
+ * the lock is released first: a mutex on the robust list must stay mapped. */
+void mpe__sync_drop(mpe_shm_obj *o);
+/* lock / rlock */
+int mpe__sync_lock_acquire(mpe_shm_obj *o, double timeout, const mpe_waitctl *w, pid_t *dead,
+                           mpe_err *e);
+/* 0, or -1 with e set ("lock is not held by this process"). */
+int mpe__sync_lock_release(mpe_shm_obj *o, mpe_err *e);
+int mpe__sync_lock_held(const mpe_shm_obj *o);
+/* semaphore */
+int mpe__sync_sem_acquire(mpe_shm_obj *o, double timeout, const mpe_waitctl *w, mpe_err *e);
+int mpe__sync_sem_release(mpe_shm_obj *o, unsigned n, mpe_err *e);
+int mpe__sync_sem_value(const mpe_shm_obj *o);
+/* event */
+void mpe__sync_event_set(mpe_shm_obj *o);
+void mpe__sync_event_clear(mpe_shm_obj *o);
+int mpe__sync_event_is_set(const mpe_shm_obj *o);
+int mpe__sync_event_wait(mpe_shm_obj *o, double timeout, const mpe_waitctl *w, mpe_err *e);
+/* condition over lock (a lock or rlock object this process holds) */
+int mpe__sync_cond_wait(mpe_shm_obj *c, mpe_shm_obj *lock, double timeout, const mpe_waitctl *w,
+                        pid_t *dead, mpe_err *e);
+/* Wake up to n waiters (n < 0: all). -1 with e set if lock is not held. */
+int mpe__sync_cond_notify(mpe_shm_obj *c, mpe_shm_obj *lock, int n, mpe_err *e);
+/* barrier: *index is the arrival index 1..parties. A wait that times out or
+ * is interrupted withdraws its arrival. */
+int mpe__sync_barrier_wait(mpe_shm_obj *o, double timeout, const mpe_waitctl *w, unsigned *index,
+                           mpe_err *e);
+unsigned mpe__sync_barrier_parties(const mpe_shm_obj *o);
 
 /* ---- Lua-side error objects (lmpe.c) ----------------------------------------
  * Task and process failures are tables with metatable "mpe.Error":

@@ -69,6 +69,9 @@ static int error_tostring(lua_State *L)
                  (long long)index, (long long)worker, (long long)pid);
     else if (index > 0)
         snprintf(head, sizeof head, "mpe: item %lld failed: ", (long long)index);
+    else if (worker > 0)
+        snprintf(head, sizeof head, "mpe: task failed in worker %lld (pid %lld): ", (long long)worker,
+                 (long long)pid);
     else if (name && pid > 0)
         snprintf(head, sizeof head, "mpe: %s (pid %lld) failed: ", name, (long long)pid);
     else
@@ -210,5 +213,6 @@ MPE_API int luaopen_mpe(lua_State *L)
     mpe__open_codec(L);
     mpe__open_proc(L);
     mpe__open_process(L);
+    mpe__open_pool(L);
     return 1;
 }

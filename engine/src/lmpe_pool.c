@@ -1,0 +1,1262 @@
+/* lmpe_pool.c -- Lua bindings of the pool: mpe.pool, its map family, async
+ * results, imap iterators, and mpe.range.
+ * SPDX-License-Identifier: MIT
+ *
+ * The scheduler (pool.c) moves bytes; this file turns Lua arguments into
+ * item stores and turns result messages back into Lua values, on the main
+ * thread only. Each pool and each job keeps its Lua-side fields in a table
+ * held by a registry reference, which works the same under LuaJIT. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "internal.h"
+
+#define POOL_MT "mpe.Pool"
+#define ASYNC_MT "mpe.AsyncResult"
+#define RANGE_MT "mpe.range"
+#define IMAP_WINDOW 65536 /* items pulled from an iterator ahead of the consumer */
+
+/* ---- mpe.range ------------------------------------------------------------------- */
+
+typedef struct lrange {
+    lua_Integer first, step, count;
+} lrange;
+
+static int range_new(lua_State *L)
+{
+    lua_Integer first = 0, last = 0, step = 1;
+    for (int i = 1; i <= 3; i++) {
+        if (i == 3 && lua_isnoneornil(L, 3))
+            break;
+        if (!lua_isinteger(L, i) && !(lua_type(L, i) == LUA_TNUMBER &&
+                                      lua_tonumber(L, i) == floor(lua_tonumber(L, i))))
+            return luaL_error(L, "mpe: range: argument %d must be an integer, got %s", i,
+                              mpe__typename(L, i));
+    }
+    first = (lua_Integer)lua_tonumber(L, 1);
+    last = (lua_Integer)lua_tonumber(L, 2);
+    if (!lua_isnoneornil(L, 3))
+        step = (lua_Integer)lua_tonumber(L, 3);
+    if (step == 0)
+        return luaL_error(L, "mpe: range: argument 3 (step) must not be 0");
+    lrange *r = lua_newuserdatauv(L, sizeof *r, 0);
+    r->first = first;
+    r->step = step;
+    if ((step > 0 && last < first) || (step < 0 && last > first))
+        r->count = 0;
+    else {
+        /* Unsigned arithmetic: the span may not fit a signed integer. */
+        unsigned long long span = step > 0 ? (unsigned long long)last - (unsigned long long)first
+                                           : (unsigned long long)first - (unsigned long long)last;
+        unsigned long long s = step > 0 ? (unsigned long long)step : 0ULL - (unsigned long long)step;
+        unsigned long long n = span / s + 1;
+        if (n > (unsigned long long)1 << 53)
+            return luaL_error(L, "mpe: range: too many items (%llu)", n);
+        r->count = (lua_Integer)n;
+    }
+    luaL_setmetatable(L, RANGE_MT);
+    return 1;
+}
+
+static int range_len(lua_State *L)
+{
+    lua_pushinteger(L, ((lrange *)luaL_checkudata(L, 1, RANGE_MT))->count);
+    return 1;
+}
+
+static int range_index(lua_State *L)
+{
+    lrange *r = luaL_checkudata(L, 1, RANGE_MT);
+    if (lua_isinteger(L, 2)) {
+        lua_Integer i = lua_tointeger(L, 2);
+        if (i >= 1 && i <= r->count)
+            lua_pushinteger(L, r->first + (i - 1) * r->step);
+        else
+            lua_pushnil(L);
+        return 1;
+    }
+    const char *k = lua_tostring(L, 2);
+    if (k && strcmp(k, "first") == 0)
+        lua_pushinteger(L, r->first);
+    else if (k && strcmp(k, "step") == 0)
+        lua_pushinteger(L, r->step);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int range_tostring(lua_State *L)
+{
+    lrange *r = luaL_checkudata(L, 1, RANGE_MT);
+    lua_pushfstring(L, "mpe.range(%I, %I, %I)", (LUAI_UACINT)r->first,
+                    (LUAI_UACINT)(r->first + (r->count - 1) * r->step), (LUAI_UACINT)r->step);
+    return 1;
+}
+
+/* ---- the pool userdata ------------------------------------------------------------- */
+
+enum { P_OPEN, P_CLOSED, P_TERMINATED, P_JOINED };
+
+typedef struct lpool {
+    mpe_pool *p;
+    int state;
+    int ref;       /* registry ref of { jobs = {[lightuserdata(job)] = async} } */
+    int init_ref, initargs_ref;
+    pid_t owner;
+    int broken;    /* the initializer failed: fields.broken holds the error */
+} lpool;
+
+enum { A_MAP, A_APPLY, A_IMAP, A_IMAP_UNORDERED };
+
+typedef struct ajob {
+    mpe_job *j;
+    lpool *lp;
+    int what;            /* A_* */
+    int mode;            /* MPE_M_* */
+    int collect;         /* errors = "collect" */
+    int ref;             /* registry ref of { pool=, results=, failures=, cb=, src=, q= } */
+    lua_Integer count;   /* items added */
+    int finished;        /* no more items will be added */
+    lua_Integer delivered;
+    int failed;          /* a failure was delivered (raise mode: the job is over) */
+    int complete;
+    int callbacks_run;
+    lua_Integer yielded; /* imap: items handed to the consumer */
+    lua_Integer qhead, qtail; /* imap_unordered: completed indices waiting */
+    int src_done;
+    lua_Integer nres;    /* apply: number of return values */
+} ajob;
+
+static lpool *checkpool(lua_State *L, const char *fname)
+{
+    lpool *lp = luaL_testudata(L, 1, POOL_MT);
+    if (!lp)
+        luaL_error(L, "mpe: %s: argument 1 must be an mpe.Pool (call it with ':'), got %s", fname,
+                   mpe__typename(L, 1));
+    if (lp->owner != getpid())
+        luaL_error(L, "mpe: %s: this pool belongs to process %d; a forked child cannot use it",
+                   fname, (int)lp->owner);
+    return lp;
+}
+
+static lpool *openpool(lua_State *L, const char *fname)
+{
+    lpool *lp = checkpool(L, fname);
+    if (lp->state != P_OPEN)
+        luaL_error(L, "mpe: %s: the pool is %s", fname,
+                   lp->state == P_CLOSED ? "closed" : "terminated");
+    if (lp->broken) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
+        lua_getfield(L, -1, "broken");
+        lua_error(L);
+    }
+    return lp;
+}
+
+/* Push field k of the table behind ref. */
+static void getref(lua_State *L, int ref, const char *k)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_getfield(L, -1, k);
+    lua_remove(L, -2);
+}
+
+static void setref(lua_State *L, int ref, const char *k, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, k);
+    lua_pop(L, 1);
+}
+
+/* ---- turning messages into Lua values ------------------------------------------------- */
+
+static void run_callbacks(lua_State *L, ajob *a);
+
+static void make_task_error(lua_State *L, ajob *a, lua_Integer index, int worker, pid_t pid)
+{
+    /* stack: the worker's error table { message=, traceback=, value= } or an mpe.Error */
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "message");
+    lua_getfield(L, t, "traceback");
+    lua_getfield(L, t, "value");
+    mpe_failure f = {.kind = "error",
+                     .index = a->what == A_APPLY ? 0 : index,
+                     .pid = pid,
+                     .worker = worker,
+                     .message = lua_tostring(L, t + 1),
+                     .traceback = lua_tostring(L, t + 2),
+                     .value = lua_isnil(L, t + 3) ? 0 : t + 3};
+    if (!f.message)
+        f.message = "(error without a message)";
+    mpe__error_push(L, &f);
+    lua_replace(L, t);
+    lua_settop(L, t);
+}
+
+/* Record the failure at the top (an mpe.Error) for item index; pops it. */
+static void add_failure(lua_State *L, ajob *a, lua_Integer index)
+{
+    getref(L, a->ref, "failures");
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, index);
+    lua_pop(L, 1);
+    if (!a->failed) {
+        a->failed = 1;
+        setref(L, a->ref, "first_error", -1);
+    }
+    lua_pop(L, 1);
+    if (a->what == A_IMAP_UNORDERED) {
+        getref(L, a->ref, "q");
+        lua_pushinteger(L, index);
+        lua_rawseti(L, -2, ++a->qtail);
+        lua_pop(L, 1);
+    } else if (a->what == A_IMAP) {
+        getref(L, a->ref, "have");
+        lua_pushboolean(L, 1);
+        lua_rawseti(L, -2, index);
+        lua_pop(L, 1);
+    }
+}
+
+static void deliver(lua_State *L, ajob *a, mpe_msg *m)
+{
+    int top = lua_gettop(L);
+    if (m->type == MPE_MSG_FAIL) {
+        char text[256];
+        snprintf(text, sizeof text, "%s", m->text);
+        mpe_failure f = {.kind = m->kind, .index = a->what == A_APPLY ? 0 : m->index,
+                         .pid = m->pid, .worker = m->worker, .message = text};
+        mpe__error_push(L, &f);
+        add_failure(L, a, m->index);
+        a->delivered++;
+        lua_settop(L, top);
+        return;
+    }
+    getref(L, a->ref, "results");
+    int res = lua_gettop(L);
+    mpe_rd r;
+    mpe__rd_init(&r, m->data, m->len);
+    int q = 0;
+    if (a->what == A_IMAP_UNORDERED || a->what == A_IMAP) {
+        getref(L, a->ref, a->what == A_IMAP ? "have" : "q");
+        q = lua_gettop(L);
+    }
+    for (uint32_t i = 0; i < m->count; i++) {
+        lua_Integer index = m->index + (lua_Integer)i;
+        if (m->flags & (MPE_R_INTS | MPE_R_FLOATS)) {
+            if (m->flags & MPE_R_INTS) {
+                uint64_t v = 0;
+                mpe__rd_u64(&r, &v);
+                lua_pushinteger(L, (lua_Integer)(int64_t)v);
+            } else {
+                double v = 0;
+                mpe__rd_f64(&r, &v);
+                lua_pushnumber(L, v);
+            }
+            lua_rawseti(L, res, index);
+        } else {
+            unsigned status = 0;
+            uint64_t nvals = 0;
+            if (mpe__rd_u8(&r, &status) || mpe__rd_varint(&r, &nvals) || nvals > 250)
+                luaL_error(L, "mpe: malformed result from worker %d", m->worker);
+            luaL_checkstack(L, (int)nvals + 4, "too many results");
+            for (uint64_t k = 0; k < nvals; k++)
+                mpe__decode(L, &r, &m->fds);
+            if (status != 0) {
+                lua_settop(L, res + (q ? 1 : 0) + 1);
+                make_task_error(L, a, index, m->worker, m->pid);
+                add_failure(L, a, index);
+                lua_settop(L, q ? q : res);
+                a->delivered++;
+                continue;
+            }
+            if (a->what == A_APPLY) {
+                a->nres = (lua_Integer)nvals;
+                for (int k = (int)nvals; k >= 1; k--)
+                    lua_rawseti(L, res, k);
+            } else {
+                if (nvals == 0)
+                    lua_pushnil(L);
+                lua_rawseti(L, res, index);
+                lua_settop(L, q ? q : res);
+            }
+        }
+        if (q && a->what == A_IMAP) {
+            lua_pushboolean(L, 1);
+            lua_rawseti(L, q, index);
+        } else if (q) {
+            lua_pushinteger(L, index);
+            lua_rawseti(L, q, ++a->qtail);
+        }
+        a->delivered++;
+    }
+    lua_settop(L, top);
+}
+
+static void check_complete(lua_State *L, ajob *a)
+{
+    if (a->complete)
+        return;
+    int iter = a->what == A_IMAP || a->what == A_IMAP_UNORDERED;
+    if ((a->finished && a->delivered >= a->count) || (a->failed && !a->collect && !iter)) {
+        a->complete = 1;
+        if (a->failed && !a->collect)
+            mpe__pool_job_cancel(a->lp->p, a->j);
+        (void)L;
+    }
+}
+
+/* Forget a finished job in the pool's routing table. */
+static void unroute(lua_State *L, ajob *a)
+{
+    getref(L, a->lp->ref, "jobs");
+    lua_pushlightuserdata(L, a->j);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+static void pool_broken(lua_State *L, lpool *lp, mpe_msg *m)
+{
+    mpe_rd r;
+    mpe__rd_init(&r, m->data, m->len);
+    mpe__decode(L, &r, NULL);
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "message");
+    lua_getfield(L, t, "traceback");
+    char msg[512];
+    snprintf(msg, sizeof msg, "pool initializer failed: %s",
+             lua_tostring(L, t + 1) ? lua_tostring(L, t + 1) : "?");
+    mpe_failure f = {.kind = "error", .pid = m->pid, .worker = m->worker, .message = msg,
+                     .traceback = lua_tostring(L, t + 2)};
+    mpe__error_push(L, &f);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "broken");
+    lua_settop(L, t - 1);
+    lp->broken = 1;
+}
+
+/* Read every message that has arrived and run the callbacks of the jobs it
+ * completed. Main thread; may raise (a callback's error). */
+static void pump(lua_State *L, lpool *lp)
+{
+    mpe_err e;
+    if (mpe__pool_respawn(L, lp->p, &e) != 0)
+        luaL_error(L, "mpe: pool: cannot replace a worker: %s", e.msg);
+    mpe_msg *m;
+    int top = lua_gettop(L);
+    getref(L, lp->ref, "jobs");
+    int jobs = lua_gettop(L);
+    lua_newtable(L); /* jobs completed in this pass, in order */
+    int done = lua_gettop(L), ndone = 0;
+    while ((m = mpe__pool_take(lp->p)) != NULL) {
+        if (m->type == MPE_MSG_INITFAIL) {
+            pool_broken(L, lp, m);
+            mpe__pool_msg_done(lp->p, m);
+            continue;
+        }
+        if (!mpe__pool_msg_live(m)) {
+            mpe__pool_msg_done(lp->p, m);
+            continue;
+        }
+        lua_pushlightuserdata(L, m->job);
+        lua_rawget(L, jobs);
+        ajob *a = lua_touserdata(L, -1);
+        if (a && !a->complete) {
+            deliver(L, a, m);
+            check_complete(L, a);
+            if (a->complete) {
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, done, ++ndone);
+            }
+        }
+        lua_pop(L, 1);
+        mpe__pool_msg_done(lp->p, m);
+    }
+    for (int i = 1; i <= ndone; i++) {
+        lua_rawgeti(L, done, i);
+        ajob *a = lua_touserdata(L, -1);
+        unroute(L, a);
+        run_callbacks(L, a);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+}
+
+/* A pool that lost its initializer fails every job still waiting. */
+static void raise_if_broken(lua_State *L, lpool *lp)
+{
+    if (lp->broken) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
+        lua_getfield(L, -1, "broken");
+        lua_error(L);
+    }
+}
+
+/* Wait until a is complete or the deadline passes. Returns 1 if complete. */
+static int wait_job(lua_State *L, ajob *a, double deadline)
+{
+    for (;;) {
+        if (a->lp->state == P_TERMINATED && !a->complete)
+            luaL_error(L, "mpe: the pool was terminated before this work finished");
+        pump(L, a->lp);
+        if (a->complete)
+            return 1;
+        raise_if_broken(L, a->lp);
+        if (deadline >= 0 && mpe__proc_now() >= deadline)
+            return 0;
+        mpe__pool_wait(a->lp->p, deadline);
+    }
+}
+
+static void run_callbacks(lua_State *L, ajob *a)
+{
+    if (a->callbacks_run)
+        return;
+    a->callbacks_run = 1;
+    getref(L, a->ref, "cb");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    int cb = lua_gettop(L);
+    if (a->failed && !a->collect) {
+        lua_getfield(L, cb, "error_callback");
+        if (!lua_isnil(L, -1)) {
+            getref(L, a->ref, "first_error");
+            lua_call(L, 1, 0);
+        } else
+            lua_pop(L, 1);
+    } else {
+        lua_getfield(L, cb, "callback");
+        if (!lua_isnil(L, -1)) {
+            getref(L, a->ref, "results");
+            int nargs = 1;
+            if (a->what == A_APPLY) {
+                int t = lua_gettop(L);
+                luaL_checkstack(L, (int)a->nres + 2, "too many results");
+                for (lua_Integer i = 1; i <= a->nres; i++)
+                    lua_rawgeti(L, t, i);
+                lua_remove(L, t);
+                nargs = (int)a->nres;
+            }
+            lua_call(L, nargs, 0);
+        } else
+            lua_pop(L, 1);
+    }
+    lua_settop(L, cb - 1);
+}
+
+/* ---- async results ------------------------------------------------------------------------ */
+
+static ajob *checkasync(lua_State *L, const char *fname)
+{
+    ajob *a = luaL_testudata(L, 1, ASYNC_MT);
+    if (!a)
+        luaL_error(L, "mpe: %s: argument 1 must be an mpe.AsyncResult (call it with ':'), got %s",
+                   fname, mpe__typename(L, 1));
+    if (!a->j)
+        luaL_error(L, "mpe: %s: this result was released", fname);
+    return a;
+}
+
+static int async_gc(lua_State *L)
+{
+    ajob *a = lua_touserdata(L, 1);
+    if (a->j && a->lp && a->lp->p && a->lp->owner == getpid())
+        mpe__pool_job_release(a->lp->p, a->j);
+    a->j = NULL;
+    if (a->ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, a->ref);
+        a->ref = LUA_NOREF;
+    }
+    return 0;
+}
+
+/* Push the values of a completed job, or raise its error. */
+static int push_values(lua_State *L, ajob *a)
+{
+    if (a->failed && !a->collect) {
+        getref(L, a->ref, "first_error");
+        return lua_error(L);
+    }
+    getref(L, a->ref, "results");
+    if (a->what == A_APPLY) {
+        int t = lua_gettop(L);
+        luaL_checkstack(L, (int)a->nres + 2, "too many results");
+        for (lua_Integer i = 1; i <= a->nres; i++)
+            lua_rawgeti(L, t, i);
+        return (int)a->nres;
+    }
+    lua_pushinteger(L, a->count);
+    lua_setfield(L, -2, "n");
+    if (a->collect) {
+        getref(L, a->ref, "failures");
+        return 2;
+    }
+    return 1;
+}
+
+static int async_get(lua_State *L)
+{
+    ajob *a = checkasync(L, "async:get");
+    double t = mpe__opt_timeout(L, 2, "async:get");
+    if (!wait_job(L, a, t < 0 ? -1 : mpe__proc_now() + t))
+        return mpe__error_timeout(L, "waiting for the result", t);
+    return push_values(L, a);
+}
+
+static int async_wait(lua_State *L)
+{
+    ajob *a = checkasync(L, "async:wait");
+    double t = mpe__opt_timeout(L, 2, "async:wait");
+    lua_pushboolean(L, wait_job(L, a, t < 0 ? -1 : mpe__proc_now() + t));
+    return 1;
+}
+
+static int async_ready(lua_State *L)
+{
+    ajob *a = checkasync(L, "async:ready");
+    if (!a->complete && a->lp->state != P_TERMINATED)
+        pump(L, a->lp);
+    lua_pushboolean(L, a->complete);
+    return 1;
+}
+
+static int async_successful(lua_State *L)
+{
+    ajob *a = checkasync(L, "async:successful");
+    if (!a->complete && a->lp->state != P_TERMINATED)
+        pump(L, a->lp);
+    if (!a->complete)
+        return luaL_error(L, "mpe: async:successful: the result is not ready yet");
+    lua_pushboolean(L, !a->failed);
+    return 1;
+}
+
+/* ---- submitting work ------------------------------------------------------------------------ */
+
+static int is_callable(lua_State *L, int i)
+{
+    if (lua_isfunction(L, i))
+        return 1;
+    int r = luaL_getmetafield(L, i, "__call") != LUA_TNIL;
+    if (r)
+        lua_pop(L, 1);
+    return r;
+}
+
+/* Options of map-like calls: chunksize, errors, callback, error_callback. */
+typedef struct callopts {
+    int chunksize, collect;
+} callopts;
+
+static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o, int allow_cb)
+{
+    memset(o, 0, sizeof *o);
+    if (lua_isnoneornil(L, idx))
+        return;
+    if (!lua_istable(L, idx))
+        luaL_error(L, "mpe: %s: argument %d (options) must be a table, got %s", fname, idx,
+                   mpe__typename(L, idx));
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (k && strcmp(k, "chunksize") == 0) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > (1 << 20))
+                luaL_error(L, "mpe: %s: option 'chunksize' must be an integer from 1 to 1048576, got %s",
+                           fname, lua_isinteger(L, -1) ? lua_tostring(L, -1) : mpe__typename(L, -1));
+            o->chunksize = (int)lua_tointeger(L, -1);
+        } else if (k && strcmp(k, "errors") == 0) {
+            const char *v = lua_tostring(L, -1);
+            if (lua_type(L, -1) != LUA_TSTRING || (strcmp(v, "raise") != 0 && strcmp(v, "collect") != 0))
+                luaL_error(L, "mpe: %s: option 'errors' must be \"raise\" or \"collect\"", fname);
+            o->collect = strcmp(v, "collect") == 0;
+        } else if (k && allow_cb && (strcmp(k, "callback") == 0 || strcmp(k, "error_callback") == 0)) {
+            if (!is_callable(L, lua_gettop(L)))
+                luaL_error(L, "mpe: %s: option '%s' must be a function, got %s", fname, k,
+                           mpe__typename(L, -1));
+        } else if (k && strcmp(k, "progress") == 0) {
+            /* accepted; drawn by the Lua side when supported */
+        } else
+            luaL_error(L, "mpe: %s: unknown option '%s'", fname,
+                       k ? k : luaL_tolstring(L, -2, NULL));
+        lua_pop(L, 1);
+    }
+}
+
+/* Create the async object for a new job; leaves it on the stack. */
+static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what, int mode,
+                     const callopts *o, int cb_idx)
+{
+    uint64_t fnid = mpe__pool_function(L, lp->p, fn_idx);
+    ajob *a = lua_newuserdatauv(L, sizeof *a, 0);
+    memset(a, 0, sizeof *a);
+    a->ref = LUA_NOREF;
+    a->lp = lp;
+    a->what = what;
+    a->mode = mode;
+    a->collect = o->collect;
+    luaL_setmetatable(L, ASYNC_MT);
+    lua_createtable(L, 0, 6);
+    lua_pushvalue(L, pool_idx);
+    lua_setfield(L, -2, "pool");
+    lua_newtable(L);
+    lua_setfield(L, -2, "results");
+    lua_newtable(L);
+    lua_setfield(L, -2, "failures");
+    if (cb_idx && lua_istable(L, cb_idx)) {
+        lua_pushvalue(L, cb_idx);
+        lua_setfield(L, -2, "cb");
+    }
+    if (what == A_IMAP_UNORDERED) {
+        lua_newtable(L);
+        lua_setfield(L, -2, "q");
+    }
+    a->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* An iterator raises at the failed item, in order: earlier items must still come. */
+    a->j = mpe__pool_job(lp->p, mode, fnid, o->chunksize,
+                         !o->collect && what != A_IMAP && what != A_IMAP_UNORDERED);
+    if (!a->j)
+        luaL_error(L, "mpe: not enough memory for a job");
+    getref(L, lp->ref, "jobs");
+    lua_pushlightuserdata(L, a->j);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    return a;
+}
+
+/* Encode the value at idx as one item of a's job. */
+static void add_value(lua_State *L, ajob *a, int idx, mpe_buf *scratch)
+{
+    mpe_fds fds = {.n = 0};
+    scratch->n = 0;
+    mpe__encode(L, idx, scratch, a->mode == MPE_M_MAP ? "item" : "args", &fds);
+    mpe__pool_add_enc(L, a->lp->p, a->j, scratch->p, scratch->n, &fds);
+    a->count++;
+}
+
+/* Add every item of the table at idx. A plain sequence of numbers of one
+ * kind goes packed; anything else item by item. */
+static void add_table(lua_State *L, ajob *a, int idx)
+{
+    lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
+    int kind = 0;
+    if (a->mode == MPE_M_MAP && n > 0) {
+        kind = MPE_K_INTS;
+        for (lua_Integer i = 1; i <= n && kind; i++) {
+            lua_rawgeti(L, idx, i);
+            if (lua_type(L, -1) != LUA_TNUMBER)
+                kind = 0;
+            else if (lua_isinteger(L, -1) != (kind == MPE_K_INTS))
+                kind = (i == 1) ? MPE_K_FLOATS : 0;
+            lua_pop(L, 1);
+        }
+    }
+    if (kind) {
+        mpe_buf *b = mpe__buf_box(L);
+        mpe__buf_lgrow(L, b, 8 * (size_t)n);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, i);
+            if (kind == MPE_K_INTS) {
+                int64_t v = (int64_t)lua_tointeger(L, -1);
+                memcpy(b->p + b->n, &v, 8);
+            } else {
+                double v = lua_tonumber(L, -1);
+                memcpy(b->p + b->n, &v, 8);
+            }
+            b->n += 8;
+            lua_pop(L, 1);
+        }
+        mpe__pool_add_packed(L, a->j, kind, b->p, (size_t)n);
+        a->count = n;
+        lua_pop(L, 1);
+        return;
+    }
+    mpe_buf *b = mpe__buf_box(L);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, i);
+        if (a->mode != MPE_M_MAP && !lua_istable(L, -1))
+            luaL_error(L, "mpe: starmap: item %d must be a table of arguments, got %s", (int)i,
+                       mpe__typename(L, -1));
+        add_value(L, a, lua_gettop(L), b);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* Pull up to max items from the iterator at src. Returns 1 when it ended. */
+static int add_from_iterator(lua_State *L, ajob *a, int src, lua_Integer max)
+{
+    mpe_buf *b = mpe__buf_box(L);
+    int ended = 0;
+    for (lua_Integer k = 0; k < max; k++) {
+        lua_pushvalue(L, src);
+        lua_call(L, 0, 1);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            ended = 1;
+            break;
+        }
+        if (a->mode != MPE_M_MAP && !lua_istable(L, -1))
+            luaL_error(L, "mpe: starmap: item %d must be a table of arguments, got %s",
+                       (int)(a->count + 1), mpe__typename(L, -1));
+        add_value(L, a, lua_gettop(L), b);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return ended;
+}
+
+static void check_items(lua_State *L, int idx, const char *fname)
+{
+    if (!lua_istable(L, idx) && !luaL_testudata(L, idx, RANGE_MT) && !lua_isfunction(L, idx))
+        luaL_error(L, "mpe: %s: argument %d must be a table, mpe.range or function, got %s", fname,
+                   idx, mpe__typename(L, idx));
+}
+
+static void check_fn(lua_State *L, int idx, const char *fname)
+{
+    if (!lua_isfunction(L, idx))
+        luaL_error(L, "mpe: %s: argument %d must be a function, got %s", fname, idx,
+                   mpe__typename(L, idx));
+}
+
+/* Items at idx into a's job. limit: pull at most this many from an iterator
+ * (imap), or -1 for all. */
+static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
+{
+    lrange *r = luaL_testudata(L, idx, RANGE_MT);
+    if (r && a->mode == MPE_M_MAP) {
+        mpe__pool_add_range(L, a->j, r->first, r->step, r->count);
+        a->count = r->count;
+        a->finished = 1;
+    } else if (r) {
+        luaL_error(L, "mpe: starmap: items must be tables of arguments, not an mpe.range");
+    } else if (lua_istable(L, idx)) {
+        add_table(L, a, idx);
+        a->finished = 1;
+    } else {
+        a->finished = add_from_iterator(L, a, idx, limit < 0 ? LUA_MAXINTEGER : limit);
+        a->src_done = a->finished;
+    }
+    mpe__pool_publish(a->lp->p, a->j, a->finished);
+    check_complete(L, a);
+}
+
+/* pool:map_async / starmap_async (and the synchronous forms below). */
+static int submit_map(lua_State *L, const char *fname, int mode, int allow_cb)
+{
+    lpool *lp = openpool(L, fname);
+    check_fn(L, 2, fname);
+    check_items(L, 3, fname);
+    callopts o;
+    parse_callopts(L, 4, fname, &o, allow_cb);
+    ajob *a = new_job(L, lp, 1, 2, A_MAP, mode, &o, allow_cb ? 4 : 0);
+    add_items(L, a, 3, -1);
+    if (a->complete) { /* no items at all */
+        unroute(L, a);
+        run_callbacks(L, a);
+    }
+    return 1;
+}
+
+static int pool_map_async(lua_State *L)
+{
+    return submit_map(L, "pool:map_async", MPE_M_MAP, 1);
+}
+
+static int pool_starmap_async(lua_State *L)
+{
+    return submit_map(L, "pool:starmap_async", MPE_M_STAR, 1);
+}
+
+static int sync_map(lua_State *L, const char *fname, int mode)
+{
+    lua_settop(L, 4);
+    submit_map(L, fname, mode, 0);
+    ajob *a = lua_touserdata(L, -1);
+    wait_job(L, a, -1);
+    int n = push_values(L, a);
+    return n;
+}
+
+static int pool_map(lua_State *L)
+{
+    return sync_map(L, "pool:map", MPE_M_MAP);
+}
+
+static int pool_starmap(lua_State *L)
+{
+    return sync_map(L, "pool:starmap", MPE_M_STAR);
+}
+
+static int pool_apply_async(lua_State *L)
+{
+    lpool *lp = openpool(L, "pool:apply_async");
+    check_fn(L, 2, "pool:apply_async");
+    if (!lua_isnoneornil(L, 3) && !lua_istable(L, 3))
+        return luaL_error(L, "mpe: pool:apply_async: argument 3 (args) must be a table, got %s",
+                          mpe__typename(L, 3));
+    callopts o;
+    parse_callopts(L, 4, "pool:apply_async", &o, 1);
+    o.chunksize = 0;
+    if (lua_isnoneornil(L, 3)) {
+        lua_newtable(L);
+        lua_replace(L, 3);
+    }
+    ajob *a = new_job(L, lp, 1, 2, A_APPLY, MPE_M_APPLY, &o, 4);
+    mpe_buf *b = mpe__buf_box(L);
+    add_value(L, a, 3, b);
+    lua_pop(L, 1);
+    a->finished = 1;
+    mpe__pool_publish(lp->p, a->j, 1);
+    return 1;
+}
+
+static int pool_apply(lua_State *L)
+{
+    lpool *lp = openpool(L, "pool:apply");
+    check_fn(L, 2, "pool:apply");
+    int nargs = lua_gettop(L) - 2;
+    lua_createtable(L, nargs, 1);
+    for (int i = 1; i <= nargs; i++) {
+        lua_pushvalue(L, 2 + i);
+        lua_rawseti(L, -2, i);
+    }
+    lua_pushinteger(L, nargs);
+    lua_setfield(L, -2, "n");
+    int args = lua_gettop(L);
+    callopts o = {0, 0};
+    ajob *a = new_job(L, lp, 1, 2, A_APPLY, MPE_M_APPLY, &o, 0);
+    int ai = lua_gettop(L);
+    mpe_buf *b = mpe__buf_box(L);
+    add_value(L, a, args, b);
+    lua_pop(L, 1);
+    a->finished = 1;
+    mpe__pool_publish(lp->p, a->j, 1);
+    wait_job(L, a, -1);
+    lua_settop(L, ai);
+    return push_values(L, a);
+}
+
+/* ---- imap ------------------------------------------------------------------------------------ */
+
+/* Pull more items from the job's iterator while the window allows. */
+static void imap_feed(lua_State *L, ajob *a)
+{
+    if (a->finished)
+        return;
+    lua_Integer room = IMAP_WINDOW - (a->count - a->yielded);
+    if (room <= IMAP_WINDOW / 2)
+        return;
+    getref(L, a->ref, "src");
+    int src = lua_gettop(L);
+    a->finished = add_from_iterator(L, a, src, room);
+    lua_pop(L, 1);
+    mpe__pool_publish(a->lp->p, a->j, a->finished);
+    check_complete(L, a);
+}
+
+/* Push the next result if it is ready: returns the number of values pushed,
+ * 0 if nothing is ready yet, -1 when the iteration is over. */
+static int imap_try(lua_State *L, ajob *a)
+{
+    lua_Integer i;
+    if (a->what == A_IMAP) {
+        i = a->yielded + 1;
+        if (a->finished && i > a->count)
+            return -1;
+        getref(L, a->ref, "have");
+        lua_rawgeti(L, -1, i);
+        int have = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (!have) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        lua_pushnil(L);
+        lua_rawseti(L, -2, i);
+        lua_pop(L, 1);
+    } else {
+        if (a->qhead >= a->qtail)
+            return (a->finished && a->yielded >= a->count) ? -1 : 0;
+        getref(L, a->ref, "q");
+        lua_rawgeti(L, -1, ++a->qhead);
+        i = lua_tointeger(L, -1);
+        lua_pushnil(L);
+        lua_rawseti(L, -3, a->qhead);
+        lua_pop(L, 2);
+    }
+    a->yielded++;
+    getref(L, a->ref, "failures");
+    lua_rawgeti(L, -1, i);
+    if (!lua_isnil(L, -1)) {
+        lua_pushnil(L);
+        lua_rawseti(L, -3, i);
+        if (!a->collect)
+            lua_error(L);
+        lua_pushinteger(L, i);
+        lua_pushnil(L);
+        lua_pushvalue(L, -3);
+        return 3;
+    }
+    lua_pop(L, 2);
+    getref(L, a->ref, "results");
+    lua_pushinteger(L, i);
+    lua_rawgeti(L, -2, i);
+    lua_pushnil(L);
+    lua_rawseti(L, -4, i);
+    return 2;
+}
+
+/* The iterator: returns index, value (or index, nil, err with errors = "collect"). */
+static int imap_next(lua_State *L)
+{
+    ajob *a = lua_touserdata(L, lua_upvalueindex(1));
+    if (!a->j)
+        return 0;
+    for (;;) {
+        int n = imap_try(L, a);
+        if (n != 0)
+            return n > 0 ? n : 0;
+        if (a->lp->state == P_TERMINATED)
+            return luaL_error(L, "mpe: the pool was terminated during imap");
+        imap_feed(L, a);
+        pump(L, a->lp);
+        raise_if_broken(L, a->lp);
+        n = imap_try(L, a);
+        if (n != 0)
+            return n > 0 ? n : 0;
+        mpe__pool_wait(a->lp->p, -1);
+    }
+}
+
+static int imap_common(lua_State *L, const char *fname, int what)
+{
+    lpool *lp = openpool(L, fname);
+    check_fn(L, 2, fname);
+    check_items(L, 3, fname);
+    callopts o;
+    parse_callopts(L, 4, fname, &o, 0);
+    ajob *a = new_job(L, lp, 1, 2, what, MPE_M_MAP, &o, 0);
+    int ai = lua_gettop(L);
+    setref(L, a->ref, "src", 3);
+    lua_newtable(L);
+    setref(L, a->ref, "have", -1);
+    lua_pop(L, 1);
+    add_items(L, a, 3, IMAP_WINDOW);
+    lua_pushvalue(L, ai);
+    lua_pushcclosure(L, imap_next, 1);
+    lua_pushnil(L);
+    lua_pushnil(L);
+    lua_pushvalue(L, ai); /* closing value: leaving the loop early releases the job */
+    return 4;
+}
+
+static int pool_imap(lua_State *L)
+{
+    return imap_common(L, "pool:imap", A_IMAP);
+}
+
+static int pool_imap_unordered(lua_State *L)
+{
+    return imap_common(L, "pool:imap_unordered", A_IMAP_UNORDERED);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------- */
+
+static int pool_close(lua_State *L)
+{
+    lpool *lp = checkpool(L, "pool:close");
+    if (lp->state == P_OPEN)
+        lp->state = P_CLOSED;
+    return 0;
+}
+
+static int pool_terminate(lua_State *L)
+{
+    lpool *lp = checkpool(L, "pool:terminate");
+    if (lp->state == P_TERMINATED || lp->state == P_JOINED)
+        return 0;
+    lp->state = P_TERMINATED;
+    mpe__pool_stop(lp->p, 1);
+    return 0;
+}
+
+/* Wait for every job still routed in the pool, running their callbacks. */
+static void drain(lua_State *L, lpool *lp)
+{
+    for (;;) {
+        pump(L, lp);
+        raise_if_broken(L, lp);
+        getref(L, lp->ref, "jobs");
+        lua_pushnil(L);
+        int any = lua_next(L, -2);
+        if (any) {
+            ajob *a = lua_touserdata(L, -1);
+            lua_pop(L, 3);
+            if (a->what == A_IMAP || a->what == A_IMAP_UNORDERED) {
+                /* an abandoned iterator: nobody will read it */
+                unroute(L, a);
+                mpe__pool_job_cancel(lp->p, a->j);
+                continue;
+            }
+            wait_job(L, a, -1);
+            unroute(L, a);
+            run_callbacks(L, a);
+        } else {
+            lua_pop(L, 1);
+            return;
+        }
+    }
+}
+
+static int pool_join(lua_State *L)
+{
+    lpool *lp = checkpool(L, "pool:join");
+    if (lp->state == P_OPEN)
+        return luaL_error(L, "mpe: pool:join: call pool:close() or pool:terminate() first");
+    if (lp->state == P_JOINED || lp->state == P_TERMINATED) {
+        lp->state = P_JOINED;
+        return 0;
+    }
+    drain(L, lp);
+    mpe__pool_stop(lp->p, 0);
+    lp->state = P_JOINED;
+    return 0;
+}
+
+static int pool_gc(lua_State *L)
+{
+    lpool *lp = lua_touserdata(L, 1);
+    if (lp->p) {
+        mpe__pool_free(lp->p); /* terminates, in the creator; frees memory elsewhere */
+        lp->p = NULL;
+    }
+    if (lp->state != P_JOINED)
+        lp->state = P_TERMINATED;
+    return 0;
+}
+
+/* <close>: a normal exit closes and joins; an exit by error terminates. */
+static int pool_close_meta(lua_State *L)
+{
+    lpool *lp = lua_touserdata(L, 1);
+    if (!lp->p || lp->owner != getpid())
+        return 0;
+    if (!lua_isnil(L, 2)) {
+        lua_settop(L, 1);
+        return pool_terminate(L);
+    }
+    lua_settop(L, 1);
+    pool_close(L);
+    return pool_join(L);
+}
+
+static int pool_index(lua_State *L)
+{
+    lpool *lp = luaL_checkudata(L, 1, POOL_MT);
+    const char *k = lua_tostring(L, 2);
+    if (k && strcmp(k, "workers") == 0) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
+        lua_getfield(L, -1, "nworkers");
+        return 1;
+    }
+    if (k && strcmp(k, "started") == 0) {
+        lua_pushinteger(L, lp->p ? mpe__pool_started(lp->p) : 0);
+        return 1;
+    }
+    if (k && strcmp(k, "state") == 0) {
+        static const char *names[] = {"open", "closed", "terminated", "joined"};
+        lua_pushstring(L, names[lp->state]);
+        return 1;
+    }
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+}
+
+static int pool_tostring(lua_State *L)
+{
+    lpool *lp = luaL_checkudata(L, 1, POOL_MT);
+    lua_pushfstring(L, "mpe.Pool (%p)", (void *)lp);
+    return 1;
+}
+
+/* mpe.pool([n | opts]) */
+static int pool_new(lua_State *L)
+{
+    mpe_pool_opts o = {.workers = 0, .init_ref = LUA_NOREF, .initargs_ref = LUA_NOREF};
+    int init = 0, initargs = 0;
+    if (lua_isinteger(L, 1)) {
+        o.workers = (int)lua_tointeger(L, 1);
+        if (lua_tointeger(L, 1) < 1 || lua_tointeger(L, 1) > 1024)
+            return luaL_error(L, "mpe: pool: argument 1 (workers) must be from 1 to 1024, got %d",
+                              (int)lua_tointeger(L, 1));
+    } else if (lua_istable(L, 1)) {
+        lua_pushnil(L);
+        while (lua_next(L, 1)) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+            int v = lua_gettop(L);
+            if (k && strcmp(k, "workers") == 0) {
+                if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 1 || lua_tointeger(L, v) > 1024)
+                    return luaL_error(L, "mpe: pool: option 'workers' must be an integer from 1 to 1024, got %s",
+                                      lua_isinteger(L, v) ? lua_tostring(L, v) : mpe__typename(L, v));
+                o.workers = (int)lua_tointeger(L, v);
+            } else if (k && strcmp(k, "maxtasksperchild") == 0) {
+                if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 1)
+                    return luaL_error(L, "mpe: pool: option 'maxtasksperchild' must be a positive integer, got %s",
+                                      lua_isinteger(L, v) ? lua_tostring(L, v) : mpe__typename(L, v));
+                o.maxtasks = lua_tointeger(L, v) > (1 << 30) ? (1 << 30) : (int)lua_tointeger(L, v);
+            } else if (k && strcmp(k, "timeout") == 0) {
+                if (lua_type(L, v) != LUA_TNUMBER || !(lua_tonumber(L, v) > 0))
+                    return luaL_error(L, "mpe: pool: option 'timeout' must be a positive number of seconds, got %s",
+                                      mpe__typename(L, v));
+                o.timeout = lua_tonumber(L, v);
+            } else if (k && strcmp(k, "retries") == 0) {
+                if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 0 || lua_tointeger(L, v) > 1000)
+                    return luaL_error(L, "mpe: pool: option 'retries' must be an integer from 0 to 1000, got %s",
+                                      lua_isinteger(L, v) ? lua_tostring(L, v) : mpe__typename(L, v));
+                o.retries = (int)lua_tointeger(L, v);
+            } else if (k && strcmp(k, "initializer") == 0) {
+                if (!is_callable(L, v))
+                    return luaL_error(L, "mpe: pool: option 'initializer' must be a function, got %s",
+                                      mpe__typename(L, v));
+                init = 1;
+            } else if (k && strcmp(k, "initargs") == 0) {
+                if (!lua_istable(L, v))
+                    return luaL_error(L, "mpe: pool: option 'initargs' must be a table, got %s",
+                                      mpe__typename(L, v));
+                initargs = 1;
+            } else
+                return luaL_error(L, "mpe: pool: unknown option '%s'", k ? k : luaL_tolstring(L, -2, NULL));
+            lua_settop(L, v - 1);
+        }
+    } else if (!lua_isnoneornil(L, 1))
+        return luaL_error(L, "mpe: pool: argument 1 must be a worker count or an options table, got %s",
+                          mpe__typename(L, 1));
+    if (o.workers == 0)
+        o.workers = mpe__proc_default_workers();
+    lpool *lp = lua_newuserdatauv(L, sizeof *lp, 0);
+    memset(lp, 0, sizeof *lp);
+    lp->ref = lp->init_ref = lp->initargs_ref = LUA_NOREF;
+    lp->owner = getpid();
+    lp->state = P_TERMINATED; /* until the workers exist */
+    luaL_setmetatable(L, POOL_MT);
+    lua_createtable(L, 0, 4);
+    lua_newtable(L);
+    lua_setfield(L, -2, "jobs");
+    lua_pushinteger(L, o.workers);
+    lua_setfield(L, -2, "nworkers");
+    if (init) {
+        lua_getfield(L, 1, "initializer");
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, "initializer");
+        o.init_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lp->init_ref = o.init_ref;
+    }
+    if (initargs) {
+        lua_getfield(L, 1, "initargs");
+        o.initargs_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lp->initargs_ref = o.initargs_ref;
+    }
+    lp->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    mpe_err e;
+    lp->p = mpe__pool_new(L, &o, &e);
+    if (!lp->p)
+        return luaL_error(L, "mpe: pool: %s", e.msg);
+    lp->state = P_OPEN;
+    return 1;
+}
+
+static int pool_gc_full(lua_State *L)
+{
+    lpool *lp = lua_touserdata(L, 1);
+    pool_gc(L);
+    if (lp->ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, lp->ref);
+        lp->ref = LUA_NOREF;
+    }
+    if (lp->init_ref != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, lp->init_ref);
+    if (lp->initargs_ref != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, lp->initargs_ref);
+    lp->init_ref = lp->initargs_ref = LUA_NOREF;
+    return 0;
+}
+
+static int async_close(lua_State *L)
+{
+    ajob *a = lua_touserdata(L, 1);
+    if (a->j && a->lp && (a->what == A_IMAP || a->what == A_IMAP_UNORDERED) && !a->complete) {
+        if (a->lp->p && a->lp->owner == getpid()) {
+            mpe__pool_job_cancel(a->lp->p, a->j);
+            unroute(L, a);
+        }
+    }
+    return 0;
+}
+
+void mpe__open_pool(lua_State *L)
+{
+    static const luaL_Reg pool_methods[] = {
+        {"map", pool_map},
+        {"starmap", pool_starmap},
+        {"map_async", pool_map_async},
+        {"starmap_async", pool_starmap_async},
+        {"imap", pool_imap},
+        {"imap_unordered", pool_imap_unordered},
+        {"apply", pool_apply},
+        {"apply_async", pool_apply_async},
+        {"close", pool_close},
+        {"join", pool_join},
+        {"terminate", pool_terminate},
+        {NULL, NULL}};
+    static const luaL_Reg async_methods[] = {{"get", async_get},
+                                             {"wait", async_wait},
+                                             {"ready", async_ready},
+                                             {"successful", async_successful},
+                                             {NULL, NULL}};
+    luaL_newmetatable(L, POOL_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, pool_methods, 0);
+    lua_pushcclosure(L, pool_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, pool_gc_full);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, pool_close_meta);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, pool_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, ASYNC_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, async_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, async_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, async_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+
+    luaL_newmetatable(L, RANGE_MT);
+    lua_pushcfunction(L, range_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushcfunction(L, range_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, range_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pop(L, 1);
+
+    lua_pushcfunction(L, pool_new);
+    lua_setfield(L, -2, "pool");
+    lua_pushcfunction(L, range_new);
+    lua_setfield(L, -2, "range");
+}
