@@ -781,6 +781,8 @@ static void enc_cfunction(enc *e, int f)
         return;
     }
     /* No name: by address, valid only in this program image (forked children). */
+    if (mpe__compat_isfastfunc(L, f))
+        enc_fail(e, "built-in function that has no name (LuaJIT fast function)");
     lua_Integer id = e->nrefs;
     lua_Debug ar;
     lua_pushvalue(L, f);
@@ -837,14 +839,40 @@ static const mpe_codec_type *shared_type(lua_State *L, int idx)
     return t;
 }
 
+/* The type name of a userdata for messages: its metatable's __name, else the
+ * registry key its metatable is stored under (LuaJIT's "FILE*" has no
+ * __name). Pushes the name (or nothing) on the error path only. */
+static const char *userdata_name(lua_State *L, int u)
+{
+    lua_checkstack(L, 6);
+    if (luaL_getmetafield(L, u, "__name") != 0) {
+        if (lua_type(L, -1) == LUA_TSTRING)
+            return lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    if (!lua_getmetatable(L, u))
+        return NULL;
+    int mt = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, LUA_REGISTRYINDEX) != 0) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, mt)) {
+            lua_pop(L, 1);
+            return lua_tostring(L, -1);
+        }
+        lua_pop(L, 1);
+    }
+    return NULL;
+}
+
 static void enc_userdata(enc *e, int u)
 {
     lua_State *L = e->L;
     const mpe_codec_type *t = shared_type(L, u);
     if (!t) {
         char what[96];
-        if (luaL_getmetafield(L, u, "__name") != 0 && lua_type(L, -1) == LUA_TSTRING)
-            snprintf(what, sizeof what, "userdata (%s)", lua_tostring(L, -1));
+        const char *name = userdata_name(L, u);
+        if (name)
+            snprintf(what, sizeof what, "userdata (%s)", name);
         else
             snprintf(what, sizeof what, "userdata");
         enc_fail(e, what);

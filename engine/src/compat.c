@@ -81,6 +81,28 @@ const char *mpe__compat_pushlstring(lua_State *L, const char *s, size_t n)
     return lua_tostring(L, -1);
 }
 
+/* luaL_requiref of Lua 5.4: if package.loaded[modname] is not true, call
+ * openf(modname) and store its result there; push that value, and with glb
+ * also set the global modname to it. */
+void mpe__compat_requiref(lua_State *L, const char *modname, lua_CFunction openf, int glb)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    lua_getfield(L, -1, modname);
+    if (!lua_toboolean(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushcfunction(L, openf);
+        lua_pushstring(L, modname);
+        lua_call(L, 1, 1);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, -3, modname);
+    }
+    lua_remove(L, -2);
+    if (glb) {
+        lua_pushvalue(L, -1);
+        lua_setglobal(L, modname);
+    }
+}
+
 /* Lua 5.4's luaL_newmetatable also stores the name as __name, which error
  * messages, luaL_tolstring, mpe__typename and the codec rely on. */
 int mpe__compat_newmetatable(lua_State *L, const char *tname)
@@ -90,6 +112,46 @@ int mpe__compat_newmetatable(lua_State *L, const char *tname)
     lua_pushstring(L, tname);
     lua_setfield(L, -2, "__name");
     return 1;
+}
+
+/* jit.util.funcinfo(f).ffid is set for LuaJIT's built-ins (math.log, the
+ * ipairs iterator...). When jit.util cannot be reached, say yes: the caller
+ * then refuses to send the function by address, which is the safe answer. */
+int mpe__compat_isfastfunc(lua_State *L, int idx)
+{
+    int fast = 1;
+    idx = mpe__compat_absindex(L, idx);
+    if (!lua_iscfunction(L, idx))
+        return 0;
+    luaL_checkstack(L, 4, "mpe: compat");
+    int top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    if (lua_type(L, -1) == LUA_TTABLE) {
+        lua_getfield(L, -1, "jit.util");
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            lua_pop(L, 1);
+            lua_getglobal(L, "package");
+            if (lua_type(L, -1) == LUA_TTABLE) {
+                lua_getfield(L, -1, "preload");
+                if (lua_type(L, -1) == LUA_TTABLE) {
+                    lua_getfield(L, -1, "jit.util");
+                    if (lua_type(L, -1) == LUA_TFUNCTION && lua_pcall(L, 0, 1, 0) != 0)
+                        lua_pushnil(L);
+                }
+            }
+        }
+        if (lua_type(L, -1) == LUA_TTABLE) {
+            lua_getfield(L, -1, "funcinfo");
+            lua_pushvalue(L, idx);
+            if (lua_type(L, -2) == LUA_TFUNCTION && lua_pcall(L, 1, 1, 0) == 0 &&
+                lua_type(L, -1) == LUA_TTABLE) {
+                lua_getfield(L, -1, "ffid");
+                fast = !lua_isnil(L, -1);
+            }
+        }
+    }
+    lua_settop(L, top);
+    return fast;
 }
 
 #else

@@ -40,12 +40,19 @@ const char *mpe__compat_pushstring(lua_State *L, const char *s);
 const char *mpe__compat_pushlstring(lua_State *L, const char *s, size_t n);
 #define lua_pushstring(L, s) mpe__compat_pushstring((L), (s))
 #define lua_pushlstring(L, s, n) mpe__compat_pushlstring((L), (s), (n))
+/* Lua 5.4's luaL_requiref: open a module once, leave it on the stack. */
+void mpe__compat_requiref(lua_State *L, const char *modname, lua_CFunction openf, int glb);
+#define luaL_requiref(L, m, f, g) mpe__compat_requiref((L), (m), (f), (g))
 #define LUA_MAXINTEGER ((lua_Integer)0x7fffffffffffffffLL)
 #define LUA_MININTEGER ((lua_Integer)(-0x7fffffffffffffffLL - 1))
 /* The definitions above live in compat.c. */
+/* 1 if the function at idx is one of LuaJIT's built-in "fast functions":
+ * their C entry point is not a lua_CFunction, so they travel only by name. */
+int mpe__compat_isfastfunc(lua_State *L, int idx);
 #else
 #define MPE_HAS_INTEGERS 1
 #define MPE_HAS_ENV_UPVALUE 1
+#define mpe__compat_isfastfunc(L, idx) 0
 #endif
 
 #endif

@@ -13,8 +13,23 @@ static lua_State *newstate(void)
     lua_State *L = luaL_newstate();
     MPE_ASSERT(L != NULL);
     luaL_openlibs(L);
-    luaL_requiref(L, "mpe", luaopen_mpe, 1);
-    lua_pop(L, 1);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_pushcfunction(L, luaopen_mpe);
+    lua_call(L, 0, 1);
+    lua_pushvalue(L, -1);
+    lua_setglobal(L, "mpe");
+    lua_setfield(L, -2, "mpe");
+    lua_pop(L, 2);
+    /* Under LuaJIT numbers have no integer subtype: isint/isfloat say yes to
+     * any number there. */
+    lua_pushboolean(L, MPE_HAS_INTEGERS);
+    lua_setglobal(L, "HAS_INT");
+    if (luaL_dostring(L, "function isint(x) return type(x) == 'number' and\n"
+                         "  (not HAS_INT or math.type(x) == 'integer') end\n"
+                         "function isfloat(x) return type(x) == 'number' and\n"
+                         "  (not HAS_INT or math.type(x) == 'float') end\n") != LUA_OK)
+        MPE_FAIL("%s", lua_tostring(L, -1));
     return L;
 }
 
@@ -116,13 +131,14 @@ static void test_scalars(void)
     lua_State *L = newstate();
     run(L, "local function rt(v) return mpe.decode(mpe.encode(v)) end\n"
            "assert(rt(nil) == nil and rt(true) == true and rt(false) == false)\n"
-           "for _, i in ipairs{0, 1, -1, 63, 64, -64, -65, 127, 128, 300, 2^31, -2^31,\n"
-           "                   math.maxinteger, math.mininteger, math.maxinteger - 1} do\n"
-           "  if math.type(i) == 'float' then i = math.tointeger(i) end\n"
-           "  local j = rt(i); assert(j == i and math.type(j) == 'integer', tostring(i))\n"
+           "local unpack = table.unpack or unpack\n"
+           "local big = HAS_INT and {math.maxinteger, math.mininteger, math.maxinteger - 1,\n"
+           "  math.tointeger(2^31), math.tointeger(-2^31)} or {2^53, -2^53, 2^31, -2^31}\n"
+           "for _, i in ipairs{0, 1, -1, 63, 64, -64, -65, 127, 128, 300, unpack(big)} do\n"
+           "  local j = rt(i); assert(j == i and isint(j), tostring(i))\n"
            "end\n"
            "for _, f in ipairs{0.5, 1.0, -2.0, 1e308, 5e-324, math.pi, 2^63, -2^63} do\n"
-           "  local g = rt(f); assert(g == f and math.type(g) == 'float', tostring(f))\n"
+           "  local g = rt(f); assert(g == f and isfloat(g), tostring(f))\n"
            "end\n"
            "local n = rt(0/0); assert(n ~= n)\n"
            "assert(rt(math.huge) == math.huge and rt(-math.huge) == -math.huge)\n"
@@ -149,7 +165,11 @@ static void test_float_bits(void)
         MPE_ASSERT_EQ(decode_bytes(L, b.p, b.n, NULL, NULL), 0);
         MPE_ASSERT(lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1));
         e = lua_tonumber(L, -1);
-        MPE_ASSERT(memcmp(&d, &e, 8) == 0);
+        /* LuaJIT keeps one canonical NaN; everything else is bit-exact. */
+        if (MPE_HAS_INTEGERS || !isnan(d))
+            MPE_ASSERT(memcmp(&d, &e, 8) == 0);
+        else
+            MPE_ASSERT(isnan(e));
         lua_pop(L, 1);
         mpe__buf_free(&b);
     }
@@ -199,7 +219,7 @@ static void test_tables(void)
     run(L, "local function rt(v) return mpe.decode(mpe.encode(v)) end\n"
            "local t = {1, 'two', 3.0, {4}, x = 'y', [true] = false, [2.5] = 'f', ['a b'] = 1}\n"
            "local u = rt(t)\n"
-           "assert(u[1] == 1 and u[2] == 'two' and math.type(u[3]) == 'float' and u[4][1] == 4)\n"
+           "assert(u[1] == 1 and u[2] == 'two' and isfloat(u[3]) and u[4][1] == 4)\n"
            "assert(u.x == 'y' and u[true] == false and u[2.5] == 'f' and u['a b'] == 1)\n"
            "local n = 0 for _ in pairs(u) do n = n + 1 end assert(n == 8)\n"
            "-- cycles and shared sub-tables\n"
@@ -222,12 +242,12 @@ static void test_tables(void)
            "for i = 1, 1000 do ints[i] = i * 7 - 3000; floats[i] = i / 3 end\n"
            "local i2, f2 = rt(ints), rt(floats)\n"
            "assert(#i2 == 1000 and #f2 == 1000)\n"
-           "for i = 1, 1000 do assert(i2[i] == ints[i] and math.type(i2[i]) == 'integer')\n"
-           "  assert(f2[i] == floats[i] and math.type(f2[i]) == 'float') end\n"
+           "for i = 1, 1000 do assert(i2[i] == ints[i] and isint(i2[i]))\n"
+           "  assert(f2[i] == floats[i] and isfloat(f2[i])) end\n"
            "assert(#mpe.encode(ints) < 1000 * 8 + 16)\n"
            "local mixed = {1, 2, 3, 4, 5.5, 6}\n"
            "local m2 = rt(mixed)\n"
-           "assert(math.type(m2[4]) == 'integer' and math.type(m2[5]) == 'float')\n"
+           "assert(isint(m2[4]) and isfloat(m2[5]))\n"
            "local late = {1, 2, 3, 4, 5, 'six'}\n"
            "assert(rt(late)[6] == 'six' and rt(late)[5] == 5)\n"
            "local withkeys = {1, 2, 3, 4, 5, n = 5}\n"
@@ -315,7 +335,9 @@ static void test_closures(void)
            "local cf = rt({math.floor, string.format, print, mpe.encode})\n"
            "assert(cf[1] == math.floor and cf[2] == string.format and cf[3] == print)\n"
            "assert(cf[4] == mpe.encode)\n"
-           "local it = rt(ipairs({})); assert(it({7}, 0) == 1)\n");
+           "if HAS_INT then local it = rt(ipairs({})); assert(it({7}, 0) == 1)\n"
+           "else local ok, e = pcall(rt, ipairs({}))\n"
+           "  assert(not ok and e:match('cannot send built%-in function'), e) end\n");
     lua_close(L);
 }
 
@@ -477,9 +499,9 @@ static void test_unsendable(void)
     lua_pop(L, 1);
     MPE_ASSERT_CONTAINS(run_err(L, "mpe.encode({['a b'] = {[3] = {x = io.stderr}}})"),
                         "mpe: cannot send userdata (FILE*) at value[\"a b\"][3].x");
-    MPE_ASSERT_CONTAINS(run_err(L, "mpe.encode({[{}] = {print, coroutine.running()}})"),
+    MPE_ASSERT_CONTAINS(run_err(L, "mpe.encode({[{}] = {print, coroutine.create(print)}})"),
                         "mpe: cannot send coroutine at value[<table>][2]");
-    MPE_ASSERT_CONTAINS(run_err(L, "mpe.encode({[coroutine.running()] = 1})"),
+    MPE_ASSERT_CONTAINS(run_err(L, "mpe.encode({[coroutine.create(print)] = 1})"),
                         "mpe: cannot send coroutine at value[<key>]");
     MPE_ASSERT_CONTAINS(run_err(L, "mpe.encode(setmetatable({}, {__gc = io.stdout}))"),
                         "mpe: cannot send userdata (FILE*) at value<metatable>.__gc");
@@ -558,7 +580,7 @@ static void test_truncated(void)
     check_prefixes(L, "local u = {1} local function f() return u, math.log end return f");
     check_prefixes(L, "local mt = {} mpe.register('Q', mt) return {setmetatable({}, mt), "
                       "setmetatable({}, {__index = {}})}");
-    check_prefixes(L, "return {print, string.format, ipairs({})}");
+    check_prefixes(L, "return {print, string.format, HAS_INT and ipairs({}) or 1}");
     lua_close(L);
 }
 
