@@ -214,5 +214,7 @@ MPE_API int luaopen_mpe(lua_State *L)
     mpe__open_proc(L);
     mpe__open_process(L);
     mpe__open_pool(L);
+    mpe__open_shm(L);
+    mpe__open_sync(L);
     return 1;
 }
