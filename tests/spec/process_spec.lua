@@ -1,0 +1,585 @@
+-- process_spec.lua -- mpe.process: start, join, result, is_alive, terminate, kill,
+-- fields, names, failures, lifetime. Every test joins (or kills) what it starts,
+-- and after_each checks that no child of this process remains.
+local mpe = require "mpe"
+
+local MPE_BIN = os.getenv("MPE_BIN")
+
+-- The pids of this process's children (no fork needed to ask).
+local function children()
+  local pid = mpe.current_process().pid
+  local f = assert(io.open("/proc/" .. pid .. "/task/" .. pid .. "/children"))
+  local s = f:read("*a")
+  f:close()
+  local t = {}
+  for c in s:gmatch("%d+") do t[#t + 1] = tonumber(c) end
+  return t
+end
+
+-- Burn CPU for about `seconds` of this process's CPU time.
+local function spin(seconds)
+  local stop = os.clock() + seconds
+  while os.clock() < stop do end
+end
+
+-- Join with a generous bound, so a broken child fails the test instead of hanging it.
+local function finish(p)
+  if not p:join(30) then
+    p:kill()
+    p:join()
+    error("process did not finish within 30 s")
+  end
+end
+
+-- Run a Lua script with the mpe command (bounded by timeout); returns its output and status.
+local function run_script(code)
+  local path = os.tmpname()
+  local f = assert(io.open(path, "w"))
+  f:write(code)
+  f:close()
+  local h = io.popen("timeout 30 " .. MPE_BIN .. " run " .. path .. " 2>&1; echo \"status=$?\"")
+  local out = h:read("*a")
+  h:close()
+  os.remove(path)
+  return out, tonumber(out:match("status=(%d+)%s*$"))
+end
+
+local function pid_exists(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- Exists and is not a zombie (an orphan's zombie waits for init, which a
+-- container may not run).
+local function pid_running(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local s = f:read("*a")
+  f:close()
+  local state = s:match("%) (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
+describe("mpe.process", function()
+  after_each(function()
+    assert.same({}, children())
+  end)
+
+  describe("results", function()
+    it("returns the target's values, nils included", function()
+      local p = mpe.process(function(a, b) return a + b, nil, "x", nil end, 2, 3)
+      assert.equal(p, p:start())
+      assert.same({ n = 4, 5, nil, "x", nil }, table.pack(p:result()))
+    end)
+
+    it("returns nothing when the target returns nothing", function()
+      local p = mpe.process(function() end)
+      p:start()
+      assert.equal(0, select("#", p:result()))
+      assert.equal(0, p.exitcode)
+    end)
+
+    it("passes arguments with nils and keeps integers and floats apart", function()
+      local p = mpe.process(function(...) return select("#", ...), ... end, 1, nil, 3.0)
+      p:start()
+      local n, a, b, c = p:result()
+      assert.equal(3, n)
+      assert.equal(1, a)
+      assert.is_nil(b)
+      assert.equal(3, c)
+      if math.type then
+        assert.equal("integer", math.type(a))
+        assert.equal("float", math.type(c))
+      end
+    end)
+
+    it("returns nested tables with shared parts and cycles", function()
+      local p = mpe.process(function()
+        local shared = { 1, 2 }
+        local t = { a = shared, b = shared, s = "str", [10] = true }
+        t.self = t
+        return t
+      end)
+      p:start()
+      local t = p:result()
+      assert.same({ 1, 2 }, t.a)
+      assert.equal(t.a, t.b)
+      assert.equal(t, t.self)
+      assert.equal("str", t.s)
+      assert.is_true(t[10])
+    end)
+
+    it("returns a closure that captures a local table, a local function and math.log", function()
+      local captured = { 1, 2, 3 }
+      local function tenfold(x) return x * 10 end
+      local log = math.log
+      local p = mpe.process(function()
+        captured[4] = 4 -- the child's copy: the closure carries it
+        -- no globals here: busted runs specs in an environment of its own, which
+        -- would travel by value (only the real global table is relinked)
+        return function(y) return #captured + tenfold(y) + log(1) end
+      end)
+      p:start()
+      local f = p:result()
+      assert.equal(44, f(4))
+      assert.equal(3, #captured) -- what the child changed is not seen here
+    end)
+
+    it("runs with the state inherited at start: upvalues and coroutines are not encoded", function()
+      local co = coroutine.create(function(a) coroutine.yield(a + 1) end)
+      local later = "before"
+      local p = mpe.process(function(c) return later, coroutine.resume(c, 41) end, co)
+      later = "at start"
+      p:start()
+      later = "after start"
+      assert.same({ "at start", true, 42 }, { p:result() })
+    end)
+
+    it("carries a 10 MB result, more than a pipe holds", function()
+      local p = mpe.process(function() return string.rep("0123456789", 1024 * 1024) end)
+      p:start()
+      local s = p:result()
+      assert.equal(10 * 1024 * 1024, #s)
+      assert.equal("0123456789", s:sub(-10))
+    end)
+
+    it("can be asked for its result again", function()
+      local p = mpe.process(function() return { 7 } end)
+      p:start()
+      assert.same({ 7 }, p:result())
+      assert.same({ 7 }, p:result())
+    end)
+
+    it("accepts a callable table as target", function()
+      local callable = setmetatable({}, { __call = function(self, x) return x * 2 end })
+      local p = mpe.process(callable, 21)
+      p:start()
+      assert.equal(42, p:result())
+    end)
+
+    it("runs processes inside processes", function()
+      local p = mpe.process(function()
+        local q = mpe.process(function() return mpe.current_process().name, 6 * 7 end)
+        q:start()
+        local name, v = q:result()
+        return name, v, q.exitcode
+      end)
+      p:start()
+      -- a child numbers its own children from 1
+      assert.same({ "Process-1", 42, 0 }, { p:result() })
+    end)
+  end)
+
+  describe("failures", function()
+    it("raises the child's error with its message and traceback", function()
+      local p = mpe.process(function() error("boom") end)
+      p:start()
+      assert.is_true(p:join(30))
+      assert.equal(1, p.exitcode)
+      local ok, e = pcall(p.result, p)
+      assert.is_false(ok)
+      assert.equal("error", e.kind)
+      assert.matches("process_spec%.lua:%d+: boom$", e.message)
+      assert.matches("stack traceback", e.traceback)
+      assert.matches("process_spec%.lua", e.traceback)
+      assert.equal(p.pid, e.pid)
+      assert.equal(p.name, e.name)
+      assert.matches("^mpe: Process%-%d+ %(pid %d+%) failed: .*boom\nstack traceback", tostring(e))
+    end)
+
+    it("keeps an error value that is a table", function()
+      local p = mpe.process(function()
+        error(setmetatable({ code = 7 }, { __tostring = function(t) return "code " .. t.code end }))
+      end)
+      p:start()
+      local ok, e = pcall(p.result, p)
+      assert.is_false(ok)
+      assert.equal("error", e.kind)
+      assert.equal("code 7", e.message)
+      assert.equal(7, e.value.code)
+      assert.equal("code 7", tostring(e.value))
+    end)
+
+    it("reports a result that cannot be sent as the failure", function()
+      local p = mpe.process(function() return 1, io.stdout end)
+      p:start()
+      local ok, e = pcall(p.result, p)
+      assert.is_false(ok)
+      assert.equal("error", e.kind)
+      assert.matches("cannot send userdata", e.message)
+      assert.matches("result 2", e.message)
+      assert.equal(1, p.exitcode)
+    end)
+
+    it("drops an error value that cannot be sent but keeps the error", function()
+      local p = mpe.process(function() error(coroutine.create(print)) end)
+      p:start()
+      local ok, e = pcall(p.result, p)
+      assert.is_false(ok)
+      assert.equal("error", e.kind)
+      assert.equal("(error object is a thread value)", e.message)
+      assert.is_nil(e.value)
+    end)
+
+    it("reports os.exit(3) as exitcode 3 and a crash", function()
+      local p = mpe.process(function() os.exit(3) end)
+      p:start()
+      finish(p)
+      assert.equal(3, p.exitcode)
+      local ok, e = pcall(p.result, p)
+      assert.is_false(ok)
+      assert.equal("crash", e.kind)
+      assert.equal("exited with status 3 without returning", e.message)
+      assert.equal(p.pid, e.pid)
+    end)
+
+    it("reports kill as exitcode -9 and a crash naming SIGKILL", function()
+      local p = mpe.process(function() spin(60) end)
+      p:start()
+      assert.is_true(p:is_alive())
+      p:kill()
+      finish(p)
+      assert.equal(-9, p.exitcode)
+      assert.is_false(p:is_alive())
+      local ok, e = pcall(p.result, p)
+      assert.is_false(ok)
+      assert.equal("crash", e.kind)
+      assert.equal("killed by signal 9 (SIGKILL)", e.message)
+      assert.matches("^mpe: Process%-%d+ %(pid %d+%) failed: killed by signal 9 %(SIGKILL%)", tostring(e))
+    end)
+
+    it("reports terminate as exitcode -15", function()
+      local p = mpe.process(function() spin(60) end)
+      p:start()
+      p:terminate()
+      finish(p)
+      assert.equal(-15, p.exitcode)
+      local ok, e = pcall(p.result, p)
+      assert.is_false(ok)
+      assert.equal("killed by signal 15 (SIGTERM)", e.message)
+    end)
+
+    it("ignores terminate and kill once the child was reaped", function()
+      local p = mpe.process(function() return 1 end)
+      p:start()
+      finish(p)
+      p:terminate()
+      p:kill()
+      assert.equal(0, p.exitcode)
+      assert.equal(1, p:result())
+    end)
+  end)
+
+  describe("join and is_alive", function()
+    it("join times out on a running child, then succeeds", function()
+      local p = mpe.process(function() spin(0.5) return "done" end)
+      p:start()
+      assert.is_false(p:join(0))
+      assert.is_false(p:join(0.05))
+      assert.is_nil(p.exitcode)
+      assert.is_true(p:join(30))
+      assert.equal(0, p.exitcode)
+      assert.is_true(p:join())
+      assert.equal("done", p:result())
+    end)
+
+    it("is_alive is false before start and after exit, and updates exitcode", function()
+      local p = mpe.process(function() return 1 end)
+      assert.is_false(p:is_alive())
+      p:start()
+      local deadline = os.time() + 30
+      while p:is_alive() and os.time() < deadline do end
+      assert.is_false(p:is_alive())
+      assert.equal(0, p.exitcode)
+    end)
+  end)
+
+  describe("fields and names", function()
+    it("has pid, name, exitcode and daemon", function()
+      local p = mpe.process(function() return 1 end)
+      assert.is_nil(p.pid)
+      assert.is_nil(p.exitcode)
+      assert.is_false(p.daemon)
+      assert.matches("^Process%-%d+$", p.name)
+      assert.matches("not started", tostring(p))
+      p:start()
+      assert.equal("number", type(p.pid))
+      assert.is_true(p.pid > 0)
+      finish(p)
+      assert.equal(0, p.exitcode)
+      assert.matches("exitcode 0", tostring(p))
+    end)
+
+    it("numbers default names, counting every process created, as Python does", function()
+      local a = mpe.process(print)
+      local b = mpe.process{ target = print, name = "Test" }
+      local c = mpe.process(print)
+      local n = tonumber(a.name:match("^Process%-(%d+)$"))
+      assert.equal("Test", b.name)
+      assert.equal("Process-" .. (n + 2), c.name)
+    end)
+
+    it("tells the child its name and pid", function()
+      local p = mpe.process{ target = function() return mpe.current_process() end, name = "Test" }
+      p:start()
+      local me = p:result()
+      assert.equal("Test", me.name)
+      assert.equal(p.pid, me.pid)
+      assert.is_nil(me.worker)
+      assert.equal("MainProcess", mpe.current_process().name)
+    end)
+
+    it("takes args, name and daemon from an options table", function()
+      local p = mpe.process{ target = function(...) return select("#", ...), ... end,
+                             args = { 1, nil, 3, n = 3 }, name = "Opts", daemon = true }
+      assert.equal("Opts", p.name)
+      assert.is_true(p.daemon)
+      p:start()
+      assert.same({ 3, 1, nil, 3 }, { p:result() })
+    end)
+
+    it("copies args at creation", function()
+      local args = { 1 }
+      local p = mpe.process{ target = function(x) return x end, args = args }
+      args[1] = 2
+      p:start()
+      assert.equal(1, p:result())
+    end)
+
+    it("lets name change and daemon change before start only", function()
+      local p = mpe.process(function() return mpe.current_process().name end)
+      p.name = "Renamed"
+      p.daemon = true
+      assert.equal("Renamed", p.name)
+      p:start()
+      assert.equal("Renamed", p:result())
+      assert.has_error(function() p.daemon = false end,
+        "mpe: process: cannot change daemon of Renamed after start")
+      assert.has_error(function() p.name = "" end,
+        "mpe: process: name must be a non-empty string, got an empty string")
+      assert.has_error(function() p.other = 1 end,
+        "mpe: process: cannot set field 'other' (only name and daemon)")
+    end)
+  end)
+
+  describe("misuse", function()
+    it("rejects bad arguments with messages that say where", function()
+      assert.has_error(function() mpe.process() end,
+        "mpe: process: argument 1 must be a function or an options table, got no value")
+      assert.has_error(function() mpe.process(5) end,
+        "mpe: process: argument 1 must be a function or an options table, got number")
+      assert.has_error(function() mpe.process{ tagret = print } end,
+        "mpe: process: unknown option 'tagret'")
+      assert.has_error(function() mpe.process{ args = {} } end,
+        "mpe: process: option 'target' must be a function (or callable), got nil")
+      assert.has_error(function() mpe.process{ target = print, args = 5 } end,
+        "mpe: process: option 'args' must be a table, got number")
+      assert.has_error(function() mpe.process{ target = print, name = "" } end,
+        "mpe: process: option 'name' must be a non-empty string, got an empty string")
+      assert.has_error(function() mpe.process{ target = print, name = 3 } end,
+        "mpe: process: option 'name' must be a non-empty string, got number")
+      assert.has_error(function() mpe.process{ target = print, daemon = 1 } end,
+        "mpe: process: option 'daemon' must be a boolean, got number")
+      assert.has_error(function() mpe.process({ target = print }, 1) end,
+        "mpe: process: an options table takes no further arguments (got 1); put them in option 'args'")
+    end)
+
+    it("refuses to start twice or to wait for an unstarted process", function()
+      local p = mpe.process{ target = function() end, name = "Once" }
+      assert.has_error(function() p:join() end, "mpe: process:join: Once was not started")
+      assert.has_error(function() p:result() end, "mpe: process:result: Once was not started")
+      assert.has_error(function() p:kill() end, "mpe: process:kill: Once was not started")
+      assert.has_error(function() p:terminate() end, "mpe: process:terminate: Once was not started")
+      p:start()
+      assert.has_error(function() p:start() end, "mpe: process:start: Once was already started")
+      finish(p)
+    end)
+
+    it("checks self and the timeout", function()
+      local p = mpe.process(function() end)
+      p:start()
+      assert.has_error(function() p.join("x") end,
+        "mpe: process:join: argument 1 must be an mpe.Process (call it as p:join()), got string")
+      assert.has_error(function() p:join("x") end,
+        "mpe: process:join: argument 2 (timeout) must be a number of seconds, got string")
+      assert.has_error(function() p:join(-1) end)
+      finish(p)
+    end)
+
+    it("lets only the creator wait for or signal a child", function()
+      local p = mpe.process(function() spin(60) end)
+      p:start()
+      local q = mpe.process(function()
+        local ok, err = pcall(p.join, p)
+        local ok2 = pcall(p.kill, p)
+        return ok, err, ok2, p.pid
+      end)
+      q:start()
+      local ok, err, ok2, pid = q:result()
+      p:kill()
+      finish(p)
+      assert.is_false(ok)
+      assert.matches("^mpe: process:join: Process%-%d+ %(pid %d+%) was started by process %d+", err)
+      assert.is_false(ok2)
+      assert.equal(p.pid, pid)
+      assert.equal(-9, p.exitcode)
+    end)
+  end)
+
+  describe("lifetime", function()
+    it("keeps a started process alive when its last reference is dropped", function()
+      local weak = setmetatable({}, { __mode = "v" })
+      do
+        local p = mpe.process(function() spin(0.2) return 1 end)
+        p:start()
+        weak[1] = p
+      end
+      collectgarbage()
+      collectgarbage()
+      assert.is_not_nil(weak[1]) -- not collected, so neither joined nor killed early
+      finish(weak[1])
+      assert.equal(1, weak[1]:result())
+      collectgarbage()
+      collectgarbage()
+      assert.is_nil(weak[1]) -- once reaped, it is collectable
+    end)
+
+    if _VERSION == "Lua 5.4" then
+      it("joins at the end of a <close> scope", function()
+        local f = assert(load([[
+          local mpe, spin = ...
+          local pid, p2
+          do
+            local p <close> = mpe.process(function() spin(0.2) return 1 end)
+            p:start()
+            pid, p2 = p.pid, p
+          end
+          return pid, p2
+        ]]))
+        local pid, p = f(mpe, spin)
+        for _, c in ipairs(children()) do assert.not_equal(pid, c) end
+        assert.matches("^Process%-%d+$", p.name)
+        assert.has_error(function() p:join() end,
+          "mpe: process:join: attempt to use a closed process (" .. p.name .. ")")
+      end)
+    end
+
+    it("joins non-daemon processes when the state closes, as Python does at exit", function()
+      if not MPE_BIN then return pending("MPE_BIN is not set") end
+      local out, status = run_script([[
+        local mpe = require "mpe"
+        local p = mpe.process(function()
+          local stop = os.clock() + 0.3
+          while os.clock() < stop do end
+          io.write("child done\n")
+        end)
+        p:start()
+        print("parent done")
+      ]])
+      assert.equal(0, status)
+      assert.matches("parent done", out)
+      assert.matches("child done", out)
+    end)
+
+    it("terminates daemon processes when the state closes", function()
+      if not MPE_BIN then return pending("MPE_BIN is not set") end
+      local out, status = run_script([[
+        local mpe = require "mpe"
+        local p = mpe.process{ target = function() while true do end end, daemon = true }
+        p:start()
+        print("daemon " .. p.pid)
+      ]])
+      assert.equal(0, status)
+      local pid = tonumber(out:match("daemon (%d+)"))
+      assert.is_number(pid)
+      assert.is_false(pid_exists(pid))
+    end)
+
+    it("leaves no child behind when the parent is killed", function()
+      if not MPE_BIN then return pending("MPE_BIN is not set") end
+      local out = run_script([[
+        local mpe = require "mpe"
+        local p = mpe.process(function() while true do end end)
+        p:start()
+        print("child " .. p.pid)
+        io.stdout:flush()
+        os.execute("kill -9 " .. mpe.current_process().pid)
+      ]])
+      local pid = tonumber(out:match("child (%d+)"))
+      assert.is_number(pid)
+      -- PR_SET_PDEATHSIG: the kernel kills the orphan; give it a moment to be reaped by init
+      local deadline = os.time() + 10
+      while pid_running(pid) and os.time() < deadline do end
+      assert.is_false(pid_running(pid))
+    end)
+
+    it("closes its descriptors once joined, whatever the outcome", function()
+      -- Open descriptors, not counting the write end of io.popen's own pipe,
+      -- which ls may still see (the parent closes it after the fork).
+      local function nfds()
+        local h = io.popen("ls -l /proc/" .. mpe.current_process().pid .. "/fd")
+        local listing = h:read("*a")
+        h:close()
+        local readers, n = {}, 0
+        for mode, target in listing:gmatch("(l%S+)[^\n]-%-> ([^\n]+)") do
+          local inode = target:match("^pipe:%[(%d+)%]$")
+          if inode and mode:sub(2, 2) == "r" then readers[inode] = true end
+        end
+        for mode, target in listing:gmatch("(l%S+)[^\n]-%-> ([^\n]+)") do
+          local inode = target:match("^pipe:%[(%d+)%]$")
+          if not (inode and readers[inode] and mode:sub(3, 3) == "w") then n = n + 1 end
+        end
+        return n
+      end
+      local before = nfds()
+      local ps = {
+        mpe.process(function() return 1 end),
+        mpe.process(function() error("x") end),
+        mpe.process(function() os.exit(2) end),
+        mpe.process(function() spin(60) end),
+      }
+      for _, p in ipairs(ps) do p:start() end
+      ps[4]:kill()
+      for _, p in ipairs(ps) do finish(p) end
+      assert.equal(before, nfds())
+    end)
+
+    it("does not hand the result pipes of running processes to later children", function()
+      -- If q's child kept p's read end, p's pipe would outlive its parent.
+      local function pipes()
+        local h = io.popen("ls -l /proc/" .. mpe.current_process().pid .. "/fd 2>/dev/null")
+        local s = h:read("*a")
+        h:close()
+        local t = {}
+        for inode in s:gmatch("pipe:%[(%d+)%]") do t[inode] = true end
+        return t
+      end
+      local before = pipes()
+      local p = mpe.process(function() spin(60) end)
+      p:start()
+      local new = {}
+      for inode in pairs(pipes()) do
+        if not before[inode] then new[#new + 1] = inode end
+      end
+      local q = mpe.process(pipes)
+      q:start()
+      local theirs = q:result()
+      p:kill()
+      finish(p)
+      assert.is_true(#new >= 1) -- p's result pipe (and the popen pipe that listed it)
+      for _, inode in ipairs(new) do
+        assert.is_nil(theirs[inode])
+      end
+    end)
+  end)
+end)
+
+describe("mpe.cpu_count", function()
+  it("is at least 1", function()
+    local n = mpe.cpu_count()
+    assert.equal("number", type(n))
+    assert.is_true(n >= 1)
+    assert.equal(n, math.floor(n))
+  end)
+end)
