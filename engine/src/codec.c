@@ -1037,7 +1037,7 @@ static uint32_t rd_u32(dec *d)
 
 static const unsigned char *rd_bytes(dec *d, uint64_t n)
 {
-    const unsigned char *p;
+    const unsigned char *p = NULL;
     if (MPE_UNLIKELY(n > d->r->n - d->r->pos || mpe__rd_bytes(d->r, (size_t)n, &p) != 0))
         dec_truncated(d);
     return p;
