@@ -3,9 +3,111 @@
  *
  * Compiled in every build; empty unless MPE_LUAJIT is defined. */
 #include <math.h>
+#include <stdio.h>
+#include <string.h>
 #include "compat.h"
 
 #ifdef MPE_LUAJIT
+
+/* This file calls LuaJIT's own formatters. */
+#undef lua_pushvfstring
+#undef lua_pushfstring
+#undef luaL_error
+
+/* Lua 5.4's lua_pushvfstring: %% %s %d %c %f %p %I %U, the result pushed. */
+const char *mpe__compat_pushvfstring(lua_State *L, const char *fmt, va_list ap)
+{
+    int n = 0; /* pieces on the stack, joined every so often */
+    const char *e;
+    luaL_checkstack(L, 40, "mpe: compat: format");
+    while ((e = strchr(fmt, '%')) != NULL) {
+        char tmp[32];
+        lua_pushlstring(L, fmt, (size_t)(e - fmt));
+        switch (e[1]) {
+        case 's': {
+            const char *s = va_arg(ap, const char *);
+            lua_pushstring(L, s ? s : "(null)");
+            break;
+        }
+        case 'c':
+            tmp[0] = (char)va_arg(ap, int);
+            lua_pushlstring(L, tmp, 1);
+            break;
+        case 'd':
+            snprintf(tmp, sizeof tmp, "%d", va_arg(ap, int));
+            lua_pushstring(L, tmp);
+            break;
+        case 'I':
+            snprintf(tmp, sizeof tmp, "%lld", va_arg(ap, long long));
+            lua_pushstring(L, tmp);
+            break;
+        case 'f':
+            lua_pushnumber(L, (lua_Number)va_arg(ap, double));
+            lua_tostring(L, -1);
+            break;
+        case 'p':
+            snprintf(tmp, sizeof tmp, "%p", va_arg(ap, void *));
+            lua_pushstring(L, tmp);
+            break;
+        case 'U': { /* a code point, as UTF-8 (5.4 accepts up to 0x7FFFFFFF) */
+            unsigned long x = (unsigned long)va_arg(ap, long);
+            int k = 0;
+            if (x < 0x80) {
+                tmp[k++] = (char)x;
+            } else {
+                char b[8];
+                int nb = 0;
+                unsigned long mfb = 0x3f; /* largest payload that fits the first byte */
+                do {
+                    b[nb++] = (char)(0x80 | (x & 0x3f));
+                    x >>= 6;
+                    mfb >>= 1;
+                } while (x > mfb);
+                tmp[k++] = (char)((~mfb << 1) | x);
+                while (nb > 0)
+                    tmp[k++] = b[--nb];
+            }
+            lua_pushlstring(L, tmp, (size_t)k);
+            break;
+        }
+        case '%':
+            lua_pushliteral(L, "%");
+            break;
+        default: /* Lua 5.4 raises here; the caller's format is wrong */
+            return luaL_error(L, "invalid conversion '%%%c' to 'lua_pushfstring'", e[1]), NULL;
+        }
+        n += 2;
+        fmt = e + 2;
+        if (n >= 30) {
+            lua_concat(L, n);
+            n = 1;
+        }
+    }
+    lua_pushstring(L, fmt);
+    lua_concat(L, n + 1);
+    return lua_tostring(L, -1);
+}
+
+const char *mpe__compat_pushfstring(lua_State *L, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    const char *s = mpe__compat_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    return s;
+}
+
+/* luaL_error with Lua 5.4's formats: position, message, raise. */
+int mpe__compat_error(lua_State *L, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    luaL_where(L, 1);
+    mpe__compat_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
 
 /* LuaJIT has only doubles. A number counts as an integer when Lua 5.4 would
  * have kept it as one after a round trip: integral, inside the int64 range,

@@ -12,6 +12,7 @@
 #include <lualib.h>
 
 #ifdef MPE_LUAJIT
+#include <stdarg.h>
 #include <luajit.h>
 /* LuaJIT numbers are all doubles: there is no integer subtype to keep. */
 #define MPE_HAS_INTEGERS 0
@@ -43,6 +44,16 @@ const char *mpe__compat_pushlstring(lua_State *L, const char *s, size_t n);
 /* Lua 5.4's luaL_requiref: open a module once, leave it on the stack. */
 void mpe__compat_requiref(lua_State *L, const char *modname, lua_CFunction openf, int glb);
 #define luaL_requiref(L, m, f, g) mpe__compat_requiref((L), (m), (f), (g))
+/* Lua 5.4's formats for lua_pushfstring and luaL_error: LuaJIT lacks %I
+ * (a lua_Integer passed as LUAI_UACINT) and %U, and would print them
+ * literally and misread the arguments after them. */
+#define LUAI_UACINT long long
+const char *mpe__compat_pushvfstring(lua_State *L, const char *fmt, va_list ap);
+const char *mpe__compat_pushfstring(lua_State *L, const char *fmt, ...);
+int mpe__compat_error(lua_State *L, const char *fmt, ...);
+#define lua_pushvfstring mpe__compat_pushvfstring
+#define lua_pushfstring mpe__compat_pushfstring
+#define luaL_error mpe__compat_error
 #define LUA_MAXINTEGER ((lua_Integer)0x7fffffffffffffffLL)
 #define LUA_MININTEGER ((lua_Integer)(-0x7fffffffffffffffLL - 1))
 /* The definitions above live in compat.c. */
