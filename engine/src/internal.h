@@ -214,26 +214,28 @@ size_t mpe__frame_begin(lua_State *L, mpe_buf *b, unsigned type);
 void mpe__frame_end(mpe_buf *b, size_t start);
 
 /* ---- one-off processes (process.c) --------------------------------------------
- * A child forked to run one function and send its outcome back through a pipe.
+ * A child forked to run one function and send its outcome back through a
+ * socketpair (shared objects in it travel as descriptors).
  * The struct lives inside the binding's userdata. Only its creator (the OS
  * process that started it) waits for or signals the child; in any other
  * process (an inherited copy) its descriptors were already closed at fork. */
 typedef struct mpe_process {
     pid_t pid;       /* the child, 0 before start */
     pid_t creator;   /* the process that started it */
-    int fd;          /* creator: read end of the result pipe; child: write end; -1 closed */
+    int fd;          /* creator: its end of the result channel; child: its end; -1 closed */
     int pidfd;       /* creator: the child's pidfd, -1 if none (Linux < 5.3) or reaped */
     int reaped;      /* 1 once waitpid returned the child's status */
     int status;      /* that wait status */
     int discard;     /* 1: what the child sends is read and dropped */
     mpe_buf payload; /* what the child sent so far */
+    mpe_fds fds;     /* descriptors of shared objects that came with it (owned) */
 } mpe_process;
 
 /* What a child's payload says (mpe__process_outcome). */
 enum { MPE_PROCESS_RETURNED, MPE_PROCESS_RAISED, MPE_PROCESS_NOTHING };
 
 void mpe__process_init(mpe_process *p);
-/* Create the result pipe and fork with mpe__proc_fork. Returns the child's
+/* Create the result channel and fork with mpe__proc_fork. Returns the child's
  * pid in the parent, 0 in the child (p->fd is then its write end), or -1
  * with e set. */
 pid_t mpe__process_start(mpe_process *p, mpe_err *e);
@@ -242,7 +244,7 @@ pid_t mpe__process_start(mpe_process *p, mpe_err *e);
  * returned, 1 if it raised. Never returns. */
 _Noreturn void mpe__process_run(lua_State *L, mpe_process *p, int nargs);
 /* Wait up to timeout seconds (< 0: forever) for the child to exit, reading its
- * payload meanwhile (it may exceed a pipe's capacity). Returns 1 once the child
+ * payload meanwhile (it may exceed a socket buffer). Returns 1 once the child
  * is reaped, 0 on timeout, -1 with e set. Creator only. */
 int mpe__process_join(mpe_process *p, double timeout, mpe_err *e);
 /* Send sig unless the child was already reaped. Returns 0 or -1 with e set. */
@@ -256,7 +258,7 @@ void mpe__process_describe(const mpe_process *p, char *out, size_t size);
  * MPE_PROCESS_RETURNED with *nvalues return values pushed; MPE_PROCESS_RAISED
  * with message, traceback (or nil) and error value (or nil) pushed;
  * MPE_PROCESS_NOTHING, nothing pushed, if no complete payload arrived. */
-int mpe__process_outcome(lua_State *L, const mpe_process *p, int *nvalues);
+int mpe__process_outcome(lua_State *L, mpe_process *p, int *nvalues);
 /* Release p. In its creator, a child still running is first ended: joined
  * (daemon 0), or sent SIGTERM, given 1 s, then SIGKILL and reaped (daemon 1).
  * Elsewhere only local memory is freed. Idempotent. */

@@ -1,21 +1,23 @@
 /* process.c -- one-off processes: fork a child that runs one Lua function in
- * the inherited lua_State, carry its outcome back through a pipe, reap it.
+ * the inherited lua_State, carry its outcome back through a socketpair, reap it.
  * SPDX-License-Identifier: MIT
  *
  * The child inherits the whole state as of start(), so the function and its
- * arguments are never encoded; only the outcome travels. Payload on the pipe:
+ * arguments are never encoded; only the outcome travels, over a socketpair so
+ * that shared objects (arrays, locks, queues) can go with it as descriptors
+ * (SCM_RIGHTS, attached to the first byte). Payload:
  *   u8 kind (0 returned, 1 raised), u64 body length, body
  *   returned: varint count, then each value (nils included)
  *   raised:   message (string), traceback (string or nil), error value (or nil)
  * A payload whose length does not match is incomplete: the child died writing. */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -29,6 +31,17 @@ void mpe__process_init(mpe_process *p)
     memset(p, 0, sizeof *p);
     p->fd = -1;
     p->pidfd = -1;
+}
+
+/* Descriptors that came with the payload: held until release, since every
+ * result() decodes from them again; tracked like the channel itself. */
+static void close_received(mpe_process *p)
+{
+    for (int i = 0; i < p->fds.n; i++) {
+        mpe__proc_untrack_fd(p->fds.fd[i]);
+        close(p->fds.fd[i]);
+    }
+    p->fds.n = 0;
 }
 
 static void close_tracked(int *fd)
@@ -55,9 +68,9 @@ pid_t mpe__process_start(mpe_process *p, mpe_err *e)
 {
     int fds[2];
     /* Close-on-exec: a program the child or parent runs with os.execute must
-     * not hold the pipe open (the parent would wait for its EOF). */
-    if (pipe2(fds, O_CLOEXEC) != 0)
-        return mpe__seterr(e, "pipe2() for the result pipe: %s", strerror(errno));
+     * not hold the channel open (the parent would wait for its EOF). */
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+        return mpe__seterr(e, "socketpair() for the result channel: %s", strerror(errno));
     pid_t parent = getpid();
     pid_t pid = mpe__proc_fork(e);
     if (pid < 0) {
@@ -73,13 +86,13 @@ pid_t mpe__process_start(mpe_process *p, mpe_err *e)
         p->creator = parent; /* this copy is not ours to wait for */
         p->fd = fds[1];
         p->pidfd = -1;
-        /* Our own children must not keep our parent's pipe open. */
+        /* Our own children must not keep our parent's channel open. */
         mpe__proc_track_fd(fds[1]);
         return 0;
     }
     close(fds[1]);
-    /* Non-blocking: join drains what is there and goes back to poll. */
-    fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+    /* Only the child writes: the parent's end is for reading. */
+    shutdown(fds[0], SHUT_WR);
     p->pid = pid;
     p->creator = parent;
     p->fd = fds[0];
@@ -91,20 +104,12 @@ pid_t mpe__process_start(mpe_process *p, mpe_err *e)
 
 /* ---- the child's side ---------------------------------------------------------- */
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1; /* EPIPE: the parent is gone; nobody to tell */
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
+/* The payload being built in the child: bytes, and the descriptors of the
+ * shared objects it refers to (borrowed from their owners, never closed). */
+typedef struct outcome {
+    mpe_buf *b;
+    mpe_fds fds;
+} outcome;
 
 static int is_error_object(lua_State *L, int idx)
 {
@@ -117,16 +122,17 @@ static int is_error_object(lua_State *L, int idx)
     return yes;
 }
 
-/* Protected: encode the value at 2 into the buffer at 1 (a light userdata). */
+/* Protected: encode the value at 2 into the outcome at 1 (a light userdata). */
 static int encode_value(lua_State *L)
 {
-    mpe__encode(L, 2, (mpe_buf *)lua_touserdata(L, 1), "error value", NULL);
+    outcome *o = lua_touserdata(L, 1);
+    mpe__encode(L, 2, o->b, "error value", &o->fds);
     return 0;
 }
 
 /* Encode what lua_pcall left at idx after a failure: the handler's table
  * { message, traceback, value }, an mpe.Error, or a bare string. */
-static void encode_failure(lua_State *L, int idx, mpe_buf *b)
+static void encode_failure(lua_State *L, int idx, outcome *o)
 {
     int top = lua_gettop(L);
     if (lua_type(L, idx) == LUA_TTABLE) {
@@ -153,50 +159,55 @@ static void encode_failure(lua_State *L, int idx, mpe_buf *b)
         lua_pushnil(L);
         lua_replace(L, top + 2);
     }
-    mpe__encode(L, top + 1, b, "error message", NULL);
-    mpe__encode(L, top + 2, b, "traceback", NULL);
+    mpe__encode(L, top + 1, o->b, "error message", NULL);
+    mpe__encode(L, top + 2, o->b, "traceback", NULL);
     /* The value goes along only if it can: an unsendable error value must not
      * hide the error itself. */
-    size_t mark = b->n;
+    size_t mark = o->b->n;
+    int fdmark = o->fds.n;
     lua_pushcfunction(L, encode_value);
-    lua_pushlightuserdata(L, b);
+    lua_pushlightuserdata(L, o);
     lua_pushvalue(L, top + 3);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
         lua_pop(L, 1);
-        b->n = mark;
+        o->b->n = mark;
+        o->fds.n = fdmark;
         lua_pushnil(L);
-        mpe__encode(L, -1, b, "error value", NULL);
+        mpe__encode(L, -1, o->b, "error value", NULL);
         lua_pop(L, 1);
     }
     lua_settop(L, top);
 }
 
 /* Protected: stack is p (light userdata), raised (boolean), then the function's
- * results or its error. Build the payload and write it to the pipe. */
+ * results or its error. Build the payload and send it to the parent. */
 static int send_outcome(lua_State *L)
 {
     mpe_process *p = lua_touserdata(L, 1);
     int raised = lua_toboolean(L, 2);
     int first = 3, n = lua_gettop(L) - 2;
-    mpe_buf *b = mpe__buf_box(L);
+    outcome o;
+    o.b = mpe__buf_box(L);
+    o.fds.n = 0;
     static const char zero[HEADER_SIZE] = {0};
-    mpe__buf_put(L, b, zero, HEADER_SIZE);
+    mpe__buf_put(L, o.b, zero, HEADER_SIZE);
     if (raised) {
-        encode_failure(L, first, b);
+        encode_failure(L, first, &o);
     } else {
         char root[32] = "result";
-        mpe__buf_put_varint(L, b, (uint64_t)n);
+        mpe__buf_put_varint(L, o.b, (uint64_t)n);
         for (int i = 0; i < n; i++) {
             if (n > 1)
                 snprintf(root, sizeof root, "result %d", i + 1);
-            mpe__encode(L, first + i, b, root, NULL);
+            mpe__encode(L, first + i, o.b, root, &o.fds);
         }
     }
-    uint64_t len = b->n - HEADER_SIZE;
-    b->p[0] = (char)raised;
+    uint64_t len = o.b->n - HEADER_SIZE;
+    o.b->p[0] = (char)raised;
     for (int i = 0; i < 8; i++)
-        b->p[1 + i] = (char)(unsigned char)(len >> (8 * i));
-    write_all(p->fd, b->p, b->n);
+        o.b->p[1 + i] = (char)(unsigned char)(len >> (8 * i));
+    /* A failure (EPIPE: the parent is gone) leaves nobody to tell. */
+    mpe__transport_send_all(p->fd, o.b->p, o.b->n, o.fds.fd, o.fds.n);
     return 0;
 }
 
@@ -237,31 +248,30 @@ _Noreturn void mpe__process_run(lua_State *L, mpe_process *p, int nargs)
 
 /* ---- the creator's side ----------------------------------------------------------- */
 
-/* Read what the child has written so far. Returns 0, or -1 with e set. */
+/* Read what the child has sent so far, and the descriptors that came with it.
+ * Returns 0, or -1 with e set. */
 static int drain(mpe_process *p, mpe_err *e)
 {
-    char scratch[4096];
     while (p->fd >= 0) {
-        char *dst = scratch;
-        size_t room = sizeof scratch;
-        if (!p->discard) {
-            if (mpe__buf_grow(&p->payload, READ_CHUNK) != 0)
-                return mpe__seterr(e, "reading the result of pid %d: %s", (int)p->pid,
-                                   strerror(errno));
-            dst = p->payload.p + p->payload.n;
-            room = p->payload.cap - p->payload.n;
-        }
-        ssize_t r = read(p->fd, dst, room);
+        int had = p->fds.n;
+        ssize_t r = mpe__transport_recv(p->fd, &p->payload, &p->fds, 0);
+        for (int i = had; i < p->fds.n; i++)
+            mpe__proc_track_fd(p->fds.fd[i]);
         if (r > 0) {
-            if (!p->discard)
-                p->payload.n += (size_t)r;
+            if (p->discard) {
+                p->payload.n = 0;
+                close_received(p);
+            }
         } else if (r == 0) {
             close_tracked(&p->fd);
         } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
             break;
-        } else if (errno != EINTR) {
-            return mpe__seterr(e, "read() from the result pipe of pid %d: %s", (int)p->pid,
-                               strerror(errno));
+        } else if (errno == ENOMEM) {
+            return mpe__seterr(e, "not enough memory for the result of pid %d (%zu bytes so far)",
+                               (int)p->pid, p->payload.n);
+        } else {
+            return mpe__seterr(e, "recvmsg() from the result channel of pid %d: %s",
+                               (int)p->pid, strerror(errno));
         }
     }
     return 0;
@@ -389,7 +399,7 @@ void mpe__process_describe(const mpe_process *p, char *out, size_t size)
     }
 }
 
-int mpe__process_outcome(lua_State *L, const mpe_process *p, int *nvalues)
+int mpe__process_outcome(lua_State *L, mpe_process *p, int *nvalues)
 {
     const mpe_buf *b = &p->payload;
     *nvalues = 0;
@@ -405,7 +415,7 @@ int mpe__process_outcome(lua_State *L, const mpe_process *p, int *nvalues)
     if (b->p[0] == 1) {
         luaL_checkstack(L, 3, "process outcome");
         for (int i = 0; i < 3; i++)
-            mpe__decode(L, &r, NULL);
+            mpe__decode(L, &r, &p->fds);
         return MPE_PROCESS_RAISED;
     }
     uint64_t n;
@@ -413,7 +423,7 @@ int mpe__process_outcome(lua_State *L, const mpe_process *p, int *nvalues)
         luaL_error(L, "mpe: decode: malformed process result (value count)");
     luaL_checkstack(L, (int)n + LUA_MINSTACK, "too many values returned by the process");
     for (uint64_t i = 0; i < n; i++)
-        mpe__decode(L, &r, NULL);
+        mpe__decode(L, &r, &p->fds);
     *nvalues = (int)n;
     return MPE_PROCESS_RETURNED;
 }
@@ -423,6 +433,7 @@ void mpe__process_release(mpe_process *p, int daemon)
     if (p->pid > 0 && p->creator == getpid()) {
         /* Nobody can ask for the result any more: read and drop it. */
         mpe__buf_free(&p->payload);
+        close_received(p);
         p->discard = 1;
         if (!p->reaped) {
             if (daemon) {
@@ -437,12 +448,14 @@ void mpe__process_release(mpe_process *p, int daemon)
         }
         close_tracked(&p->fd);
         close_tracked(&p->pidfd);
+        close_received(p);
     } else {
         /* An inherited copy: mpe__proc_fork closed these descriptors in this
          * process (they were tracked), so their numbers may name other files
          * now. Forget them; never close them. */
         p->fd = -1;
         p->pidfd = -1;
+        p->fds.n = 0;
     }
     mpe__buf_free(&p->payload);
 }

@@ -144,6 +144,30 @@ describe("mpe.process", function()
       assert.equal("0123456789", s:sub(-10))
     end)
 
+    it("returns shared objects by reference, in results and error values", function()
+      local a = mpe.array("int32", 3)
+      local p = mpe.process(function()
+        a[1] = 7
+        local b = mpe.array("double", 2)
+        b[2] = 2.5
+        return a, b
+      end)
+      p:start()
+      local x, b = p:result()
+      assert.equal(7, a[1])
+      x[2] = 9
+      assert.equal(9, a[2]) -- the same memory
+      assert.equal(2.5, b[2])
+      local again = p:result() -- decoded again from the kept payload and descriptors
+      assert.equal(9, again[2])
+      local q = mpe.process(function() error({ array = a }) end)
+      q:start()
+      local ok, e = pcall(q.result, q)
+      assert.is_false(ok)
+      e.value.array[3] = 5
+      assert.equal(5, a[3])
+    end)
+
     it("can be asked for its result again", function()
       local p = mpe.process(function() return { 7 } end)
       p:start()
