@@ -719,6 +719,21 @@ static void put_mac(enc *e, size_t start)
     mpe__buf_put_u64(e->L, e->b, mac);
 }
 
+/* An environment that forwards to something through an __index function
+ * (busted's test environments, lazy-global sandboxes) cannot be copied by
+ * value in any useful way; as an _ENV it becomes the receiver's globals, the
+ * way LuaJIT gives every loaded function the receiver's globals. */
+static int is_proxy_env(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx))
+        return 0;
+    lua_pushliteral(L, "__index");
+    lua_rawget(L, -2);
+    int proxy = lua_type(L, -1) == LUA_TFUNCTION;
+    lua_pop(L, 2);
+    return proxy;
+}
+
 static void enc_lfunction(enc *e, int f)
 {
     lua_State *L = e->L;
@@ -760,8 +775,11 @@ static void enc_lfunction(enc *e, int f)
         lua_rawset(L, e->slot);
         mpe__buf_put_u8(L, b, UP_VALUE);
         enc_push(e, F_UPVAL, f, i);
-        lua_getupvalue(L, f, i);
-        enc_value(e, lua_gettop(L));
+        const char *name = lua_getupvalue(L, f, i);
+        if (name && strcmp(name, "_ENV") == 0 && is_proxy_env(L, lua_gettop(L)))
+            mpe__buf_put_u8(L, b, T_GLOBALS);
+        else
+            enc_value(e, lua_gettop(L));
         lua_pop(L, 1);
         enc_pop(e);
     }
