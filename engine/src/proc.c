@@ -53,8 +53,13 @@ int mpe__proc_next_number(void)
     return ++children_created;
 }
 
-/* ---- descriptors only the parent may hold --------------------------------------- */
+/* ---- descriptors only the parent may hold ---------------------------------------
+ * A pool's dispatcher thread untracks the channels of dead workers while the
+ * main thread may track or fork, hence the mutex. mpe__proc_fork holds it
+ * across fork(), so the child's copy of the list is consistent, and every
+ * descriptor in it is still open (callers untrack before they close). */
 
+static pthread_mutex_t track_mu = PTHREAD_MUTEX_INITIALIZER;
 static int *tracked;
 static int ntracked, captracked;
 
@@ -62,25 +67,33 @@ void mpe__proc_track_fd(int fd)
 {
     if (fd < 0)
         return;
+    pthread_mutex_lock(&track_mu);
     if (ntracked == captracked) {
         int cap = captracked ? captracked * 2 : 32;
         int *p = realloc(tracked, (size_t)cap * sizeof *p);
-        if (!p)
-            return; /* untracked: a later child merely keeps a copy of fd */
+        if (!p) {
+            /* Untracked: a later child merely keeps a copy of fd (PDEATHSIG
+             * still ends it with the parent). */
+            pthread_mutex_unlock(&track_mu);
+            return;
+        }
         tracked = p;
         captracked = cap;
     }
     tracked[ntracked++] = fd;
+    pthread_mutex_unlock(&track_mu);
 }
 
 void mpe__proc_untrack_fd(int fd)
 {
+    pthread_mutex_lock(&track_mu);
     for (int i = ntracked - 1; i >= 0; i--) {
         if (tracked[i] == fd) {
             tracked[i] = tracked[--ntracked];
-            return;
+            break;
         }
     }
+    pthread_mutex_unlock(&track_mu);
 }
 
 /* ---- fork ---------------------------------------------------------------------- */
@@ -117,6 +130,8 @@ static void child_setup(pid_t parent)
         close(tracked[i]);
     ntracked = 0;
     children_created = 0;
+    /* The child has one thread: a fresh mutex, not the copy held across fork. */
+    pthread_mutex_init(&track_mu, NULL);
 }
 
 pid_t mpe__proc_fork(mpe_err *e)
@@ -131,6 +146,7 @@ pid_t mpe__proc_fork(mpe_err *e)
         errno = rc;
         return mpe__seterr(e, "pthread_sigmask: %s", strerror(rc));
     }
+    pthread_mutex_lock(&track_mu);
     pid_t pid = fork();
     if (pid == 0) {
         child_setup(parent);
@@ -138,6 +154,7 @@ pid_t mpe__proc_fork(mpe_err *e)
         return 0;
     }
     int saved = errno;
+    pthread_mutex_unlock(&track_mu);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
         errno = saved;

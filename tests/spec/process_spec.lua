@@ -195,6 +195,31 @@ describe("mpe.process", function()
     end)
   end)
 
+  describe("with pools", function()
+    it("starts processes while a pool runs, and inside pool workers", function()
+      local p = mpe.process(function() spin(0.2) return "early" end)
+      p:start()
+      local pool = mpe.pool(2)
+      local q = mpe.process(function() return mpe.current_process().name end)
+      q:start()
+      local r = pool:map(function(x)
+        local c = mpe.process(function() return x + 100, mpe.current_process().name end)
+        c:start()
+        local v, name = c:result()
+        return v .. " " .. name
+      end, { 1, 2, 3 })
+      pool:close()
+      pool:join()
+      local qname, pvalue = q:result(), p:result()
+      -- a worker numbers the processes it creates itself, from 1
+      for i = 1, 3 do
+        assert.matches("^" .. (100 + i) .. " Process%-%d$", r[i])
+      end
+      assert.equal(q.name, qname)
+      assert.equal("early", pvalue)
+    end)
+  end)
+
   describe("failures", function()
     it("raises the child's error with its message and traceback", function()
       local p = mpe.process(function() error("boom") end)
