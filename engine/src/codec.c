@@ -1007,6 +1007,7 @@ typedef struct dec {
     int has_refs;
     lua_Integer nrefs;
     int depth;
+    size_t budget; /* array slots the input can still justify (one byte each) */
 } dec;
 
 static void dec_value(dec *d);
@@ -1111,7 +1112,11 @@ static void dec_table(dec *d, unsigned tag)
     uint64_t room = tag == T_TABLE ? remaining(d) : remaining(d) / 8;
     if (n > room || n > INT32_MAX)
         dec_fail(d, "array length larger than the input");
-    lua_createtable(L, (int)n, 0);
+    /* Preallocate only what the input can fill: nested headers that each claim
+     * the rest of the input must not multiply it. */
+    int hint = n <= d->budget ? (int)n : 0;
+    d->budget -= (size_t)hint;
+    lua_createtable(L, hint, 0);
     int t = lua_gettop(L);
     dec_addref(d);
     dec_enter(d);
@@ -1374,6 +1379,7 @@ void mpe__decode(lua_State *L, mpe_rd *r, mpe_fds *fds)
     d.nrefs = 0;
     d.depth = 0;
     d.slot = 0;
+    d.budget = r->n - r->pos;
     luaL_checkstack(L, 12, "mpe: decode");
     /* Scalars need no reference table; anything else gets a slot below it. */
     if (r->pos < r->n && r->p[r->pos] <= T_STR) {

@@ -645,6 +645,52 @@ static void test_bad_input(void)
     lua_close(L);
 }
 
+/* An allocator that refuses to go past 64 MB. */
+static size_t limited_used;
+
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    (void)ud;
+    if (!ptr)
+        osize = 0;
+    if (nsize == 0) {
+        free(ptr);
+        limited_used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && limited_used + (nsize - osize) > ((size_t)64 << 20))
+        return NULL;
+    void *p = realloc(ptr, nsize);
+    if (p)
+        limited_used += nsize - osize;
+    return p;
+}
+
+/* Nested array headers that each claim the rest of the input must not
+ * preallocate that much each: 1 MB of input may not cost gigabytes. */
+static void test_no_amplification(void)
+{
+    lua_State *L = lua_newstate(limited_alloc, NULL);
+    MPE_ASSERT(L != NULL);
+    size_t n = 1 << 20, pos = 0;
+    unsigned char *p = calloc(1, n);
+    MPE_ASSERT(p != NULL);
+    for (int level = 0; level < 150; level++) {
+        uint64_t claim = n - pos - 16;
+        p[pos++] = 6; /* T_TABLE */
+        while (claim >= 0x80) {
+            p[pos++] = (unsigned char)(claim | 0x80);
+            claim >>= 7;
+        }
+        p[pos++] = (unsigned char)claim;
+    }
+    /* The rest is zeros: nils for the innermost array, then no key count. */
+    MPE_ASSERT_EQ(decode_bytes(L, p, n, NULL, NULL), -1);
+    MPE_ASSERT_CONTAINS(lua_tostring(L, -1), "mpe: decode: truncated input");
+    free(p);
+    lua_close(L);
+}
+
 /* Random bytes and random mutations of valid encodings never crash. */
 static void test_garbage(void)
 {
@@ -797,5 +843,6 @@ MPE_TEST_MAIN(MPE_TEST(test_scalars), MPE_TEST(test_float_bits),
               MPE_TEST(test_function_to_other_state), MPE_TEST(test_c_functions),
               MPE_TEST(test_mac), MPE_TEST(test_mac_across_fork), MPE_TEST(test_unsendable),
               MPE_TEST(test_depth), MPE_TEST(test_truncated), MPE_TEST(test_bad_input),
-              MPE_TEST_T(test_garbage, 120), MPE_TEST(test_shared_objects),
+              MPE_TEST_T(test_garbage, 120), MPE_TEST(test_no_amplification),
+              MPE_TEST(test_shared_objects),
               MPE_TEST(test_big_string))
