@@ -241,6 +241,13 @@ compare_error "error(msg, 0)" nopos.lua
 run_mpe run tostr.lua
 expect_eq "error with __tostring: status" 1 "$rc"
 expect_eq "error with __tostring: its string" "mpe: custom error object" "$(head -n1 <<<"$err")"
+run_mpe -e 'error("mpe: already prefixed", 0)'
+expect_eq "message starting with mpe: is not prefixed twice" "mpe: already prefixed" "$(head -n1 <<<"$err")"
+run_mpe -e 'local p = require("mpe").process(function() error("child boom") end); p:start(); p:result()'
+expect_eq "a child's error object: status" 1 "$rc"
+expect_has "a child's error object: its string" "mpe: Process-1 (pid " "$(head -n1 <<<"$err")"
+expect_has "a child's error object: the child's message" "(command line):1: child boom" "$(head -n1 <<<"$err")"
+expect_lacks "a child's error object: no double prefix" "mpe: mpe:" "$err"
 compare_error "syntax error" syntax.lua
 expect_lacks "syntax error: no traceback" "stack traceback" "$err"
 
