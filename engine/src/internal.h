@@ -392,8 +392,10 @@ void mpe__shm_unref(mpe_shm_obj *o);
 /* The object's size in bytes, and its segment's unique id (pid << 32 | n). */
 size_t mpe__shm_size(const mpe_shm_obj *o);
 uint64_t mpe__shm_id(const mpe_shm_obj *o);
-/* Append a reference to o to b and its segment's descriptor to fds (once per
- * message; borrowed: the sender must not close it). 0, or -1 with e set. */
+/* Append a reference to o to b and a duplicate of its segment's descriptor
+ * to fds (once per message). The duplicates belong to the message: whoever
+ * sends it closes them afterwards (so a message may outlive the object).
+ * 0, or -1 with e set. */
 int mpe__shm_ref_write(const mpe_shm_obj *o, mpe_buf *b, mpe_fds *fds, mpe_err *e);
 /* Read a reference written by mpe__shm_ref_write and return its object with
  * one more reference, mapping the segment if this process has not yet (from a

@@ -250,12 +250,19 @@ static int l_array(lua_State *L)
  * Comparing metatables costs a third of an a[i]; a full userdata of our size
  * carrying our tag's address is as good a proof and nearly free. Anything
  * else takes the slow, exact check (which raises). */
-static mpe_shm_obj *self_fast(lua_State *L)
+static shmud *self_fast(lua_State *L)
 {
     shmud *u = lua_touserdata(L, 1);
     if (MPE_UNLIKELY(lua_type(L, 1) != LUA_TUSERDATA || lua_rawlen(L, 1) != sizeof *u ||
-                     u->tag != &array_tag))
-        return checkobj(L, 1, ARRAY_MT, "array");
+                     u->tag != &array_tag)) {
+        checkobj(L, 1, ARRAY_MT, "array");
+        u = lua_touserdata(L, 1);
+    }
+    return u;
+}
+
+static mpe_shm_obj *opened(lua_State *L, shmud *u)
+{
     if (MPE_UNLIKELY(!u->o))
         fail(L, "mpe: attempt to use a closed %s", ARRAY_MT);
     return u->o;
@@ -276,8 +283,9 @@ static void push_shape(lua_State *L, mpe_shm_obj *o)
 
 static int array_index(lua_State *L)
 {
-    mpe_shm_obj *o = self_fast(L);
+    shmud *u = self_fast(L);
     if (MPE_LIKELY(lua_isinteger(L, 2))) {
+        mpe_shm_obj *o = opened(L, u);
         lua_Integer i = lua_tointeger(L, 2);
         if (MPE_LIKELY((uint64_t)i - 1 < (uint64_t)o->n)) {
             pushnum(L, mpe__array_get(o, (size_t)(i - 1)));
@@ -285,26 +293,28 @@ static int array_index(lua_State *L)
         }
     }
     if (lua_type(L, 2) == LUA_TSTRING) {
+        /* Methods are found even when closed: close() is one of them. */
         lua_pushvalue(L, 2);
         lua_rawget(L, lua_upvalueindex(1));
         if (lua_type(L, -1) != LUA_TNIL)
             return 1;
         const char *k = lua_tostring(L, 2);
         if (strcmp(k, "shape") == 0)
-            push_shape(L, o);
+            push_shape(L, opened(L, u));
         else if (strcmp(k, "ctype") == 0)
-            lua_pushstring(L, mpe__array_type(o)->name);
+            lua_pushstring(L, mpe__array_type(opened(L, u))->name);
         else
             lua_pushnil(L);
         return 1;
     }
+    mpe_shm_obj *o = opened(L, u);
     pushnum(L, mpe__array_get(o, checkindex(L, o, 2, "array")));
     return 1;
 }
 
 static int array_newindex(lua_State *L)
 {
-    mpe_shm_obj *o = self_fast(L);
+    mpe_shm_obj *o = opened(L, self_fast(L));
     if (MPE_LIKELY(lua_isinteger(L, 2))) {
         lua_Integer i = lua_tointeger(L, 2);
         if (MPE_LIKELY((uint64_t)i - 1 < (uint64_t)o->n)) {
@@ -509,6 +519,7 @@ static int array_add(lua_State *L)
 
 static int l_value(lua_State *L)
 {
+    lua_settop(L, 2);
     const mpe_ctype *t = checkctype(L, 1, "value");
     if (!lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TNUMBER)
         fail(L, "mpe: value: argument 2 must be a number (the initial value), got %s",
@@ -547,16 +558,17 @@ static int value_add(lua_State *L)
 /* v.value and v.ctype read; v.value = x writes; methods from the upvalue. */
 static int value_index(lua_State *L)
 {
-    mpe_shm_obj *o = checkobj(L, 1, VALUE_MT, "value");
+    if (!luaL_testudata(L, 1, VALUE_MT))
+        checkobj(L, 1, VALUE_MT, "value");
     lua_pushvalue(L, 2);
     lua_rawget(L, lua_upvalueindex(1));
     if (lua_type(L, -1) != LUA_TNIL)
         return 1;
     const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
     if (strcmp(k, "value") == 0)
-        pushnum(L, mpe__array_get(o, 0));
+        pushnum(L, mpe__array_get(checkobj(L, 1, VALUE_MT, "value"), 0));
     else if (strcmp(k, "ctype") == 0)
-        lua_pushstring(L, mpe__array_type(o)->name);
+        lua_pushstring(L, mpe__array_type(checkobj(L, 1, VALUE_MT, "value"))->name);
     else
         lua_pushnil(L);
     return 1;

@@ -357,9 +357,10 @@ size_t mpe__shm_size(const mpe_shm_obj *o)
 }
 
 /* ---- references that travel --------------------------------------------------
- * Wire form: u64 segment id, u64 offset, u32 kind, u32 descriptor slot. The
- * descriptor is appended to fds once per message however many objects of the
- * segment the message holds. */
+ * Wire form: u64 segment id, u64 offset, u32 kind, u32 descriptor slot. A
+ * duplicate of the segment's descriptor is appended to fds once per message
+ * however many objects of the segment the message holds; whoever sends the
+ * message closes it afterwards. */
 
 #define REF_BYTES 24
 
@@ -367,13 +368,23 @@ int mpe__shm_ref_write(const mpe_shm_obj *o, mpe_buf *b, mpe_fds *fds, mpe_err *
 {
     if (!fds)
         return mpe__seterr(e, "no descriptor channel");
-    int fd = o->seg->fd, slot = 0;
-    while (slot < fds->n && fds->fd[slot] != fd)
-        slot++;
+    /* One descriptor per segment per message: a slab holds many objects. */
+    struct mpe_seg *s = o->seg;
+    int slot = 0;
+    for (; slot < fds->n; slot++) {
+        struct stat st;
+        if (fstat(fds->fd[slot], &st) == 0 && st.st_ino == s->ino && st.st_dev == s->dev)
+            break;
+    }
     if (slot == fds->n) {
         if (fds->n >= MPE_MAX_FDS)
             return mpe__seterr(e, "more than %d shared segments in one message", MPE_MAX_FDS);
-        fds->fd[fds->n++] = fd;
+        /* A duplicate the message owns: the object may be collected (closing
+         * its own descriptor) before the message is sent. */
+        int d = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
+        if (d < 0)
+            return mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
+        fds->fd[fds->n++] = d;
     }
     if (mpe__buf_grow(b, REF_BYTES) != 0)
         return mpe__seterr(e, "out of memory");

@@ -4,6 +4,7 @@
  * SPDX-License-Identifier: MIT */
 #include <math.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include "internal.h"
 #include "tharness.h"
@@ -147,6 +148,14 @@ static void test_fork_slab_allocations_differ(void)
     mpe__shm_unref(where);
 }
 
+static void close_fds(mpe_fds *fds)
+{
+    for (int i = 0; i < fds->n; i++)
+        if (fds->fd[i] >= 0)
+            close(fds->fd[i]);
+    fds->n = 0;
+}
+
 static void test_ref_same_process_hits_cache(void)
 {
     mpe_shm_obj *a = new_array("int16", 5);
@@ -167,6 +176,10 @@ static void test_ref_same_process_hits_cache(void)
     mpe__shm_unref(x);
     mpe__shm_unref(y);
     mpe__shm_unref(a);
+    /* the message owns a duplicate: it outlives the object */
+    struct stat st;
+    MPE_ASSERT_EQ(fstat(fds.fd[0], &st), 0);
+    close_fds(&fds);
     mpe__buf_free(&b);
 }
 
@@ -206,6 +219,7 @@ static void test_ref_malformed(void)
     MPE_ASSERT_CONTAINS(e.msg, "malformed");
     MPE_ASSERT_EQ(a->refs, 1);
     mpe__shm_unref(a);
+    close_fds(&fds);
     mpe__buf_free(&b);
 }
 
@@ -258,7 +272,7 @@ static void test_ref_over_scm_rights(void)
         mpe__shm_stats(&segs0, NULL);
         ssize_t n = recv_fds(sv[1], msg, sizeof msg, &fds);
         MPE_ASSERT(n > 0);
-        MPE_ASSERT_EQ(fds.n, 1);
+        MPE_ASSERT_EQ(fds.n, 2);
         mpe_rd r;
         mpe_err e;
         mpe__rd_init(&r, msg, (size_t)n);
@@ -266,12 +280,18 @@ static void test_ref_over_scm_rights(void)
         if (!x)
             MPE_FAIL("decode: %s", e.msg);
         mpe_shm_obj *y = mpe__shm_ref_read(&r, &fds, MPE_SHM_ARRAY, &e);
-        MPE_ASSERT(x == y);
+        mpe_shm_obj *z = mpe__shm_ref_read(&r, &fds, MPE_SHM_ARRAY, &e);
+        MPE_ASSERT(y != NULL && z != NULL && x != y && y != z);
         MPE_ASSERT_EQ(mpe__array_attach(x, &e), 0);
+        MPE_ASSERT_EQ(mpe__array_attach(z, &e), 0);
+        MPE_ASSERT_EQ(z->n, 3);
+        set(z, 2, I(-5));
+        MPE_ASSERT_EQ(mpe__array_get(z, 2).i, -5);
+        mpe__shm_unref(z);
         int segs;
         mpe__shm_stats(&segs, NULL);
-        MPE_ASSERT_EQ(segs, segs0 + 1);
-        close(fds.fd[0]); /* the caller's duty: decode kept a duplicate */
+        MPE_ASSERT_EQ(segs, segs0 + 2);
+        close_fds(&fds); /* the caller's duty: decode kept duplicates */
         for (size_t i = 0; i < x->n; i++)
             set(x, i, I((int64_t)i + 7));
         mpe__shm_unref(x);
@@ -280,13 +300,19 @@ static void test_ref_over_scm_rights(void)
         _exit(0);
     }
     close(sv[1]);
-    mpe_shm_obj *a = new_array("int32", 3000);
+    mpe_shm_obj *a = new_array("int32", 3000); /* a segment of its own */
+    mpe_shm_obj *small = new_array("int8", 3), *small2 = new_array("int8", 3); /* a slab */
     mpe_buf b = {0};
     mpe_fds fds = {.n = 0};
     mpe_err e;
     MPE_ASSERT_EQ(mpe__shm_ref_write(a, &b, &fds, &e), 0);
-    MPE_ASSERT_EQ(mpe__shm_ref_write(a, &b, &fds, &e), 0);
+    MPE_ASSERT_EQ(mpe__shm_ref_write(small, &b, &fds, &e), 0);
+    MPE_ASSERT_EQ(mpe__shm_ref_write(small2, &b, &fds, &e), 0);
+    MPE_ASSERT_EQ(fds.n, 2); /* one descriptor per segment */
+    mpe__shm_unref(small2); /* the message outlives the object: its duplicate keeps the slab */
+    mpe__shm_unref(small);
     MPE_ASSERT_EQ(send_fds(sv[0], b.p, b.n, &fds), 0);
+    close_fds(&fds);
     MPE_ASSERT_EQ(wait_child(pid), 0);
     for (size_t i = 0; i < a->n; i++)
         MPE_ASSERT_EQ(mpe__array_get(a, i).i, (int64_t)i + 7);
