@@ -77,6 +77,8 @@ static int error_tostring(lua_State *L)
     else
         snprintf(head, sizeof head, "%s", (msg && strncmp(msg, "mpe: ", 5) == 0) ? "" : "mpe: ");
     luaL_addstring(&b, head);
+    if (msg && *head && strncmp(msg, "mpe: ", 5) == 0)
+        msg += 5; /* "mpe: item 3 failed ...: timeout: ..." rather than a second "mpe: " */
     luaL_addstring(&b, msg ? msg : "(no message)");
     if (tb && *tb) {
         luaL_addchar(&b, '\n');

@@ -745,6 +745,12 @@ static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
         a->finished = add_from_iterator(L, a, idx, limit < 0 ? LUA_MAXINTEGER : limit);
         a->src_done = a->finished;
     }
+    if (a->finished && a->what == A_MAP && a->count > 0) {
+        /* Results arrive by index: a table of the final size avoids rehashing. */
+        lua_createtable(L, a->count > (1 << 26) ? (1 << 26) : (int)a->count, 1);
+        setref(L, a->ref, "results", -1);
+        lua_pop(L, 1);
+    }
     mpe__pool_publish(a->lp->p, a->j, a->finished);
     check_complete(L, a);
 }

@@ -60,7 +60,9 @@ struct mpe_job {
     double per_item_ns;        /* measured cost (EWMA), 0 = unknown */
     mpe_fds fds;               /* descriptors the items need; sent to every worker */
     attempt *attempts;
-    struct mpe_job *next;
+    struct mpe_job *next, *prev; /* all jobs of the pool */
+    struct mpe_job *wnext;     /* jobs with items no worker holds yet */
+    int in_work;
 };
 
 typedef struct chunk {
@@ -88,6 +90,7 @@ typedef struct wslot {
 
 typedef struct fnentry {
     uint64_t id;
+    uint64_t hash;     /* of the encoded function: equal closures share an entry */
     int jobs;          /* jobs using it */
     mpe_buf frame;     /* the F_FUNC frame, for workers started later */
     struct fnentry *next;
@@ -109,12 +112,15 @@ struct mpe_pool {
     int started;            /* PoolWorker-K counter */
     int respawn;            /* slots waiting for a replacement */
     mpe_job *jobs, *jobs_last;
+    mpe_job *work, *work_last; /* FIFO of jobs with undistributed items */
     uint64_t next_id;
     mpe_msg *inbox, *inbox_last;
     fnentry *fns;
     int nfns;
     double cost_ns;         /* pool-wide per-item cost estimate */
 };
+
+static void prune_work(mpe_pool *p);
 
 static int64_t now_ns(void)
 {
@@ -250,12 +256,16 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     return 0;
 }
 
+
+/* Replacements are forked only while there is work for them, so a pool with
+ * maxtasksperchild = 1 starts exactly one worker per task. */
 int mpe__pool_respawn(lua_State *L, mpe_pool *p, mpe_err *e)
 {
     for (;;) {
         pthread_mutex_lock(&p->mu);
         int slot = -1;
-        if (!p->stopping)
+        prune_work(p);
+        if (!p->stopping && p->work)
             for (int i = 0; i < p->n; i++)
                 if (p->w[i].state == W_GONE) {
                     slot = i;
@@ -272,6 +282,37 @@ int mpe__pool_respawn(lua_State *L, mpe_pool *p, mpe_err *e)
 }
 
 /* ---- cutting chunks -------------------------------------------------------------- */
+
+static int has_items(const mpe_job *j)
+{
+    return !j->cancelled && !j->released && (j->redo || j->cut < j->visible);
+}
+
+/* Put j on the work list if it has items to hand out and is not there yet. */
+static void enlist(mpe_pool *p, mpe_job *j)
+{
+    if (j->in_work || !has_items(j))
+        return;
+    j->in_work = 1;
+    j->wnext = NULL;
+    if (p->work_last)
+        p->work_last->wnext = j;
+    else
+        p->work = j;
+    p->work_last = j;
+}
+
+/* Drop jobs without items from the head of the work list. */
+static void prune_work(mpe_pool *p)
+{
+    while (p->work && !has_items(p->work)) {
+        mpe_job *j = p->work;
+        p->work = j->wnext;
+        if (!p->work)
+            p->work_last = NULL;
+        j->in_work = 0;
+    }
+}
 
 static double job_cost(mpe_pool *p, mpe_job *j)
 {
@@ -342,8 +383,9 @@ static int write_chunk(mpe_buf *b, uint64_t id, mpe_job *j, lua_Integer a, lua_I
 /* Give worker w one more chunk if there is work. Returns 1 if it did. */
 static int feed_one(mpe_pool *p, wslot *w)
 {
-    for (mpe_job *j = p->jobs; j; j = j->next) {
-        if (j->cancelled || j->released)
+    prune_work(p);
+    for (mpe_job *j = p->work; j; j = j->wnext) {
+        if (!has_items(j))
             continue;
         lua_Integer a, e;
         range *r = j->redo;
@@ -435,7 +477,7 @@ static void account(mpe_pool *p, mpe_job *j, lua_Integer n)
     (void)p;
 }
 
-static void redo(mpe_job *j, lua_Integer a, lua_Integer b)
+static void redo(mpe_pool *p, mpe_job *j, lua_Integer a, lua_Integer b)
 {
     if (a >= b || j->cancelled || j->released)
         return;
@@ -446,6 +488,7 @@ static void redo(mpe_job *j, lua_Integer a, lua_Integer b)
     r->b = b;
     r->next = j->redo;
     j->redo = r;
+    enlist(p, j);
 }
 
 static void fail_item(mpe_pool *p, wslot *w, mpe_job *j, lua_Integer i, const char *kind, const char *text)
@@ -540,14 +583,14 @@ static void on_death(mpe_pool *p, wslot *w, int idx)
         lua_Integer from = c->a + c->got;
         if ((int64_t)c->id == running && c->a + item >= from && c->a + item < c->b) {
             lua_Integer bad = c->a + item;
-            redo(j, bad + 1, c->b);
+            redo(p, j, bad + 1, c->b);
             if (!j->cancelled && !j->released && retry_item(p, j, bad))
-                redo(j, bad, bad + 1);
+                redo(p, j, bad, bad + 1);
             else
                 fail_item(p, w, j, bad, w->timed_out ? "timeout" : "crash", text);
-            redo(j, from, bad);
+            redo(p, j, from, bad);
         } else
-            redo(j, from, c->b);
+            redo(p, j, from, c->b);
         if (j->cancelled || j->released) /* nobody waits for these items */
             account(p, j, 0);
         j->refs--;
@@ -882,12 +925,33 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     uint64_t id = ++p->next_id;
     pthread_mutex_unlock(&p->mu);
     mpe__buf_put_u64(L, b, id);
+    size_t body = b->n;
     mpe__encode(L, idx, b, "function", NULL);
     mpe__frame_end(b, s);
+    /* A closure created anew for every call (a function literal inside a
+     * loop) encodes to the same bytes each time: reuse the entry. */
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = body; i < b->n; i++)
+        h = (h ^ (unsigned char)b->p[i]) * 1099511628211ULL;
+    pthread_mutex_lock(&p->mu);
+    for (fnentry *g = p->fns; g; g = g->next)
+        if (g->hash == h && g->frame.n == b->n &&
+            memcmp(g->frame.p + body, b->p + body, b->n - body) == 0) {
+            id = g->id;
+            pthread_mutex_unlock(&p->mu);
+            lua_pop(L, 1); /* the box */
+            lua_pushvalue(L, idx);
+            lua_pushinteger(L, (lua_Integer)id);
+            lua_rawset(L, -3);
+            lua_pop(L, 2);
+            return id;
+        }
+    pthread_mutex_unlock(&p->mu);
     fnentry *f = calloc(1, sizeof *f);
     if (!f)
         luaL_error(L, "mpe: not enough memory");
     f->id = id;
+    f->hash = h;
     f->frame = *b; /* ownership moves to the entry */
     memset(b, 0, sizeof *b);
     pthread_mutex_lock(&p->mu);
@@ -939,6 +1003,7 @@ mpe_job *mpe__pool_job(mpe_pool *p, int mode, uint64_t fnid, int chunksize, int 
     for (fnentry *f = p->fns; f; f = f->next)
         if (f->id == fnid)
             f->jobs++;
+    j->prev = p->jobs_last;
     if (p->jobs_last)
         p->jobs_last->next = j;
     else
@@ -1035,6 +1100,7 @@ void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished)
     j->visible = j->count;
     if (finished)
         j->finished = 1;
+    enlist(p, j);
     if (j->finished && j->done >= j->visible)
         pthread_cond_broadcast(&p->cv);
     wake(p);
@@ -1113,16 +1179,27 @@ void mpe__pool_job_cancel(mpe_pool *p, mpe_job *j)
 
 static void free_job(mpe_pool *p, mpe_job *j)
 {
-    mpe_job **pp = &p->jobs, *prev = NULL;
-    while (*pp && *pp != j) {
-        prev = *pp;
-        pp = &(*pp)->next;
+    if (j->in_work) {
+        mpe_job **wp = &p->work, *wprev = NULL;
+        while (*wp && *wp != j) {
+            wprev = *wp;
+            wp = &(*wp)->wnext;
+        }
+        if (*wp) {
+            *wp = j->wnext;
+            if (p->work_last == j)
+                p->work_last = wprev;
+        }
+        j->in_work = 0;
     }
-    if (*pp) {
-        *pp = j->next;
-        if (p->jobs_last == j)
-            p->jobs_last = prev;
-    }
+    if (j->prev)
+        j->prev->next = j->next;
+    else if (p->jobs == j)
+        p->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    else if (p->jobs_last == j)
+        p->jobs_last = j->prev;
     for (fnentry *f = p->fns; f; f = f->next)
         if (f->id == j->fnid)
             f->jobs--;
@@ -1268,9 +1345,9 @@ void mpe__pool_free(mpe_pool *p)
     }
     while (p->jobs) {
         mpe_job *j = p->jobs;
-        p->jobs = j->next;
-        j->fds.n = mine ? j->fds.n : 0;
-        free_job(p, j);
+        if (!mine)
+            j->fds.n = 0; /* a forked copy does not own the descriptors */
+        free_job(p, j);   /* unlinks j from p->jobs */
     }
     while (p->fns) {
         fnentry *f = p->fns;

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include "internal.h"
@@ -60,7 +61,15 @@ int mpe__proc_next_number(void)
  * descriptor in it is still open (callers untrack before they close). */
 
 static pthread_mutex_t track_mu = PTHREAD_MUTEX_INITIALIZER;
-static int *tracked;
+/* Each entry remembers what the descriptor referred to (device and inode):
+ * the child closes a number only if it still names that object, so a stale
+ * entry can never close an unrelated descriptor that reused the number. */
+typedef struct tracked_fd {
+    int fd;
+    dev_t dev;
+    ino_t ino;
+} tracked_fd;
+static tracked_fd *tracked;
 static int ntracked, captracked;
 
 void mpe__proc_track_fd(int fd)
@@ -70,7 +79,7 @@ void mpe__proc_track_fd(int fd)
     pthread_mutex_lock(&track_mu);
     if (ntracked == captracked) {
         int cap = captracked ? captracked * 2 : 32;
-        int *p = realloc(tracked, (size_t)cap * sizeof *p);
+        tracked_fd *p = realloc(tracked, (size_t)cap * sizeof *p);
         if (!p) {
             /* Untracked: a later child merely keeps a copy of fd (PDEATHSIG
              * still ends it with the parent). */
@@ -80,7 +89,15 @@ void mpe__proc_track_fd(int fd)
         tracked = p;
         captracked = cap;
     }
-    tracked[ntracked++] = fd;
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        pthread_mutex_unlock(&track_mu);
+        return;
+    }
+    tracked[ntracked].fd = fd;
+    tracked[ntracked].dev = st.st_dev;
+    tracked[ntracked].ino = st.st_ino;
+    ntracked++;
     pthread_mutex_unlock(&track_mu);
 }
 
@@ -88,7 +105,7 @@ void mpe__proc_untrack_fd(int fd)
 {
     pthread_mutex_lock(&track_mu);
     for (int i = ntracked - 1; i >= 0; i--) {
-        if (tracked[i] == fd) {
+        if (tracked[i].fd == fd) {
             tracked[i] = tracked[--ntracked];
             break;
         }
@@ -126,8 +143,12 @@ static void child_setup(pid_t parent)
         _exit(1);
     /* Parent-side ends of other workers' channels: keeping them open here
      * would hide the parent's death (no EOF) from those workers. */
-    for (int i = 0; i < ntracked; i++)
-        close(tracked[i]);
+    for (int i = 0; i < ntracked; i++) {
+        struct stat st;
+        if (fstat(tracked[i].fd, &st) == 0 && st.st_dev == tracked[i].dev &&
+            st.st_ino == tracked[i].ino)
+            close(tracked[i].fd);
+    }
     ntracked = 0;
     children_created = 0;
     /* The child has one thread: a fresh mutex, not the copy held across fork. */
