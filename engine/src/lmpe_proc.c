@@ -1,4 +1,5 @@
-/* lmpe_proc.c -- Lua bindings of proc.c: mpe.cpu_count() and mpe.current_process().
+/* lmpe_proc.c -- Lua bindings of proc.c: mpe.cpu_count(), mpe.current_process()
+ * and mpe.now().
  * SPDX-License-Identifier: MIT */
 #include <unistd.h>
 #include "internal.h"
@@ -26,11 +27,20 @@ static int l_current_process(lua_State *L)
     return 1;
 }
 
+/* mpe.now() -> seconds of a monotonic clock (CLOCK_MONOTONIC), as a float:
+ * for measuring intervals; its origin is arbitrary. */
+static int l_now(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)mpe__proc_now());
+    return 1;
+}
+
 void mpe__open_proc(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"cpu_count", l_cpu_count},
         {"current_process", l_current_process},
+        {"now", l_now},
         {NULL, NULL},
     };
     luaL_setfuncs(L, funcs, 0);

@@ -57,3 +57,14 @@ describe("mpe.current_process", function()
     assert.equal("MainProcess", mpe.current_process().name)
   end)
 end)
+
+describe("mpe.now", function()
+  it("is a monotonic clock in seconds that does not go back", function()
+    local a = mpe.now()
+    assert.equal("number", type(a))
+    local t = os.clock() + 0.02
+    while os.clock() < t do end
+    local b = mpe.now()
+    assert.is_true(b >= a + 0.01)
+  end)
+end)
