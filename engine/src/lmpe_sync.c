@@ -122,15 +122,17 @@ static int sync_gc(lua_State *L)
 /* ---- interrupts: a hook installed while we wait means "stop waiting" ------------ */
 
 typedef struct hookwatch {
-    lua_State *L;
-    lua_Hook hook;
-    int mask;
+    lua_State *L, *main; /* the waiting thread and the main one (lua.c hooks that) */
+    lua_Hook hook, main_hook;
+    int mask, main_mask;
 } hookwatch;
 
 static int hook_changed(void *ud)
 {
     hookwatch *h = ud;
-    return lua_gethook(h->L) != h->hook || lua_gethookmask(h->L) != h->mask;
+    return lua_gethook(h->L) != h->hook || lua_gethookmask(h->L) != h->mask ||
+           (h->main && (lua_gethook(h->main) != h->main_hook ||
+                        lua_gethookmask(h->main) != h->main_mask));
 }
 
 static mpe_waitctl watch(lua_State *L, hookwatch *h)
@@ -138,6 +140,18 @@ static mpe_waitctl watch(lua_State *L, hookwatch *h)
     h->L = L;
     h->hook = lua_gethook(L);
     h->mask = lua_gethookmask(L);
+    h->main = NULL;
+#ifdef LUA_RIDX_MAINTHREAD
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    h->main = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    if (h->main == L)
+        h->main = NULL;
+#endif
+    if (h->main) {
+        h->main_hook = lua_gethook(h->main);
+        h->main_mask = lua_gethookmask(h->main);
+    }
     mpe_waitctl w = {hook_changed, h};
     return w;
 }
