@@ -114,6 +114,20 @@ void mpe__codec_set_key(const unsigned char key[16]);
 /* mpe.register's work: relink the table at index mt by name. Raises when the
  * name is taken by another table or the table has another name. */
 void mpe__codec_register_mt(lua_State *L, const char *name, int mt);
+/* codec_link.c, for codec.c: names and keys. Each raises only on memory errors. */
+/* SipHash-2-4 of p[0..n) under this process's key. */
+uint64_t mpe__codec_mac(const void *p, size_t n);
+/* Push the name of the C function at idx and return 1, or return 0 (push nothing). */
+int mpe__codec_cfunc_name(lua_State *L, int idx);
+/* Push the C function called name and return 1, or return 0 (push nothing). */
+int mpe__codec_cfunc_find(lua_State *L, const char *name, size_t len);
+/* The registered type of the userdata at idx, or the type called name; NULL if none. */
+const mpe_codec_type *mpe__codec_type_of(lua_State *L, int idx);
+const mpe_codec_type *mpe__codec_type_named(lua_State *L, const char *name, size_t len);
+/* Push the registered name of the metatable at mt / the metatable registered
+ * under name and return 1, or return 0 (push nothing). */
+int mpe__codec_mt_name(lua_State *L, int mt);
+int mpe__codec_mt_named(lua_State *L, const char *name, size_t len);
 
 /* ---- process identity and fork discipline (proc.c) ----------------------- */
 
