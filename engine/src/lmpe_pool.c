@@ -305,7 +305,12 @@ static void check_complete(lua_State *L, ajob *a)
         a->complete = 1;
         if (a->failed && !a->collect)
             mpe__pool_job_cancel(a->lp->p, a->j);
-        (void)L;
+        if (a->what == A_MAP) { /* results.n, also for callbacks */
+            getref(L, a->ref, "results");
+            lua_pushinteger(L, a->count);
+            lua_setfield(L, -2, "n");
+            lua_pop(L, 1);
+        }
     }
 }
 

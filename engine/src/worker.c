@@ -32,6 +32,7 @@ typedef struct wstate {
     int64_t last_flush, chunk_start;
     size_t mark;      /* start of the general record being written, or (size_t)-1 */
     long tasks;       /* items run, for maxtasksperchild */
+    int inherited;    /* stack levels below the worker loop, copied from the parent by fork */
     struct jobfds {
         uint64_t job;
         mpe_fds fds;
@@ -170,10 +171,38 @@ static int encode_error(lua_State *L)
     return 0;
 }
 
+/* The traceback of a task error ends with the frames the worker inherited
+ * from its parent at fork (the call that created the pool, the parent's main
+ * chunk): they say nothing about the task, so cut them, and the runner's. */
+static void trim_traceback(wstate *w, int err)
+{
+    lua_State *L = w->L;
+    if (!lua_istable(L, err))
+        return;
+    lua_getfield(L, err, "traceback");
+    size_t len;
+    const char *tb = lua_tolstring(L, -1, &len);
+    if (tb) {
+        const char *end = tb + len;
+        for (int drop = w->inherited + 1; drop > 0 && end > tb; drop--) {
+            const char *nl = end - 1;
+            while (nl > tb && *nl != '\n')
+                nl--;
+            if (nl == tb || strstr(nl, "(skipping") != NULL)
+                break;
+            end = nl;
+        }
+        lua_pushlstring(L, tb, (size_t)(end - tb));
+        lua_setfield(L, err, "traceback");
+    }
+    lua_pop(L, 1);
+}
+
 static void put_error(wstate *w, int encoder)
 {
     lua_State *L = w->L;
     int err = lua_gettop(L);
+    trim_traceback(w, err);
     size_t mark = w->gen.n;
     for (int attempt = 0; attempt < 3; attempt++) {
         w->gen.n = mark;
@@ -338,6 +367,9 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
     char name[32];
     snprintf(name, sizeof name, "PoolWorker-%d", cfg->number);
     mpe__proc_set_identity(name, cfg->slot);
+    lua_Debug ar;
+    while (lua_getstack(L, w.inherited, &ar))
+        w.inherited++;
     int base = lua_gettop(L);
     lua_newtable(L);                       /* S_FUNCS */
     lua_pushcfunction(L, mpe__error_handler); /* S_HANDLER */
