@@ -1,5 +1,5 @@
-/* lmpe_proc.c -- Lua bindings of proc.c: mpe.cpu_count(), mpe.current_process()
- * and mpe.now().
+/* lmpe_proc.c -- Lua bindings of proc.c: mpe.cpu_count(), mpe.current_process(),
+ * mpe.now() and mpe.isatty().
  * SPDX-License-Identifier: MIT */
 #include <unistd.h>
 #include "internal.h"
@@ -35,12 +35,22 @@ static int l_now(lua_State *L)
     return 1;
 }
 
+/* mpe.isatty(fd) -> whether descriptor fd (0 stdin, 1 stdout, 2 stderr) is a
+ * terminal: progress bars draw only on one unless forced. */
+static int l_isatty(lua_State *L)
+{
+    lua_Integer fd = luaL_checkinteger(L, 1);
+    lua_pushboolean(L, fd >= 0 && fd <= 1 << 20 && isatty((int)fd));
+    return 1;
+}
+
 void mpe__open_proc(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         {"cpu_count", l_cpu_count},
         {"current_process", l_current_process},
         {"now", l_now},
+        {"isatty", l_isatty},
         {NULL, NULL},
     };
     luaL_setfuncs(L, funcs, 0);
