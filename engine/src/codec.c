@@ -543,12 +543,12 @@ static void enc_userdata(enc *e, int u)
         enc_fail(e, what);
     }
     if (!e->fds) {
-        char what[160];
-        snprintf(what, sizeof what,
-                 "%s (shared objects travel through pools, processes, queues and pipes, "
-                 "not mpe.encode)",
-                 t->name);
-        enc_fail(e, what);
+        char path[512];
+        render_path(e, path, sizeof path);
+        luaL_error(L,
+                   "mpe: cannot send %s at %s: shared objects need descriptor passing, which "
+                   "this route (e.g. mpe.encode) does not have",
+                   t->name, path);
     }
     if (enc_seen(e, u))
         return;

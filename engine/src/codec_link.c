@@ -200,37 +200,76 @@ void mpe__codec_register_mt(lua_State *L, const char *name, int mt)
     lua_pop(L, 1);
 }
 
-/* ---- the C function name index --------------------------------------------------
- * C functions travel by name when a receiver can find them the same way:
- * package.loaded[mod][field] ("mod.field") or _G[name] / _G[name][field]. The
- * index is built on first use and rebuilt once when a function or name is
- * missing, since host programs register functions after mpe is opened. */
+/* ---- C functions by name -----------------------------------------------------------
+ * A C function travels by name when the receiver can reach it by that name:
+ * "g" is the global g, "m.f" is package.loaded["m"].f or the global table m's
+ * field f. The receiver resolves a name directly (resolve), so it always sees
+ * its current state; the sender finds a name through an index function ->
+ * name, built on first use and rebuilt when a function is missing or its name
+ * no longer reaches it (host programs register functions after opening mpe,
+ * scripts replace globals). A function that misses again after a rebuild is
+ * remembered, so it does not cost a rebuild on every message, until some other
+ * miss rebuilds the index. */
+
+/* Push t[k] (raw) for the table at t and the string k[0..len). */
+static void rawget_str(lua_State *L, int t, const char *k, size_t len)
+{
+    lua_pushlstring(L, k, len);
+    lua_rawget(L, t < 0 ? t - 1 : t);
+}
+
+/* Push the C function that name reaches and return 1, else return 0. */
+static int resolve(lua_State *L, const char *name, size_t len)
+{
+    luaL_checkstack(L, 6, "mpe: codec");
+    int top = lua_gettop(L);
+    lua_pushglobaltable(L);
+    int g = top + 1;
+    rawget_str(L, g, name, len);
+    if (lua_iscfunction(L, -1))
+        goto found;
+    lua_settop(L, g);
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    int loaded = lua_type(L, -1) == LUA_TTABLE ? g + 1 : 0;
+    for (size_t dot = len; dot-- > 0;) {
+        if (name[dot] != '.')
+            continue;
+        for (int src = 0; src < 2; src++) {
+            int from = src == 0 ? loaded : g;
+            if (!from)
+                continue;
+            rawget_str(L, from, name, dot);
+            if (lua_type(L, -1) == LUA_TTABLE) {
+                rawget_str(L, -1, name + dot + 1, len - dot - 1);
+                if (lua_iscfunction(L, -1))
+                    goto found;
+                lua_pop(L, 1);
+            }
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, top);
+    return 0;
+found:
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    return 1;
+}
 
 static void index_add(lua_State *L, int tbl, const char *prefix, const char *key, int fn)
 {
-    if (prefix)
-        lua_pushfstring(L, "%s.%s", prefix, key);
-    else
-        lua_pushstring(L, key);
     lua_pushvalue(L, fn);
     lua_rawget(L, tbl);
     int known = lua_type(L, -1) != LUA_TNIL;
     lua_pop(L, 1);
-    if (!known) {
-        lua_pushvalue(L, fn);
-        lua_pushvalue(L, -2);
-        lua_rawset(L, tbl);
-    }
-    lua_pushvalue(L, -1);
-    lua_rawget(L, tbl);
-    known = lua_type(L, -1) != LUA_TNIL;
-    lua_pop(L, 1);
-    if (!known) {
-        lua_pushvalue(L, fn);
-        lua_rawset(L, tbl);
-    } else {
-        lua_pop(L, 1);
-    }
+    if (known)
+        return;
+    lua_pushvalue(L, fn);
+    if (prefix)
+        lua_pushfstring(L, "%s.%s", prefix, key);
+    else
+        lua_pushstring(L, key);
+    lua_rawset(L, tbl);
 }
 
 /* Add the C functions stored under string keys of the table at src. */
@@ -249,13 +288,16 @@ static void index_scan(lua_State *L, int tbl, int src, const char *prefix, int n
     }
 }
 
-/* Build the index and leave it on the stack. */
+/* Build the index (function -> name, weak keys), store it, forget the
+ * remembered misses, and leave the index on the stack. */
 static void index_build(lua_State *L)
 {
     luaL_checkstack(L, 12, "mpe: codec");
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, CMISS_KEY);
     lua_newtable(L);
     lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "kv");
+    lua_pushliteral(L, "k");
     lua_setfield(L, -2, "__mode");
     lua_setmetatable(L, -2);
     int tbl = lua_gettop(L);
@@ -277,72 +319,61 @@ static void index_build(lua_State *L)
     lua_setfield(L, LUA_REGISTRYINDEX, CFUNCS_KEY);
 }
 
-/* Look up key (at idx) in the index; on a miss rebuild once. Leaves the
- * answer (or nil) on the stack. */
-static void index_lookup(lua_State *L, int idx, int rebuild)
+/* With the index on top: push the name of fn (at idx) if it still reaches fn
+ * and return 1; else return 0. */
+static int index_name(lua_State *L, int idx)
 {
-    idx = lua_absindex(L, idx);
-    lua_getfield(L, LUA_REGISTRYINDEX, CFUNCS_KEY);
-    if (lua_type(L, -1) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        index_build(L);
-        rebuild = 0;
-    }
     lua_pushvalue(L, idx);
     lua_rawget(L, -2);
-    if (lua_type(L, -1) == LUA_TNIL && rebuild) {
-        lua_pop(L, 2);
-        index_build(L);
-        lua_pushvalue(L, idx);
-        lua_rawget(L, -2);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        size_t len;
+        const char *name = lua_tolstring(L, -1, &len);
+        if (resolve(L, name, len)) {
+            int same = lua_rawequal(L, -1, idx);
+            lua_pop(L, 1);
+            if (same)
+                return 1;
+        }
     }
-    lua_remove(L, -2);
+    lua_pop(L, 1);
+    return 0;
 }
 
 int mpe__codec_cfunc_name(lua_State *L, int idx)
 {
     idx = lua_absindex(L, idx);
-    luaL_checkstack(L, 6, "mpe: codec");
+    luaL_checkstack(L, 8, "mpe: codec");
+    int top = lua_gettop(L);
     lua_getfield(L, LUA_REGISTRYINDEX, CFUNCS_KEY);
-    if (lua_type(L, -1) == LUA_TTABLE) {
-        lua_pushvalue(L, idx);
-        lua_rawget(L, -2);
-        lua_remove(L, -2);
-        if (lua_type(L, -1) == LUA_TSTRING)
-            return 1;
-    }
-    lua_pop(L, 1);
-    /* A miss: rebuild, unless this function already missed after a rebuild. */
+    if (lua_type(L, -1) == LUA_TTABLE && index_name(L, idx))
+        goto found;
+    lua_settop(L, top);
     registry_table(L, CMISS_KEY, "k");
     lua_pushvalue(L, idx);
     lua_rawget(L, -2);
     int missed = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (!missed) {
-        index_lookup(L, idx, 1);
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            lua_remove(L, -2);
-            return 1;
-        }
-        lua_pop(L, 1);
-        lua_pushvalue(L, idx);
-        lua_pushboolean(L, 1);
-        lua_rawset(L, -3);
-    }
-    lua_pop(L, 1);
+    lua_settop(L, top);
+    if (missed)
+        return 0;
+    index_build(L);
+    if (index_name(L, idx))
+        goto found;
+    lua_settop(L, top);
+    registry_table(L, CMISS_KEY, "k");
+    lua_pushvalue(L, idx);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -3);
+    lua_settop(L, top);
     return 0;
+found:
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+    return 1;
 }
 
 int mpe__codec_cfunc_find(lua_State *L, const char *name, size_t len)
 {
-    luaL_checkstack(L, 6, "mpe: codec");
-    lua_pushlstring(L, name, len);
-    index_lookup(L, -1, 1);
-    lua_remove(L, -2);
-    if (lua_iscfunction(L, -1))
-        return 1;
-    lua_pop(L, 1);
-    return 0;
+    return resolve(L, name, len);
 }
 
 /* ---- shared-object types and registered metatables --------------------------------- */
@@ -355,7 +386,8 @@ const mpe_codec_type *mpe__codec_type_of(lua_State *L, int idx)
     int mt = lua_gettop(L);
     registry_table(L, TYPES_KEY, NULL);
     int types = mt + 1;
-    lua_getfield(L, mt, "__name");
+    lua_pushliteral(L, "__name");
+    lua_rawget(L, mt);
     if (lua_type(L, -1) == LUA_TSTRING) {
         lua_rawget(L, types);
         t = lua_touserdata(L, -1);

@@ -362,6 +362,12 @@ static int host_fn(lua_State *L)
     return 1;
 }
 
+static int seven_fn(lua_State *L)
+{
+    lua_pushinteger(L, 7);
+    return 1;
+}
+
 static int counter_fn(lua_State *L)
 {
     lua_Integer n = lua_tointeger(L, lua_upvalueindex(1)) + 1;
@@ -385,6 +391,15 @@ static void test_c_functions(void)
     run(L, "local h = host_fn; f = function(x) return h(x) end");
     transfer(L, L2, "f", "g");
     run(L2, "assert(g(1) == 1001)");
+    /* A name that no longer reaches the function is not used: the receiver
+     * would find whatever the name reaches there. */
+    lua_pushcfunction(L, seven_fn);
+    lua_setglobal(L, "hf2");
+    run(L, "assert(mpe.decode(mpe.encode(hf2)) == hf2)\n"
+           "old = hf2; hf2 = print; old = {old}");
+    run(L2, "hf2 = print");
+    transfer(L, L2, "old", "got");
+    run(L2, "assert(got[1] ~= print and got[1]() == 7)");
     /* A name the receiver does not have. */
     lua_close(L2);
     L2 = newstate();
@@ -405,6 +420,20 @@ static void test_c_functions(void)
     lua_setfield(L, -2, "t");
     lua_pushcclosure(L, counter_fn, 2);
     lua_setglobal(L, "counter");
+    /* A C closure whose upvalue contains it cannot be rebuilt: refused. */
+    lua_newtable(L);
+    lua_pushcclosure(L, counter_fn, 1);
+    lua_getupvalue(L, -1, 1);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_pop(L, 1);
+    b.n = 0;
+    MPE_ASSERT_EQ(encode_top(L, &b, "value", NULL), -1);
+    MPE_ASSERT_CONTAINS(lua_tostring(L, -1),
+                        "mpe: cannot send C function whose upvalues contain itself at "
+                        "upvalue #1[1] of C function");
+    lua_pop(L, 1);
+    mpe__buf_free(&b);
     run(L, "local counter = counter; _G.counter = nil\n"
            "local c2 = mpe.decode(mpe.encode(counter))\n"
            "local n, t = c2(); assert(n == 42 and t.t == 'tag')\n"
@@ -795,7 +824,8 @@ static void test_shared_objects(void)
     lua_setglobal(L, "thing");
     /* Without descriptors (mpe.encode) a shared object cannot travel. */
     MPE_ASSERT_CONTAINS(run_err(L, "mpe.encode({x = thing})"),
-                        "mpe: cannot send test.Thing (shared objects travel through");
+                        "mpe: cannot send test.Thing at value.x: shared objects need "
+                        "descriptor passing");
     lua_settop(L, 0);
     /* With them it travels by reference, once per message. */
     mpe_buf b = {0};
