@@ -153,6 +153,8 @@ double mpe__proc_now(void);
 /* The next number for a default child name ("Process-N"): counts the children
  * this OS process has numbered, from 1; a forked child starts again at 1. */
 int mpe__proc_next_number(void);
+/* "SIGKILL" for 9 and so on for the common signals; NULL for others. */
+const char *mpe__proc_signal_name(int sig);
 
 /* ---- the pool: transport, worker loop, scheduler (transport.c, worker.c, pool.c) ----
  * Frames between the pool and its workers: [u32 payload length][u8 type][payload].

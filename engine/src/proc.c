@@ -184,6 +184,30 @@ pid_t mpe__proc_fork(mpe_err *e)
     return pid;
 }
 
+/* ---- signal names ------------------------------------------------------------------ */
+
+const char *mpe__proc_signal_name(int sig)
+{
+    switch (sig) {
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    case SIGSEGV: return "SIGSEGV";
+    case SIGABRT: return "SIGABRT";
+    case SIGBUS: return "SIGBUS";
+    case SIGFPE: return "SIGFPE";
+    case SIGINT: return "SIGINT";
+    case SIGHUP: return "SIGHUP";
+    case SIGPIPE: return "SIGPIPE";
+    case SIGILL: return "SIGILL";
+    case SIGQUIT: return "SIGQUIT";
+    case SIGALRM: return "SIGALRM";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
+    case SIGXCPU: return "SIGXCPU";
+    default: return NULL; /* strsignal's text is locale-dependent: callers say "signal N" */
+    }
+}
+
 /* ---- CPUs -------------------------------------------------------------------------- */
 
 static int affinity_count(void)

@@ -360,27 +360,6 @@ int mpe__process_exitcode(const mpe_process *p, int *code)
     return 0;
 }
 
-static const char *signal_name(int sig)
-{
-    switch (sig) {
-    case SIGKILL: return "SIGKILL";
-    case SIGTERM: return "SIGTERM";
-    case SIGSEGV: return "SIGSEGV";
-    case SIGABRT: return "SIGABRT";
-    case SIGBUS: return "SIGBUS";
-    case SIGFPE: return "SIGFPE";
-    case SIGINT: return "SIGINT";
-    case SIGHUP: return "SIGHUP";
-    case SIGPIPE: return "SIGPIPE";
-    case SIGILL: return "SIGILL";
-    case SIGQUIT: return "SIGQUIT";
-    case SIGALRM: return "SIGALRM";
-    case SIGUSR1: return "SIGUSR1";
-    case SIGUSR2: return "SIGUSR2";
-    default: return NULL;
-    }
-}
-
 void mpe__process_describe(const mpe_process *p, char *out, size_t size)
 {
     if (!p->reaped) {
@@ -389,7 +368,7 @@ void mpe__process_describe(const mpe_process *p, char *out, size_t size)
         snprintf(out, size, "exited with status %d", WEXITSTATUS(p->status));
     } else if (WIFSIGNALED(p->status)) {
         int sig = WTERMSIG(p->status);
-        const char *name = signal_name(sig);
+        const char *name = mpe__proc_signal_name(sig);
         if (name)
             snprintf(out, size, "killed by signal %d (%s)", sig, name);
         else
