@@ -126,6 +126,9 @@ typedef struct ajob {
     lua_Integer qhead, qtail; /* imap_unordered: completed indices waiting */
     int src_done;
     lua_Integer nres;    /* apply: number of return values */
+    lua_Integer window;  /* imap: items pulled ahead of the consumer (option 'window') */
+    int progress;        /* option progress = true | "force": fields.progress is the bar's state */
+    double progress_next; /* clock before which the bar is not redrawn */
 } ajob;
 
 static lpool *checkpool(lua_State *L, const char *fname)
@@ -296,6 +299,46 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
     lua_settop(L, top);
 }
 
+/* Progress bar (option progress): lua/mpe/progress.lua draws it; this calls
+ * its update(state) at most every 100 ms, and once with final = true. The
+ * clock is read here, so between redraws a delivery costs no Lua call. A
+ * failing bar is switched off with a message: it must never fail the work. */
+static void progress_tick(lua_State *L, ajob *a, int final)
+{
+    if (!a->progress)
+        return;
+    double now = mpe__proc_now();
+    if (!final && now < a->progress_next)
+        return;
+    a->progress_next = now + 0.1;
+    if (final)
+        a->progress = 0;
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "mpe.progress");
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "update");
+        getref(L, a->ref, "progress");
+        lua_pushinteger(L, a->delivered);
+        lua_setfield(L, -2, "done");
+        if (a->finished) {
+            lua_pushinteger(L, a->count);
+            lua_setfield(L, -2, "total");
+        }
+        lua_pushboolean(L, final);
+        lua_setfield(L, -2, "final");
+        lua_pushnumber(L, now);
+        lua_setfield(L, -2, "now");
+        if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
+            lua_settop(L, top);
+            return;
+        }
+    }
+    fprintf(stderr, "\nmpe: progress bar: %s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    a->progress = 0;
+    lua_settop(L, top);
+}
+
 static void check_complete(lua_State *L, ajob *a)
 {
     if (a->complete)
@@ -312,6 +355,7 @@ static void check_complete(lua_State *L, ajob *a)
             lua_pop(L, 1);
         }
     }
+    progress_tick(L, a, a->complete); /* after every delivery; time-limited inside */
 }
 
 /* Forget a finished job in the pool's routing table. */
@@ -558,6 +602,8 @@ static int is_callable(lua_State *L, int i)
 /* Options of map-like calls: chunksize, errors, callback, error_callback. */
 typedef struct callopts {
     int chunksize, collect;
+    int progress;       /* 0, 1 (true) or 2 ("force") */
+    lua_Integer window; /* imap: 0 for the default */
 } callopts;
 
 static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o, int allow_cb)
@@ -586,7 +632,21 @@ static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o
                 luaL_error(L, "mpe: %s: option '%s' must be a function, got %s", fname, k,
                            mpe__typename(L, -1));
         } else if (k && strcmp(k, "progress") == 0) {
-            /* accepted; drawn by the Lua side when supported */
+            /* drawn by progress_tick through lua/mpe/progress.lua */
+            int t = lua_type(L, -1);
+            if (t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "force") == 0)
+                o->progress = 2;
+            else if (t == LUA_TBOOLEAN || t == LUA_TNIL)
+                o->progress = lua_toboolean(L, -1);
+            else
+                luaL_error(L, "mpe: %s: option 'progress' must be true, false or \"force\", got %s",
+                           fname, t == LUA_TSTRING ? lua_tostring(L, -1) : mpe__typename(L, -1));
+        } else if (k && strcmp(k, "window") == 0) {
+            if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > IMAP_WINDOW)
+                luaL_error(L, "mpe: %s: option 'window' must be an integer from 1 to %d, got %s",
+                           fname, IMAP_WINDOW,
+                           lua_isinteger(L, -1) ? lua_tostring(L, -1) : mpe__typename(L, -1));
+            o->window = lua_tointeger(L, -1);
         } else
             luaL_error(L, "mpe: %s: unknown option '%s'", fname,
                        k ? k : luaL_tolstring(L, -2, NULL));
@@ -606,6 +666,8 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
     a->what = what;
     a->mode = mode;
     a->collect = o->collect;
+    a->window = o->window > 0 ? o->window : IMAP_WINDOW;
+    a->progress = o->progress;
     luaL_setmetatable(L, ASYNC_MT);
     lua_createtable(L, 0, 6);
     lua_pushvalue(L, pool_idx);
@@ -621,6 +683,17 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
     if (what == A_IMAP_UNORDERED) {
         lua_newtable(L);
         lua_setfield(L, -2, "q");
+    }
+    if (o->progress) { /* the bar's state, kept by lua/mpe/progress.lua */
+        lua_createtable(L, 0, 8);
+        if (o->progress == 2)
+            lua_pushliteral(L, "force");
+        else
+            lua_pushboolean(L, 1);
+        lua_setfield(L, -2, "mode");
+        lua_pushnumber(L, mpe__proc_now());
+        lua_setfield(L, -2, "start");
+        lua_setfield(L, -2, "progress");
     }
     a->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     /* An iterator raises at the failed item, in order: earlier items must still come. */
@@ -843,7 +916,7 @@ static int pool_apply(lua_State *L)
     lua_pushinteger(L, nargs);
     lua_setfield(L, -2, "n");
     int args = lua_gettop(L);
-    callopts o = {0, 0};
+    callopts o = {0};
     ajob *a = new_job(L, lp, 1, 2, A_APPLY, MPE_M_APPLY, &o, 0);
     int ai = lua_gettop(L);
     mpe_buf *b = mpe__buf_box(L);
@@ -863,8 +936,8 @@ static void imap_feed(lua_State *L, ajob *a)
 {
     if (a->finished)
         return;
-    lua_Integer room = IMAP_WINDOW - (a->count - a->yielded);
-    if (room <= IMAP_WINDOW / 2)
+    lua_Integer room = a->window - (a->count - a->yielded);
+    if (room <= a->window / 2)
         return;
     getref(L, a->ref, "src");
     int src = lua_gettop(L);
@@ -910,8 +983,10 @@ static int imap_try(lua_State *L, ajob *a)
     if (!lua_isnil(L, -1)) {
         lua_pushnil(L);
         lua_rawseti(L, -3, i);
-        if (!a->collect)
+        if (!a->collect) {
+            progress_tick(L, a, 1); /* end the bar's line before the error */
             lua_error(L);
+        }
         lua_pushinteger(L, i);
         lua_pushnil(L);
         lua_pushvalue(L, -3);
@@ -961,7 +1036,7 @@ static int imap_common(lua_State *L, const char *fname, int what)
     lua_newtable(L);
     setref(L, a->ref, "have", -1);
     lua_pop(L, 1);
-    add_items(L, a, 3, IMAP_WINDOW);
+    add_items(L, a, 3, a->window);
     lua_pushvalue(L, ai);
     lua_pushcclosure(L, imap_next, 1);
     lua_pushnil(L);
@@ -1207,6 +1282,7 @@ static int async_close(lua_State *L)
     ajob *a = lua_touserdata(L, 1);
     if (a->j && a->lp && (a->what == A_IMAP || a->what == A_IMAP_UNORDERED) && !a->complete) {
         if (a->lp->p && a->lp->owner == getpid()) {
+            progress_tick(L, a, 1); /* a loop left early: end the bar's line */
             mpe__pool_job_cancel(a->lp->p, a->j);
             unroute(L, a);
         }
