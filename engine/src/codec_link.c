@@ -218,9 +218,15 @@ static void rawget_str(lua_State *L, int t, const char *k, size_t len)
     lua_rawget(L, t < 0 ? t - 1 : t);
 }
 
+/* Longer names are refused unresolved: each dot costs a lookup of the prefix,
+ * and a decoder must not spend quadratic time on a crafted name. */
+#define NAME_MAX_LEN 256
+
 /* Push the C function that name reaches and return 1, else return 0. */
 static int resolve(lua_State *L, const char *name, size_t len)
 {
+    if (len > NAME_MAX_LEN)
+        return 0;
     luaL_checkstack(L, 6, "mpe: codec");
     int top = lua_gettop(L);
     lua_pushglobaltable(L);

@@ -654,6 +654,19 @@ static void test_bad_input(void)
         MPE_ASSERT_CONTAINS(m, bad[i].msg);
         lua_pop(L, 1);
     }
+    /* A crafted name of 1 MB of dots is refused at once, not in quadratic time. */
+    size_t nn = 1 << 20;
+    unsigned char *dots = malloc(nn + 4);
+    MPE_ASSERT(dots != NULL);
+    dots[0] = 12; /* T_CFUNC_NAME, varint 2^20 */
+    dots[1] = 0x80;
+    dots[2] = 0x80;
+    dots[3] = 0x40;
+    memset(dots + 4, '.', nn);
+    MPE_ASSERT_EQ(decode_bytes(L, dots, nn + 4, NULL, NULL), -1);
+    MPE_ASSERT_CONTAINS(lua_tostring(L, -1), "mpe: decode: unknown C function '.....");
+    lua_pop(L, 1);
+    free(dots);
     /* Every tag past the last one is refused. */
     for (unsigned tag = 15; tag < 256; tag++) {
         unsigned char c = (unsigned char)tag;
