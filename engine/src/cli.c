@@ -161,7 +161,8 @@ static int prepare_module(lua_State *L)
         lua_rawseti(L, -2, i - 1);
     }
     lua_setglobal(L, "arg");
-    static const char run[] = "os.exit(require((...)).main(arg) or 0, true)";
+    /* require "mpe" first: it installs the embedded modules in package.preload. */
+    static const char run[] = "require('mpe') os.exit(require((...)).main(arg) or 0, true)";
     if (luaL_loadbuffer(L, run, sizeof run - 1, "=mpe") != LUA_OK)
         return lua_error(L);
     lua_pushstring(L, a->module);
