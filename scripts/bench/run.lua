@@ -1,0 +1,342 @@
+-- run.lua -- the benchmark harness: every workload of workloads.lua measured,
+-- in one run, with mpe's pool, serial Lua 5.4 and Python 3 multiprocessing;
+-- medians of R runs, each run in a fresh process; figures and ratios printed
+-- against the targets of DESIGN.md; then a scaling run (log loop at 1, 2 and 4
+-- workers) drawn as an SVG chart.
+--   mpe run scripts/bench/run.lua [--quick] [--runs R] [--only a,b] [--no-python]
+--                                 [--no-scale] [--svg FILE] [--md FILE]
+-- --quick: small sizes, a smoke test of the harness (figures mean little).
+-- A full run writes docs/bench-speedup.svg unless --svg says otherwise; a quick
+-- run writes a chart only when --svg is given. --md FILE writes the results as
+-- a Markdown table. The exit status is 1 when a side failed or the sides
+-- disagree on a result; timings never decide it.
+-- SPDX-License-Identifier: MIT
+
+local mpe = require "mpe"
+
+local dir = (arg[0]:match("^(.*)/[^/]*$") or ".")
+package.path = dir .. "/?.lua;" .. package.path
+local workloads = require "workloads"
+local chart = require "chart"
+
+-- ---- options ---------------------------------------------------------------------
+
+local opt = { runs = 3, python = true, scale = true }
+do
+  local i = 1
+  while arg[i] do
+    local a = arg[i]
+    if a == "--quick" then opt.quick = true
+    elseif a == "--runs" then i = i + 1; opt.runs = math.tointeger(tonumber(arg[i]))
+    elseif a == "--only" then i = i + 1; opt.only = arg[i]
+    elseif a == "--no-python" then opt.python = false
+    elseif a == "--no-scale" then opt.scale = false
+    elseif a == "--svg" then i = i + 1; opt.svg = arg[i]
+    elseif a == "--md" then i = i + 1; opt.md = arg[i]
+    elseif a == "--help" or a == "-h" then
+      print("usage: mpe run scripts/bench/run.lua [--quick] [--runs R] [--only a,b] [--no-python] [--no-scale] [--svg FILE] [--md FILE]")
+      os.exit(0)
+    else
+      io.stderr:write("run.lua: unknown option '" .. tostring(a) .. "' (try --help)\n")
+      os.exit(2)
+    end
+    i = i + 1
+  end
+  if not opt.runs or opt.runs < 1 then
+    io.stderr:write("run.lua: --runs needs a positive integer\n")
+    os.exit(2)
+  end
+end
+local selected = {}
+if opt.only then
+  for name in opt.only:gmatch("[^,]+") do
+    if not workloads[name] then
+      io.stderr:write("run.lua: no workload '" .. name .. "'\n")
+      os.exit(2)
+    end
+    selected[name] = true
+  end
+end
+
+-- ---- the programs ------------------------------------------------------------------
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function readfile(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function command_output(cmd)
+  local h = io.popen(cmd .. " 2>&1")
+  local out = h:read("a")
+  local ok, how, code = h:close()
+  return out, ok, how, code
+end
+
+-- The mpe binary: $MPE_BIN, else the word that started this script (arg at the
+-- most negative index: `build/mpe run run.lua` gives arg[-2] = "build/mpe").
+local MPE = os.getenv("MPE_BIN")
+if not MPE then
+  local k = -1
+  while arg[k - 1] do k = k - 1 end
+  MPE = arg[k]
+end
+local bindir = MPE:match("^(.*)/[^/]*$") or "."
+local LUA = os.getenv("MPE_BENCH_LUA") or "lua5.4"
+local PYTHON = os.getenv("MPE_BENCH_PYTHON") or "python3"
+local CHILD = dir .. "/child.lua"
+local PEERS = dir .. "/peers"
+local TIMEOUT = "timeout 900 "
+
+local have_python = opt.python and select(2, command_output(PYTHON .. " -c 'import multiprocessing'"))
+local have_lua = select(2, command_output(LUA .. " -v"))
+
+local function side_command(side, w, n, workers)
+  if side == "mpe" then
+    return TIMEOUT .. shell_quote(MPE) .. " run " .. shell_quote(CHILD) .. " mpe " .. w.name .. " " .. n .. " " .. workers
+  elseif side == "serial" then
+    -- mpe.so on the C path gives the serial side the same monotonic clock.
+    return "LUA_CPATH=" .. shell_quote(bindir .. "/?.so;;") .. " " .. TIMEOUT .. LUA .. " " ..
+      shell_quote(CHILD) .. " serial " .. w.name .. " " .. n .. " " .. workers
+  else
+    return "cd " .. shell_quote(PEERS) .. " && " .. TIMEOUT .. PYTHON .. " " .. w.python .. " " .. n .. " " .. workers
+  end
+end
+
+-- ---- measuring -------------------------------------------------------------------------
+
+local function median(xs)
+  local s = {}
+  for i, x in ipairs(xs) do s[i] = x end
+  table.sort(s)
+  local m = #s
+  if m == 0 then return nil end
+  if m % 2 == 1 then return s[(m + 1) // 2] end
+  return (s[m // 2] + s[m // 2 + 1]) / 2
+end
+
+local function loadavg()
+  local s = readfile("/proc/loadavg") or ""
+  return s:match("^(%S+ %S+ %S+)") or "?"
+end
+
+local failures = 0
+
+-- Run one side R times; returns { median =, times =, check =, clock = } or nil, why.
+local function measure(side, w, n, workers)
+  local cmd = side_command(side, w, n, workers)
+  local res = { times = {} }
+  for r = 1, opt.runs do
+    local out = command_output(cmd)
+    local secs, check, clock = out:match("seconds=(%S+) check=(%S*) clock=(%S+)")
+    if not secs then
+      return nil, (out:gsub("%s+$", ""))
+    end
+    res.times[r] = tonumber(secs)
+    if res.check and res.check ~= check then
+      return nil, "results differ between runs: " .. res.check .. " and " .. check
+    end
+    res.check, res.clock = check, clock
+  end
+  res.median = median(res.times)
+  return res
+end
+
+local function fmt_time(t)
+  if not t then return "-" end
+  if t < 0.01 then return string.format("%.2f ms", t * 1000) end
+  return string.format("%.3f s", t)
+end
+
+local function fmt_rate(r)
+  if r >= 1e6 then return string.format("%.2fM/s", r / 1e6) end
+  if r >= 1e3 then return string.format("%.1fk/s", r / 1e3) end
+  return string.format("%.0f/s", r)
+end
+
+local function cpu_model()
+  local s = readfile("/proc/cpuinfo") or ""
+  return s:match("model name%s*:%s*([^\n]+)") or "?"
+end
+
+local nproc = tonumber((command_output("nproc"))) or mpe.cpu_count()
+
+print(string.format("mpe benchmarks%s: medians of %d runs, each in a fresh process", opt.quick and " (--quick: small sizes, a smoke test)" or "", opt.runs))
+print(string.format("machine: %d CPUs (%s), mpe.cpu_count() = %d; load average at start: %s",
+  nproc, cpu_model(), mpe.cpu_count(), loadavg()))
+print(string.format("programs: %s (mpe %s), %s, %s", MPE, mpe.version,
+  have_lua and (command_output(LUA .. " -v"):gsub("%s+$", "")) or (LUA .. ": not found"),
+  have_python and (command_output(PYTHON .. " --version"):gsub("%s+$", "")) or "Python: not run"))
+print("")
+
+-- ---- the workloads -------------------------------------------------------------------
+
+local rows = {}
+for _, w in ipairs(workloads) do
+  if not opt.only or selected[w.name] then
+    local n = opt.quick and w.quick or w.size
+    local workers = w.workers or 2
+    local row = { w = w, n = n, workers = workers, title = string.format(w.title, n) }
+    print(row.title .. ":")
+    local sides = { "mpe" }
+    if w.serial and have_lua then sides[#sides + 1] = "serial" end
+    if w.python and have_python then sides[#sides + 1] = "python" end
+    for _, side in ipairs(sides) do
+      local res, why = measure(side, w, n, workers)
+      if res then
+        row[side] = res
+        local ts = {}
+        for i, t in ipairs(res.times) do ts[i] = fmt_time(t) end
+        print(string.format("  %-7s median %-10s runs: %s%s", side, fmt_time(res.median), table.concat(ts, ", "),
+          res.clock == "wall" and "" or " (CPU clock: mpe.so not found)"))
+      else
+        failures = failures + 1
+        print(string.format("  %-7s FAILED: %s", side, why))
+      end
+    end
+    -- The sides must agree on the result.
+    local ref
+    for _, side in ipairs(sides) do
+      if row[side] then
+        if ref and row[side].check ~= ref.check then
+          row.mismatch = true
+          failures = failures + 1
+          print(string.format("  CHECK MISMATCH: %s gave %s, %s gave %s", ref.side, ref.check, side, row[side].check))
+        end
+        ref = ref or { side = side, check = row[side].check }
+      end
+    end
+    if ref and not row.mismatch then print("  check: " .. ref.check .. (#sides > 1 and " (all sides agree)" or "")) end
+    rows[#rows + 1] = row
+  end
+end
+
+-- ---- figures against the targets --------------------------------------------------------
+
+local function evaluate(row)
+  local w, m, s, p = row.w, row.mpe, row.serial, row.python
+  local e = { figure = "-", python = "-", target = "-", ratio = "-", status = "-" }
+  if not m then return e end
+  local t = w.target or {}
+  if w.figure == "speedup" then
+    if s then e.figure = string.format("%.2fx serial", s.median / m.median) end
+    if p then e.python = string.format("%s (mpe %.2fx faster)", fmt_time(p.median), p.median / m.median) end
+    local other = t.against == "python" and p or s
+    if other then
+      e.value = other.median / m.median
+      e.ratio = string.format("%.2fx %s", e.value, t.against == "python" and "Python" or "serial")
+    end
+  elseif w.figure == "rate" then
+    e.figure = fmt_rate(row.n / m.median)
+    if p then
+      e.python = fmt_rate(row.n / p.median)
+      e.value = p.median / m.median
+      e.ratio = string.format("%.2fx Python", e.value)
+    end
+  elseif w.figure == "latency" then
+    local ms = m.median / row.n * 1000
+    e.figure = string.format("%.2f ms", ms)
+    if p then
+      e.python = string.format("%.2f ms", p.median / row.n * 1000)
+      e.ratio = string.format("%.2fx faster than Python", p.median / m.median)
+    end
+    e.value = ms
+  end
+  if t.min then
+    e.target = string.format(">= %g%s", t.min, t.against == "python" and "x Python" or "x serial")
+    if e.value then e.status = e.value >= t.min and "met" or string.format("short: %.0f%%", 100 * e.value / t.min) end
+  elseif t.max_ms then
+    e.target = string.format("<= %g ms", t.max_ms)
+    if e.value then e.status = e.value <= t.max_ms and "met" or string.format("short: %.2fx over", e.value / t.max_ms) end
+  end
+  if row.mismatch then e.status = "CHECK MISMATCH" end
+  return e
+end
+
+local function pad(s, n) return s .. string.rep(" ", math.max(0, n - #s)) end
+
+print("")
+print(string.format("load average at end: %s", loadavg()))
+print("")
+local header = { "workload", "mpe", "serial Lua 5.4", "Python Pool", "figure", "vs target", "target", "status" }
+local widths = { 46, 10, 14, 28, 14, 24, 15, 14 }
+local lines = {}
+for _, row in ipairs(rows) do
+  local e = evaluate(row)
+  row.eval = e
+  lines[#lines + 1] = { row.title, fmt_time(row.mpe and row.mpe.median), fmt_time(row.serial and row.serial.median),
+    e.python, e.figure, e.ratio, e.target, e.status }
+end
+local function printrow(cells)
+  local out = {}
+  for i, c in ipairs(cells) do out[i] = pad(c, widths[i]) end
+  print((table.concat(out, " "):gsub("%s+$", "")))
+end
+printrow(header)
+for _, l in ipairs(lines) do printrow(l) end
+for _, row in ipairs(rows) do
+  if row.w.note then print("note: " .. row.w.note) end
+end
+
+if opt.md then
+  local f = assert(io.open(opt.md, "w"))
+  f:write("| " .. table.concat(header, " | ") .. " |\n")
+  f:write("|" .. string.rep("---|", #header) .. "\n")
+  for _, l in ipairs(lines) do f:write("| " .. table.concat(l, " | ") .. " |\n") end
+  f:close()
+  print("wrote " .. opt.md)
+end
+
+-- ---- the scaling run -----------------------------------------------------------------------
+
+if opt.scale then
+  local w = workloads[workloads.scaling]
+  local n = opt.quick and w.quick or w.size
+  local base
+  for _, row in ipairs(rows) do
+    if row.w == w and row.serial then base = row.serial end
+  end
+  print("")
+  print(string.format("scaling: %s, speedup over serial Lua against workers (%d CPUs)", string.format(w.title, n), nproc))
+  if not base and have_lua then base = measure("serial", w, n, 1) end
+  if not base then
+    print("  serial Lua could not be measured: no scaling run")
+    failures = failures + 1
+  else
+    print(string.format("  serial  %s", fmt_time(base.median)))
+    local points = {}
+    for _, k in ipairs { 1, 2, 4 } do
+      local res, why = measure("mpe", w, n, k)
+      if res then
+        points[#points + 1] = { x = k, y = base.median / res.median, t = res.median }
+        print(string.format("  %d worker%s %s  speedup %.2f  efficiency %.0f%%", k, k == 1 and " " or "s",
+          fmt_time(res.median), base.median / res.median, 100 * base.median / res.median / math.min(k, nproc)))
+      else
+        failures = failures + 1
+        print(string.format("  %d workers FAILED: %s", k, why))
+      end
+    end
+    local svg = opt.svg or (not opt.quick and (dir .. "/../../docs/bench-speedup.svg")) or nil
+    if svg and #points > 0 then
+      local f = assert(io.open(svg, "w"))
+      f:write(chart.speedup_svg {
+        title = "mpe pool: " .. string.format(w.title, n),
+        subtitle = string.format("%d CPUs (%s); load average %s; medians of %d runs", nproc, cpu_model(), loadavg(), opt.runs),
+        points = points, cpus = nproc,
+      })
+      f:close()
+      print("  wrote " .. svg)
+    end
+  end
+end
+
+if failures > 0 then
+  print(string.format("\n%d failure(s): see above", failures))
+  os.exit(1)
+end
