@@ -22,7 +22,12 @@ typedef struct shmud {
     const void *tag;   /* &array_tag in arrays: the fast path's type check */
 } shmud;
 
-static const char array_tag = 'A';
+static const char array_tag = 'A', value_tag = 'V';
+
+static const void *tag_of(const char *mt)
+{
+    return strcmp(mt, ARRAY_MT) == 0 ? (const void *)&array_tag : (const void *)&value_tag;
+}
 
 /* ---- helpers ------------------------------------------------------------------ */
 
@@ -58,15 +63,27 @@ static shmud *newud(lua_State *L, const char *mt)
 {
     shmud *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->o = NULL;
-    u->tag = strcmp(mt, ARRAY_MT) == 0 ? &array_tag : NULL;
+    u->tag = tag_of(mt);
     luaL_setmetatable(L, mt);
     return u;
 }
 
 /* The object of the userdata at idx, raising if it is not one or closed. */
+/* The userdata at idx if it is an mt, else NULL. A full userdata of our size
+ * carrying the type's tag address is ours: cheaper than luaL_testudata's
+ * registry lookup and metatable comparison. */
+static shmud *toshm(lua_State *L, int idx, const char *mt)
+{
+    shmud *u = lua_touserdata(L, idx);
+    if (lua_type(L, idx) != LUA_TUSERDATA || lua_rawlen(L, idx) != sizeof *u ||
+        u->tag != tag_of(mt))
+        return NULL;
+    return u;
+}
+
 static mpe_shm_obj *checkobj(lua_State *L, int idx, const char *mt, const char *fname)
 {
-    shmud *u = luaL_testudata(L, idx, mt);
+    shmud *u = toshm(L, idx, mt);
     if (!u)
         fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s",
                    fname, idx, mt, mpe__typename(L, idx));
@@ -338,7 +355,7 @@ static int array_len(lua_State *L)
 
 static int array_eq(lua_State *L)
 {
-    shmud *a = luaL_testudata(L, 1, ARRAY_MT), *b = luaL_testudata(L, 2, ARRAY_MT);
+    shmud *a = toshm(L, 1, ARRAY_MT), *b = toshm(L, 2, ARRAY_MT);
     lua_pushboolean(L, a && b && a->o && a->o == b->o);
     return 1;
 }
@@ -469,7 +486,7 @@ static int array_copyfrom(lua_State *L)
 {
     mpe_shm_obj *o = checkobj(L, 1, ARRAY_MT, "array:copyfrom");
     lua_Integer first = optint(L, 3, 1, "array:copyfrom");
-    shmud *src = luaL_testudata(L, 2, ARRAY_MT);
+    shmud *src = toshm(L, 2, ARRAY_MT);
     size_t count;
     if (src) {
         if (!src->o)
@@ -555,34 +572,6 @@ static int value_add(lua_State *L)
     return 1;
 }
 
-/* v.value and v.ctype read; v.value = x writes; methods from the upvalue. */
-static int value_index(lua_State *L)
-{
-    if (!luaL_testudata(L, 1, VALUE_MT))
-        checkobj(L, 1, VALUE_MT, "value");
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(1));
-    if (lua_type(L, -1) != LUA_TNIL)
-        return 1;
-    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
-    if (strcmp(k, "value") == 0)
-        pushnum(L, mpe__array_get(checkobj(L, 1, VALUE_MT, "value"), 0));
-    else if (strcmp(k, "ctype") == 0)
-        lua_pushstring(L, mpe__array_type(checkobj(L, 1, VALUE_MT, "value"))->name);
-    else
-        lua_pushnil(L);
-    return 1;
-}
-
-static int value_newindex(lua_State *L)
-{
-    mpe_shm_obj *o = checkobj(L, 1, VALUE_MT, "value");
-    if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "value") != 0)
-        fail(L, "mpe: value: cannot set field %s (only 'value')", got(L, 2));
-    mpe__array_put(o, 0, checkelem(L, o, 3, "value"));
-    return 0;
-}
-
 static int value_tostring(lua_State *L)
 {
     shmud *u = luaL_checkudata(L, 1, VALUE_MT);
@@ -597,7 +586,7 @@ static int value_tostring(lua_State *L)
 
 static int value_eq(lua_State *L)
 {
-    shmud *a = luaL_testudata(L, 1, VALUE_MT), *b = luaL_testudata(L, 2, VALUE_MT);
+    shmud *a = toshm(L, 1, VALUE_MT), *b = toshm(L, 2, VALUE_MT);
     lua_pushboolean(L, a && b && a->o && a->o == b->o);
     return 1;
 }
@@ -689,7 +678,13 @@ void mpe__open_shm(lua_State *L)
         {"__eq", value_eq}, {"__tostring", value_tostring}, {"__gc", shm_gc},
         {"__close", shm_gc}, {NULL, NULL}};
     make_metatable(L, ARRAY_MT, array_methods, array_index, array_newindex, array_meta);
-    make_metatable(L, VALUE_MT, value_methods, value_index, value_newindex, value_meta);
+    /* A value's __index is its method table itself: v:get() is the hot path. */
+    luaL_newmetatable(L, VALUE_MT);
+    luaL_setfuncs(L, value_meta, 0);
+    lua_newtable(L);
+    luaL_setfuncs(L, value_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
     mpe__codec_add_type(L, &array_type);
     mpe__codec_add_type(L, &value_type);
     lua_pushcfunction(L, l_array);

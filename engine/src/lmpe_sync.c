@@ -23,7 +23,25 @@
 typedef struct syncud {
     mpe_shm_obj *o;    /* NULL once closed */
     mpe_shm_obj *lock; /* condition: the lock it uses (one reference held) */
+    const void *tag;   /* &sync_tag: with the size, a cheaper type check than metatables */
+    const char *mt;    /* its metatable's name */
 } syncud;
+
+static const char sync_tag = 'S';
+
+/* The syncud at idx, or NULL if it is not one (of any of the six types). */
+static syncud *toud(lua_State *L, int idx)
+{
+    syncud *u = lua_touserdata(L, idx);
+    if (lua_type(L, idx) != LUA_TUSERDATA || lua_rawlen(L, idx) != sizeof *u || u->tag != &sync_tag)
+        return NULL;
+    return u;
+}
+
+static int is_type(const syncud *u, const char *mt)
+{
+    return u && (u->mt == mt || strcmp(u->mt, mt) == 0);
+}
 
 static int fail(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int fail(lua_State *L, const char *fmt, ...)
@@ -55,14 +73,16 @@ static syncud *newud(lua_State *L, const char *mt)
     syncud *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->o = NULL;
     u->lock = NULL;
+    u->tag = &sync_tag;
+    u->mt = mt;
     luaL_setmetatable(L, mt);
     return u;
 }
 
 static syncud *checkud(lua_State *L, int idx, const char *mt, const char *fname)
 {
-    syncud *u = luaL_testudata(L, idx, mt);
-    if (!u)
+    syncud *u = toud(L, idx);
+    if (!is_type(u, mt))
         fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s", fname,
              idx, mt, mpe__typename(L, idx));
     if (!u->o)
@@ -70,20 +90,15 @@ static syncud *checkud(lua_State *L, int idx, const char *mt, const char *fname)
     return u;
 }
 
-/* A lock or an rlock; *name is "lock" or "rlock" for messages. */
+/* The object of a lock or an rlock at idx, raising if it is neither or closed. */
 static mpe_shm_obj *checklock(lua_State *L, int idx, const char *method)
 {
-    syncud *u = luaL_testudata(L, idx, LOCK_MT);
-    const char *mt = LOCK_MT;
-    if (!u) {
-        u = luaL_testudata(L, idx, RLOCK_MT);
-        mt = RLOCK_MT;
-    }
-    if (!u)
+    syncud *u = toud(L, idx);
+    if (!is_type(u, LOCK_MT) && !is_type(u, RLOCK_MT))
         fail(L, "mpe: lock:%s: argument %d must be an mpe.Lock or mpe.RLock (call methods with a "
                 "colon), got %s", method, idx, mpe__typename(L, idx));
     if (!u->o)
-        fail(L, "mpe: attempt to use a closed %s", mt);
+        fail(L, "mpe: attempt to use a closed %s", u->mt);
     return u->o;
 }
 
@@ -205,19 +220,22 @@ static int l_rlock(lua_State *L)
 
 static int acquire_lock(lua_State *L, mpe_shm_obj *o, double timeout, const char *fname)
 {
-    hookwatch h;
-    mpe_waitctl w = watch(L, &h);
     mpe_err e;
     pid_t dead = 0;
-    int r = mpe__sync_lock_acquire(o, timeout, &w, &dead, &e);
+    /* The uncontended case first, without preparing for a long wait. */
+    int r = mpe__sync_lock_acquire(o, 0, NULL, &dead, &e);
+    if (r == MPE_WAIT_TIMEOUT && timeout != 0) {
+        hookwatch h;
+        mpe_waitctl w = watch(L, &h);
+        r = mpe__sync_lock_acquire(o, timeout, &w, &dead, &e);
+    }
     return wait_result(L, r, &e, dead, fname);
 }
 
 static int lock_acquire(lua_State *L)
 {
     mpe_shm_obj *o = checklock(L, 1, "acquire");
-    char fname[32];
-    snprintf(fname, sizeof fname, "%s:acquire", lockname(o));
+    const char *fname = o->kind == MPE_SHM_RLOCK ? "rlock:acquire" : "lock:acquire";
     return acquire_lock(L, o, mpe__opt_timeout(L, 2, fname), fname);
 }
 
@@ -254,15 +272,13 @@ static int call_holding(lua_State *L, mpe_shm_obj *o, int fidx, const char *fnam
 static int lock_with(lua_State *L)
 {
     mpe_shm_obj *o = checklock(L, 1, "with");
-    char fname[32];
-    snprintf(fname, sizeof fname, "%s:with", lockname(o));
-    return call_holding(L, o, 2, fname);
+    return call_holding(L, o, 2, o->kind == MPE_SHM_RLOCK ? "rlock:with" : "lock:with");
 }
 
 static int lock_tostring(lua_State *L)
 {
     syncud *u = lua_touserdata(L, 1);
-    const char *mt = luaL_testudata(L, 1, LOCK_MT) ? LOCK_MT : RLOCK_MT;
+    const char *mt = is_type(toud(L, 1), LOCK_MT) ? LOCK_MT : RLOCK_MT;
     if (!u || !u->o)
         lua_pushfstring(L, "%s (closed): %p", mt, (void *)u);
     else
@@ -382,10 +398,8 @@ static int l_condition(lua_State *L)
 {
     mpe_shm_obj *lock = NULL;
     if (!lua_isnoneornil(L, 1)) {
-        syncud *l = luaL_testudata(L, 1, LOCK_MT);
-        if (!l)
-            l = luaL_testudata(L, 1, RLOCK_MT);
-        if (!l)
+        syncud *l = toud(L, 1);
+        if (!is_type(l, LOCK_MT) && !is_type(l, RLOCK_MT))
             fail(L, "mpe: condition: argument 1 must be an mpe.Lock or mpe.RLock, got %s",
                  got(L, 1));
         if (!l->o)
