@@ -512,6 +512,132 @@ int mpe__sync_barrier_wait(mpe_shm_obj *o, double timeout, const mpe_waitctl *w,
                            mpe_err *e);
 unsigned mpe__sync_barrier_parties(const mpe_shm_obj *o);
 
+/* ---- queues, pipes and dicts (ipc.c, queue.c, pipe.c, dict.c) ----------------
+ * mpe.queue and mpe.dict live in shared memory (shm.c objects guarded by a
+ * robust process-shared mutex; the dict's data in a growable memfd of its own);
+ * mpe.pipe is a socketpair. Descriptors of shared objects inside queue items
+ * travel over a datagram socketpair created with each queue; see
+ * docs/ARCHITECTURE.md. Waits return MPE_WAIT_* (sync.c) or: */
+#include <pthread.h>
+enum { MPE_SHM_QUEUE = 32, MPE_SHM_DICT = 33 }; /* object kinds, next to MPE_SHM_* */
+#define MPE_IPC_CLOSED 16 /* the queue is closed / the pipe's other end is gone */
+
+/* ipc.c: helpers shared by the three. Deadlines are mpe__proc_now() seconds, < 0: none. */
+/* A robust, process-shared mutex (recursive if asked). 0, or -1 with e set. */
+int mpe__ipc_mutex_init(pthread_mutex_t *m, int recursive, mpe_err *e);
+/* MPE_WAIT_OK, MPE_WAIT_OWNERDEAD (held now, its holder died: repair the
+ * state, then call mpe__ipc_consistent), MPE_WAIT_TIMEOUT,
+ * MPE_WAIT_INTERRUPTED or MPE_WAIT_ERROR (e set). Sleeps in slices of at most
+ * 100 ms and asks w between them. */
+int mpe__ipc_lock(pthread_mutex_t *m, double deadline, const mpe_waitctl *w, mpe_err *e);
+void mpe__ipc_consistent(pthread_mutex_t *m);
+void mpe__ipc_unlock(pthread_mutex_t *m);
+/* Sleep while *addr == val: MPE_WAIT_OK (woken, or the word differs),
+ * MPE_WAIT_TIMEOUT or MPE_WAIT_INTERRUPTED. Shared (not private) futexes. */
+int mpe__ipc_futex_wait(uint32_t *addr, uint32_t val, double deadline, const mpe_waitctl *w);
+void mpe__ipc_futex_wake(uint32_t *addr, int n);
+/* sendmsg/recvmsg with SCM_RIGHTS, retrying EINTR. recv appends the
+ * descriptors that came (close-on-exec) to fds; those beyond MPE_MAX_FDS are
+ * closed and *lost counts them. Return as sendmsg/recvmsg. */
+ssize_t mpe__ipc_send(int sock, const void *p, size_t n, const int *fds, int nfds, int flags);
+ssize_t mpe__ipc_recv(int sock, void *p, size_t n, mpe_fds *fds, int *lost, int flags);
+/* Close every slot >= 0 of fds; fds->n becomes 0. */
+void mpe__ipc_close_fds(mpe_fds *fds);
+/* Test hook: a process that reaches crash point `point` of the protocols
+ * kills itself with SIGKILL (0: none). Only tests set it. */
+enum {
+    MPE_CRASH_PUT_COPIED = 1, /* queue put: record written, not committed */
+    MPE_CRASH_PUT_SENT,       /* queue put: descriptors sent, not committed */
+    MPE_CRASH_GET_PEEKED,     /* queue get: descriptors peeked, not committed */
+    MPE_CRASH_GET_TAKEN,      /* queue get: committed, descriptor message not removed */
+    MPE_CRASH_DICT_WRITTEN,   /* dict set: record appended, not linked */
+    MPE_CRASH_DICT_REBUILT    /* dict: new table written, not switched to */
+};
+void mpe__ipc_set_crash(int point);
+void mpe__ipc_crash(int point);
+
+/* queue.c. A queue is an mpe_shm_obj of kind MPE_SHM_QUEUE; its o->data is
+ * this process's state (the descriptor channel). Items are opaque bytes plus
+ * descriptors; the binding encodes and decodes them with the codec. */
+/* maxsize items (0: unbounded), a ring of `bytes` (0: the default). */
+mpe_shm_obj *mpe__queue_new(size_t maxsize, size_t bytes, mpe_err *e);
+/* A reference that travels (segment and channel descriptors go into fds),
+ * read back with one more reference; like mpe__shm_ref_write/read. */
+int mpe__queue_ref_write(const mpe_shm_obj *o, mpe_buf *b, mpe_fds *fds, mpe_err *e);
+mpe_shm_obj *mpe__queue_ref_read(mpe_rd *r, mpe_fds *fds, mpe_err *e);
+/* Drop a reference (the last one in this process closes the channel). */
+void mpe__queue_drop(mpe_shm_obj *o);
+/* Append an item: n bytes and the descriptors in fds (which put closes in
+ * every case, leaving fds->n = 0). timeout in seconds, < 0: forever.
+ * MPE_WAIT_OK, _TIMEOUT, _INTERRUPTED, MPE_IPC_CLOSED or _ERROR (e set). */
+int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double timeout,
+                   const mpe_waitctl *w, mpe_err *e);
+/* Take the oldest item: its bytes replace out's contents, its descriptors
+ * are appended to fds (the caller closes them). Returns as put; CLOSED only
+ * once the queue is closed and empty. */
+int mpe__queue_get(mpe_shm_obj *o, mpe_buf *out, mpe_fds *fds, double timeout,
+                   const mpe_waitctl *w, mpe_err *e);
+/* Mark the queue closed for every process and wake all waiters. */
+void mpe__queue_close(mpe_shm_obj *o);
+size_t mpe__queue_size(const mpe_shm_obj *o);
+size_t mpe__queue_maxsize(const mpe_shm_obj *o);
+int mpe__queue_closed(const mpe_shm_obj *o);
+
+/* pipe.c. One end of an mpe.pipe: a stream socket carrying frames
+ * [u32 length][u32 descriptor count][payload], the descriptors attached to the
+ * frame's first byte. The struct lives in the binding's userdata. */
+typedef struct mpe_pipe {
+    int fd;        /* -1 once closed */
+    mpe_buf in;    /* received bytes; in.p[off..] is not consumed yet */
+    size_t off;
+    int *q, nq, capq; /* received descriptors not yet handed out, in order */
+    int eof;
+} mpe_pipe;
+void mpe__pipe_init(mpe_pipe *p);
+/* Two connected ends. 0, or -1 with e set. */
+int mpe__pipe_pair(mpe_pipe *a, mpe_pipe *b, mpe_err *e);
+/* Make p an end holding a duplicate of fd. 0, or -1 with e set. */
+int mpe__pipe_adopt(mpe_pipe *p, int fd, mpe_err *e);
+/* Send one frame (fds are closed in every case). Blocks while the socket is
+ * full; w is asked only before the first byte goes. MPE_WAIT_OK,
+ * MPE_WAIT_INTERRUPTED, MPE_IPC_CLOSED or MPE_WAIT_ERROR. */
+int mpe__pipe_send(mpe_pipe *p, const void *data, size_t n, mpe_fds *fds, const mpe_waitctl *w,
+                   mpe_err *e);
+/* Receive one frame: *data and *n point into p->in until the next call on p, its
+ * descriptors are appended to fds. Returns as mpe__queue_get. */
+int mpe__pipe_recv(mpe_pipe *p, double timeout, const mpe_waitctl *w, const void **data,
+                   size_t *n, mpe_fds *fds, mpe_err *e);
+/* 1 when recv would not block (a whole frame, or the other end closed), 0 at
+ * the deadline, MPE_WAIT_INTERRUPTED, MPE_WAIT_ERROR. */
+int mpe__pipe_poll(mpe_pipe *p, double timeout, const mpe_waitctl *w, mpe_err *e);
+/* Close the end and free its buffers. Idempotent. */
+void mpe__pipe_close(mpe_pipe *p);
+
+/* dict.c. A dict is an mpe_shm_obj of kind MPE_SHM_DICT (its lock and the
+ * layout of its table) plus a growable memfd holding an open-addressing hash
+ * table of records [key bytes][value bytes]; o->data is this process's
+ * mapping of that file. Keys and values are opaque bytes (codec encodings). */
+mpe_shm_obj *mpe__dict_new(mpe_err *e);
+int mpe__dict_ref_write(const mpe_shm_obj *o, mpe_buf *b, mpe_fds *fds, mpe_err *e);
+mpe_shm_obj *mpe__dict_ref_read(mpe_rd *r, mpe_fds *fds, mpe_err *e);
+void mpe__dict_drop(mpe_shm_obj *o);
+/* Take the dict's lock (recursive; a dead holder's damage is repaired) and
+ * map its current data. MPE_WAIT_OK, MPE_WAIT_INTERRUPTED or MPE_WAIT_ERROR. */
+int mpe__dict_lock(mpe_shm_obj *o, const mpe_waitctl *w, mpe_err *e);
+void mpe__dict_unlock(mpe_shm_obj *o);
+/* The rest need the lock. Pointers into the table stay valid until the next
+ * call on the dict. find: 1 and the value, or 0. */
+int mpe__dict_find(mpe_shm_obj *o, const void *k, size_t kn, const void **v, size_t *vn);
+/* Insert or replace. 0, or -1 with e set (the dict unchanged). */
+int mpe__dict_set(mpe_shm_obj *o, const void *k, size_t kn, const void *v, size_t vn, mpe_err *e);
+/* 1 if the key was there. */
+int mpe__dict_delete(mpe_shm_obj *o, const void *k, size_t kn);
+size_t mpe__dict_count(mpe_shm_obj *o);
+/* Entries in table order: *pos starts at 0; 1 and the entry, 0 at the end. */
+int mpe__dict_next(mpe_shm_obj *o, size_t *pos, const void **k, size_t *kn, const void **v,
+                   size_t *vn);
+int mpe__dict_clear(mpe_shm_obj *o, mpe_err *e);
+
 /* ---- Lua-side error objects (lmpe.c) ----------------------------------------
  * Task and process failures are tables with metatable "mpe.Error":
  * { kind = "error"|"crash"|"timeout", index = i, pid = n, worker = k, name = s,

@@ -218,5 +218,6 @@ MPE_API int luaopen_mpe(lua_State *L)
     mpe__open_pool(L);
     mpe__open_shm(L);
     mpe__open_sync(L);
+    mpe__open_ipc(L);
     return 1;
 }

@@ -1,0 +1,245 @@
+/* ipc.c -- what mpe.queue, mpe.pipe and mpe.dict share: robust process-shared
+ * mutexes taken in interruptible slices, shared futex waits, descriptor
+ * passing over Unix sockets, and the crash points the tests use.
+ * SPDX-License-Identifier: MIT
+ *
+ * Waits follow sync.c: sleep in slices of at most 100 ms and ask the caller
+ * between slices whether to give up (an interrupt). Futex words rather than
+ * pthread condition variables: a process killed while waiting on a pshared
+ * pthread_cond_t can leave it unusable, a futex word holds no waiter state. */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+#include "internal.h"
+
+#define SLICE 0.1 /* seconds */
+#define SPINS 100 /* trylock attempts before sleeping on a busy mutex */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+static int crash_point;
+
+void mpe__ipc_set_crash(int point)
+{
+    crash_point = point;
+}
+
+void mpe__ipc_crash(int point)
+{
+    if (MPE_UNLIKELY(crash_point == point))
+        raise(SIGKILL);
+}
+
+/* ---- time ---------------------------------------------------------------------- */
+
+static struct timespec monotonic_at(double t)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
+/* The end of the next slice (absolute, monotonic). Returns 1 when the slice
+ * ends at the deadline, so a timeout there is final. */
+static int next_slice(double deadline, double *end)
+{
+    double now = mpe__proc_now();
+    *end = now + SLICE;
+    if (deadline >= 0 && deadline <= *end) {
+        *end = deadline;
+        return 1;
+    }
+    return 0;
+}
+
+static int interrupted(const mpe_waitctl *w)
+{
+    return w && w->interrupted && w->interrupted(w->ud);
+}
+
+/* ---- robust mutexes --------------------------------------------------------------- */
+
+int mpe__ipc_mutex_init(pthread_mutex_t *m, int recursive, mpe_err *e)
+{
+    pthread_mutexattr_t a;
+    int r = pthread_mutexattr_init(&a);
+    if (r == 0) {
+        if ((r = pthread_mutexattr_settype(&a, recursive ? PTHREAD_MUTEX_RECURSIVE
+                                                         : PTHREAD_MUTEX_ERRORCHECK)) == 0 &&
+            (r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED)) == 0 &&
+            (r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST)) == 0)
+            r = pthread_mutex_init(m, &a);
+        pthread_mutexattr_destroy(&a);
+    }
+    if (r != 0)
+        return mpe__seterr(e, "pthread_mutex_init: %s", strerror(r));
+    return 0;
+}
+
+static int lock_result(int r, mpe_err *e)
+{
+    switch (r) {
+    case 0:
+        return MPE_WAIT_OK;
+    case EOWNERDEAD:
+        return MPE_WAIT_OWNERDEAD;
+    case EBUSY:
+    case ETIMEDOUT:
+        return MPE_WAIT_TIMEOUT;
+    case ENOTRECOVERABLE:
+        mpe__seterr(e, "the object's lock is unrecoverable (a holder died during repair)");
+        return MPE_WAIT_ERROR;
+    default:
+        mpe__seterr(e, "pthread_mutex_lock: %s", strerror(r));
+        return MPE_WAIT_ERROR;
+    }
+}
+
+int mpe__ipc_lock(pthread_mutex_t *m, double deadline, const mpe_waitctl *w, mpe_err *e)
+{
+    int r = pthread_mutex_trylock(m);
+    /* Holders keep these locks for a memcpy: spin a little before sleeping. */
+    for (int k = 0; r == EBUSY && k < SPINS; k++) {
+        CPU_RELAX();
+        r = pthread_mutex_trylock(m);
+    }
+    if (r != EBUSY)
+        return lock_result(r, e);
+    for (;;) {
+        double end;
+        int last = next_slice(deadline, &end);
+        struct timespec ts = monotonic_at(end);
+        r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+        if (r != ETIMEDOUT || last)
+            return lock_result(r, e);
+        if (interrupted(w))
+            return MPE_WAIT_INTERRUPTED;
+    }
+}
+
+void mpe__ipc_consistent(pthread_mutex_t *m)
+{
+    pthread_mutex_consistent(m);
+}
+
+void mpe__ipc_unlock(pthread_mutex_t *m)
+{
+    pthread_mutex_unlock(m);
+}
+
+/* ---- futexes -------------------------------------------------------------------------- */
+
+int mpe__ipc_futex_wait(uint32_t *addr, uint32_t val, double deadline, const mpe_waitctl *w)
+{
+    for (;;) {
+        if (__atomic_load_n(addr, __ATOMIC_ACQUIRE) != val)
+            return MPE_WAIT_OK;
+        double end;
+        int last = next_slice(deadline, &end);
+        struct timespec ts = monotonic_at(end);
+        long r = syscall(SYS_futex, addr, FUTEX_WAIT_BITSET, val, &ts, NULL,
+                         FUTEX_BITSET_MATCH_ANY);
+        if (r == 0 || errno == EAGAIN)
+            return MPE_WAIT_OK;
+        if (errno == ETIMEDOUT && last)
+            return MPE_WAIT_TIMEOUT;
+        if (interrupted(w))
+            return MPE_WAIT_INTERRUPTED;
+    }
+}
+
+void mpe__ipc_futex_wake(uint32_t *addr, int n)
+{
+    syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
+}
+
+/* ---- descriptor passing ----------------------------------------------------------------- */
+
+typedef union {
+    char buf[CMSG_SPACE(sizeof(int) * (MPE_MAX_FDS + 1))];
+    struct cmsghdr align;
+} cmsgbuf;
+
+ssize_t mpe__ipc_send(int sock, const void *p, size_t n, const int *fds, int nfds, int flags)
+{
+    struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    cmsgbuf u;
+    if (nfds > MPE_MAX_FDS + 1) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (nfds > 0) {
+        memset(&u, 0, sizeof u);
+        m.msg_control = u.buf;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    ssize_t r;
+    do
+        r = sendmsg(sock, &m, flags | MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+ssize_t mpe__ipc_recv(int sock, void *p, size_t n, mpe_fds *fds, int *lost, int flags)
+{
+    struct iovec iov = {.iov_base = p, .iov_len = n};
+    cmsgbuf u;
+    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                       .msg_controllen = sizeof u.buf};
+    ssize_t r;
+    do
+        r = recvmsg(sock, &m, flags | MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return r;
+    if (lost)
+        *lost = (m.msg_flags & MSG_CTRUNC) ? 1 : 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        int got[MPE_MAX_FDS + 1];
+        memcpy(got, CMSG_DATA(c), sizeof(int) * (size_t)k);
+        for (int i = 0; i < k; i++) {
+            if (fds && fds->n < MPE_MAX_FDS) {
+                fds->fd[fds->n++] = got[i];
+            } else {
+                close(got[i]);
+                if (lost)
+                    (*lost)++;
+            }
+        }
+    }
+    return r;
+}
+
+void mpe__ipc_close_fds(mpe_fds *fds)
+{
+    for (int i = 0; i < fds->n; i++)
+        if (fds->fd[i] >= 0)
+            close(fds->fd[i]);
+    fds->n = 0;
+}

@@ -1,0 +1,646 @@
+/* queue.c -- mpe.queue's engine: a FIFO of byte records in a shared-memory
+ * ring, with a descriptor channel for items that carry shared objects.
+ * SPDX-License-Identifier: MIT
+ *
+ * The ring is one shm.c object (a memfd segment of its own) guarded by a
+ * robust process-shared mutex; blocking uses two futex words. Every step that
+ * changes the queue ends in ONE aligned store, its commit: put writes the
+ * record past the tail and then moves the tail; get copies the record out and
+ * then moves the head. A process that dies holding the mutex has therefore
+ * either committed its step or left nothing visible, and the next holder
+ * (told by EOWNERDEAD) only recounts the records between head and tail.
+ *
+ * Items larger than a quarter of the ring spill into a memfd of their own.
+ * Descriptors (shared objects inside an item, a spilled item's memfd) travel
+ * over a SOCK_DGRAM socketpair created with the queue, which every process
+ * that has the queue holds both ends of. Under the mutex a putter sends one
+ * message [u64 seq] with the descriptors attached and then commits a record
+ * naming seq; a getter PEEKs the message (receiving duplicates), commits, and
+ * only then removes it. Messages are numbered before they are sent, so one a
+ * dead process left behind has a smaller number than any later record wants,
+ * and the getter that meets it first drops it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "internal.h"
+
+#define DEFAULT_BYTES (1u << 20)
+#define MIN_BYTES (1u << 12)
+#define MAX_BYTES (1u << 30)
+#define REC_HDR 16
+#define REC_MAGIC 0xa510u  /* in flags: the record header is one */
+#define REC_SPILL 0x0001u  /* the payload is in a memfd that came with the descriptors */
+#define GET_SPINS 2000     /* polls of an empty queue before sleeping */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define CPU_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+typedef struct rec_hdr {
+    uint32_t len;   /* payload bytes (in the ring, or in the spilled memfd) */
+    uint16_t nfds;  /* descriptors in channel message seq */
+    uint16_t flags; /* REC_MAGIC | REC_SPILL */
+    uint64_t seq;
+} rec_hdr;
+
+typedef struct queue_shm {
+    mpe_shm_objhdr h;
+    pthread_mutex_t m;
+    uint64_t cap;     /* ring bytes, a power of two */
+    uint64_t maxsize; /* items; 0: unbounded */
+    uint64_t head;    /* position of the oldest record: get's commit */
+    uint64_t tail;    /* position after the newest record: put's commit */
+    uint64_t count;   /* records between head and tail (recounted by repair) */
+    uint64_t seq;     /* last channel message number handed out */
+    uint32_t closed;
+    uint32_t items;   /* futex: bumped when an item comes or the queue closes */
+    uint32_t space;   /* futex: bumped when an item goes or the queue closes */
+    uint32_t getters; /* processes asleep on items / space: a hint that */
+    uint32_t putters; /*   saves the wake-up call when nobody sleeps */
+    uint32_t pad;
+    unsigned char ring[];
+} queue_shm;
+
+/* This process's side of a queue (o->data): the descriptor channel. */
+typedef struct qlocal {
+    int sock[2]; /* [0] is sent on, [1] received from */
+} qlocal;
+
+static size_t pad8(size_t n)
+{
+    return (n + 7) & ~(size_t)7;
+}
+
+static size_t rec_size(const rec_hdr *h)
+{
+    return REC_HDR + ((h->flags & REC_SPILL) ? 0 : pad8(h->len));
+}
+
+static void ring_write(queue_shm *q, uint64_t pos, const void *p, size_t n)
+{
+    size_t at = (size_t)(pos & (q->cap - 1)), first = (size_t)q->cap - at;
+    if (first > n)
+        first = n;
+    memcpy(q->ring + at, p, first);
+    memcpy(q->ring, (const char *)p + first, n - first);
+}
+
+static void ring_read(const queue_shm *q, uint64_t pos, void *p, size_t n)
+{
+    size_t at = (size_t)(pos & (q->cap - 1)), first = (size_t)q->cap - at;
+    if (first > n)
+        first = n;
+    memcpy(p, q->ring + at, first);
+    memcpy((char *)p + first, q->ring, n - first);
+}
+
+static void qlocal_free(qlocal *l)
+{
+    if (!l)
+        return;
+    for (int i = 0; i < 2; i++)
+        if (l->sock[i] >= 0)
+            close(l->sock[i]);
+    free(l);
+}
+
+/* ---- creation and references ------------------------------------------------------ */
+
+mpe_shm_obj *mpe__queue_new(size_t maxsize, size_t bytes, mpe_err *e)
+{
+    size_t cap = MIN_BYTES;
+    if (bytes == 0)
+        bytes = DEFAULT_BYTES;
+    if (bytes > MAX_BYTES) {
+        mpe__seterr(e, "a queue's buffer is at most %u bytes", MAX_BYTES);
+        return NULL;
+    }
+    while (cap < bytes)
+        cap <<= 1;
+    mpe_shm_obj *o = NULL;
+    qlocal *l = calloc(1, sizeof *l);
+    if (!l) {
+        mpe__seterr(e, "out of memory");
+        return NULL;
+    }
+    l->sock[0] = l->sock[1] = -1;
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, l->sock) != 0) {
+        mpe__seterr(e, "socketpair: %s", strerror(errno));
+        goto fail;
+    }
+    /* Room for many descriptor messages in flight (capped by wmem_max). */
+    int sz = 4 << 20;
+    setsockopt(l->sock[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    setsockopt(l->sock[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    o = mpe__shm_new(MPE_SHM_QUEUE, sizeof(queue_shm) + cap, e);
+    if (!o)
+        goto fail;
+    queue_shm *q = o->p;
+    if (mpe__ipc_mutex_init(&q->m, 0, e) != 0)
+        goto fail;
+    q->cap = cap;
+    q->maxsize = maxsize;
+    o->data = l;
+    return o;
+fail:
+    if (o)
+        mpe__shm_unref(o);
+    qlocal_free(l);
+    return NULL;
+}
+
+static int dup_into(mpe_fds *fds, int fd, mpe_err *e)
+{
+    if (fds->n >= MPE_MAX_FDS)
+        return mpe__seterr(e, "more than %d descriptors in one message", MPE_MAX_FDS);
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
+    fds->fd[fds->n++] = d;
+    return 0;
+}
+
+int mpe__queue_ref_write(const mpe_shm_obj *o, mpe_buf *b, mpe_fds *fds, mpe_err *e)
+{
+    const qlocal *l = o->data;
+    if (mpe__shm_ref_write(o, b, fds, e) != 0)
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        if (dup_into(fds, l->sock[i], e) != 0)
+            return -1;
+        if (mpe__buf_grow(b, 4) != 0)
+            return mpe__seterr(e, "out of memory");
+        uint32_t slot = (uint32_t)(fds->n - 1);
+        for (int k = 0; k < 4; k++)
+            b->p[b->n++] = (char)(slot >> (8 * k));
+    }
+    return 0;
+}
+
+mpe_shm_obj *mpe__queue_ref_read(mpe_rd *r, mpe_fds *fds, mpe_err *e)
+{
+    mpe_shm_obj *o = mpe__shm_ref_read(r, fds, MPE_SHM_QUEUE, e);
+    if (!o)
+        return NULL;
+    uint32_t slot[2];
+    if (mpe__rd_u32(r, &slot[0]) || mpe__rd_u32(r, &slot[1])) {
+        mpe__seterr(e, "truncated queue reference");
+        goto fail;
+    }
+    const queue_shm *q = o->p;
+    size_t size = mpe__shm_size(o);
+    if (size < sizeof *q || q->cap < MIN_BYTES || (q->cap & (q->cap - 1)) != 0 ||
+        q->cap > size - sizeof *q) {
+        mpe__seterr(e, "malformed shared queue");
+        goto fail;
+    }
+    if (o->data) /* this process has the queue already: keep its channel */
+        return o;
+    qlocal *l = calloc(1, sizeof *l);
+    if (!l) {
+        mpe__seterr(e, "out of memory");
+        goto fail;
+    }
+    l->sock[0] = l->sock[1] = -1;
+    for (int i = 0; i < 2; i++) {
+        struct stat st;
+        if (slot[i] >= (uint32_t)fds->n || fds->fd[slot[i]] < 0 ||
+            fstat(fds->fd[slot[i]], &st) != 0 || !S_ISSOCK(st.st_mode)) {
+            mpe__seterr(e, "the queue's channel did not arrive with the message");
+            qlocal_free(l);
+            goto fail;
+        }
+        l->sock[i] = fcntl(fds->fd[slot[i]], F_DUPFD_CLOEXEC, 0);
+        if (l->sock[i] < 0) {
+            mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
+            qlocal_free(l);
+            goto fail;
+        }
+    }
+    o->data = l;
+    return o;
+fail:
+    mpe__queue_drop(o);
+    return NULL;
+}
+
+void mpe__queue_drop(mpe_shm_obj *o)
+{
+    if (o->refs == 1) {
+        qlocal_free(o->data);
+        o->data = NULL;
+    }
+    mpe__shm_unref(o);
+}
+
+/* ---- the lock, and repair after a holder died -------------------------------------------- */
+
+/* Only head and tail are commits; count is derived. Recount the records
+ * between them; a record that does not parse (it never should) ends the queue
+ * there. Then wake everyone: their futex words may have missed a bump. */
+static void repair(queue_shm *q)
+{
+    uint64_t pos = q->head, n = 0;
+    if (q->tail - q->head > q->cap || ((q->tail - q->head) & 7) != 0)
+        q->tail = q->head;
+    while (pos != q->tail) {
+        rec_hdr h;
+        ring_read(q, pos, &h, sizeof h);
+        if ((h.flags & 0xfff0u) != REC_MAGIC || rec_size(&h) > q->tail - pos) {
+            q->tail = pos;
+            break;
+        }
+        pos += rec_size(&h);
+        n++;
+    }
+    q->count = n;
+    __atomic_fetch_add(&q->items, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&q->space, 1, __ATOMIC_SEQ_CST);
+    mpe__ipc_futex_wake(&q->items, INT_MAX);
+    mpe__ipc_futex_wake(&q->space, INT_MAX);
+    mpe__ipc_consistent(&q->m);
+}
+
+static int qlock(queue_shm *q, double deadline, const mpe_waitctl *w, mpe_err *e)
+{
+    int r = mpe__ipc_lock(&q->m, deadline, w, e);
+    if (r == MPE_WAIT_OWNERDEAD) {
+        repair(q);
+        r = MPE_WAIT_OK;
+    }
+    return r;
+}
+
+static double deadline_of(double timeout)
+{
+    return timeout < 0 ? -1 : mpe__proc_now() + timeout;
+}
+
+static int expired(double deadline)
+{
+    return deadline >= 0 && mpe__proc_now() >= deadline;
+}
+
+/* ---- put ------------------------------------------------------------------------------------- */
+
+/* A sealed memfd holding p[0..n): the spilled payload of a large item. */
+static int spill(const void *p, size_t n, mpe_err *e)
+{
+    int fd = memfd_create("mpe-queue-item", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return mpe__seterr(e, "memfd_create: %s", strerror(errno));
+    const char *s = p;
+    size_t left = n;
+    while (left > 0) {
+        ssize_t w = write(fd, s, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            mpe__seterr(e, "write(memfd, %zu bytes): %s", n, w < 0 ? strerror(errno) : "short");
+            close(fd);
+            return -1;
+        }
+        s += w;
+        left -= (size_t)w;
+    }
+    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    return fd;
+}
+
+/* Wait until the channel has room again (its buffer is full of descriptor
+ * messages nobody took yet). MPE_WAIT_OK, _TIMEOUT or _INTERRUPTED. */
+static int wait_channel(int sock, double deadline, const mpe_waitctl *w)
+{
+    for (;;) {
+        double now = mpe__proc_now(), slice = 0.1;
+        if (deadline >= 0 && deadline - now < slice)
+            slice = deadline - now;
+        if (slice < 0)
+            return MPE_WAIT_TIMEOUT;
+        struct pollfd pf = {.fd = sock, .events = POLLOUT};
+        int r = poll(&pf, 1, (int)(slice * 1000) + 1);
+        if (r > 0)
+            return MPE_WAIT_OK;
+        if (w && w->interrupted && w->interrupted(w->ud))
+            return MPE_WAIT_INTERRUPTED;
+    }
+}
+
+int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double timeout,
+                   const mpe_waitctl *w, mpe_err *e)
+{
+    queue_shm *q = o->p;
+    qlocal *l = o->data;
+    double deadline = deadline_of(timeout);
+    int spilled = n > q->cap / 4, sfd = -1, rc, waiting = 0;
+    if (n > UINT32_MAX) {
+        mpe__seterr(e, "an item of %zu bytes is too large (at most 4 GiB)", n);
+        rc = MPE_WAIT_ERROR;
+        goto out;
+    }
+    if (fds->n + spilled > MPE_MAX_FDS) {
+        mpe__seterr(e, "an item carries more than %d shared segments", MPE_MAX_FDS - 1);
+        rc = MPE_WAIT_ERROR;
+        goto out;
+    }
+    if (spilled) {
+        sfd = spill(p, n, e);
+        if (sfd < 0) {
+            rc = MPE_WAIT_ERROR;
+            goto out;
+        }
+        fds->fd[fds->n++] = sfd; /* now closed with the others */
+    }
+    rec_hdr h = {(uint32_t)n, (uint16_t)fds->n, (uint16_t)(REC_MAGIC | (spilled ? REC_SPILL : 0)), 0};
+    uint64_t need = rec_size(&h);
+    for (;;) {
+        rc = qlock(q, deadline, w, e);
+        if (waiting)
+            __atomic_fetch_sub(&q->putters, 1, __ATOMIC_RELAXED);
+        waiting = 0;
+        if (rc != MPE_WAIT_OK)
+            goto out;
+        if (q->closed) {
+            rc = MPE_IPC_CLOSED;
+            goto unlock;
+        }
+        if ((q->maxsize == 0 || q->count < q->maxsize) && q->cap - (q->tail - q->head) >= need) {
+            if (h.nfds == 0)
+                break;
+            /* Number the message before it goes: see the header comment. */
+            h.seq = ++q->seq;
+            ssize_t s = mpe__ipc_send(l->sock[0], &h.seq, sizeof h.seq, fds->fd, fds->n,
+                                      MSG_DONTWAIT);
+            if (s == (ssize_t)sizeof h.seq) {
+                mpe__ipc_crash(MPE_CRASH_PUT_SENT);
+                break;
+            }
+            if (s >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)) {
+                mpe__seterr(e, "sendmsg(queue channel): %s",
+                            s < 0 && errno == ETOOMANYREFS
+                                ? "too many descriptors in flight (raise the open files limit)"
+                                : s < 0 ? strerror(errno) : "short");
+                rc = MPE_WAIT_ERROR;
+                goto unlock;
+            }
+            mpe__ipc_unlock(&q->m);
+            rc = wait_channel(l->sock[0], deadline, w);
+            if (rc != MPE_WAIT_OK)
+                goto out;
+            continue;
+        }
+        if (timeout == 0 || expired(deadline)) {
+            rc = MPE_WAIT_TIMEOUT;
+            goto unlock;
+        }
+        uint32_t seen = __atomic_load_n(&q->space, __ATOMIC_ACQUIRE);
+        __atomic_fetch_add(&q->putters, 1, __ATOMIC_RELAXED);
+        waiting = 1;
+        mpe__ipc_unlock(&q->m);
+        rc = mpe__ipc_futex_wait(&q->space, seen, deadline, w);
+        if (rc != MPE_WAIT_OK) {
+            __atomic_fetch_sub(&q->putters, 1, __ATOMIC_RELAXED);
+            /* A wake-up meant for us passes to the next sleeper. */
+            if (__atomic_load_n(&q->putters, __ATOMIC_RELAXED) > 0)
+                mpe__ipc_futex_wake(&q->space, 1);
+            goto out;
+        }
+    }
+    /* Holding the lock with room: write past the tail, then commit. */
+    ring_write(q, q->tail, &h, REC_HDR);
+    if (!spilled)
+        ring_write(q, q->tail + REC_HDR, p, n);
+    mpe__ipc_crash(MPE_CRASH_PUT_COPIED);
+    __atomic_store_n(&q->tail, q->tail + need, __ATOMIC_RELEASE);
+    q->count++;
+    __atomic_fetch_add(&q->items, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&q->getters, __ATOMIC_RELAXED) > 0)
+        mpe__ipc_futex_wake(&q->items, 1);
+    rc = MPE_WAIT_OK;
+unlock:
+    mpe__ipc_unlock(&q->m);
+out:
+    mpe__ipc_close_fds(fds); /* sent or not, the duplicates were the message's */
+    return rc;
+}
+
+/* ---- get ----------------------------------------------------------------------------------------- */
+
+/* Drop the channel's first message for real, closing what came with it. */
+static void drop_message(int sock)
+{
+    uint64_t seq;
+    mpe_fds got = {.n = 0};
+    mpe__ipc_recv(sock, &seq, sizeof seq, &got, NULL, MSG_DONTWAIT);
+    mpe__ipc_close_fds(&got);
+}
+
+/* Peek the descriptors of message want into fds (duplicates: the message
+ * stays until the record is committed), dropping older messages that dead
+ * processes left. 0, or -1 with e set. */
+static int peek_fds(int sock, uint64_t want, unsigned nfds, mpe_fds *fds, mpe_err *e)
+{
+    for (;;) {
+        uint64_t seq = 0;
+        mpe_fds got = {.n = 0};
+        int lost = 0;
+        ssize_t r = mpe__ipc_recv(sock, &seq, sizeof seq, &got, &lost, MSG_PEEK | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return mpe__seterr(e, "an item's descriptors are missing from the queue's channel");
+            return mpe__seterr(e, "recvmsg(queue channel): %s", strerror(errno));
+        }
+        if (r == (ssize_t)sizeof seq && seq == want && got.n == (int)nfds && !lost &&
+            fds->n + got.n <= MPE_MAX_FDS) {
+            memcpy(fds->fd + fds->n, got.fd, sizeof(int) * (size_t)got.n);
+            fds->n += got.n;
+            return 0;
+        }
+        mpe__ipc_close_fds(&got);
+        if (r == (ssize_t)sizeof seq && seq >= want)
+            return mpe__seterr(e, "an item's descriptors did not arrive (message %llu, wanted %llu)",
+                               (unsigned long long)seq, (unsigned long long)want);
+        drop_message(sock); /* left by a process that died: nobody wants it */
+    }
+}
+
+/* Close the descriptors fds gained from slot first on. */
+static void close_from(mpe_fds *fds, int first)
+{
+    for (int i = first; i < fds->n; i++)
+        if (fds->fd[i] >= 0)
+            close(fds->fd[i]);
+    fds->n = first;
+}
+
+/* Read a spilled payload of n bytes from fd into out. */
+static int unspill(int fd, size_t n, mpe_buf *out, mpe_err *e)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (uint64_t)st.st_size != n)
+        return mpe__seterr(e, "a spilled queue item has the wrong size");
+    if (mpe__buf_grow(out, n) != 0)
+        return mpe__seterr(e, "out of memory for an item of %zu bytes", n);
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, out->p + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return mpe__seterr(e, "read(spilled item): %s", r < 0 ? strerror(errno) : "short");
+        got += (size_t)r;
+    }
+    out->n = n;
+    return 0;
+}
+
+/* Spin briefly on an empty queue before sleeping: a producer on another CPU
+ * usually fills it within microseconds, and a futex sleep costs more. */
+static void spin_empty(queue_shm *q)
+{
+    for (int k = 0; k < GET_SPINS; k++) {
+        if (__atomic_load_n(&q->count, __ATOMIC_RELAXED) > 0 ||
+            __atomic_load_n(&q->closed, __ATOMIC_RELAXED))
+            return;
+        CPU_RELAX();
+    }
+}
+
+int mpe__queue_get(mpe_shm_obj *o, mpe_buf *out, mpe_fds *fds, double timeout,
+                   const mpe_waitctl *w, mpe_err *e)
+{
+    queue_shm *q = o->p;
+    qlocal *l = o->data;
+    double deadline = deadline_of(timeout);
+    int rc, waiting = 0, spun = 0, first = fds->n;
+    for (;;) {
+        rc = qlock(q, deadline, w, e);
+        if (waiting)
+            __atomic_fetch_sub(&q->getters, 1, __ATOMIC_RELAXED);
+        waiting = 0;
+        if (rc != MPE_WAIT_OK)
+            return rc;
+        if (q->count > 0)
+            break;
+        if (q->closed) {
+            rc = MPE_IPC_CLOSED;
+            goto unlock;
+        }
+        if (timeout == 0 || expired(deadline)) {
+            rc = MPE_WAIT_TIMEOUT;
+            goto unlock;
+        }
+        if (!spun) {
+            spun = 1;
+            mpe__ipc_unlock(&q->m);
+            spin_empty(q);
+            continue;
+        }
+        uint32_t seen = __atomic_load_n(&q->items, __ATOMIC_ACQUIRE);
+        __atomic_fetch_add(&q->getters, 1, __ATOMIC_RELAXED);
+        waiting = 1;
+        mpe__ipc_unlock(&q->m);
+        rc = mpe__ipc_futex_wait(&q->items, seen, deadline, w);
+        if (rc != MPE_WAIT_OK) {
+            __atomic_fetch_sub(&q->getters, 1, __ATOMIC_RELAXED);
+            if (__atomic_load_n(&q->getters, __ATOMIC_RELAXED) > 0)
+                mpe__ipc_futex_wake(&q->items, 1);
+            return rc;
+        }
+    }
+    /* Holding the lock, the queue not empty: copy the oldest record out, commit. */
+    rec_hdr h;
+    uint64_t head = q->head;
+    ring_read(q, head, &h, sizeof h);
+    int ok = 1;
+    if ((h.flags & 0xfff0u) != REC_MAGIC || rec_size(&h) > q->tail - head) {
+        /* Never written so (records are committed whole): do not wedge on it. */
+        mpe__seterr(e, "the queue's ring was damaged: its %llu items were dropped",
+                    (unsigned long long)q->count);
+        __atomic_store_n(&q->head, q->tail, __ATOMIC_RELEASE);
+        q->count = 0;
+        rc = MPE_WAIT_ERROR;
+        goto unlock;
+    }
+    if (h.nfds > 0 && peek_fds(l->sock[1], h.seq, h.nfds, fds, e) != 0)
+        ok = 0; /* the item cannot be rebuilt: it is dropped, the error reported */
+    if (ok && !(h.flags & REC_SPILL)) {
+        if (mpe__buf_grow(out, h.len) != 0) {
+            mpe__seterr(e, "out of memory for an item of %u bytes", (unsigned)h.len);
+            close_from(fds, first);
+            rc = MPE_WAIT_ERROR;
+            goto unlock; /* the item stays for another try */
+        }
+        out->n = 0;
+        ring_read(q, head + REC_HDR, out->p, h.len);
+        out->n = h.len;
+    }
+    mpe__ipc_crash(MPE_CRASH_GET_PEEKED);
+    __atomic_store_n(&q->head, head + rec_size(&h), __ATOMIC_RELEASE);
+    q->count--;
+    __atomic_fetch_add(&q->space, 1, __ATOMIC_SEQ_CST);
+    if (__atomic_load_n(&q->putters, __ATOMIC_RELAXED) > 0)
+        mpe__ipc_futex_wake(&q->space, 1);
+    mpe__ipc_crash(MPE_CRASH_GET_TAKEN);
+    if (ok && h.nfds > 0)
+        drop_message(l->sock[1]);
+    mpe__ipc_unlock(&q->m);
+    if (!ok)
+        return MPE_WAIT_ERROR;
+    if (h.flags & REC_SPILL) {
+        int sfd = fds->fd[--fds->n]; /* the last descriptor is the payload's */
+        int r = unspill(sfd, h.len, out, e);
+        close(sfd);
+        if (r != 0) {
+            close_from(fds, first);
+            return MPE_WAIT_ERROR;
+        }
+    }
+    return MPE_WAIT_OK;
+unlock:
+    mpe__ipc_unlock(&q->m);
+    return rc;
+}
+
+/* ---- the rest ------------------------------------------------------------------------------------ */
+
+void mpe__queue_close(mpe_shm_obj *o)
+{
+    queue_shm *q = o->p;
+    if (qlock(q, -1, NULL, NULL) != MPE_WAIT_OK) {
+        __atomic_store_n(&q->closed, 1, __ATOMIC_SEQ_CST); /* still tell the sleepers */
+    } else {
+        q->closed = 1;
+        mpe__ipc_unlock(&q->m);
+    }
+    __atomic_fetch_add(&q->items, 1, __ATOMIC_SEQ_CST);
+    __atomic_fetch_add(&q->space, 1, __ATOMIC_SEQ_CST);
+    mpe__ipc_futex_wake(&q->items, INT_MAX);
+    mpe__ipc_futex_wake(&q->space, INT_MAX);
+}
+
+size_t mpe__queue_size(const mpe_shm_obj *o)
+{
+    return (size_t)__atomic_load_n(&((const queue_shm *)o->p)->count, __ATOMIC_RELAXED);
+}
+
+size_t mpe__queue_maxsize(const mpe_shm_obj *o)
+{
+    return (size_t)((const queue_shm *)o->p)->maxsize;
+}
+
+int mpe__queue_closed(const mpe_shm_obj *o)
+{
+    return (int)__atomic_load_n(&((const queue_shm *)o->p)->closed, __ATOMIC_RELAXED);
+}
