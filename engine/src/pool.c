@@ -156,6 +156,8 @@ static void post(mpe_pool *p, mpe_msg *m)
 
 static int put(mpe_buf *b, const void *s, size_t n)
 {
+    if (n == 0)
+        return 0;
     if (mpe__buf_grow(b, n) != 0)
         return -1;
     memcpy(b->p + b->n, s, n);
@@ -664,7 +666,8 @@ static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
             m->fds = w->in_fds;
             w->in_fds.n = 0;
             m->len = plen;
-            memcpy(m->data, s + r.pos, plen);
+            if (plen)
+                memcpy(m->data, s + r.pos, plen);
             post(p, m);
         }
         if (flags & MPE_R_ERRORS && j->raise_first)
@@ -693,7 +696,8 @@ static void on_initfail(mpe_pool *p, wslot *w, const char *s, uint32_t len)
     m->worker = w->number;
     m->pid = w->pid;
     m->len = len;
-    memcpy(m->data, s, len);
+    if (len)
+        memcpy(m->data, s, len);
     post(p, m);
     /* The pool cannot work without its initializer: stop feeding anyone. */
     p->stopping = 1;
@@ -712,8 +716,10 @@ static void read_frames(mpe_pool *p, wslot *w)
             on_initfail(p, w, s, len);
         off += MPE_FRAME_HDR + len;
     }
-    memmove(w->in.p, w->in.p + off, w->in.n - off);
-    w->in.n -= off;
+    if (off > 0) { /* w->in.p may still be NULL when nothing was read */
+        memmove(w->in.p, w->in.p + off, w->in.n - off);
+        w->in.n -= off;
+    }
 }
 
 /* ---- the dispatcher thread --------------------------------------------------------- */

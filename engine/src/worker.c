@@ -454,8 +454,10 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
             }
         }
         /* Keep the unread tail; its descriptors (F_FDS) arrive with it. */
-        memmove(w.in.p, w.in.p + off, w.in.n - off);
-        w.in.n -= off;
+        if (off > 0) { /* w.in.p may still be NULL when nothing was read */
+            memmove(w.in.p, w.in.p + off, w.in.n - off);
+            w.in.n -= off;
+        }
         mpe_fds got = {.n = 0};
         ssize_t rd = mpe__transport_recv(cfg->fd, &w.in, &got, 0);
         if (rd < 0 && errno == EAGAIN) {
