@@ -945,6 +945,8 @@ static void imap_feed(lua_State *L, ajob *a)
     lua_pop(L, 1);
     mpe__pool_publish(a->lp->p, a->j, a->finished);
     check_complete(L, a);
+    if (a->complete) /* everything was delivered before the iterator ended: pump will not see it */
+        unroute(L, a);
 }
 
 /* Push the next result if it is ready: returns the number of values pushed,
@@ -1037,6 +1039,8 @@ static int imap_common(lua_State *L, const char *fname, int what)
     setref(L, a->ref, "have", -1);
     lua_pop(L, 1);
     add_items(L, a, 3, a->window);
+    if (a->complete) /* no items at all */
+        unroute(L, a);
     lua_pushvalue(L, ai);
     lua_pushcclosure(L, imap_next, 1);
     lua_pushnil(L);
