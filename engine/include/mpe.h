@@ -43,6 +43,15 @@ MPE_API int mpe_dofile(mpe_engine *e, const char *path, int argc, char **argv);
  * -1 with the message and traceback in mpe_errmsg(e). */
 MPE_API int mpe_dostring(mpe_engine *e, const char *code, const char *chunkname);
 
+/* Make SIGINT and SIGTERM stop the script the engine runs: it ends with an
+ * error at its next instruction (or within 100 ms when waiting inside mpe),
+ * and mpe_signal tells which signal it was. A second signal acts at once
+ * (default action). Returns 0, or -1 with the reason in mpe_errmsg(e). */
+MPE_API int mpe_handle_signals(mpe_engine *e);
+
+/* The signal that stopped the script (SIGINT, SIGTERM), or 0. */
+MPE_API int mpe_signal(mpe_engine *e);
+
 /* The message of the last failure, or "" if none. Owned by the engine; valid
  * until the next call on e. */
 MPE_API const char *mpe_errmsg(mpe_engine *e);

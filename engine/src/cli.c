@@ -7,6 +7,7 @@
  * status: 0 ok, 1 the script failed, 2 usage. */
 #include <errno.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,6 +172,8 @@ static int prepare_module(lua_State *L)
 
 static int report(mpe_engine *e)
 {
+    if (mpe_signal(e))
+        return 1; /* main prints the one-line message after closing */
     const char *msg = mpe_errmsg(e);
     fflush(stdout); /* what the script printed comes before the error */
     fprintf(stderr, "%s%s\n", strncmp(msg, "mpe: ", 5) == 0 ? "" : "mpe: ", msg);
@@ -240,9 +243,21 @@ int main(int argc, char **argv)
         if (!e) {
             fputs("mpe: cannot create a Lua state: not enough memory\n", stderr);
             status = 1;
+        } else if (mpe_handle_signals(e) != 0) {
+            status = report(e);
+            mpe_close(e);
         } else {
             status = run(e, &c, module) == 0 ? 0 : report(e);
+            /* Stopped by a signal: one line, and the shell's status for it.
+             * Closing the state terminates the pools and processes it holds. */
+            int sig = mpe_signal(e);
             mpe_close(e);
+            if (sig) {
+                fflush(stdout);
+                fprintf(stderr, "%s\n", sig == SIGINT ? "mpe: interrupted by SIGINT"
+                                                         : "mpe: terminated by SIGTERM");
+                status = 128 + sig;
+            }
         }
     }
     free(c.code);

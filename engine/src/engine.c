@@ -190,6 +190,22 @@ MPE_API int mpe_dostring(mpe_engine *e, const char *code, const char *chunkname)
     return mpe__engine_run(e, prepare_string, &a);
 }
 
+MPE_API int mpe_handle_signals(mpe_engine *e)
+{
+    mpe_err err;
+    if (mpe__sig_install(e->L, &err) != 0) {
+        set_errmsg(e, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+MPE_API int mpe_signal(mpe_engine *e)
+{
+    (void)e;
+    return mpe__sig_caught();
+}
+
 MPE_API const char *mpe_errmsg(mpe_engine *e)
 {
     if (e->errmsg)

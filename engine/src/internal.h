@@ -638,6 +638,25 @@ int mpe__dict_next(mpe_shm_obj *o, size_t *pos, const void **k, size_t *kn, cons
                    size_t *vn);
 int mpe__dict_clear(mpe_shm_obj *o, mpe_err *e);
 
+/* ---- signals (sig.c) ----------------------------------------------------------
+ * SIGINT and SIGTERM stop a script run by the mpe command (or a host that asks
+ * with mpe_handle_signals): waits inside mpe check for them. */
+int mpe__sig_install(lua_State *L, mpe_err *e);
+/* The signal caught (SIGINT, SIGTERM), or 0. */
+int mpe__sig_caught(void);
+/* "mpe: interrupted by SIGINT" / "mpe: terminated by SIGTERM". */
+const char *mpe__sig_message(int sig);
+/* Raise the error for the caught signal. */
+int mpe__sig_raise(lua_State *L);
+/* A wait records the hook it started with; mpe__sig_check raises if a signal
+ * came (ours, or lua.c's hook) since. */
+typedef struct mpe_sigwatch {
+    lua_Hook hook;
+    int mask;
+} mpe_sigwatch;
+void mpe__sig_watch(lua_State *L, mpe_sigwatch *w);
+void mpe__sig_check(lua_State *L, const mpe_sigwatch *w);
+
 /* ---- Lua-side error objects (lmpe.c) ----------------------------------------
  * Task and process failures are tables with metatable "mpe.Error":
  * { kind = "error"|"crash"|"timeout", index = i, pid = n, worker = k, name = s,

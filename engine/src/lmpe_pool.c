@@ -449,7 +449,10 @@ static void raise_if_broken(lua_State *L, lpool *lp)
 /* Wait until a is complete or the deadline passes. Returns 1 if complete. */
 static int wait_job(lua_State *L, ajob *a, double deadline)
 {
+    mpe_sigwatch sw;
+    mpe__sig_watch(L, &sw);
     for (;;) {
+        mpe__sig_check(L, &sw);
         if (a->lp->state == P_TERMINATED && !a->complete)
             luaL_error(L, "mpe: the pool was terminated before this work finished");
         pump(L, a->lp);
@@ -1009,7 +1012,10 @@ static int imap_next(lua_State *L)
     ajob *a = lua_touserdata(L, lua_upvalueindex(1));
     if (!a->j)
         return 0;
+    mpe_sigwatch sw;
+    mpe__sig_watch(L, &sw);
     for (;;) {
+        mpe__sig_check(L, &sw);
         int n = imap_try(L, a);
         if (n != 0)
             return n > 0 ? n : 0;

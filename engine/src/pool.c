@@ -1151,15 +1151,22 @@ int mpe__pool_wait(mpe_pool *p, double deadline)
     int news = p->inbox != NULL || p->respawn > 0;
     if (!news) {
         if (deadline < 0) {
-            /* Wake at least twice a second, so that callers can check signals. */
+            /* Wake ten times a second, so that callers can check for signals. */
             struct timespec ts;
             clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += 1;
+            ts.tv_nsec += 100000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
             pthread_cond_timedwait(&p->cv, &p->mu, &ts);
         } else {
+            double until = deadline;
+            if (until > mpe__proc_now() + 0.1)
+                until = mpe__proc_now() + 0.1;
             struct timespec ts;
-            ts.tv_sec = (time_t)deadline;
-            ts.tv_nsec = (long)((deadline - (double)ts.tv_sec) * 1e9);
+            ts.tv_sec = (time_t)until;
+            ts.tv_nsec = (long)((until - (double)ts.tv_sec) * 1e9);
             pthread_cond_timedwait(&p->cv, &p->mu, &ts);
         }
         news = p->inbox != NULL || p->respawn > 0;

@@ -415,7 +415,7 @@ void mpe__process_release(mpe_process *p, int daemon)
         close_received(p);
         p->discard = 1;
         if (!p->reaped) {
-            if (daemon) {
+            if (daemon || mpe__sig_caught()) { /* after Ctrl-C or SIGTERM, nobody waits */
                 mpe__process_signal(p, SIGTERM, NULL);
                 if (mpe__process_join(p, 1.0, NULL) == 0) {
                     mpe__process_signal(p, SIGKILL, NULL);

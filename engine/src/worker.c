@@ -8,6 +8,7 @@
  * or when 2 ms have passed since the last write (so that a crash loses at
  * most 2 ms of finished work, and the parent sees progress). */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -367,6 +368,9 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
     char name[32];
     snprintf(name, sizeof name, "PoolWorker-%d", cfg->number);
     mpe__proc_set_identity(name, cfg->slot);
+    /* Ctrl-C reaches the whole process group: the parent alone decides what
+     * it means (it stops the pool), so a worker does not die of it mid-item. */
+    signal(SIGINT, SIG_IGN);
     lua_Debug ar;
     while (lua_getstack(L, w.inherited, &ar))
         w.inherited++;
