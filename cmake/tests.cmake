@@ -13,7 +13,9 @@ set(MPE_TEST_ENV
 # (The \; are literal semicolons: unescaped, they would split the list.)
 if(MPE_SANITIZE)
   # Children are forked, never exec'd, so one set of options covers them.
+  # MPE_SANITIZE=1 tells test scripts that a stock interpreter cannot load this build's mpe.so.
   list(APPEND MPE_TEST_ENV
+    "MPE_SANITIZE=1"
     "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1"
     "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
   # LSan dies when a named suppressions file is missing: name it only if it exists.
