@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# tests/cli/readme.sh -- the README stays true: its first example runs and prints
+# what its `-->` comments say (under `mpe run`, and under lua5.4 with mpe.so), and
+# the test command it gives is the one .ci/run runs.
+# SPDX-License-Identifier: MIT
+set -u
+MPE=${MPE_BIN:?set MPE_BIN to the mpe binary}
+SRC=${MPE_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+BUILD=${MPE_BUILD_DIR:-$(dirname "$MPE")}
+README=$SRC/README.md
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+pass=0
+fail=0
+check() { # NAME EXPECTED ACTUAL
+    if [[ "$2" == "$3" ]]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        printf 'FAIL: %s\n  expected: %s\n  actual:   %s\n' "$1" "$2" "$3"
+    fi
+}
+
+# The first ```lua block after "## A first example".
+awk '/^## A first example/ { s = 1 } s && /^```lua/ { b = 1; next } b && /^```/ { exit } b' \
+    "$README" >"$tmp/first.lua"
+check "README has a first example" 1 "$([[ -s $tmp/first.lua ]] && echo 1 || echo 0)"
+# What the `-->` comments promise, one line each, blanks squeezed.
+sed -n 's/.*--> *//p' "$tmp/first.lua" | tr -s ' \t' ' ' >"$tmp/expected"
+check "the example promises some output" 1 "$([[ -s $tmp/expected ]] && echo 1 || echo 0)"
+
+squeeze() { tr -s ' \t' ' '; }
+if [[ ${MPE_LUA_INTERP:-lua5.4} == luajit ]]; then
+    echo "note: the example is Lua 5.4 (local <close>): not run under LuaJIT"
+else
+    out=$(cd "$tmp" && timeout 60 "$MPE" run first.lua 2>&1 </dev/null)
+    check "first example under mpe run: status" 0 "$?"
+    check "first example under mpe run: output" "$(cat "$tmp/expected")" "$(squeeze <<<"$out")"
+    if [[ -z ${MPE_SANITIZE:-} ]] && command -v lua5.4 >/dev/null; then
+        out=$(cd "$tmp" && LUA_CPATH="$BUILD/?.so;;" timeout 60 lua5.4 first.lua 2>&1 </dev/null)
+        check "first example under lua5.4: status" 0 "$?"
+        check "first example under lua5.4: output" "$(cat "$tmp/expected")" "$(squeeze <<<"$out")"
+    fi
+fi
+
+# The test command: the ```sh block after "Run the tests:", run by .ci/run step (a).
+cmd=$(awk '/^Run the tests:/ { s = 1 } s && /^```sh/ { b = 1; next } b && /^```/ { exit } b' "$README")
+check "README's test command" "ctest --test-dir build --output-on-failure -j2" "$cmd"
+ci_args=$(sed -n 's/^run_ctest "(a)[^"]*" //p' "$SRC/.ci/run")
+check ".ci/run step (a) runs the README's test command" "$cmd" "ctest $ci_args"
+
+echo "cli/readme.sh: $pass passed, $fail failed"
+[[ $fail -eq 0 ]]
