@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "internal.h"
 
 int mpe__buf_grow(mpe_buf *b, size_t extra)
@@ -63,6 +64,30 @@ mpe_buf *mpe__buf_box(lua_State *L)
     return b;
 }
 
+static int fds_box_gc(lua_State *L)
+{
+    mpe_fds *f = lua_touserdata(L, 1);
+    for (int i = 0; i < f->n; i++)
+        if (f->fd[i] >= 0)
+            close(f->fd[i]);
+    f->n = 0;
+    return 0;
+}
+
+mpe_fds *mpe__fds_box(lua_State *L)
+{
+    mpe_fds *f = lua_newuserdatauv(L, sizeof *f, 0);
+    f->n = 0;
+    if (luaL_newmetatable(L, "mpe.Descriptors")) {
+        lua_pushcfunction(L, fds_box_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, fds_box_gc);
+        lua_setfield(L, -2, "__close");
+    }
+    lua_setmetatable(L, -2);
+    return f;
+}
+
 void mpe__buf_put(lua_State *L, mpe_buf *b, const void *p, size_t n)
 {
     mpe__buf_lgrow(L, b, n);
@@ -77,20 +102,35 @@ void mpe__buf_put_u8(lua_State *L, mpe_buf *b, unsigned v)
     b->p[b->n++] = (char)(unsigned char)v;
 }
 
+/* The wire is little-endian; on a little-endian host (every Linux target
+ * mpe runs on today) integers are copied as they are. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define MPE_LE 1
+#else
+#define MPE_LE 0
+#endif
+
 void mpe__buf_put_u32(lua_State *L, mpe_buf *b, uint32_t v)
 {
     unsigned char s[4];
-    for (int i = 0; i < 4; i++)
-        s[i] = (unsigned char)(v >> (8 * i));
+    if (MPE_LE)
+        memcpy(s, &v, 4);
+    else
+        for (int i = 0; i < 4; i++)
+            s[i] = (unsigned char)(v >> (8 * i));
     mpe__buf_put(L, b, s, 4);
 }
 
 void mpe__buf_put_u64(lua_State *L, mpe_buf *b, uint64_t v)
 {
-    unsigned char s[8];
-    for (int i = 0; i < 8; i++)
-        s[i] = (unsigned char)(v >> (8 * i));
-    mpe__buf_put(L, b, s, 8);
+    mpe__buf_lgrow(L, b, 8);
+    unsigned char *s = (unsigned char *)b->p + b->n;
+    if (MPE_LE)
+        memcpy(s, &v, 8);
+    else
+        for (int i = 0; i < 8; i++)
+            s[i] = (unsigned char)(v >> (8 * i));
+    b->n += 8;
 }
 
 void mpe__buf_put_f64(lua_State *L, mpe_buf *b, double v)
@@ -150,9 +190,14 @@ int mpe__rd_u32(mpe_rd *r, uint32_t *out)
 
 int mpe__rd_u64(mpe_rd *r, uint64_t *out)
 {
-    const unsigned char *s;
-    if (mpe__rd_bytes(r, 8, &s) != 0)
+    if (r->n - r->pos < 8)
         return -1;
+    const unsigned char *s = r->p + r->pos;
+    r->pos += 8;
+    if (MPE_LE) {
+        memcpy(out, s, 8);
+        return 0;
+    }
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--)
         v = (v << 8) | s[i];

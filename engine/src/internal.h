@@ -73,6 +73,10 @@ typedef struct mpe_fds {
     int n;
 } mpe_fds;
 
+/* Push a userdata owning an empty descriptor list: its __gc closes what is
+ * still in it (set n to 0 after taking them). */
+mpe_fds *mpe__fds_box(lua_State *L);
+
 /* ---- the codec (codec.c): Lua values <-> bytes ------------------------------
  * The one wire format for tasks, results, queues, pipes and mpe.encode; see
  * docs/ARCHITECTURE.md. Errors are raised as Lua errors in L. */
@@ -165,7 +169,8 @@ enum {
     MPE_F_FUNC = 1,  /* [u64 fn id][encoded function]                                      */
     MPE_F_DROP,      /* [u64 fn id]: forget a function                                     */
     MPE_F_CHUNK,     /* [u64 chunk id][u64 job id][u64 fn id][u8 mode][u8 kind][u32 n][payload] */
-    MPE_F_FDS,       /* [u64 job id], descriptors attached: used to decode that job's items */
+    MPE_F_FDS,       /* [u64 job or function id], sent alone with descriptors attached:
+                        they decode that job's items or that function */
     MPE_F_JOBEND,    /* [u64 job id]: the job is over, close its descriptors               */
     MPE_F_STOP,      /* finish and exit                                                    */
     /* worker -> parent */
@@ -181,6 +186,7 @@ enum { MPE_M_MAP = 1, MPE_M_STAR, MPE_M_APPLY };
 #define MPE_R_INTS 2    /* payload: count packed int64 (each item one integer result) */
 #define MPE_R_FLOATS 4  /* payload: count packed doubles */
 #define MPE_R_ERRORS 8  /* at least one item failed */
+#define MPE_R_FDS 16    /* sent alone, with the descriptors its values need */
 /* Otherwise each item is [u8 status: 0 ok, 1 error][varint nvals][values], an error
  * carrying one value: the table {message=, traceback=, value=}. */
 
@@ -197,6 +203,7 @@ typedef struct mpe_worker_cfg {
     int slot;              /* 1..n */
     int number;            /* K in PoolWorker-K */
     int maxtasks;          /* exit after this many items (0: never) */
+    int timeouts;          /* the pool has a task timeout: stamp each item's start */
     int init_ref;          /* registry ref of the initializer, or LUA_NOREF */
     int initargs_ref;      /* registry ref of its argument table, or LUA_NOREF */
     mpe_progress *progress;

@@ -712,14 +712,25 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
     return a;
 }
 
-/* Encode the value at idx as one item of a's job. */
-static void add_value(lua_State *L, ajob *a, int idx, mpe_buf *scratch)
+/* Encode the value at idx as one item of a's job. The descriptors of shared
+ * objects in it go to the job (fds is a Lua-owned box, so an encoding that
+ * raises half way leaks nothing). */
+static void add_value(lua_State *L, ajob *a, int idx, mpe_buf *scratch, mpe_fds *fds)
 {
-    mpe_fds fds = {.n = 0};
     scratch->n = 0;
-    mpe__encode(L, idx, scratch, a->mode == MPE_M_MAP ? "item" : "args", &fds);
-    mpe__pool_add_enc(L, a->lp->p, a->j, scratch->p, scratch->n, &fds);
+    fds->n = 0;
+    mpe__encode(L, idx, scratch, a->mode == MPE_M_MAP ? "item" : "args", fds);
+    mpe__pool_add_enc(L, a->lp->p, a->j, scratch->p, scratch->n, fds);
+    fds->n = 0; /* the job owns them now */
     a->count++;
+}
+
+/* Push the two boxes add_value needs; returns the buffer, *fds the list. */
+static mpe_buf *boxes(lua_State *L, mpe_fds **fds)
+{
+    mpe_buf *b = mpe__buf_box(L);
+    *fds = mpe__fds_box(L);
+    return b;
 }
 
 /* Add every item of the table at idx. A plain sequence of numbers of one
@@ -759,22 +770,24 @@ static void add_table(lua_State *L, ajob *a, int idx)
         lua_pop(L, 1);
         return;
     }
-    mpe_buf *b = mpe__buf_box(L);
+    mpe_fds *fds;
+    mpe_buf *b = boxes(L, &fds);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, i);
         if (a->mode != MPE_M_MAP && !lua_istable(L, -1))
             luaL_error(L, "mpe: starmap: item %d must be a table of arguments, got %s", (int)i,
                        mpe__typename(L, -1));
-        add_value(L, a, lua_gettop(L), b);
+        add_value(L, a, lua_gettop(L), b, fds);
         lua_pop(L, 1);
     }
-    lua_pop(L, 1);
+    lua_pop(L, 2);
 }
 
 /* Pull up to max items from the iterator at src. Returns 1 when it ended. */
 static int add_from_iterator(lua_State *L, ajob *a, int src, lua_Integer max)
 {
-    mpe_buf *b = mpe__buf_box(L);
+    mpe_fds *fds;
+    mpe_buf *b = boxes(L, &fds);
     int ended = 0;
     for (lua_Integer k = 0; k < max; k++) {
         lua_pushvalue(L, src);
@@ -787,10 +800,10 @@ static int add_from_iterator(lua_State *L, ajob *a, int src, lua_Integer max)
         if (a->mode != MPE_M_MAP && !lua_istable(L, -1))
             luaL_error(L, "mpe: starmap: item %d must be a table of arguments, got %s",
                        (int)(a->count + 1), mpe__typename(L, -1));
-        add_value(L, a, lua_gettop(L), b);
+        add_value(L, a, lua_gettop(L), b, fds);
         lua_pop(L, 1);
     }
-    lua_pop(L, 1);
+    lua_pop(L, 2);
     return ended;
 }
 
@@ -898,9 +911,10 @@ static int pool_apply_async(lua_State *L)
         lua_replace(L, 3);
     }
     ajob *a = new_job(L, lp, 1, 2, A_APPLY, MPE_M_APPLY, &o, 4);
-    mpe_buf *b = mpe__buf_box(L);
-    add_value(L, a, 3, b);
-    lua_pop(L, 1);
+    mpe_fds *fds;
+    mpe_buf *b = boxes(L, &fds);
+    add_value(L, a, 3, b, fds);
+    lua_pop(L, 2);
     a->finished = 1;
     mpe__pool_publish(lp->p, a->j, 1);
     return 1;
@@ -922,9 +936,10 @@ static int pool_apply(lua_State *L)
     callopts o = {0};
     ajob *a = new_job(L, lp, 1, 2, A_APPLY, MPE_M_APPLY, &o, 0);
     int ai = lua_gettop(L);
-    mpe_buf *b = mpe__buf_box(L);
-    add_value(L, a, args, b);
-    lua_pop(L, 1);
+    mpe_fds *fds;
+    mpe_buf *b = boxes(L, &fds);
+    add_value(L, a, args, b, fds);
+    lua_pop(L, 2);
     a->finished = 1;
     mpe__pool_publish(lp->p, a->j, 1);
     wait_job(L, a, -1);

@@ -85,7 +85,8 @@ typedef struct wslot {
     int timed_out;
     mpe_buf in, out;
     size_t out_off;
-    mpe_fds in_fds;    /* descriptors received, for the next result frame */
+    mpe_fds fdq[8];    /* descriptor sets received, in order, for MPE_R_FDS frames */
+    int fdq_head, fdq_n;
 } wslot;
 
 typedef struct fnentry {
@@ -93,6 +94,7 @@ typedef struct fnentry {
     uint64_t hash;     /* of the encoded function: equal closures share an entry */
     int jobs;          /* jobs using it */
     mpe_buf frame;     /* the F_FUNC frame, for workers started later */
+    mpe_fds fds;       /* descriptors its upvalues need (owned) */
     struct fnentry *next;
 } fnentry;
 
@@ -203,6 +205,25 @@ static int small_frame(mpe_buf *b, unsigned type, uint64_t v)
     return 0;
 }
 
+/* Queue function f for worker w: its descriptors first, if it has any. */
+static int send_function(wslot *w, const fnentry *f)
+{
+    if (f->fds.n > 0 && small_frame(&w->out, MPE_F_FDS, f->id) != 0)
+        return -1;
+    return put(&w->out, f->frame.p, f->frame.n);
+}
+
+static void drop_fdq(wslot *w)
+{
+    while (w->fdq_n > 0) {
+        mpe_fds *f = &w->fdq[w->fdq_head];
+        for (int k = 0; k < f->n; k++)
+            close(f->fd[k]);
+        w->fdq_head = (w->fdq_head + 1) % 8;
+        w->fdq_n--;
+    }
+}
+
 /* ---- workers ------------------------------------------------------------------- */
 
 typedef struct spawn_ctx {
@@ -228,6 +249,7 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     c.cfg.number = ++p->started;
     pthread_mutex_unlock(&p->mu);
     c.cfg.maxtasks = p->o.maxtasks;
+    c.cfg.timeouts = p->o.timeout > 0;
     c.cfg.init_ref = p->o.init_ref;
     c.cfg.initargs_ref = p->o.initargs_ref;
     c.cfg.progress = &p->progress[i];
@@ -247,10 +269,10 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     w->assigned = 0;
     w->timed_out = 0;
     w->in.n = w->out.n = w->out_off = 0;
-    w->in_fds.n = 0;
+    w->fdq_head = w->fdq_n = 0;
     int failed = 0;
     for (fnentry *f = p->fns; f; f = f->next)
-        failed |= put(&w->out, f->frame.p, f->frame.n);
+        failed |= send_function(w, f);
     wake(p);
     pthread_mutex_unlock(&p->mu);
     if (failed)
@@ -571,9 +593,7 @@ static void on_death(mpe_pool *p, wslot *w, int idx)
     mpe__proc_untrack_fd(w->fd);
     close(w->fd);
     w->fd = -1;
-    for (int k = 0; k < w->in_fds.n; k++)
-        close(w->in_fds.fd[k]);
-    w->in_fds.n = 0;
+    drop_fdq(w);
     int64_t running = p->progress[idx].chunk;
     int32_t item = p->progress[idx].item;
     int crashed = !(WIFEXITED(st) && WEXITSTATUS(st) == 0) || w->inflight != NULL;
@@ -663,8 +683,11 @@ static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
             m->flags = flags;
             m->worker = w->number;
             m->pid = w->pid;
-            m->fds = w->in_fds;
-            w->in_fds.n = 0;
+            if ((flags & MPE_R_FDS) && w->fdq_n > 0) {
+                m->fds = w->fdq[w->fdq_head];
+                w->fdq_head = (w->fdq_head + 1) % 8;
+                w->fdq_n--;
+            }
             m->len = plen;
             if (plen)
                 memcpy(m->data, s + r.pos, plen);
@@ -672,6 +695,12 @@ static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
         }
         if (flags & MPE_R_ERRORS && j->raise_first)
             j->cancelled = 1;
+    } else if ((flags & MPE_R_FDS) && w->fdq_n > 0) { /* nobody wants them */
+        mpe_fds *f = &w->fdq[w->fdq_head];
+        for (int k = 0; k < f->n; k++)
+            close(f->fd[k]);
+        w->fdq_head = (w->fdq_head + 1) % 8;
+        w->fdq_n--;
     }
     c->got += count;
     account(p, j, count);
@@ -805,6 +834,11 @@ static void *dispatcher(void *arg)
                             fds = j->fds.fd;
                             nfds = j->fds.n;
                         }
+                    for (fnentry *f = p->fns; f && !fds; f = f->next)
+                        if (f->id == jid) {
+                            fds = f->fds.fd;
+                            nfds = f->fds.n;
+                        }
                     len = MPE_FRAME_HDR + flen;
                 }
                 ssize_t sent = mpe__transport_send(w->fd, w->out.p + w->out_off, len, fds, nfds);
@@ -816,9 +850,18 @@ static void *dispatcher(void *arg)
             }
             if (pf[k].revents & (POLLIN | POLLHUP | POLLERR)) {
                 ssize_t got;
-                do
-                    got = mpe__transport_recv(w->fd, &w->in, &w->in_fds, 0);
-                while (got > 0 && w->in.n < (4u << 20));
+                do {
+                    mpe_fds set = {.n = 0};
+                    got = mpe__transport_recv(w->fd, &w->in, &set, 0);
+                    if (set.n > 0) {
+                        if (w->fdq_n < 8) {
+                            w->fdq[(w->fdq_head + w->fdq_n) % 8] = set;
+                            w->fdq_n++;
+                        } else
+                            for (int q = 0; q < set.n; q++)
+                                close(set.fd[q]);
+                    }
+                } while (got > 0 && w->in.n < (4u << 20) && w->fdq_n < 8);
                 read_frames(p, w);
                 if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
                     on_death(p, w, slot[k]);
@@ -926,13 +969,14 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     lua_pop(L, 1);
     /* Encode it once, into a frame owned by a Lua box until it is handed over. */
     mpe_buf *b = mpe__buf_box(L);
+    mpe_fds *fds = mpe__fds_box(L);
     size_t s = mpe__frame_begin(L, b, MPE_F_FUNC);
     pthread_mutex_lock(&p->mu);
     uint64_t id = ++p->next_id;
     pthread_mutex_unlock(&p->mu);
     mpe__buf_put_u64(L, b, id);
     size_t body = b->n;
-    mpe__encode(L, idx, b, "function", NULL);
+    mpe__encode(L, idx, b, "function", fds);
     mpe__frame_end(b, s);
     /* A closure created anew for every call (a function literal inside a
      * loop) encodes to the same bytes each time: reuse the entry. */
@@ -945,7 +989,7 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
             memcmp(g->frame.p + body, b->p + body, b->n - body) == 0) {
             id = g->id;
             pthread_mutex_unlock(&p->mu);
-            lua_pop(L, 1); /* the box */
+            lua_pop(L, 2); /* the boxes (the fds box closes its duplicates) */
             lua_pushvalue(L, idx);
             lua_pushinteger(L, (lua_Integer)id);
             lua_rawset(L, -3);
@@ -960,13 +1004,15 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     f->hash = h;
     f->frame = *b; /* ownership moves to the entry */
     memset(b, 0, sizeof *b);
+    f->fds = *fds;
+    fds->n = 0;
     pthread_mutex_lock(&p->mu);
     f->next = p->fns;
     p->fns = f;
     p->nfns++;
     for (int i = 0; i < p->n; i++)
         if (p->w[i].state == W_LIVE)
-            put(&p->w[i].out, f->frame.p, f->frame.n);
+            send_function(&p->w[i], f);
     /* Forget the oldest unused functions beyond the cache size. */
     if (p->nfns > FN_CACHE) {
         fnentry **pp = &p->fns;
@@ -980,6 +1026,8 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
                     if (p->w[i].state == W_LIVE)
                         small_frame(&p->w[i].out, MPE_F_DROP, g->id);
                 mpe__buf_free(&g->frame);
+                for (int k = 0; k < g->fds.n; k++)
+                    close(g->fds.fd[k]);
                 free(g);
             } else
                 pp = &g->next;
@@ -987,7 +1035,7 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     }
     wake(p);
     pthread_mutex_unlock(&p->mu);
-    lua_pop(L, 1); /* the box */
+    lua_pop(L, 2); /* the boxes, now empty */
     lua_pushvalue(L, idx);
     lua_pushinteger(L, (lua_Integer)id);
     lua_rawset(L, -3);
@@ -1351,8 +1399,8 @@ void mpe__pool_free(mpe_pool *p)
             w->inflight = c->next;
             free(c);
         }
-        if (!mine && w->fd >= 0)
-            close(w->fd); /* a forked copy: just let go of the descriptor */
+        if (mine)
+            drop_fdq(w);
         mpe__buf_free(&w->in);
         mpe__buf_free(&w->out);
     }
@@ -1365,10 +1413,12 @@ void mpe__pool_free(mpe_pool *p)
     while (p->fns) {
         fnentry *f = p->fns;
         p->fns = f->next;
+        for (int k = 0; mine && k < f->fds.n; k++)
+            close(f->fds.fd[k]);
         mpe__buf_free(&f->frame);
         free(f);
     }
-    if (p->efd >= 0) {
+    if (p->efd >= 0 && mine) { /* a forked copy lost it at fork: the number may be reused */
         mpe__proc_untrack_fd(p->efd);
         close(p->efd);
     }

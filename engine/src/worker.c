@@ -1,12 +1,15 @@
-/* worker.c -- a pool worker's loop: receive functions and chunks, run each
- * item under lua_pcall, send results back in bulk.
+/* worker.c -- a pool worker's loop: receive functions and chunks, run the
+ * items, send results back in bulk.
  * SPDX-License-Identifier: MIT
  *
  * Runs in a forked child, in its copy of the parent's lua_State, so globals and
- * functions defined before the fork are simply there. Results are batched:
- * a worker writes when it has nothing left to read, when 256 KiB are waiting,
- * or when 2 ms have passed since the last write (so that a crash loses at
- * most 2 ms of finished work, and the parent sees progress). */
+ * functions defined before the fork are simply there. The items of a chunk run
+ * under one lua_pcall; an item that raises is recorded and the next pcall
+ * resumes after it. Results are batched: a worker writes when it has nothing
+ * left to read, when 256 KiB are waiting, or when 2 ms have passed since the
+ * last write, so a crash loses at most 2 ms of finished work and the parent
+ * sees steady progress. The clock is read every k items, k adapting so that
+ * reading it costs nothing next to the items. */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,6 +21,13 @@
 
 #define FLUSH_BYTES (256 * 1024)
 #define FLUSH_NS 2000000
+#define MAX_KEYED 64 /* descriptor sets kept for jobs and functions */
+#define MAX_QUEUED 16
+
+typedef struct keyed_fds {
+    uint64_t key; /* a job or function id */
+    mpe_fds fds;
+} keyed_fds;
 
 typedef struct wstate {
     lua_State *L;
@@ -25,20 +35,28 @@ typedef struct wstate {
     mpe_buf in, out;  /* frames received / to send */
     mpe_buf ints;     /* the current segment's packed results */
     mpe_buf gen;      /* the current segment's general results */
+    mpe_fds rfds;     /* descriptors of shared objects in gen (owned: closed once sent) */
     int segmode;      /* 0 empty, MPE_R_INTS, MPE_R_FLOATS, or -1 general */
     int segerrors;
-    uint64_t chunk;   /* the chunk being run */
-    uint32_t from, count;
-    int mode;         /* MPE_M_* of the chunk */
-    int64_t last_flush, chunk_start;
     size_t mark;      /* start of the general record being written, or (size_t)-1 */
+    int markfds;      /* rfds.n at mark */
+    /* the chunk being run */
+    uint64_t chunk;
+    int mode, kind;
+    uint32_t n, i;    /* items, and the next to run */
+    uint32_t from, count; /* the segment: items [from, from + count) */
+    mpe_rd *items;
+    int64_t rstart, rstep;
+    mpe_fds *itemfds; /* the job's descriptors, or NULL */
+    /* clock */
+    int64_t last_flush, chunk_start, last_check;
+    int tick_every, tick_left;
     long tasks;       /* items run, for maxtasksperchild */
     int inherited;    /* stack levels below the worker loop, copied from the parent by fork */
-    struct jobfds {
-        uint64_t job;
-        mpe_fds fds;
-    } jf[8];
-    int njf;
+    keyed_fds keyed[MAX_KEYED];
+    int nkeyed;
+    mpe_fds queued[MAX_QUEUED]; /* descriptor sets received, not yet claimed by an F_FDS frame */
+    int qhead, qn;
 } wstate;
 
 static int64_t now_ns(void)
@@ -48,28 +66,52 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
+static void close_fds(mpe_fds *f)
+{
+    for (int k = 0; k < f->n; k++)
+        if (f->fd[k] >= 0)
+            close(f->fd[k]);
+    f->n = 0;
+}
+
+static void malformed(const char *what)
+{
+    fprintf(stderr, "mpe: worker: malformed %s frame from the pool\n", what);
+    fflush(stderr);
+    _exit(70);
+}
+
+static void send_or_exit(wstate *w, const void *p, size_t n, const mpe_fds *fds)
+{
+    if (mpe__transport_send_all(w->cfg->fd, p, n, fds ? fds->fd : NULL, fds ? fds->n : 0) != 0)
+        _exit(0); /* the parent is gone: nobody wants the results */
+}
+
 static void flush_out(wstate *w)
 {
     if (w->out.n == 0)
         return;
-    if (mpe__transport_send_all(w->cfg->fd, w->out.p, w->out.n, NULL, 0) != 0)
-        _exit(0); /* the parent is gone: nobody wants the results */
+    send_or_exit(w, w->out.p, w->out.n, NULL);
     w->out.n = 0;
     w->last_flush = now_ns();
 }
 
-/* Move the current segment (items [from, from+count) of the chunk) into a
- * result frame in the output buffer. */
+/* Move the current segment into a result frame. A segment carrying
+ * descriptors goes at once, in a message of its own. */
 static void close_segment(wstate *w, int final)
 {
     lua_State *L = w->L;
     if (w->count == 0 && !final)
         return;
+    int withfds = w->rfds.n > 0;
+    if (withfds)
+        flush_out(w);
     size_t f = mpe__frame_begin(L, &w->out, MPE_F_RESULT);
     mpe__buf_put_u64(L, &w->out, w->chunk);
     mpe__buf_put_u32(L, &w->out, w->from);
     mpe__buf_put_u32(L, &w->out, w->count);
-    unsigned flags = (final ? MPE_R_FINAL : 0) | (w->segerrors ? MPE_R_ERRORS : 0);
+    unsigned flags = (final ? MPE_R_FINAL : 0) | (w->segerrors ? MPE_R_ERRORS : 0) |
+                     (withfds ? MPE_R_FDS : 0);
     if (w->segmode > 0)
         flags |= (unsigned)w->segmode;
     mpe__buf_put_u8(L, &w->out, flags);
@@ -79,6 +121,12 @@ static void close_segment(wstate *w, int final)
     else
         mpe__buf_put(L, &w->out, w->gen.p, w->gen.n);
     mpe__frame_end(&w->out, f);
+    if (withfds) {
+        send_or_exit(w, w->out.p, w->out.n, &w->rfds);
+        w->out.n = 0;
+        close_fds(&w->rfds); /* the message owned duplicates; the parent has its own now */
+        w->last_flush = now_ns();
+    }
     w->from += w->count;
     w->count = 0;
     w->ints.n = w->gen.n = 0;
@@ -111,64 +159,132 @@ static void ungroup(wstate *w)
     w->segmode = -1;
 }
 
-/* lua_pcall'd per item: stack [fn, item]. Calls fn and records its results.
- * Raises (and the item fails) when fn raises or a result cannot be sent. */
-static int run_item(lua_State *L)
+/* Record the results at stack slots first..last. */
+static void record(wstate *w, int first, int last)
 {
-    wstate *w = lua_touserdata(L, lua_upvalueindex(1));
-    int nargs = 1;
-    if (w->mode != MPE_M_MAP) {
-        if (!lua_istable(L, 2))
-            return luaL_error(L, "mpe: arguments of item must be a table, got %s", luaL_typename(L, 2));
-        lua_getfield(L, 2, "n");
-        lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, 2);
-        lua_pop(L, 1);
-        if (n < 0 || n > 250)
-            return luaL_error(L, "mpe: too many arguments (%d)", (int)n);
-        luaL_checkstack(L, (int)n + 4, "too many arguments");
-        for (lua_Integer i = 1; i <= n; i++)
-            lua_rawgeti(L, 2, i);
-        lua_remove(L, 2);
-        nargs = (int)n;
-    }
-    lua_call(L, nargs, w->mode == MPE_M_APPLY ? LUA_MULTRET : 1);
-    int nres = lua_gettop(L);
-    if (w->mode != MPE_M_APPLY && nres == 1) {
-        int t = lua_type(L, 1);
-        if (t == LUA_TNUMBER && w->segmode >= 0) {
-            int kind = lua_isinteger(L, 1) ? MPE_R_INTS : MPE_R_FLOATS;
-            if (w->segmode == 0)
-                w->segmode = kind;
-            if (w->segmode == kind) {
-                if (kind == MPE_R_INTS)
-                    mpe__buf_put_u64(L, &w->ints, (uint64_t)lua_tointeger(L, 1));
-                else
-                    mpe__buf_put_f64(L, &w->ints, lua_tonumber(L, 1));
-                return 0;
-            }
+    lua_State *L = w->L;
+    int nres = last - first + 1;
+    if (w->mode != MPE_M_APPLY && nres == 1 && lua_type(L, first) == LUA_TNUMBER && w->segmode >= 0) {
+        int kind = lua_isinteger(L, first) ? MPE_R_INTS : MPE_R_FLOATS;
+        if (w->segmode == 0)
+            w->segmode = kind;
+        if (w->segmode == kind) {
+            if (kind == MPE_R_INTS)
+                mpe__buf_put_u64(L, &w->ints, (uint64_t)lua_tointeger(L, first));
+            else
+                mpe__buf_put_f64(L, &w->ints, lua_tonumber(L, first));
+            return;
         }
-        if (w->segmode > 0)
-            ungroup(w);
-        w->segmode = -1;
-    } else if (w->segmode != -1) {
-        if (w->segmode > 0)
-            ungroup(w);
-        w->segmode = -1;
     }
-    w->mark = w->gen.n; /* if an encode below raises, the item's record is cut off here */
+    if (w->segmode > 0)
+        ungroup(w);
+    w->segmode = -1;
+    w->mark = w->gen.n; /* if an encode below raises, the record is cut off here */
+    w->markfds = w->rfds.n;
     mpe__buf_put_u8(L, &w->gen, 0);
     mpe__buf_put_varint(L, &w->gen, (uint64_t)nres);
-    for (int i = 1; i <= nres; i++)
-        mpe__encode(L, i, &w->gen, "result", NULL);
+    for (int i = first; i <= last; i++)
+        mpe__encode(L, i, &w->gen, "result", &w->rfds);
     w->mark = (size_t)-1;
+}
+
+/* Push item w->i of the chunk. */
+static void push_item(wstate *w)
+{
+    lua_State *L = w->L;
+    switch (w->kind) {
+    case MPE_K_RANGE:
+        lua_pushinteger(L, (lua_Integer)(w->rstart + (int64_t)w->i * w->rstep));
+        break;
+    case MPE_K_INTS: {
+        uint64_t v;
+        if (mpe__rd_u64(w->items, &v))
+            malformed("chunk");
+        lua_pushinteger(L, (lua_Integer)(int64_t)v);
+        break;
+    }
+    case MPE_K_FLOATS: {
+        double v;
+        if (mpe__rd_f64(w->items, &v))
+            malformed("chunk");
+        lua_pushnumber(L, v);
+        break;
+    }
+    default:
+        if (w->itemfds) { /* each decode gets its own duplicates of the job's descriptors */
+            mpe_fds tmp = {.n = 0};
+            for (int k = 0; k < w->itemfds->n; k++)
+                tmp.fd[tmp.n++] = w->itemfds->fd[k] >= 0 ? dup(w->itemfds->fd[k]) : -1;
+            mpe__decode(L, w->items, &tmp);
+            close_fds(&tmp);
+        } else
+            mpe__decode(L, w->items, NULL);
+    }
+}
+
+/* Read the clock now and then: flush finished results after FLUSH_NS. */
+static void tick(wstate *w)
+{
+    if (--w->tick_left > 0)
+        return;
+    int64_t t = now_ns();
+    int64_t dt = t - w->last_check;
+    w->last_check = t;
+    if (dt < 50000 && w->tick_every < 4096)
+        w->tick_every *= 2;
+    else if (dt > 500000 && w->tick_every > 1)
+        w->tick_every /= 2;
+    w->tick_left = w->tick_every;
+    if (w->count > 0 && t - w->last_flush > FLUSH_NS) {
+        close_segment(w, 0);
+        flush_out(w);
+    }
+}
+
+/* lua_pcall'd: run items w->i .. n-1; raises out of the item that fails. */
+static int run_items(lua_State *L)
+{
+    wstate *w = lua_touserdata(L, lua_upvalueindex(1));
+    mpe_progress *pr = w->cfg->progress;
+    int timeouts = w->cfg->timeouts;
+    int base = 1; /* the function, passed by run_chunk */
+    for (; w->i < w->n; w->i++) {
+        tick(w);
+        pr->item = (int32_t)w->i;
+        if (timeouts)
+            pr->started_ns = now_ns();
+        lua_pushvalue(L, 1);
+        push_item(w);
+        int nargs = 1;
+        if (w->mode != MPE_M_MAP) {
+            int t = lua_gettop(L);
+            if (!lua_istable(L, t))
+                return luaL_error(L, "mpe: arguments of item must be a table, got %s", luaL_typename(L, t));
+            lua_getfield(L, t, "n");
+            lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, t);
+            lua_pop(L, 1);
+            if (n < 0 || n > 250)
+                return luaL_error(L, "mpe: too many arguments (%d)", (int)n);
+            luaL_checkstack(L, (int)n + 4, "too many arguments");
+            for (lua_Integer k = 1; k <= n; k++)
+                lua_rawgeti(L, t, k);
+            lua_remove(L, t);
+            nargs = (int)n;
+        }
+        lua_call(L, nargs, w->mode == MPE_M_APPLY ? LUA_MULTRET : 1);
+        record(w, base + 1, lua_gettop(L));
+        lua_settop(L, base);
+        w->count++;
+        w->tasks++;
+    }
     return 0;
 }
 
-/* Encode the error table at the top into gen, dropping an unsendable value. */
+/* Encode the error table at index 1 into gen. */
 static int encode_error(lua_State *L)
 {
     wstate *w = lua_touserdata(L, lua_upvalueindex(1));
-    mpe__encode(L, 1, &w->gen, "error", NULL);
+    mpe__encode(L, 1, &w->gen, "error", &w->rfds);
     return 0;
 }
 
@@ -199,14 +315,20 @@ static void trim_traceback(wstate *w, int err)
     lua_pop(L, 1);
 }
 
+/* Record the failure at the top of the stack (the message handler's table)
+ * as [1][1][error]; an error value that cannot be sent is dropped, keeping
+ * its message. Pops it. */
 static void put_error(wstate *w, int encoder)
 {
     lua_State *L = w->L;
     int err = lua_gettop(L);
     trim_traceback(w, err);
     size_t mark = w->gen.n;
+    int markfds = w->rfds.n;
     for (int attempt = 0; attempt < 3; attempt++) {
         w->gen.n = mark;
+        while (w->rfds.n > markfds)
+            close(w->rfds.fd[--w->rfds.n]);
         mpe__buf_put_u8(L, &w->gen, 1);
         mpe__buf_put_varint(L, &w->gen, 1);
         if (attempt == 1 && lua_istable(L, err)) {
@@ -227,36 +349,26 @@ static void put_error(wstate *w, int encoder)
     lua_settop(L, err - 1);
 }
 
-static mpe_fds *job_fds(wstate *w, uint64_t job)
+static keyed_fds *find_keyed(wstate *w, uint64_t key)
 {
-    for (int i = 0; i < w->njf; i++)
-        if (w->jf[i].job == job)
-            return &w->jf[i].fds;
+    for (int i = 0; i < w->nkeyed; i++)
+        if (w->keyed[i].key == key)
+            return &w->keyed[i];
     return NULL;
 }
 
-static void drop_job_fds(wstate *w, uint64_t job)
+static void drop_keyed(wstate *w, uint64_t key)
 {
-    for (int i = 0; i < w->njf; i++)
-        if (w->jf[i].job == job) {
-            for (int k = 0; k < w->jf[i].fds.n; k++)
-                if (w->jf[i].fds.fd[k] >= 0)
-                    close(w->jf[i].fds.fd[k]);
-            w->jf[i] = w->jf[--w->njf];
-            return;
-        }
+    keyed_fds *k = find_keyed(w, key);
+    if (k) {
+        close_fds(&k->fds);
+        *k = w->keyed[--w->nkeyed];
+    }
 }
 
 /* Stack slots the loop keeps: the function cache, the message handler, the
- * item runner and the error encoder. */
-enum { S_FUNCS = 1, S_HANDLER, S_RUNNER, S_ENCODER, S_FN, S_BASE = S_FN };
-
-static void malformed(const char *what)
-{
-    fprintf(stderr, "mpe: worker: malformed %s frame from the pool\n", what);
-    fflush(stderr);
-    _exit(70);
-}
+ * item runner, the error encoder and the current function. */
+enum { S_FUNCS = 1, S_HANDLER, S_RUNNER, S_ENCODER, S_FN };
 
 static void run_chunk(wstate *w, mpe_rd *r, int base)
 {
@@ -272,76 +384,45 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
         malformed("chunk (unknown function)");
     lua_replace(L, base + S_FN);
     w->chunk = chunk;
+    w->mode = (int)mode;
+    w->kind = (int)kind;
+    w->n = n;
+    w->i = 0;
     w->from = 0;
     w->count = 0;
-    w->mode = (int)mode;
-    w->chunk_start = now_ns();
-    int64_t rstart = 0, rstep = 0;
+    w->items = r;
+    keyed_fds *k = find_keyed(w, job);
+    w->itemfds = k ? &k->fds : NULL;
+    w->chunk_start = w->last_check = now_ns();
     if (kind == MPE_K_RANGE) {
         uint64_t a, s;
         if (mpe__rd_u64(r, &a) || mpe__rd_u64(r, &s))
             malformed("chunk");
-        rstart = (int64_t)a;
-        rstep = (int64_t)s;
+        w->rstart = (int64_t)a;
+        w->rstep = (int64_t)s;
     }
-    mpe_fds tmp, *jfds = job_fds(w, job);
-    for (uint32_t i = 0; i < n; i++) {
-        int64_t t = now_ns();
-        w->cfg->progress->item = (int32_t)i;
-        w->cfg->progress->started_ns = t;
-        __atomic_store_n(&w->cfg->progress->chunk, (int64_t)chunk, __ATOMIC_RELEASE);
-        if (w->count > 0 && t - w->last_flush > FLUSH_NS) {
-            close_segment(w, 0);
-            flush_out(w);
-        }
+    __atomic_store_n(&w->cfg->progress->chunk, (int64_t)chunk, __ATOMIC_RELEASE);
+    while (w->i < w->n) {
         lua_pushvalue(L, base + S_RUNNER);
         lua_pushvalue(L, base + S_FN);
-        switch (kind) {
-        case MPE_K_RANGE:
-            lua_pushinteger(L, (lua_Integer)(rstart + (int64_t)i * rstep));
+        if (lua_pcall(L, 1, 0, base + S_HANDLER) == LUA_OK)
             break;
-        case MPE_K_INTS: {
-            uint64_t v;
-            if (mpe__rd_u64(r, &v))
-                malformed("chunk");
-            lua_pushinteger(L, (lua_Integer)(int64_t)v);
-            break;
+        /* Item w->i failed: cut off what it half wrote, record the error, go on. */
+        if (w->mark != (size_t)-1) {
+            w->gen.n = w->mark;
+            while (w->rfds.n > w->markfds)
+                close(w->rfds.fd[--w->rfds.n]);
         }
-        case MPE_K_FLOATS: {
-            double v;
-            if (mpe__rd_f64(r, &v))
-                malformed("chunk");
-            lua_pushnumber(L, v);
-            break;
-        }
-        default: {
-            mpe_fds *use = NULL;
-            if (jfds) { /* each decode gets its own copies of the job's descriptors */
-                tmp.n = 0;
-                for (int k = 0; k < jfds->n; k++)
-                    tmp.fd[tmp.n++] = jfds->fd[k] >= 0 ? dup(jfds->fd[k]) : -1;
-                use = &tmp;
-            }
-            mpe__decode(L, r, use);
-            if (use)
-                for (int k = 0; k < tmp.n; k++)
-                    if (tmp.fd[k] >= 0)
-                        close(tmp.fd[k]);
-        }
-        }
-        if (lua_pcall(L, 2, 0, base + S_HANDLER) != LUA_OK) {
-            if (w->mark != (size_t)-1)
-                w->gen.n = w->mark;
-            w->mark = (size_t)-1;
-            if (w->segmode > 0)
-                ungroup(w);
-            w->segmode = -1;
-            w->segerrors = 1;
-            put_error(w, base + S_ENCODER);
-        }
+        w->mark = (size_t)-1;
+        if (w->segmode > 0)
+            ungroup(w);
+        w->segmode = -1;
+        w->segerrors = 1;
+        put_error(w, base + S_ENCODER);
         lua_settop(L, base + S_FN);
         w->count++;
         w->tasks++;
+        w->i++;
     }
     __atomic_store_n(&w->cfg->progress->chunk, 0, __ATOMIC_RELEASE);
     close_segment(w, 1);
@@ -350,13 +431,118 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
 static void report_initfail(wstate *w, int encoder)
 {
     lua_State *L = w->L;
-    size_t f = mpe__frame_begin(L, &w->out, MPE_F_INITFAIL);
     w->gen.n = 0;
     put_error(w, encoder);
+    close_fds(&w->rfds); /* the pool is told of the failure only */
+    size_t f = mpe__frame_begin(L, &w->out, MPE_F_INITFAIL);
     /* put_error wrote [status][nvals][error]: skip the two header bytes. */
     mpe__buf_put(L, &w->out, w->gen.p + 2, w->gen.n - 2);
     mpe__frame_end(&w->out, f);
     flush_out(w);
+}
+
+static void run_initializer(wstate *w, int base)
+{
+    lua_State *L = w->L;
+    const mpe_worker_cfg *cfg = w->cfg;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, cfg->init_ref);
+    int nargs = 0;
+    if (cfg->initargs_ref != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, cfg->initargs_ref);
+        int t = lua_gettop(L);
+        nargs = (int)lua_rawlen(L, t);
+        luaL_checkstack(L, nargs + 2, "too many initargs");
+        for (int i = 1; i <= nargs; i++)
+            lua_rawgeti(L, t, i);
+        lua_remove(L, t);
+    }
+    if (lua_pcall(L, nargs, 0, base + S_HANDLER) != LUA_OK) {
+        report_initfail(w, base + S_ENCODER);
+        _exit(3);
+    }
+    lua_settop(L, top);
+}
+
+/* Handle the complete frames at the start of w->in; keep the rest. */
+static void handle_frames(wstate *w, int base)
+{
+    lua_State *L = w->L;
+    size_t off = 0;
+    unsigned type;
+    uint32_t len;
+    while (mpe__frame_peek(&w->in, off, &type, &len)) {
+        mpe_rd r;
+        mpe__rd_init(&r, w->in.p + off + MPE_FRAME_HDR, len);
+        off += MPE_FRAME_HDR + len;
+        uint64_t id = 0;
+        switch (type) {
+        case MPE_F_FUNC: {
+            if (mpe__rd_u64(&r, &id))
+                malformed("function");
+            keyed_fds *k = find_keyed(w, id);
+            if (k) {
+                mpe_fds tmp = {.n = 0};
+                for (int i = 0; i < k->fds.n; i++)
+                    tmp.fd[tmp.n++] = k->fds.fd[i] >= 0 ? dup(k->fds.fd[i]) : -1;
+                mpe__decode(L, &r, &tmp);
+                close_fds(&tmp);
+            } else
+                mpe__decode(L, &r, NULL);
+            lua_rawseti(L, base + S_FUNCS, (lua_Integer)id);
+            break;
+        }
+        case MPE_F_DROP:
+            if (mpe__rd_u64(&r, &id))
+                malformed("drop");
+            lua_pushnil(L);
+            lua_rawseti(L, base + S_FUNCS, (lua_Integer)id);
+            drop_keyed(w, id);
+            break;
+        case MPE_F_FDS: {
+            /* Claims the oldest descriptor set received: each F_FDS message
+             * carried exactly one, and they arrive in order. */
+            if (mpe__rd_u64(&r, &id) || w->qn == 0)
+                malformed("descriptor");
+            mpe_fds got = w->queued[w->qhead];
+            w->qhead = (w->qhead + 1) % MAX_QUEUED;
+            w->qn--;
+            if (find_keyed(w, id) || w->nkeyed == MAX_KEYED)
+                close_fds(&got); /* already known (sent with every chunk of a job) */
+            else {
+                w->keyed[w->nkeyed].key = id;
+                w->keyed[w->nkeyed].fds = got;
+                w->nkeyed++;
+            }
+            break;
+        }
+        case MPE_F_JOBEND:
+            if (mpe__rd_u64(&r, &id))
+                malformed("jobend");
+            drop_keyed(w, id);
+            break;
+        case MPE_F_CHUNK:
+            run_chunk(w, &r, base);
+            if (w->out.n >= FLUSH_BYTES)
+                flush_out(w);
+            if (w->cfg->maxtasks > 0 && w->tasks >= w->cfg->maxtasks) {
+                flush_out(w);
+                fflush(NULL);
+                _exit(0);
+            }
+            break;
+        case MPE_F_STOP:
+            flush_out(w);
+            fflush(NULL);
+            _exit(0);
+        default:
+            malformed("unknown");
+        }
+    }
+    if (off > 0) { /* w->in.p may still be NULL when nothing was read */
+        memmove(w->in.p, w->in.p + off, w->in.n - off);
+        w->in.n -= off;
+    }
 }
 
 void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
@@ -365,6 +551,8 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
     memset(&w, 0, sizeof w);
     w.L = L;
     w.cfg = cfg;
+    w.mark = (size_t)-1;
+    w.tick_every = w.tick_left = 1;
     char name[32];
     snprintf(name, sizeof name, "PoolWorker-%d", cfg->number);
     mpe__proc_set_identity(name, cfg->slot);
@@ -375,93 +563,18 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
     while (lua_getstack(L, w.inherited, &ar))
         w.inherited++;
     int base = lua_gettop(L);
-    lua_newtable(L);                       /* S_FUNCS */
+    lua_newtable(L);                          /* S_FUNCS */
     lua_pushcfunction(L, mpe__error_handler); /* S_HANDLER */
     lua_pushlightuserdata(L, &w);
-    lua_pushcclosure(L, run_item, 1);      /* S_RUNNER */
+    lua_pushcclosure(L, run_items, 1);        /* S_RUNNER */
     lua_pushlightuserdata(L, &w);
-    lua_pushcclosure(L, encode_error, 1);  /* S_ENCODER */
-    lua_pushnil(L);                        /* S_FN */
+    lua_pushcclosure(L, encode_error, 1);     /* S_ENCODER */
+    lua_pushnil(L);                           /* S_FN */
     w.last_flush = now_ns();
-    w.mark = (size_t)-1;
-
-    if (cfg->init_ref != LUA_NOREF) {
-        int top = lua_gettop(L);
-        lua_rawgeti(L, LUA_REGISTRYINDEX, cfg->init_ref);
-        int nargs = 0;
-        if (cfg->initargs_ref != LUA_NOREF) {
-            lua_rawgeti(L, LUA_REGISTRYINDEX, cfg->initargs_ref);
-            int t = lua_gettop(L);
-            nargs = (int)lua_rawlen(L, t);
-            luaL_checkstack(L, nargs + 2, "too many initargs");
-            for (int i = 1; i <= nargs; i++)
-                lua_rawgeti(L, t, i);
-            lua_remove(L, t);
-        }
-        if (lua_pcall(L, nargs, 0, base + S_HANDLER) != LUA_OK) {
-            report_initfail(&w, base + S_ENCODER);
-            _exit(3);
-        }
-        lua_settop(L, top);
-    }
-
+    if (cfg->init_ref != LUA_NOREF)
+        run_initializer(&w, base);
     for (;;) {
-        size_t off = 0;
-        unsigned type;
-        uint32_t len;
-        while (mpe__frame_peek(&w.in, off, &type, &len)) {
-            mpe_rd r;
-            mpe__rd_init(&r, w.in.p + off + MPE_FRAME_HDR, len);
-            off += MPE_FRAME_HDR + len;
-            switch (type) {
-            case MPE_F_FUNC: {
-                uint64_t id;
-                if (mpe__rd_u64(&r, &id))
-                    malformed("function");
-                mpe__decode(L, &r, NULL);
-                lua_rawseti(L, base + S_FUNCS, (lua_Integer)id);
-                break;
-            }
-            case MPE_F_DROP: {
-                uint64_t id;
-                if (mpe__rd_u64(&r, &id))
-                    malformed("drop");
-                lua_pushnil(L);
-                lua_rawseti(L, base + S_FUNCS, (lua_Integer)id);
-                break;
-            }
-            case MPE_F_JOBEND: {
-                uint64_t job;
-                if (mpe__rd_u64(&r, &job))
-                    malformed("jobend");
-                drop_job_fds(&w, job);
-                break;
-            }
-            case MPE_F_CHUNK:
-                run_chunk(&w, &r, base);
-                if (w.out.n >= FLUSH_BYTES)
-                    flush_out(&w);
-                if (cfg->maxtasks > 0 && w.tasks >= cfg->maxtasks) {
-                    flush_out(&w);
-                    fflush(NULL);
-                    _exit(0);
-                }
-                break;
-            case MPE_F_FDS: /* its descriptors were dropped (too many): nothing to keep */
-                break;
-            case MPE_F_STOP:
-                flush_out(&w);
-                fflush(NULL);
-                _exit(0);
-            default:
-                malformed("unknown");
-            }
-        }
-        /* Keep the unread tail; its descriptors (F_FDS) arrive with it. */
-        if (off > 0) { /* w.in.p may still be NULL when nothing was read */
-            memmove(w.in.p, w.in.p + off, w.in.n - off);
-            w.in.n -= off;
-        }
+        handle_frames(&w, base);
         mpe_fds got = {.n = 0};
         ssize_t rd = mpe__transport_recv(cfg->fd, &w.in, &got, 0);
         if (rd < 0 && errno == EAGAIN) {
@@ -473,26 +586,10 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
             _exit(0); /* EOF or a broken channel: the pool is gone */
         }
         if (got.n > 0) {
-            /* Descriptors come alone in an F_FDS frame: [u64 job]. */
-            unsigned t2;
-            uint32_t l2;
-            if (!mpe__frame_peek(&w.in, 0, &t2, &l2) || t2 != MPE_F_FDS)
+            if (w.qn == MAX_QUEUED)
                 malformed("descriptor");
-            mpe_rd r;
-            uint64_t job;
-            mpe__rd_init(&r, w.in.p + MPE_FRAME_HDR, l2);
-            if (mpe__rd_u64(&r, &job))
-                malformed("descriptor");
-            if (job_fds(&w, job) || w.njf == 8) { /* already known (sent with every chunk) */
-                for (int k = 0; k < got.n; k++)
-                    close(got.fd[k]);
-            } else {
-                w.jf[w.njf].job = job;
-                w.jf[w.njf].fds = got;
-                w.njf++;
-            }
-            memmove(w.in.p, w.in.p + MPE_FRAME_HDR + l2, w.in.n - MPE_FRAME_HDR - l2);
-            w.in.n -= MPE_FRAME_HDR + l2;
+            w.queued[(w.qhead + w.qn) % MAX_QUEUED] = got;
+            w.qn++;
         }
     }
 }
