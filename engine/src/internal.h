@@ -333,7 +333,11 @@ mpe_job *mpe__pool_job(mpe_pool *p, int mode, uint64_t fnid, int chunksize, int 
  * encoded values (each add_enc call appends one item's encoding from b).
  * Raise on memory exhaustion. */
 void mpe__pool_add_range(lua_State *L, mpe_job *j, lua_Integer start, lua_Integer step, lua_Integer count);
-void mpe__pool_add_packed(lua_State *L, mpe_job *j, int kind, const void *p, size_t count);
+/* Packed numbers are written in place: begin reserves room for count items
+ * and returns where they go; commit makes the first count written items
+ * visible (call it as often as useful: workers start on them at once). */
+char *mpe__pool_packed_begin(lua_State *L, mpe_pool *p, mpe_job *j, int kind, size_t count);
+void mpe__pool_packed_commit(mpe_pool *p, mpe_job *j, size_t count, int finished);
 void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds);
 /* Make the items added so far visible to the dispatcher; finished: no more will come. */
 void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished);

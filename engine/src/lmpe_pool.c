@@ -751,23 +751,25 @@ static void add_table(lua_State *L, ajob *a, int idx)
         }
     }
     if (kind) {
-        mpe_buf *b = mpe__buf_box(L);
-        mpe__buf_lgrow(L, b, 8 * (size_t)n);
+        /* Written straight into the store and published every 64k items, so
+         * the workers start while the rest is still being copied. */
+        char *dst = mpe__pool_packed_begin(L, a->lp->p, a->j, kind, (size_t)n);
         for (lua_Integer i = 1; i <= n; i++) {
             lua_rawgeti(L, idx, i);
             if (kind == MPE_K_INTS) {
                 int64_t v = (int64_t)lua_tointeger(L, -1);
-                memcpy(b->p + b->n, &v, 8);
+                memcpy(dst, &v, 8);
             } else {
                 double v = lua_tonumber(L, -1);
-                memcpy(b->p + b->n, &v, 8);
+                memcpy(dst, &v, 8);
             }
-            b->n += 8;
+            dst += 8;
             lua_pop(L, 1);
+            if ((i & 0xffff) == 0 && i < n)
+                mpe__pool_packed_commit(a->lp->p, a->j, (size_t)i, 0);
         }
-        mpe__pool_add_packed(L, a->j, kind, b->p, (size_t)n);
         a->count = n;
-        lua_pop(L, 1);
+        mpe__pool_packed_commit(a->lp->p, a->j, (size_t)n, 1);
         return;
     }
     mpe_fds *fds;
@@ -779,6 +781,8 @@ static void add_table(lua_State *L, ajob *a, int idx)
                        mpe__typename(L, -1));
         add_value(L, a, lua_gettop(L), b, fds);
         lua_pop(L, 1);
+        if ((i & 0xfff) == 0 && i < n)
+            mpe__pool_publish(a->lp->p, a->j, 0); /* let the workers start */
     }
     lua_pop(L, 2);
 }

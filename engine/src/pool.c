@@ -1076,11 +1076,24 @@ void mpe__pool_add_range(lua_State *L, mpe_job *j, lua_Integer start, lua_Intege
     j->count = count;
 }
 
-void mpe__pool_add_packed(lua_State *L, mpe_job *j, int kind, const void *s, size_t count)
+char *mpe__pool_packed_begin(lua_State *L, mpe_pool *p, mpe_job *j, int kind, size_t count)
 {
+    pthread_mutex_lock(&p->mu); /* the store may move: not while the dispatcher copies */
+    int r = mpe__buf_grow(&j->items, 8 * count);
+    pthread_mutex_unlock(&p->mu);
+    if (r != 0)
+        luaL_error(L, "mpe: not enough memory for %zu items", count);
     j->kind = kind;
-    mpe__buf_put(L, &j->items, s, 8 * count); /* the dispatcher does not read beyond visible */
-    j->count += (lua_Integer)count;
+    return j->items.p + j->items.n;
+}
+
+void mpe__pool_packed_commit(mpe_pool *p, mpe_job *j, size_t count, int finished)
+{
+    pthread_mutex_lock(&p->mu);
+    j->items.n += 8 * (count - (size_t)(j->count - j->base));
+    j->count = j->base + (lua_Integer)count;
+    pthread_mutex_unlock(&p->mu);
+    mpe__pool_publish(p, j, finished);
 }
 
 void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds)
@@ -1330,28 +1343,32 @@ void mpe__pool_stop(mpe_pool *p, int now)
     }
     wake(p);
     pthread_mutex_unlock(&p->mu);
-    /* Wait for every worker to go (the dispatcher reaps them on EOF). A
-     * graceful stop that takes longer than 10 s is forced. */
+    /* Wait for every worker to go: the dispatcher reaps each on EOF and
+     * broadcasts. A graceful stop that takes longer than 10 s is forced. */
     double give_up = mpe__proc_now() + 10;
+    pthread_mutex_lock(&p->mu);
     for (;;) {
-        pthread_mutex_lock(&p->mu);
         int live = 0;
         for (int i = 0; i < p->n; i++)
             live += p->w[i].state == W_LIVE;
-        pthread_mutex_unlock(&p->mu);
         if (!live || !p->thread_started)
             break;
         if (mpe__proc_now() > give_up) {
-            pthread_mutex_lock(&p->mu);
             for (int i = 0; i < p->n; i++)
                 if (p->w[i].state == W_LIVE)
                     kill(p->w[i].pid, SIGKILL);
-            pthread_mutex_unlock(&p->mu);
             give_up = mpe__proc_now() + 10;
         }
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 50000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&p->cv, &p->mu, &ts);
     }
+    pthread_mutex_unlock(&p->mu);
     if (p->thread_started) {
         pthread_mutex_lock(&p->mu);
         p->quit = 1;
