@@ -105,6 +105,8 @@ typedef struct lpool {
     int init_ref, initargs_ref;
     pid_t owner;
     int broken;    /* the initializer failed: fields.broken holds the error */
+    mpe_buf scratch; /* one item's encoding on its way to a job's store */
+    mpe_fds sfds;    /* its descriptors, until the job takes them */
 } lpool;
 
 enum { A_MAP, A_APPLY, A_IMAP, A_IMAP_UNORDERED };
@@ -200,9 +202,20 @@ static void make_task_error(lua_State *L, ajob *a, lua_Integer index, int worker
 }
 
 /* Record the failure at the top (an mpe.Error) for item index; pops it. */
-static void add_failure(lua_State *L, ajob *a, lua_Integer index)
+/* Push a's failures table, creating it at the first failure. */
+static void getfailures(lua_State *L, ajob *a)
 {
     getref(L, a->ref, "failures");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        setref(L, a->ref, "failures", -1);
+    }
+}
+
+static void add_failure(lua_State *L, ajob *a, lua_Integer index)
+{
+    getfailures(L, a);
     lua_pushvalue(L, -2);
     lua_rawseti(L, -2, index);
     lua_pop(L, 1);
@@ -547,7 +560,7 @@ static int push_values(lua_State *L, ajob *a)
     lua_pushinteger(L, a->count);
     lua_setfield(L, -2, "n");
     if (a->collect) {
-        getref(L, a->ref, "failures");
+        getfailures(L, a);
         return 2;
     }
     return 1;
@@ -672,13 +685,11 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
     a->window = o->window > 0 ? o->window : IMAP_WINDOW;
     a->progress = o->progress;
     luaL_setmetatable(L, ASYNC_MT);
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 4);
     lua_pushvalue(L, pool_idx);
     lua_setfield(L, -2, "pool");
     lua_newtable(L);
     lua_setfield(L, -2, "results");
-    lua_newtable(L);
-    lua_setfield(L, -2, "failures");
     if (cb_idx && lua_istable(L, cb_idx)) {
         lua_pushvalue(L, cb_idx);
         lua_setfield(L, -2, "cb");
@@ -712,25 +723,21 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
     return a;
 }
 
-/* Encode the value at idx as one item of a's job. The descriptors of shared
- * objects in it go to the job (fds is a Lua-owned box, so an encoding that
- * raises half way leaks nothing). */
-static void add_value(lua_State *L, ajob *a, int idx, mpe_buf *scratch, mpe_fds *fds)
+/* Encode the value at idx as one item of a's job. The pool's scratch buffer
+ * and descriptor list are owned by the pool userdata, so an encoding that
+ * raises half way leaks nothing (what it left is reset on the next use). */
+static void add_value(lua_State *L, ajob *a, int idx)
 {
-    scratch->n = 0;
-    fds->n = 0;
-    mpe__encode(L, idx, scratch, a->mode == MPE_M_MAP ? "item" : "args", fds);
-    mpe__pool_add_enc(L, a->lp->p, a->j, scratch->p, scratch->n, fds);
-    fds->n = 0; /* the job owns them now */
+    lpool *lp = a->lp;
+    lp->scratch.n = 0;
+    for (int k = 0; k < lp->sfds.n; k++)
+        if (lp->sfds.fd[k] >= 0)
+            close(lp->sfds.fd[k]);
+    lp->sfds.n = 0;
+    mpe__encode(L, idx, &lp->scratch, a->mode == MPE_M_MAP ? "item" : "args", &lp->sfds);
+    mpe__pool_add_enc(L, lp->p, a->j, lp->scratch.p, lp->scratch.n, &lp->sfds);
+    lp->sfds.n = 0; /* the job owns them now */
     a->count++;
-}
-
-/* Push the two boxes add_value needs; returns the buffer, *fds the list. */
-static mpe_buf *boxes(lua_State *L, mpe_fds **fds)
-{
-    mpe_buf *b = mpe__buf_box(L);
-    *fds = mpe__fds_box(L);
-    return b;
 }
 
 /* Add every item of the table at idx. A plain sequence of numbers of one
@@ -772,26 +779,21 @@ static void add_table(lua_State *L, ajob *a, int idx)
         mpe__pool_packed_commit(a->lp->p, a->j, (size_t)n, 1);
         return;
     }
-    mpe_fds *fds;
-    mpe_buf *b = boxes(L, &fds);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, i);
         if (a->mode != MPE_M_MAP && !lua_istable(L, -1))
             luaL_error(L, "mpe: starmap: item %d must be a table of arguments, got %s", (int)i,
                        mpe__typename(L, -1));
-        add_value(L, a, lua_gettop(L), b, fds);
+        add_value(L, a, lua_gettop(L));
         lua_pop(L, 1);
         if ((i & 0xfff) == 0 && i < n)
             mpe__pool_publish(a->lp->p, a->j, 0); /* let the workers start */
     }
-    lua_pop(L, 2);
 }
 
 /* Pull up to max items from the iterator at src. Returns 1 when it ended. */
 static int add_from_iterator(lua_State *L, ajob *a, int src, lua_Integer max)
 {
-    mpe_fds *fds;
-    mpe_buf *b = boxes(L, &fds);
     int ended = 0;
     for (lua_Integer k = 0; k < max; k++) {
         lua_pushvalue(L, src);
@@ -804,10 +806,9 @@ static int add_from_iterator(lua_State *L, ajob *a, int src, lua_Integer max)
         if (a->mode != MPE_M_MAP && !lua_istable(L, -1))
             luaL_error(L, "mpe: starmap: item %d must be a table of arguments, got %s",
                        (int)(a->count + 1), mpe__typename(L, -1));
-        add_value(L, a, lua_gettop(L), b, fds);
+        add_value(L, a, lua_gettop(L));
         lua_pop(L, 1);
     }
-    lua_pop(L, 2);
     return ended;
 }
 
@@ -915,10 +916,7 @@ static int pool_apply_async(lua_State *L)
         lua_replace(L, 3);
     }
     ajob *a = new_job(L, lp, 1, 2, A_APPLY, MPE_M_APPLY, &o, 4);
-    mpe_fds *fds;
-    mpe_buf *b = boxes(L, &fds);
-    add_value(L, a, 3, b, fds);
-    lua_pop(L, 2);
+    add_value(L, a, 3);
     a->finished = 1;
     mpe__pool_publish(lp->p, a->j, 1);
     return 1;
@@ -940,10 +938,7 @@ static int pool_apply(lua_State *L)
     callopts o = {0};
     ajob *a = new_job(L, lp, 1, 2, A_APPLY, MPE_M_APPLY, &o, 0);
     int ai = lua_gettop(L);
-    mpe_fds *fds;
-    mpe_buf *b = boxes(L, &fds);
-    add_value(L, a, args, b, fds);
-    lua_pop(L, 2);
+    add_value(L, a, args);
     a->finished = 1;
     mpe__pool_publish(lp->p, a->j, 1);
     wait_job(L, a, -1);
@@ -1002,7 +997,7 @@ static int imap_try(lua_State *L, ajob *a)
         lua_pop(L, 2);
     }
     a->yielded++;
-    getref(L, a->ref, "failures");
+    getfailures(L, a);
     lua_rawgeti(L, -1, i);
     if (!lua_isnil(L, -1)) {
         lua_pushnil(L);
@@ -1294,6 +1289,11 @@ static int pool_gc_full(lua_State *L)
 {
     lpool *lp = lua_touserdata(L, 1);
     pool_gc(L);
+    mpe__buf_free(&lp->scratch);
+    for (int k = 0; k < lp->sfds.n; k++)
+        if (lp->sfds.fd[k] >= 0 && lp->owner == getpid())
+            close(lp->sfds.fd[k]);
+    lp->sfds.n = 0;
     if (lp->ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, lp->ref);
         lp->ref = LUA_NOREF;

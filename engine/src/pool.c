@@ -956,15 +956,14 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     lua_pushvalue(L, idx);
     lua_rawget(L, -2);
     if (lua_isinteger(L, -1)) {
+        /* Still cached? Only this (main) thread changes the list, so it may
+         * read it without the lock. */
         uint64_t id = (uint64_t)lua_tointeger(L, -1);
-        pthread_mutex_lock(&p->mu);
         for (fnentry *f = p->fns; f; f = f->next)
             if (f->id == id) {
-                pthread_mutex_unlock(&p->mu);
                 lua_pop(L, 3);
                 return id;
             }
-        pthread_mutex_unlock(&p->mu);
     }
     lua_pop(L, 1);
     /* Encode it once, into a frame owned by a Lua box until it is handed over. */
@@ -1103,7 +1102,7 @@ void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, siz
     pthread_mutex_lock(&p->mu);
     size_t need = (size_t)(j->count - j->base) + 2;
     if (need > j->offcap) {
-        size_t cap = j->offcap ? j->offcap * 2 : 64;
+        size_t cap = j->offcap ? j->offcap * 2 : 4; /* most jobs of one item are apply calls */
         while (cap < need)
             cap *= 2;
         size_t *o = realloc(j->off, cap * sizeof *o);
@@ -1170,7 +1169,14 @@ void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished)
     enlist(p, j);
     if (j->finished && j->done >= j->visible)
         pthread_cond_broadcast(&p->cv);
-    wake(p);
+    /* Wake the dispatcher only if a worker waits for work: a busy worker's
+     * next results wake it anyway, and a write per apply_async would cost
+     * more than the task. */
+    for (int i = 0; i < p->n; i++)
+        if (p->w[i].state == W_LIVE && p->w[i].ninflight < 2) {
+            wake(p);
+            break;
+        }
     pthread_mutex_unlock(&p->mu);
 }
 
