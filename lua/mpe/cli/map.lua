@@ -6,11 +6,14 @@
 -- K lines (and at most MAX_ITEM_BYTES, but always at least one line); each
 -- item travels as ONE string, so the per-line cost in the parent is a single
 -- string.find. A worker splits its item into lines, applies the function to
--- each and sends back ONE string of output lines. pool:imap (or
--- imap_unordered) pulls items lazily from the reader with a window of a few
--- items per worker. The input goes through in segments of SEGMENT_BYTES, one
--- imap each, so the pool's store of sent items is dropped at every segment's
--- end: memory stays bounded whatever the input's size and line length.
+-- each and sends back ONE string of output lines. K is --chunk-lines, or by
+-- default adapts: it starts at 1 (an expensive function over a short input
+-- still spreads over every worker) and follows the measured cost per line so
+-- that an item takes about TARGET_ITEM_S. pool:imap (or imap_unordered) pulls
+-- items lazily from the reader. The input goes through in segments of
+-- SEGMENT_BYTES, one imap each, so the pool's store of sent items is dropped
+-- at every segment's end: memory stays bounded whatever the input's size and
+-- line length.
 -- Line numbers never travel: the parent keeps, per item in flight, its file
 -- and first line, and a worker reports a failure by its line within the item.
 -- Written for Lua 5.4 and LuaJIT alike (no integer division, no bit
@@ -22,7 +25,8 @@ local format = string.format
 
 local BLOCK = 262144           -- bytes read from the input at a time
 local MAX_ITEM_BYTES = 262144  -- an item ends after the line that crosses this
-local DEFAULT_CHUNK_LINES = 256
+local MAX_AUTO_LINES = 4096     -- the adaptive K stays within 1 .. this
+local TARGET_ITEM_S = 0.004    -- the adaptive K aims at items of about 4 ms
 local SEGMENT_BYTES = 16 * 1048576 -- input per imap call
 
 local usage_text = [[
@@ -37,7 +41,8 @@ usage: mpe map [-j N] [--unordered] [--chunk-lines K] [--json] [--keep-going]
 options:
   -j N               worker processes (default: env MPE_WORKERS, else the CPUs)
   --unordered        write results as they complete, not in input order
-  --chunk-lines K    lines sent to a worker at a time (default 256)
+  --chunk-lines K    lines sent to a worker at a time (default: adapts, from
+                     1 up to 4096, so that a batch takes about 4 ms)
   --json             write every result as one line of JSON (tables too)
   --keep-going, -k   on a failing line, report it and go on; exit 1 at the end
   --progress         a progress bar on stderr when it is a terminal
@@ -182,8 +187,8 @@ end
 
 -- ---- the parent side ---------------------------------------------------------------
 
--- A reader of items of up to k lines (and about MAX_ITEM_BYTES) from the
--- inputs in order; an item never spans two inputs, and every line in it ends
+-- A reader of items of up to reader.k lines (and about MAX_ITEM_BYTES) from
+-- the inputs in order; an item never spans two inputs, and every line in it ends
 -- with "\n" (one is added to a last line that lacks it). reader:segment(meta)
 -- returns an iterator over the items of the next SEGMENT_BYTES of input,
 -- recording in meta[i], for its i-th item, the input, first line, line count
@@ -191,7 +196,7 @@ end
 local function reader(inputs, k)
   local fi, f = 0, nil
   local data, pos, lines = "", 1, 0
-  local self = { done = false }
+  local self = { done = false, k = k }
 
   -- Append a block of input to data. Returns false at the end of the input.
   -- A line longer than a block makes the reads grow with it, so a long line
@@ -229,6 +234,7 @@ local function reader(inputs, k)
         data, pos, lines = "", 1, 0
       end
       local count, p, eof = 0, pos, false
+      k = self.k
       while count < k and p - pos < MAX_ITEM_BYTES do
         local e = find(data, "\n", p, true)
         if e then
@@ -291,7 +297,7 @@ end
 -- Parse the words after `map`. Returns an options table, or nil and the exit
 -- status (2 for usage errors, 0 after --help).
 local function parse(args)
-  local o = { inputs = {}, chunk_lines = DEFAULT_CHUNK_LINES }
+  local o = { inputs = {} }
   local i, n = 1, #args
   local function value(flag, inline)
     if inline then return inline end
@@ -401,13 +407,14 @@ function M.main(args)
   -- The pool forks now: the workers inherit the state above.
   local pool = mpe.pool(o.workers)
   local meta -- of the current segment's items
-  -- A few items per worker in flight: enough to keep every worker busy while
-  -- the parent writes, few enough that memory does not grow with the input.
   -- Each item is already a batch of lines, so the pool sends them one at a
-  -- time (chunksize = 1): its own batching would hand a whole window to one
-  -- worker and leave the others idle.
-  local window = 8 * pool.workers
-  if window < 16 then window = 16 end
+  -- time (chunksize = 1; its first chunks of 16 items would put a short input
+  -- on one worker). The pool queues about 8 ms of work per worker, up to 256
+  -- items: the window must cover that for every worker, or the first worker
+  -- takes everything. Memory is bounded by the segments, not by the window.
+  local window = 512 * pool.workers
+  if window < 1024 then window = 1024 end
+  if window > 65536 then window = 65536 end
 
   local progress, total_bytes, done_bytes, done_lines = nil, 0, 0, 0
   if o.progress then
@@ -440,7 +447,8 @@ function M.main(args)
   local out = io.stdout
   local method = o.unordered and pool.imap_unordered or pool.imap
   local opts = { window = window, errors = "collect", chunksize = 1 }
-  local rd = reader(inputs, o.chunk_lines)
+  local rd = reader(inputs, o.chunk_lines or 1)
+  local auto, t_start, lines_seen, items_seen = not o.chunk_lines, mpe.now(), 0, 0
   local stop = false
   while not stop and not rd.done do
     meta = {}
@@ -463,6 +471,15 @@ function M.main(args)
         progress.fraction = total_bytes and total_bytes > 0 and done_bytes / total_bytes or nil
         progress.now = mpe.now()
         progress.update(progress)
+      end
+      if auto then
+        -- the cost of a line, from the lines done so far with every worker busy
+        lines_seen, items_seen = lines_seen + meta[idx][3], items_seen + 1
+        if items_seen % 32 == 0 then
+          local per_line = (mpe.now() - t_start) * pool.workers / lines_seen
+          local k = math.floor(TARGET_ITEM_S / per_line)
+          rd.k = k < 1 and 1 or k > MAX_AUTO_LINES and MAX_AUTO_LINES or k
+        end
       end
       meta[idx] = nil
       if stop then break end
