@@ -39,23 +39,24 @@ STDIN_LOOP="local f = function(l) $BODY end local w = io.write for l in io.lines
 # xargs -P lets its processes share stdout: each writes its whole output with
 # one write(2), so lines of two processes never interleave.
 ARGS_LOOP="local f = function(l) $BODY end local t = {} for i = 1, #arg do t[i] = f(arg[i]) end
-io.stdout:setvbuf('no') io.write(table.concat(t, '\n'), '\n')"
+io.stdout:setvbuf('no') io.write(table.concat(t, '\n') .. '\n')"
 
 seq 1 "$N" > "$T/in"
 head -n "$SAMPLE" "$T/in" > "$T/sample"
 lua5.4 -e "$STDIN_LOOP" < "$T/in" > "$T/ref"
 lua5.4 -e "$STDIN_LOOP" < "$T/sample" > "$T/sample.ref"
 
-# time_runs NAME LINES ORDERED REF RUNS CMD...: runs CMD (stdout to $T/out) RUNS
-# times, checks the output, prints the median lines/s and stores it in RATE[NAME].
+# time_runs NAME LINES ORDERED REF RUNS INPUT CMD...: runs CMD (stdin from INPUT,
+# stdout to $T/out) RUNS times, checks the output, prints the median lines/s and
+# stores it in RATE[NAME].
 declare -A RATE
 time_runs() {
-    local name=$1 lines=$2 ordered=$3 ref=$4 runs=$5
-    shift 5
+    local name=$1 lines=$2 ordered=$3 ref=$4 runs=$5 input=$6
+    shift 6
     local times=()
     for ((k = 0; k < runs; k++)); do
         local t0=$EPOCHREALTIME
-        "$@" > "$T/out"
+        "$@" < "$input" > "$T/out"
         local t1=$EPOCHREALTIME
         times+=("$(echo "$t1 - $t0" | bc -l)")
         if [[ $ordered == yes ]]; then
@@ -73,14 +74,14 @@ time_runs() {
 
 echo "line transform over $N lines ($(wc -c < "$T/in") bytes), $W workers, median of $R runs; $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
 echo "mpe: $("$MPE" version); $(parallel --version | head -n 1); xargs: $(xargs --version | head -n 1)"
-time_runs "serial lua5.4" "$N" yes "$T/ref" "$R" lua5.4 -e "$STDIN_LOOP" < "$T/in"
-time_runs "mpe map" "$N" yes "$T/ref" "$R" "$MPE" map -j "$W" -e "$FN" "$T/in"
-time_runs "parallel --pipe" "$N" yes "$T/ref" "$R" parallel --keep-order --pipe -j "$W" lua5.4 -e "\"$STDIN_LOOP\"" < "$T/in"
-time_runs "xargs -P -n 10000" "$N" no "$T/ref" "$R" xargs -P "$W" -n 10000 lua5.4 -e "$ARGS_LOOP" /dev/null < "$T/in"
+time_runs "serial lua5.4" "$N" yes "$T/ref" "$R" "$T/in" lua5.4 -e "$STDIN_LOOP"
+time_runs "mpe map" "$N" yes "$T/ref" "$R" "$T/in" "$MPE" map -j "$W" -e "$FN" "$T/in"
+time_runs "parallel --pipe" "$N" yes "$T/ref" "$R" "$T/in" parallel --keep-order --pipe -j "$W" lua5.4 -e "\"$STDIN_LOOP\""
+time_runs "xargs -P -n 10000" "$N" no "$T/ref" "$R" "$T/in" xargs -P "$W" -n 10000 lua5.4 -e "$ARGS_LOOP" /dev/null
 # (-I @@: the Lua code holds {}, parallel's default replacement string)
-time_runs "parallel per line" "$SAMPLE" yes "$T/sample.ref" 1 parallel --keep-order -j "$W" -I @@ \
-    lua5.4 -e "\"$ARGS_LOOP\"" /dev/null @@ :::: "$T/sample"
-time_runs "xargs per line" "$SAMPLE" no "$T/sample.ref" 1 xargs -P "$W" -n 1 lua5.4 -e "$ARGS_LOOP" /dev/null < "$T/sample"
+time_runs "parallel per line" "$SAMPLE" yes "$T/sample.ref" 1 "$T/sample" parallel --keep-order -j "$W" -I @@ \
+    lua5.4 -e "\"$ARGS_LOOP\"" /dev/null @@ :::: -
+time_runs "xargs per line" "$SAMPLE" no "$T/sample.ref" 1 "$T/sample" xargs -P "$W" -n 1 lua5.4 -e "$ARGS_LOOP" /dev/null
 
 echo
 for other in "serial lua5.4" "parallel --pipe" "xargs -P -n 10000" "parallel per line" "xargs per line"; do
