@@ -156,6 +156,9 @@ grep -q "must return a function, got number" "$T/err" || bad "not a function: $(
 run map -e 'return function(l) return l end' "$T/does-not-exist" > /dev/null 2> "$T/err"
 [ $? -eq 1 ] || bad "missing input: exit status"
 grep -q "cannot open" "$T/err" || bad "missing input: message"
+run map -e 'return function(l) return l end' "$T" > /dev/null 2> "$T/err"
+[ $? -eq 1 ] || bad "directory input: exit status"
+grep -q "cannot read $T: Is a directory" "$T/err" || bad "directory input: message: $(cat "$T/err")"
 
 # ---- usage errors: exit 2 ------------------------------------------------------------
 for args in "--bogus -e x" "-e x -f y" "" "-j 0 -e x" "-j two -e x" "--chunk-lines 0 -e x" "-e"; do

@@ -388,6 +388,12 @@ function M.main(args)
         say("mpe map: cannot open " .. err)
         return 1
       end
+      local ok, rerr = f:read(0)          -- a directory opens, but cannot be read
+      if not ok and rerr then
+        f:close()
+        say("mpe map: cannot read " .. path .. ": " .. rerr)
+        return 1
+      end
       local size = f:seek("end")
       f:close()
       inputs[i] = { path = path, name = path, size = size }
@@ -450,43 +456,52 @@ function M.main(args)
   local rd = reader(inputs, o.chunk_lines or 1)
   local auto, t_start, lines_seen, items_seen = not o.chunk_lines, mpe.now(), 0, 0
   local stop = false
-  while not stop and not rd.done do
-    meta = {}
-    for idx, res, err in method(pool, M.run, rd:segment(meta), opts) do
-      if err then
-        -- the whole item failed outside the function (a worker died, ...)
-        fail(idx, nil, (tostring(err):gsub("^mpe: ", "")))
-        stop = not o.keep_going
-      elseif type(res) == "string" then
-        out:write(res)
-      else
-        out:write(res[1])
-        for i = 2, #res, 2 do fail(idx, res[i], res[i + 1]) end
-        stop = not o.keep_going
-      end
-      if progress then
-        local m = meta[idx]
-        done_lines, done_bytes = done_lines + m[3], done_bytes + m[4]
-        progress.done = done_lines
-        progress.fraction = total_bytes and total_bytes > 0 and done_bytes / total_bytes or nil
-        progress.now = mpe.now()
-        progress.update(progress)
-      end
-      if auto then
-        -- the cost of a line, from the lines done so far with every worker busy
-        lines_seen, items_seen = lines_seen + meta[idx][3], items_seen + 1
-        if items_seen % 32 == 0 then
-          local per_line = (mpe.now() - t_start) * pool.workers / lines_seen
-          local k = math.floor(TARGET_ITEM_S / per_line)
-          rd.k = k < 1 and 1 or k > MAX_AUTO_LINES and MAX_AUTO_LINES or k
+  local function segments()
+    while not stop and not rd.done do
+      meta = {}
+      for idx, res, err in method(pool, M.run, rd:segment(meta), opts) do
+        if err then
+          -- the whole item failed outside the function (a worker died, ...)
+          fail(idx, nil, (tostring(err):gsub("^mpe: ", "")))
+          stop = not o.keep_going
+        elseif type(res) == "string" then
+          out:write(res)
+        else
+          out:write(res[1])
+          for i = 2, #res, 2 do fail(idx, res[i], res[i + 1]) end
+          stop = not o.keep_going
         end
+        if progress then
+          local m = meta[idx]
+          done_lines, done_bytes = done_lines + m[3], done_bytes + m[4]
+          progress.done = done_lines
+          progress.fraction = total_bytes and total_bytes > 0 and done_bytes / total_bytes or nil
+          progress.now = mpe.now()
+          progress.update(progress)
+        end
+        if auto then
+          -- the cost of a line, from the lines done so far with every worker busy
+          lines_seen, items_seen = lines_seen + meta[idx][3], items_seen + 1
+          if items_seen % 32 == 0 then
+            local per_line = (mpe.now() - t_start) * pool.workers / lines_seen
+            local k = math.floor(TARGET_ITEM_S / per_line)
+            rd.k = k < 1 and 1 or k > MAX_AUTO_LINES and MAX_AUTO_LINES or k
+          end
+        end
+        meta[idx] = nil
+        if stop then break end
       end
-      meta[idx] = nil
-      if stop then break end
+      -- The finished job's store is C memory that Lua's collector does not
+      -- see; collect now (the Lua heap is small) rather than some segments later.
+      collectgarbage()
     end
-    -- The finished job's store is C memory that Lua's collector does not
-    -- see; collect now (the Lua heap is small) rather than some segments later.
-    collectgarbage()
+  end
+  -- A read error in the middle of the input ends the run like a failing line.
+  local ok, perr = pcall(segments)
+  if not ok then
+    if type(perr) ~= "string" or perr:sub(1, 9) ~= "mpe map: " then error(perr, 0) end
+    say(perr)
+    failed, stop = failed + 1, true
   end
   out:flush()
   if stop then
