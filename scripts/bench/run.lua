@@ -4,8 +4,14 @@
 -- against the targets of DESIGN.md; then a scaling run (log loop at 1, 2 and 4
 -- workers) drawn as an SVG chart.
 --   mpe run scripts/bench/run.lua [--quick] [--runs R] [--only a,b] [--no-python]
---                                 [--no-scale] [--svg FILE] [--md FILE]
+--                                 [--no-scale] [--wait-idle S] [--svg FILE] [--md FILE]
 -- --quick: small sizes, a smoke test of the harness (figures mean little).
+-- The sides of a workload run in interleaved rounds (mpe, serial, Python, then
+-- again), so that a change of load during the run hits them alike. On a shared
+-- machine, --wait-idle S waits before each run (at most S seconds) for half a
+-- second in which the CPUs are at least 85% idle; the best (minimum) of the R
+-- runs is shown next to the median, as it is the figure least disturbed by
+-- other jobs.
 -- A full run writes docs/bench-speedup.svg unless --svg says otherwise; a quick
 -- run writes a chart only when --svg is given. --md FILE writes the results as
 -- a Markdown table. The exit status is 1 when a side failed or the sides
@@ -33,8 +39,9 @@ do
     elseif a == "--no-scale" then opt.scale = false
     elseif a == "--svg" then i = i + 1; opt.svg = arg[i]
     elseif a == "--md" then i = i + 1; opt.md = arg[i]
+    elseif a == "--wait-idle" then i = i + 1; opt.wait_idle = tonumber(arg[i])
     elseif a == "--help" or a == "-h" then
-      print("usage: mpe run scripts/bench/run.lua [--quick] [--runs R] [--only a,b] [--no-python] [--no-scale] [--svg FILE] [--md FILE]")
+      print("usage: mpe run scripts/bench/run.lua [--quick] [--runs R] [--only a,b] [--no-python] [--no-scale] [--wait-idle S] [--svg FILE] [--md FILE]")
       os.exit(0)
     else
       io.stderr:write("run.lua: unknown option '" .. tostring(a) .. "' (try --help)\n")
@@ -128,24 +135,69 @@ end
 
 local failures = 0
 
--- Run one side R times; returns { median =, times =, check =, clock = } or nil, why.
-local function measure(side, w, n, workers)
-  local cmd = side_command(side, w, n, workers)
-  local res = { times = {} }
-  for r = 1, opt.runs do
-    local out = command_output(cmd)
-    local secs, check, clock = out:match("seconds=(%S+) check=(%S*) clock=(%S+)")
-    if not secs then
-      return nil, (out:gsub("%s+$", ""))
+-- CPU time counters of the whole machine: busy and total jiffies.
+local function cpu_jiffies()
+  local line = (readfile("/proc/stat") or ""):match("^cpu%s+([^\n]+)")
+  if not line then return nil end
+  local v = {}
+  for x in line:gmatch("%d+") do v[#v + 1] = tonumber(x) end
+  local total = 0
+  for _, x in ipairs(v) do total = total + x end
+  local idle = (v[4] or 0) + (v[5] or 0)
+  return total - idle, total
+end
+
+local waited, never_idle = 0, 0
+-- Wait (at most opt.wait_idle seconds) for half a second in which the CPUs are
+-- at least 85% idle: another job running on the machine would distort the run.
+local function wait_idle()
+  if not opt.wait_idle or opt.wait_idle <= 0 then return end
+  local t0 = mpe.now()
+  repeat
+    local b0, t0j = cpu_jiffies()
+    if not b0 then return end
+    os.execute("sleep 0.5")
+    local b1, t1j = cpu_jiffies()
+    if t1j > t0j and (b1 - b0) / (t1j - t0j) <= 0.15 then
+      waited = waited + (mpe.now() - t0)
+      return
     end
-    res.times[r] = tonumber(secs)
-    if res.check and res.check ~= check then
-      return nil, "results differ between runs: " .. res.check .. " and " .. check
+  until mpe.now() - t0 > opt.wait_idle
+  waited = waited + (mpe.now() - t0)
+  never_idle = never_idle + 1
+end
+
+-- Run each side once per round, R rounds, interleaved. sides: list of
+-- { key =, side =, w =, n =, workers = }. Returns key -> { median =, min =,
+-- times =, check =, clock = } or { failed = why }.
+local function measure_rounds(sides)
+  local out = {}
+  for _, sd in ipairs(sides) do out[sd.key] = { times = {} } end
+  for _ = 1, opt.runs do
+    for _, sd in ipairs(sides) do
+      local res = out[sd.key]
+      if not res.failed then
+        wait_idle()
+        local txt = command_output(side_command(sd.side, sd.w, sd.n, sd.workers))
+        local secs, check, clock = txt:match("seconds=(%S+) check=(%S*) clock=(%S+)")
+        if not secs then
+          res.failed = (txt:gsub("%s+$", ""))
+        elseif res.check and res.check ~= check then
+          res.failed = "results differ between runs: " .. res.check .. " and " .. check
+        else
+          res.times[#res.times + 1] = tonumber(secs)
+          res.check, res.clock = check, clock
+        end
+      end
     end
-    res.check, res.clock = check, clock
   end
-  res.median = median(res.times)
-  return res
+  for _, res in pairs(out) do
+    if not res.failed then
+      res.median = median(res.times)
+      res.min = math.min(table.unpack(res.times))
+    end
+  end
+  return out
 end
 
 local function fmt_time(t)
@@ -187,17 +239,20 @@ for _, w in ipairs(workloads) do
     local sides = { "mpe" }
     if w.serial and have_lua then sides[#sides + 1] = "serial" end
     if w.python and have_python then sides[#sides + 1] = "python" end
+    local plan = {}
+    for i, side in ipairs(sides) do plan[i] = { key = side, side = side, w = w, n = n, workers = workers } end
+    local got = measure_rounds(plan)
     for _, side in ipairs(sides) do
-      local res, why = measure(side, w, n, workers)
-      if res then
+      local res = got[side]
+      if not res.failed then
         row[side] = res
         local ts = {}
         for i, t in ipairs(res.times) do ts[i] = fmt_time(t) end
-        print(string.format("  %-7s median %-10s runs: %s%s", side, fmt_time(res.median), table.concat(ts, ", "),
-          res.clock == "wall" and "" or " (CPU clock: mpe.so not found)"))
+        print(string.format("  %-7s median %-10s best %-10s runs: %s%s", side, fmt_time(res.median), fmt_time(res.min),
+          table.concat(ts, ", "), res.clock == "wall" and "" or " (CPU clock: mpe.so not found)"))
       else
         failures = failures + 1
-        print(string.format("  %-7s FAILED: %s", side, why))
+        print(string.format("  %-7s FAILED: %s", side, res.failed))
       end
     end
     -- The sides must agree on the result.
@@ -219,32 +274,33 @@ end
 
 -- ---- figures against the targets --------------------------------------------------------
 
-local function evaluate(row)
+-- The figure of a row from one statistic of the runs ("median" or "min").
+local function evaluate(row, stat)
   local w, m, s, p = row.w, row.mpe, row.serial, row.python
   local e = { figure = "-", python = "-", target = "-", ratio = "-", status = "-" }
   if not m then return e end
   local t = w.target or {}
   if w.figure == "speedup" then
-    if s then e.figure = string.format("%.2fx serial", s.median / m.median) end
-    if p then e.python = string.format("%s (mpe %.2fx faster)", fmt_time(p.median), p.median / m.median) end
+    if s then e.figure = string.format("%.2fx serial", s[stat] / m[stat]) end
+    if p then e.python = string.format("%s (mpe %.2fx faster)", fmt_time(p[stat]), p[stat] / m[stat]) end
     local other = t.against == "python" and p or s
     if other then
-      e.value = other.median / m.median
+      e.value = other[stat] / m[stat]
       e.ratio = string.format("%.2fx %s", e.value, t.against == "python" and "Python" or "serial")
     end
   elseif w.figure == "rate" then
-    e.figure = fmt_rate(row.n / m.median)
+    e.figure = fmt_rate(row.n / m[stat])
     if p then
-      e.python = fmt_rate(row.n / p.median)
-      e.value = p.median / m.median
+      e.python = fmt_rate(row.n / p[stat])
+      e.value = p[stat] / m[stat]
       e.ratio = string.format("%.2fx Python", e.value)
     end
   elseif w.figure == "latency" then
-    local ms = m.median / row.n * 1000
+    local ms = m[stat] / row.n * 1000
     e.figure = string.format("%.2f ms", ms)
     if p then
-      e.python = string.format("%.2f ms", p.median / row.n * 1000)
-      e.ratio = string.format("%.2fx faster than Python", p.median / m.median)
+      e.python = string.format("%.2f ms", p[stat] / row.n * 1000)
+      e.ratio = string.format("%.2fx faster than Python", p[stat] / m[stat])
     end
     e.value = ms
   end
@@ -262,33 +318,47 @@ end
 local function pad(s, n) return s .. string.rep(" ", math.max(0, n - #s)) end
 
 print("")
-print(string.format("load average at end: %s", loadavg()))
-print("")
+print(string.format("load average at end: %s%s", loadavg(),
+  opt.wait_idle and string.format("; waited %.0f s for idle CPUs, %d run(s) started without", waited, never_idle) or ""))
 local header = { "workload", "mpe", "serial Lua 5.4", "Python Pool", "figure", "vs target", "target", "status" }
 local widths = { 46, 10, 14, 28, 14, 24, 15, 14 }
-local lines = {}
-for _, row in ipairs(rows) do
-  local e = evaluate(row)
-  row.eval = e
-  lines[#lines + 1] = { row.title, fmt_time(row.mpe and row.mpe.median), fmt_time(row.serial and row.serial.median),
-    e.python, e.figure, e.ratio, e.target, e.status }
+local tables = {}
+for _, stat in ipairs { "median", "min" } do
+  local lines = {}
+  for _, row in ipairs(rows) do
+    local e = evaluate(row, stat)
+    lines[#lines + 1] = { row.title, fmt_time(row.mpe and row.mpe[stat]), fmt_time(row.serial and row.serial[stat]),
+      e.python, e.figure, e.ratio, e.target, e.status }
+  end
+  tables[#tables + 1] = { stat = stat, lines = lines }
 end
 local function printrow(cells)
   local out = {}
   for i, c in ipairs(cells) do out[i] = pad(c, widths[i]) end
   print((table.concat(out, " "):gsub("%s+$", "")))
 end
-printrow(header)
-for _, l in ipairs(lines) do printrow(l) end
+local captions = {
+  median = string.format("figures from the medians of %d runs", opt.runs),
+  min = string.format("figures from the best of %d runs (least disturbed by other jobs)", opt.runs),
+}
+for _, tb in ipairs(tables) do
+  print("")
+  print(captions[tb.stat] .. ":")
+  printrow(header)
+  for _, l in ipairs(tb.lines) do printrow(l) end
+end
 for _, row in ipairs(rows) do
   if row.w.note then print("note: " .. row.w.note) end
 end
 
 if opt.md then
   local f = assert(io.open(opt.md, "w"))
-  f:write("| " .. table.concat(header, " | ") .. " |\n")
-  f:write("|" .. string.rep("---|", #header) .. "\n")
-  for _, l in ipairs(lines) do f:write("| " .. table.concat(l, " | ") .. " |\n") end
+  for _, tb in ipairs(tables) do
+    f:write("\n" .. captions[tb.stat] .. ":\n\n")
+    f:write("| " .. table.concat(header, " | ") .. " |\n")
+    f:write("|" .. string.rep("---|", #header) .. "\n")
+    for _, l in ipairs(tb.lines) do f:write("| " .. table.concat(l, " | ") .. " |\n") end
+  end
   f:close()
   print("wrote " .. opt.md)
 end
@@ -298,28 +368,30 @@ end
 if opt.scale then
   local w = workloads[workloads.scaling]
   local n = opt.quick and w.quick or w.size
-  local base
-  for _, row in ipairs(rows) do
-    if row.w == w and row.serial then base = row.serial end
-  end
   print("")
-  print(string.format("scaling: %s, speedup over serial Lua against workers (%d CPUs)", string.format(w.title, n), nproc))
-  if not base and have_lua then base = measure("serial", w, n, 1) end
-  if not base then
-    print("  serial Lua could not be measured: no scaling run")
+  print(string.format("scaling: %s, speedup over serial Lua against workers (%d CPUs), serial and 1, 2, 4 workers in interleaved rounds",
+    string.format(w.title, n), nproc))
+  local plan = {}
+  if have_lua then plan[1] = { key = "serial", side = "serial", w = w, n = n, workers = 1 } end
+  for _, k in ipairs { 1, 2, 4 } do plan[#plan + 1] = { key = k, side = "mpe", w = w, n = n, workers = k } end
+  local got = have_lua and measure_rounds(plan)
+  local base = got and got.serial
+  if not base or base.failed then
+    print("  serial Lua could not be measured: no scaling run" .. (base and (": " .. base.failed) or ""))
     failures = failures + 1
   else
-    print(string.format("  serial  %s", fmt_time(base.median)))
+    print(string.format("  serial    median %-10s best %s", fmt_time(base.median), fmt_time(base.min)))
     local points = {}
     for _, k in ipairs { 1, 2, 4 } do
-      local res, why = measure("mpe", w, n, k)
-      if res then
-        points[#points + 1] = { x = k, y = base.median / res.median, t = res.median }
-        print(string.format("  %d worker%s %s  speedup %.2f  efficiency %.0f%%", k, k == 1 and " " or "s",
-          fmt_time(res.median), base.median / res.median, 100 * base.median / res.median / math.min(k, nproc)))
+      local res = got[k]
+      if not res.failed then
+        points[#points + 1] = { x = k, y = base.median / res.median }
+        print(string.format("  %d worker%s median %-10s speedup %.2f  efficiency %3.0f%%   best %-10s speedup %.2f", k,
+          k == 1 and " " or "s", fmt_time(res.median), base.median / res.median,
+          100 * base.median / res.median / math.min(k, nproc), fmt_time(res.min), base.min / res.min))
       else
         failures = failures + 1
-        print(string.format("  %d workers FAILED: %s", k, why))
+        print(string.format("  %d workers FAILED: %s", k, res.failed))
       end
     end
     local svg = opt.svg or (not opt.quick and (dir .. "/../../docs/bench-speedup.svg")) or nil
@@ -327,7 +399,7 @@ if opt.scale then
       local f = assert(io.open(svg, "w"))
       f:write(chart.speedup_svg {
         title = "mpe pool: " .. string.format(w.title, n),
-        subtitle = string.format("%d CPUs (%s); load average %s; medians of %d runs", nproc, cpu_model(), loadavg(), opt.runs),
+        subtitle = string.format("%d CPUs (%s); medians of %d runs; load average %s", nproc, cpu_model(), opt.runs, loadavg()),
         points = points, cpus = nproc,
       })
       f:close()
