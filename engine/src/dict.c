@@ -17,7 +17,8 @@
  * whole new region where the current one is not, then switches `cur`. A
  * process that dies holding the lock has either made its store or left the
  * table as it was; the next holder (EOWNERDEAD) only recounts the derived
- * counters from the index. */
+ * counters from the index. A replaced region's pages are given back with a
+ * punched hole, so the memory held follows the live data, not its peak. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -100,6 +101,18 @@ static uint64_t hash_bytes(const void *k, size_t n)
     h *= UINT64_C(0x9e3779b97f4a7c15);
     h ^= h >> 32;
     return h;
+}
+
+/* Give the pages of [off, off + len) back (the file keeps its size). */
+static void punch(int fd, uint64_t off, uint64_t len)
+{
+    if (len > 0)
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
+}
+
+static uint64_t region_end(const dict_layout *y)
+{
+    return y->base + page_up(y->nslots * 8 + y->cap);
 }
 
 static void dlocal_free(dlocal *l)
@@ -266,7 +279,9 @@ void mpe__dict_drop(mpe_shm_obj *o)
 /* ---- locking and repair ---------------------------------------------------------------- */
 
 /* The counters are derived: recount them from the index after a holder died
- * (its last store made the index consistent, the counters maybe not). */
+ * (its last store made the index consistent, the counters maybe not), and
+ * free the pages outside the current region (a rebuild may have died before
+ * doing so). */
 static void recount(dict_shm *d, const dlocal *l)
 {
     dict_layout *y = lay(d);
@@ -282,6 +297,8 @@ static void recount(dict_shm *d, const dlocal *l)
     d->count = live;
     d->tombs = tombs;
     d->garbage = y->used > bytes ? y->used - bytes : 0;
+    punch(l->fd, 0, y->base);
+    punch(l->fd, region_end(y), d->file_size - region_end(y));
 }
 
 int mpe__dict_lock(mpe_shm_obj *o, const mpe_waitctl *w, mpe_err *e)
@@ -384,8 +401,7 @@ static int rebuild(dict_shm *d, dlocal *l, uint64_t need, int keep, mpe_err *e)
     if (ny.cap + ny.nslots * 8 > OFF_MASK)
         return mpe__seterr(e, "the dict would exceed %llu bytes", (unsigned long long)OFF_MASK);
     uint64_t region = page_up(ny.nslots * 8 + ny.cap);
-    uint64_t old_end = y->base + page_up(y->nslots * 8 + y->cap);
-    ny.base = region <= y->base ? 0 : old_end;
+    ny.base = region <= y->base ? 0 : region_end(y);
     ny.heap = ny.base + ny.nslots * 8;
     ny.used = 8;
     if (ny.base + region > d->file_size) {
@@ -417,6 +433,7 @@ static int rebuild(dict_shm *d, dlocal *l, uint64_t need, int keep, mpe_err *e)
     d->count = live;
     d->tombs = 0;
     d->garbage = 0;
+    punch(l->fd, y->base, region_end(y) - y->base); /* nobody reads the old region now */
     return 0;
 }
 

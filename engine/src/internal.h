@@ -524,9 +524,9 @@ int mpe__sync_barrier_wait(mpe_shm_obj *o, double timeout, const mpe_waitctl *w,
 unsigned mpe__sync_barrier_parties(const mpe_shm_obj *o);
 
 /* ---- queues, pipes and dicts (ipc.c, queue.c, pipe.c, dict.c) ----------------
- * mpe.queue and mpe.dict live in shared memory (shm.c objects guarded by a
- * robust process-shared mutex; the dict's data in a growable memfd of its own);
- * mpe.pipe is a socketpair. Descriptors of shared objects inside queue items
+ * mpe.queue and mpe.dict keep their lock and counters in a small shm.c object
+ * (a robust process-shared mutex) and their data in a growable memfd of their
+ * own; mpe.pipe is a socketpair. Descriptors of shared objects inside queue items
  * travel over a datagram socketpair created with each queue; see
  * docs/ARCHITECTURE.md. Waits return MPE_WAIT_* (sync.c) or: */
 #include <pthread.h>
@@ -562,15 +562,17 @@ enum {
     MPE_CRASH_GET_PEEKED,     /* queue get: descriptors peeked, not committed */
     MPE_CRASH_GET_TAKEN,      /* queue get: committed, descriptor message not removed */
     MPE_CRASH_DICT_WRITTEN,   /* dict set: record appended, not linked */
-    MPE_CRASH_DICT_REBUILT    /* dict: new table written, not switched to */
+    MPE_CRASH_DICT_REBUILT,   /* dict: new table written, not switched to */
+    MPE_CRASH_QUEUE_MOVED     /* queue: records copied to a new ring, not switched to */
 };
 void mpe__ipc_set_crash(int point);
 void mpe__ipc_crash(int point);
 
 /* queue.c. A queue is an mpe_shm_obj of kind MPE_SHM_QUEUE; its o->data is
- * this process's state (the descriptor channel). Items are opaque bytes plus
+ * this process's state (the ring's mapping, the descriptor channel). Items are opaque bytes plus
  * descriptors; the binding encodes and decodes them with the codec. */
-/* maxsize items (0: unbounded), a ring of `bytes` (0: the default). */
+/* maxsize items (0: unbounded), a first ring of `bytes` (0: the default, 1
+ * MiB); the ring grows when full and shrinks back when drained. */
 mpe_shm_obj *mpe__queue_new(size_t maxsize, size_t bytes, mpe_err *e);
 /* A reference that travels (segment and channel descriptors go into fds),
  * read back with one more reference; like mpe__shm_ref_write/read. */
@@ -593,6 +595,8 @@ void mpe__queue_close(mpe_shm_obj *o);
 size_t mpe__queue_size(const mpe_shm_obj *o);
 size_t mpe__queue_maxsize(const mpe_shm_obj *o);
 int mpe__queue_closed(const mpe_shm_obj *o);
+/* The ring's current size in bytes (it grows when full, shrinks when drained). */
+size_t mpe__queue_capacity(const mpe_shm_obj *o);
 
 /* pipe.c. One end of an mpe.pipe: a stream socket carrying frames
  * [u32 length][u32 descriptor count][payload], the descriptors attached to the

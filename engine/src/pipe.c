@@ -272,10 +272,12 @@ int mpe__pipe_recv(mpe_pipe *p, double timeout, const mpe_waitctl *w, const void
         mpe__seterr(e, "malformed message (%u descriptors)", (unsigned)nfds);
         return MPE_WAIT_ERROR;
     }
-    memcpy(fds->fd + fds->n, p->q, sizeof(int) * nfds);
-    fds->n += (int)nfds;
-    p->nq -= (int)nfds;
-    memmove(p->q, p->q + nfds, sizeof(int) * (size_t)p->nq);
+    if (nfds > 0) { /* p->q may still be NULL otherwise */
+        memcpy(fds->fd + fds->n, p->q, sizeof(int) * nfds);
+        fds->n += (int)nfds;
+        p->nq -= (int)nfds;
+        memmove(p->q, p->q + nfds, sizeof(int) * (size_t)p->nq);
+    }
     *data = p->in.p + p->off + FRAME_HDR;
     *n = len;
     p->off += FRAME_HDR + (size_t)len;

@@ -1,24 +1,31 @@
-/* queue.c -- mpe.queue's engine: a FIFO of byte records in a shared-memory
- * ring, with a descriptor channel for items that carry shared objects.
+/* queue.c -- mpe.queue's engine: a FIFO of byte records in a shared ring that
+ * grows and shrinks, with a descriptor channel for items that carry shared
+ * objects.
  * SPDX-License-Identifier: MIT
  *
- * The ring is one shm.c object (a memfd segment of its own) guarded by a
- * robust process-shared mutex; blocking uses two futex words. Every step that
+ * The queue's lock, counters and futex words are one small shm.c object; the
+ * ring lives in a memfd of its own that may grow (never shrink: mappings
+ * never fault), guarded by a robust process-shared mutex. Every step that
  * changes the queue ends in ONE aligned store, its commit: put writes the
  * record past the tail and then moves the tail; get copies the record out and
- * then moves the head. A process that dies holding the mutex has therefore
- * either committed its step or left nothing visible, and the next holder
- * (told by EOWNERDEAD) only recounts the records between head and tail.
+ * then moves the head; a relocation (the ring is full: a ring twice the size;
+ * the queue drained: back to the first size) copies the records into a region
+ * of the file the current ring does not use and then switches `cur`, after
+ * which the old region's pages are freed (a punched hole). A process that
+ * dies holding the mutex has either committed its step or left nothing
+ * visible, and the next holder (told by EOWNERDEAD) only recounts the records
+ * between head and tail and frees the pages outside the current ring.
  *
- * Items larger than a quarter of the ring spill into a memfd of their own.
- * Descriptors (shared objects inside an item, a spilled item's memfd) travel
- * over a SOCK_DGRAM socketpair created with the queue, which every process
- * that has the queue holds both ends of. Under the mutex a putter sends one
- * message [u64 seq] with the descriptors attached and then commits a record
- * naming seq; a getter PEEKs the message (receiving duplicates), commits, and
- * only then removes it. Messages are numbered before they are sent, so one a
- * dead process left behind has a smaller number than any later record wants,
- * and the getter that meets it first drops it. */
+ * Items larger than 256 KiB (a quarter of the first ring, if smaller) spill
+ * into a sealed memfd of their own. Descriptors (shared objects inside an
+ * item, a spilled item's memfd) travel over a SOCK_DGRAM socketpair created
+ * with the queue, which every process that has the queue holds both ends of.
+ * Under the mutex a putter sends one message [u64 seq] with the descriptors
+ * attached and then commits a record naming seq; a getter PEEKs the message
+ * (receiving duplicates), commits, and only then removes it. Messages are
+ * numbered before they are sent, so one that a dead process left behind has
+ * a smaller number than any later record wants, and the getter that meets it
+ * first drops it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -31,9 +38,10 @@
 #include <unistd.h>
 #include "internal.h"
 
-#define DEFAULT_BYTES (1u << 20)
-#define MIN_BYTES (1u << 12)
-#define MAX_BYTES (1u << 30)
+#define DEFAULT_BYTES (UINT64_C(1) << 20) /* the first ring */
+#define MIN_BYTES (UINT64_C(1) << 12)
+#define MAX_BYTES (UINT64_C(1) << 32)     /* the ring grows to this at most */
+#define SPILL_AT (256u * 1024)
 #define REC_HDR 16
 #define REC_MAGIC 0xa510u  /* in flags: the record header is one */
 #define REC_SPILL 0x0001u  /* the payload is in a memfd that came with the descriptors */
@@ -54,27 +62,37 @@ typedef struct rec_hdr {
     uint64_t seq;
 } rec_hdr;
 
+/* Where the ring is in the data file, and its positions (monotonic). */
+typedef struct qlayout {
+    uint64_t base; /* page aligned */
+    uint64_t cap;  /* a power of two */
+    uint64_t head; /* the oldest record: get's commit */
+    uint64_t tail; /* after the newest record: put's commit */
+} qlayout;
+
 typedef struct queue_shm {
     mpe_shm_objhdr h;
     pthread_mutex_t m;
-    uint64_t cap;     /* ring bytes, a power of two */
-    uint64_t maxsize; /* items; 0: unbounded */
-    uint64_t head;    /* position of the oldest record: get's commit */
-    uint64_t tail;    /* position after the newest record: put's commit */
-    uint64_t count;   /* records between head and tail (recounted by repair) */
-    uint64_t seq;     /* last channel message number handed out */
+    uint64_t file_size; /* bytes of the data file: only grows */
+    uint64_t initial;   /* the first ring's size, returned to when drained */
+    uint64_t maxsize;   /* items; 0: unbounded */
+    uint64_t count;     /* records between head and tail (recounted by repair) */
+    uint64_t seq;       /* last channel message number handed out */
+    qlayout lay[2];
+    uint32_t cur;       /* lay[cur] is the ring; switching it commits a relocation */
     uint32_t closed;
-    uint32_t items;   /* futex: bumped when an item comes or the queue closes */
-    uint32_t space;   /* futex: bumped when an item goes or the queue closes */
-    uint32_t getters; /* processes asleep on items / space: a hint that */
-    uint32_t putters; /*   saves the wake-up call when nobody sleeps */
-    uint32_t pad;
-    unsigned char ring[];
+    uint32_t items;     /* futex: bumped when an item comes or the queue closes */
+    uint32_t space;     /* futex: bumped when an item goes or the queue closes */
+    uint32_t getters;   /* processes asleep on items / space: a hint that */
+    uint32_t putters;   /*   saves the wake-up call when nobody sleeps */
 } queue_shm;
 
-/* This process's side of a queue (o->data): the descriptor channel. */
+/* This process's side of a queue (o->data). */
 typedef struct qlocal {
-    int sock[2]; /* [0] is sent on, [1] received from */
+    int sock[2];         /* the descriptor channel: [0] sent on, [1] received from */
+    int fd;              /* the data file */
+    unsigned char *base; /* its mapping */
+    size_t size;
 } qlocal;
 
 static size_t pad8(size_t n)
@@ -87,22 +105,29 @@ static size_t rec_size(const rec_hdr *h)
     return REC_HDR + ((h->flags & REC_SPILL) ? 0 : pad8(h->len));
 }
 
-static void ring_write(queue_shm *q, uint64_t pos, const void *p, size_t n)
+static qlayout *cur(queue_shm *q)
 {
-    size_t at = (size_t)(pos & (q->cap - 1)), first = (size_t)q->cap - at;
-    if (first > n)
-        first = n;
-    memcpy(q->ring + at, p, first);
-    memcpy(q->ring, (const char *)p + first, n - first);
+    return &q->lay[q->cur];
 }
 
-static void ring_read(const queue_shm *q, uint64_t pos, void *p, size_t n)
+static void ring_write(const qlocal *l, const qlayout *y, uint64_t pos, const void *p, size_t n)
 {
-    size_t at = (size_t)(pos & (q->cap - 1)), first = (size_t)q->cap - at;
+    unsigned char *r = l->base + y->base;
+    size_t at = (size_t)(pos & (y->cap - 1)), first = (size_t)y->cap - at;
     if (first > n)
         first = n;
-    memcpy(p, q->ring + at, first);
-    memcpy((char *)p + first, q->ring, n - first);
+    memcpy(r + at, p, first);
+    memcpy(r, (const char *)p + first, n - first);
+}
+
+static void ring_read(const qlocal *l, const qlayout *y, uint64_t pos, void *p, size_t n)
+{
+    const unsigned char *r = l->base + y->base;
+    size_t at = (size_t)(pos & (y->cap - 1)), first = (size_t)y->cap - at;
+    if (first > n)
+        first = n;
+    memcpy(p, r + at, first);
+    memcpy((char *)p + first, r, n - first);
 }
 
 static void qlocal_free(qlocal *l)
@@ -112,29 +137,63 @@ static void qlocal_free(qlocal *l)
     for (int i = 0; i < 2; i++)
         if (l->sock[i] >= 0)
             close(l->sock[i]);
+    if (l->base)
+        munmap(l->base, l->size);
+    if (l->fd >= 0)
+        close(l->fd);
     free(l);
+}
+
+static qlocal *qlocal_new(mpe_err *e)
+{
+    qlocal *l = calloc(1, sizeof *l);
+    if (!l) {
+        mpe__seterr(e, "out of memory");
+        return NULL;
+    }
+    l->sock[0] = l->sock[1] = l->fd = -1;
+    return l;
+}
+
+/* Map at least size bytes of the data file. 0, or -1 with e set. */
+static int remap(qlocal *l, uint64_t size, mpe_err *e)
+{
+    if (l->base && l->size >= size)
+        return 0;
+    void *p = l->base ? mremap(l->base, l->size, (size_t)size, MREMAP_MAYMOVE)
+                      : mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, l->fd, 0);
+    if (p == MAP_FAILED)
+        return mpe__seterr(e, "mmap(queue, %llu bytes): %s", (unsigned long long)size,
+                           strerror(errno));
+    l->base = p;
+    l->size = (size_t)size;
+    return 0;
+}
+
+/* Give the pages of [off, off + len) back (the file keeps its size). */
+static void punch(int fd, uint64_t off, uint64_t len)
+{
+    if (len > 0)
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len);
 }
 
 /* ---- creation and references ------------------------------------------------------ */
 
 mpe_shm_obj *mpe__queue_new(size_t maxsize, size_t bytes, mpe_err *e)
 {
-    size_t cap = MIN_BYTES;
+    uint64_t cap = MIN_BYTES;
     if (bytes == 0)
         bytes = DEFAULT_BYTES;
-    if (bytes > MAX_BYTES) {
-        mpe__seterr(e, "a queue's buffer is at most %u bytes", MAX_BYTES);
+    if ((uint64_t)bytes > MAX_BYTES) {
+        mpe__seterr(e, "a queue's buffer is at most %llu bytes", (unsigned long long)MAX_BYTES);
         return NULL;
     }
     while (cap < bytes)
         cap <<= 1;
     mpe_shm_obj *o = NULL;
-    qlocal *l = calloc(1, sizeof *l);
-    if (!l) {
-        mpe__seterr(e, "out of memory");
+    qlocal *l = qlocal_new(e);
+    if (!l)
         return NULL;
-    }
-    l->sock[0] = l->sock[1] = -1;
     if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, l->sock) != 0) {
         mpe__seterr(e, "socketpair: %s", strerror(errno));
         goto fail;
@@ -143,14 +202,32 @@ mpe_shm_obj *mpe__queue_new(size_t maxsize, size_t bytes, mpe_err *e)
     int sz = 4 << 20;
     setsockopt(l->sock[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
     setsockopt(l->sock[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-    o = mpe__shm_new(MPE_SHM_QUEUE, sizeof(queue_shm) + cap, e);
+    l->fd = memfd_create("mpe-queue", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (l->fd < 0) {
+        mpe__seterr(e, "memfd_create: %s", strerror(errno));
+        goto fail;
+    }
+    if (ftruncate(l->fd, (off_t)cap) != 0) {
+        mpe__seterr(e, "ftruncate(memfd, %llu): %s", (unsigned long long)cap, strerror(errno));
+        goto fail;
+    }
+    /* It may grow, never shrink: a shrink would make mappings fault. */
+    if (fcntl(l->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
+        mpe__seterr(e, "fcntl(memfd, F_ADD_SEALS): %s", strerror(errno));
+        goto fail;
+    }
+    if (remap(l, cap, e) != 0)
+        goto fail;
+    o = mpe__shm_new(MPE_SHM_QUEUE, sizeof(queue_shm), e);
     if (!o)
         goto fail;
     queue_shm *q = o->p;
     if (mpe__ipc_mutex_init(&q->m, 0, e) != 0)
         goto fail;
-    q->cap = cap;
+    q->file_size = cap;
+    q->initial = cap;
     q->maxsize = maxsize;
+    q->lay[0].cap = cap;
     o->data = l;
     return o;
 fail:
@@ -171,13 +248,16 @@ static int dup_into(mpe_fds *fds, int fd, mpe_err *e)
     return 0;
 }
 
+/* Wire form after the shm.c reference: three u32 descriptor slots (the data
+ * file, the channel's two ends). */
 int mpe__queue_ref_write(const mpe_shm_obj *o, mpe_buf *b, mpe_fds *fds, mpe_err *e)
 {
     const qlocal *l = o->data;
+    const int mine[3] = {l->fd, l->sock[0], l->sock[1]};
     if (mpe__shm_ref_write(o, b, fds, e) != 0)
         return -1;
-    for (int i = 0; i < 2; i++) {
-        if (dup_into(fds, l->sock[i], e) != 0)
+    for (int i = 0; i < 3; i++) {
+        if (dup_into(fds, mine[i], e) != 0)
             return -1;
         if (mpe__buf_grow(b, 4) != 0)
             return mpe__seterr(e, "out of memory");
@@ -193,42 +273,37 @@ mpe_shm_obj *mpe__queue_ref_read(mpe_rd *r, mpe_fds *fds, mpe_err *e)
     mpe_shm_obj *o = mpe__shm_ref_read(r, fds, MPE_SHM_QUEUE, e);
     if (!o)
         return NULL;
-    uint32_t slot[2];
-    if (mpe__rd_u32(r, &slot[0]) || mpe__rd_u32(r, &slot[1])) {
+    uint32_t slot[3];
+    if (mpe__rd_u32(r, &slot[0]) || mpe__rd_u32(r, &slot[1]) || mpe__rd_u32(r, &slot[2])) {
         mpe__seterr(e, "truncated queue reference");
         goto fail;
     }
-    const queue_shm *q = o->p;
-    size_t size = mpe__shm_size(o);
-    if (size < sizeof *q || q->cap < MIN_BYTES || (q->cap & (q->cap - 1)) != 0 ||
-        q->cap > size - sizeof *q) {
+    if (mpe__shm_size(o) < sizeof(queue_shm)) {
         mpe__seterr(e, "malformed shared queue");
         goto fail;
     }
-    if (o->data) /* this process has the queue already: keep its channel */
+    if (o->data) /* this process has the queue already: keep its own */
         return o;
-    qlocal *l = calloc(1, sizeof *l);
-    if (!l) {
-        mpe__seterr(e, "out of memory");
+    qlocal *l = qlocal_new(e);
+    if (!l)
         goto fail;
-    }
-    l->sock[0] = l->sock[1] = -1;
-    for (int i = 0; i < 2; i++) {
+    int *mine[3] = {&l->fd, &l->sock[0], &l->sock[1]};
+    for (int i = 0; i < 3; i++) {
         struct stat st;
         if (slot[i] >= (uint32_t)fds->n || fds->fd[slot[i]] < 0 ||
-            fstat(fds->fd[slot[i]], &st) != 0 || !S_ISSOCK(st.st_mode)) {
-            mpe__seterr(e, "the queue's channel did not arrive with the message");
+            fstat(fds->fd[slot[i]], &st) != 0 || (i == 0 ? !S_ISREG(st.st_mode) : !S_ISSOCK(st.st_mode))) {
+            mpe__seterr(e, "the queue's descriptors did not arrive with the message");
             qlocal_free(l);
             goto fail;
         }
-        l->sock[i] = fcntl(fds->fd[slot[i]], F_DUPFD_CLOEXEC, 0);
-        if (l->sock[i] < 0) {
+        *mine[i] = fcntl(fds->fd[slot[i]], F_DUPFD_CLOEXEC, 0);
+        if (*mine[i] < 0) {
             mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
             qlocal_free(l);
             goto fail;
         }
     }
-    o->data = l;
+    o->data = l; /* the ring is mapped at the first lock */
     return o;
 fail:
     mpe__queue_drop(o);
@@ -244,42 +319,81 @@ void mpe__queue_drop(mpe_shm_obj *o)
     mpe__shm_unref(o);
 }
 
-/* ---- the lock, and repair after a holder died -------------------------------------------- */
+/* ---- the lock, repair, relocation ------------------------------------------------------- */
 
-/* Only head and tail are commits; count is derived. Recount the records
- * between them; a record that does not parse (it never should) ends the queue
- * there. Then wake everyone: their futex words may have missed a bump. */
-static void repair(queue_shm *q)
+/* Only head, tail and cur are commits; count is derived. Recount the records
+ * between head and tail; a record that does not parse (it never should) ends
+ * the queue there. Free the pages outside the current ring (a relocation may
+ * have died before doing so), then wake everyone: their futex words may have
+ * missed a bump. */
+static void repair(queue_shm *q, qlocal *l)
 {
-    uint64_t pos = q->head, n = 0;
-    if (q->tail - q->head > q->cap || ((q->tail - q->head) & 7) != 0)
-        q->tail = q->head;
-    while (pos != q->tail) {
+    qlayout *y = cur(q);
+    uint64_t pos = y->head, n = 0;
+    if (y->tail - y->head > y->cap || ((y->tail - y->head) & 7) != 0)
+        y->tail = y->head;
+    while (pos != y->tail) {
         rec_hdr h;
-        ring_read(q, pos, &h, sizeof h);
-        if ((h.flags & 0xfff0u) != REC_MAGIC || rec_size(&h) > q->tail - pos) {
-            q->tail = pos;
+        ring_read(l, y, pos, &h, sizeof h);
+        if ((h.flags & 0xfff0u) != REC_MAGIC || rec_size(&h) > y->tail - pos) {
+            y->tail = pos;
             break;
         }
         pos += rec_size(&h);
         n++;
     }
     q->count = n;
+    punch(l->fd, 0, y->base);
+    punch(l->fd, y->base + y->cap, q->file_size - (y->base + y->cap));
     __atomic_fetch_add(&q->items, 1, __ATOMIC_SEQ_CST);
     __atomic_fetch_add(&q->space, 1, __ATOMIC_SEQ_CST);
     mpe__ipc_futex_wake(&q->items, INT_MAX);
     mpe__ipc_futex_wake(&q->space, INT_MAX);
-    mpe__ipc_consistent(&q->m);
 }
 
-static int qlock(queue_shm *q, double deadline, const mpe_waitctl *w, mpe_err *e)
+static int qlock(queue_shm *q, qlocal *l, double deadline, const mpe_waitctl *w, mpe_err *e)
 {
     int r = mpe__ipc_lock(&q->m, deadline, w, e);
-    if (r == MPE_WAIT_OWNERDEAD) {
-        repair(q);
-        r = MPE_WAIT_OK;
+    if (r != MPE_WAIT_OK && r != MPE_WAIT_OWNERDEAD)
+        return r;
+    if (remap(l, q->file_size, e) != 0) {
+        if (r == MPE_WAIT_OWNERDEAD)
+            mpe__ipc_consistent(&q->m);
+        mpe__ipc_unlock(&q->m);
+        return MPE_WAIT_ERROR;
     }
-    return r;
+    if (r == MPE_WAIT_OWNERDEAD) {
+        repair(q, l);
+        mpe__ipc_consistent(&q->m);
+    }
+    return MPE_WAIT_OK;
+}
+
+/* Move the records into a ring of cap bytes, in a part of the file the
+ * current ring does not use, and switch to it. 0, or -1 with e set (the
+ * queue unchanged). */
+static int relocate(queue_shm *q, qlocal *l, uint64_t cap, mpe_err *e)
+{
+    qlayout *y = cur(q), ny;
+    uint64_t used = y->tail - y->head;
+    ny.cap = cap;
+    ny.base = cap <= y->base ? 0 : y->base + y->cap;
+    ny.head = 0;
+    ny.tail = used;
+    if (ny.base + cap > q->file_size) {
+        if (ftruncate(l->fd, (off_t)(ny.base + cap)) != 0)
+            return mpe__seterr(e, "ftruncate(queue, %llu bytes): %s",
+                               (unsigned long long)(ny.base + cap), strerror(errno));
+        q->file_size = ny.base + cap;
+        if (remap(l, q->file_size, e) != 0)
+            return -1;
+    }
+    ring_read(l, y, y->head, l->base + ny.base, (size_t)used);
+    mpe__ipc_crash(MPE_CRASH_QUEUE_MOVED);
+    q->lay[1 - q->cur] = ny;
+    __atomic_store_n(&q->cur, 1 - q->cur, __ATOMIC_RELEASE); /* the commit */
+    punch(l->fd, y->base, y->cap);
+    return 0;
 }
 
 static double deadline_of(double timeout)
@@ -343,7 +457,8 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
     queue_shm *q = o->p;
     qlocal *l = o->data;
     double deadline = deadline_of(timeout);
-    int spilled = n > q->cap / 4, sfd = -1, rc, waiting = 0;
+    uint64_t spill_at = q->initial / 4 < SPILL_AT ? q->initial / 4 : SPILL_AT;
+    int spilled = n > spill_at, sfd = -1, rc, waiting = 0;
     if (n > UINT32_MAX) {
         mpe__seterr(e, "an item of %zu bytes is too large (at most 4 GiB)", n);
         rc = MPE_WAIT_ERROR;
@@ -365,7 +480,7 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
     rec_hdr h = {(uint32_t)n, (uint16_t)fds->n, (uint16_t)(REC_MAGIC | (spilled ? REC_SPILL : 0)), 0};
     uint64_t need = rec_size(&h);
     for (;;) {
-        rc = qlock(q, deadline, w, e);
+        rc = qlock(q, l, deadline, w, e);
         if (waiting)
             __atomic_fetch_sub(&q->putters, 1, __ATOMIC_RELAXED);
         waiting = 0;
@@ -375,7 +490,20 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
             rc = MPE_IPC_CLOSED;
             goto unlock;
         }
-        if ((q->maxsize == 0 || q->count < q->maxsize) && q->cap - (q->tail - q->head) >= need) {
+        int room = q->maxsize == 0 || q->count < q->maxsize;
+        qlayout *y = cur(q);
+        uint64_t used = y->tail - y->head;
+        if (room && y->cap - used < need) {
+            /* Grow rather than wait: a producer may fill the queue before
+             * anyone reads it (Python's queues do not block then either). */
+            uint64_t cap = y->cap;
+            while (cap < MAX_BYTES && cap - used < need)
+                cap <<= 1;
+            if (cap - used < need || relocate(q, l, cap, e) != 0)
+                room = 0; /* at the limit, or no memory: wait for space */
+            y = cur(q);
+        }
+        if (room) {
             if (h.nfds == 0)
                 break;
             /* Number the message before it goes: see the header comment. */
@@ -418,11 +546,12 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
         }
     }
     /* Holding the lock with room: write past the tail, then commit. */
-    ring_write(q, q->tail, &h, REC_HDR);
+    qlayout *y = cur(q);
+    ring_write(l, y, y->tail, &h, REC_HDR);
     if (!spilled)
-        ring_write(q, q->tail + REC_HDR, p, n);
+        ring_write(l, y, y->tail + REC_HDR, p, n);
     mpe__ipc_crash(MPE_CRASH_PUT_COPIED);
-    __atomic_store_n(&q->tail, q->tail + need, __ATOMIC_RELEASE);
+    __atomic_store_n(&y->tail, y->tail + need, __ATOMIC_RELEASE);
     q->count++;
     __atomic_fetch_add(&q->items, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&q->getters, __ATOMIC_RELAXED) > 0)
@@ -525,7 +654,7 @@ int mpe__queue_get(mpe_shm_obj *o, mpe_buf *out, mpe_fds *fds, double timeout,
     double deadline = deadline_of(timeout);
     int rc, waiting = 0, spun = 0, first = fds->n;
     for (;;) {
-        rc = qlock(q, deadline, w, e);
+        rc = qlock(q, l, deadline, w, e);
         if (waiting)
             __atomic_fetch_sub(&q->getters, 1, __ATOMIC_RELAXED);
         waiting = 0;
@@ -561,14 +690,15 @@ int mpe__queue_get(mpe_shm_obj *o, mpe_buf *out, mpe_fds *fds, double timeout,
     }
     /* Holding the lock, the queue not empty: copy the oldest record out, commit. */
     rec_hdr h;
-    uint64_t head = q->head;
-    ring_read(q, head, &h, sizeof h);
+    qlayout *y = cur(q);
+    uint64_t head = y->head;
+    ring_read(l, y, head, &h, sizeof h);
     int ok = 1;
-    if ((h.flags & 0xfff0u) != REC_MAGIC || rec_size(&h) > q->tail - head) {
+    if ((h.flags & 0xfff0u) != REC_MAGIC || rec_size(&h) > y->tail - head) {
         /* Never written so (records are committed whole): do not wedge on it. */
         mpe__seterr(e, "the queue's ring was damaged: its %llu items were dropped",
                     (unsigned long long)q->count);
-        __atomic_store_n(&q->head, q->tail, __ATOMIC_RELEASE);
+        __atomic_store_n(&y->head, y->tail, __ATOMIC_RELEASE);
         q->count = 0;
         rc = MPE_WAIT_ERROR;
         goto unlock;
@@ -583,11 +713,11 @@ int mpe__queue_get(mpe_shm_obj *o, mpe_buf *out, mpe_fds *fds, double timeout,
             goto unlock; /* the item stays for another try */
         }
         out->n = 0;
-        ring_read(q, head + REC_HDR, out->p, h.len);
+        ring_read(l, y, head + REC_HDR, out->p, h.len);
         out->n = h.len;
     }
     mpe__ipc_crash(MPE_CRASH_GET_PEEKED);
-    __atomic_store_n(&q->head, head + rec_size(&h), __ATOMIC_RELEASE);
+    __atomic_store_n(&y->head, head + rec_size(&h), __ATOMIC_RELEASE);
     q->count--;
     __atomic_fetch_add(&q->space, 1, __ATOMIC_SEQ_CST);
     if (__atomic_load_n(&q->putters, __ATOMIC_RELAXED) > 0)
@@ -595,6 +725,8 @@ int mpe__queue_get(mpe_shm_obj *o, mpe_buf *out, mpe_fds *fds, double timeout,
     mpe__ipc_crash(MPE_CRASH_GET_TAKEN);
     if (ok && h.nfds > 0)
         drop_message(l->sock[1]);
+    if (q->count == 0 && y->cap > q->initial)
+        relocate(q, l, q->initial, NULL); /* drained: give the memory back */
     mpe__ipc_unlock(&q->m);
     if (!ok)
         return MPE_WAIT_ERROR;
@@ -618,7 +750,7 @@ unlock:
 void mpe__queue_close(mpe_shm_obj *o)
 {
     queue_shm *q = o->p;
-    if (qlock(q, -1, NULL, NULL) != MPE_WAIT_OK) {
+    if (qlock(q, o->data, -1, NULL, NULL) != MPE_WAIT_OK) {
         __atomic_store_n(&q->closed, 1, __ATOMIC_SEQ_CST); /* still tell the sleepers */
     } else {
         q->closed = 1;
@@ -643,4 +775,10 @@ size_t mpe__queue_maxsize(const mpe_shm_obj *o)
 int mpe__queue_closed(const mpe_shm_obj *o)
 {
     return (int)__atomic_load_n(&((const queue_shm *)o->p)->closed, __ATOMIC_RELAXED);
+}
+
+size_t mpe__queue_capacity(const mpe_shm_obj *o)
+{
+    const queue_shm *q = o->p;
+    return (size_t)q->lay[__atomic_load_n(&q->cur, __ATOMIC_ACQUIRE)].cap;
 }

@@ -231,6 +231,65 @@ add {
   note = "squares: target 'no slower than serial Lua' is a speedup of at least 1.0",
 }
 
+-- ---- queues and dicts between processes (ipc) ------------------------------------
+
+-- A producer process puts n small tables on a queue; the parent takes them.
+add {
+  name = "queue",
+  title = "queue: %d small tables from one process to another",
+  size = 200000, quick = 20000,
+  mpe = function(n, ctx)
+    local mpe = require "mpe"
+    local q = mpe.queue()
+    ctx.start()
+    local p = mpe.process(function()
+      for i = 1, n do q:put({ i, "item", 2.5 }) end
+    end)
+    p:start()
+    local s = 0
+    for _ = 1, n do s = s + q:get()[1] end
+    p:join()
+    ctx.stop()
+    return s
+  end,
+  python = "queue_items.py",
+  figure = "rate",
+  target = { min = 5, against = "python" },
+}
+
+-- Two processes each make n/2 operations on one shared dict, half writes and
+-- half reads, on 100 keys of their own; the check sums the final values.
+local function dict_check(t)
+  local s = 0
+  for _, v in pairs(t) do s = s + v end
+  return s
+end
+
+add {
+  name = "dict",
+  title = "dict: %d operations from 2 processes (half set, half get)",
+  size = 200000, quick = 20000,
+  mpe = function(n, ctx)
+    local mpe = require "mpe"
+    local d = mpe.dict()
+    local function work(p, m)
+      for i = 1, m do
+        local k = p .. ":" .. (i % 100)
+        if i % 2 == 0 then d[k] = i else local _ = d[k] end
+      end
+    end
+    ctx.start()
+    local ps = { mpe.process(work, 1, n // 2), mpe.process(work, 2, n // 2) }
+    for _, p in ipairs(ps) do p:start() end
+    for _, p in ipairs(ps) do p:join() end
+    ctx.stop()
+    return dict_check(d:totable())
+  end,
+  python = "dict_ops.py",
+  figure = "rate",
+  target = { min = 10, against = "python" },
+}
+
 -- The scaling run (speedup against the number of workers) uses this workload.
 W.scaling = "logloop"
 

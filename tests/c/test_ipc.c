@@ -272,7 +272,7 @@ static void test_queue_reference_travels(void)
     mpe_fds fds = {.n = 0};
     mpe_err e;
     MPE_ASSERT_EQ(mpe__queue_ref_write(q, &b, &fds, &e), 0);
-    MPE_ASSERT_EQ(fds.n, 3); /* the segment and both ends of the channel */
+    MPE_ASSERT_EQ(fds.n, 4); /* the control block's slab, the ring's file, the channel's ends */
     MPE_ASSERT(mpe__ipc_send(sv[0], b.p, b.n, fds.fd, fds.n, 0) == (ssize_t)b.n);
     mpe__ipc_close_fds(&fds);
     MPE_ASSERT_EQ(wait_child(pid), 0);
@@ -378,6 +378,58 @@ static void test_queue_many_producers_keep_order(void)
     }
     for (int p = 0; p < PRODUCERS; p++)
         MPE_ASSERT_EQ(wait_child(pids[p]), 0);
+    mpe__queue_drop(q);
+}
+
+static void test_queue_grows_and_shrinks(void)
+{
+    mpe_shm_obj *q = qnew(0, 4096);
+    char item[64];
+    /* Nobody reads: the ring grows instead of blocking the producer. */
+    for (int i = 0; i < 100000; i++) {
+        snprintf(item, sizeof item, "item %d", i);
+        MPE_ASSERT_EQ(put(q, item, 0), MPE_WAIT_OK);
+    }
+    MPE_ASSERT(mpe__queue_capacity(q) >= 100000 * 16);
+    /* A process forked before the growth maps the larger ring when it locks. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        for (int i = 0; i < 50000; i++) {
+            char want[64];
+            snprintf(want, sizeof want, "item %d", i);
+            if (strcmp(get_ok(q), want) != 0)
+                _exit(1);
+        }
+        _exit(0);
+    }
+    MPE_ASSERT_EQ(wait_child(pid), 0);
+    for (int i = 50000; i < 100000; i++) {
+        snprintf(item, sizeof item, "item %d", i);
+        MPE_ASSERT_STREQ(get_ok(q), item);
+    }
+    MPE_ASSERT_EQ(mpe__queue_capacity(q), 4096); /* drained: back to the first ring */
+    mpe__queue_drop(q);
+}
+
+static void fill_until_moved(mpe_shm_obj *q)
+{
+    for (;;)
+        put(q, "filler, until the ring must grow", 5);
+}
+
+static void test_queue_killed_while_growing(void)
+{
+    mpe_shm_obj *q = qnew(0, 4096);
+    put_with_fd(q, "first");
+    crash_in_child(MPE_CRASH_QUEUE_MOVED, fill_until_moved, q);
+    size_t n = mpe__queue_size(q);
+    MPE_ASSERT(n > 1);
+    MPE_ASSERT_EQ(mpe__queue_capacity(q), 4096); /* the move never happened */
+    get_with_fd(q, "first");
+    for (size_t i = 1; i < n; i++)
+        MPE_ASSERT_STREQ(get_ok(q), "filler, until the ring must grow");
+    put(q, "last", 0);
+    MPE_ASSERT_STREQ(get_ok(q), "last");
     mpe__queue_drop(q);
 }
 
@@ -656,6 +708,7 @@ MPE_TEST_MAIN(MPE_TEST(test_queue_fifo_and_wrap), MPE_TEST(test_queue_timeouts_a
               MPE_TEST(test_queue_reader_killed_mid_get),
               MPE_TEST(test_queue_reader_killed_while_blocked),
               MPE_TEST_T(test_queue_many_producers_keep_order, 60),
+              MPE_TEST(test_queue_grows_and_shrinks), MPE_TEST(test_queue_killed_while_growing),
               MPE_TEST(test_queue_create_destroy_no_leak),
               MPE_TEST(test_pipe_frames_descriptors_and_eof), MPE_TEST(test_pipe_recv_timeout),
               MPE_TEST(test_dict_basics_and_growth),

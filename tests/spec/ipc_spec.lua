@@ -188,6 +188,19 @@ describe("mpe.queue", function()
     assert.truthy(tostring(q):find("^mpe%.Queue: "))
   end)
 
+  it("takes any number of items before anyone reads (the buffer grows, then shrinks)", function()
+    local q = mpe.queue { bytes = 4096 }
+    for i = 1, 100000 do q:put({ i, "item" }) end
+    assert.equal(100000, q:qsize())
+    local p = spawn(function()
+      local sum = 0
+      for _ = 1, 100000 do sum = sum + q:get(10)[1] end
+      return sum
+    end)
+    assert.equal(100000 * 100001 / 2, finish(p))
+    assert.is_true(q:empty())
+  end)
+
   it("is FIFO for each producer", function()
     local q = mpe.queue { maxsize = 100, bytes = 4096 }
     local function producer(id)
@@ -575,5 +588,45 @@ describe("mpe.dict", function()
     assert.equal(fds0, fd_count())
     assert.equal(maps0, memfd_maps())
     assert.is_true(slab_count() <= slabs0 + 1) -- at most a fresh current slab
+  end)
+end)
+
+describe("the queue and dict examples", function()
+  -- Run with the mpe command when the test environment names it (ctest does).
+  local bin = os.getenv("MPE_BIN")
+  local src = os.getenv("MPE_SOURCE_DIR") or "."
+  local function run(script, args)
+    local h = io.popen(string.format("timeout 120 '%s' run '%s/scripts/examples/%s' %s 2>&1; echo \"exit $?\"",
+                                     bin, src, script, args or ""))
+    local out = h:read("*a")
+    h:close()
+    return out
+  end
+  local function has(out, line)
+    for l in out:gmatch("[^\n]+") do
+      if l == line then return true end
+    end
+    error("missing line '" .. line .. "' in:\n" .. out)
+  end
+
+  it("queue_factorize merges the processes' results and checks them", function()
+    if not bin then return end
+    local out = run("queue_factorize.lua", "1000 3")
+    has(out, "factors of 1000: {2, 2, 2, 5, 5, 5}")
+    has(out, "check: 1000 tables from 3 processes, 2877 prime factors in all")
+    has(out, "check: every table multiplies back to its number: true")
+    has(out, "check: each process's results came in its order: true")
+    has(out, "exit 0")
+  end)
+
+  it("dict_doubler prints what each process wrote under its pid", function()
+    if not bin then return end
+    local out = run("dict_doubler.lua")
+    for i, n in ipairs({ 5, 10, 15, 20, 25 }) do
+      has(out, string.format("Process-%d: %d doubled to %d", i, n, 2 * n))
+    end
+    has(out, "processes that reported: 5")
+    has(out, "entries in the dict: 6 (one per process, and the counter)")
+    has(out, "exit 0")
   end)
 end)
