@@ -3,29 +3,35 @@
  * objects.
  * SPDX-License-Identifier: MIT
  *
- * The queue's lock, counters and futex words are one small shm.c object; the
+ * The queue's locks, counters and futex words are one small shm.c object; the
  * ring lives in a memfd of its own that may grow (never shrink: mappings
- * never fault), guarded by a robust process-shared mutex. Every step that
- * changes the queue ends in ONE aligned store, its commit: put writes the
- * record past the tail and then moves the tail; get copies the record out and
- * then moves the head; a relocation (the ring is full: a ring twice the size;
- * the queue drained: back to the first size) copies the records into a region
- * of the file the current ring does not use and then switches `cur`, after
- * which the old region's pages are freed (a punched hole). A process that
- * dies holding the mutex has either committed its step or left nothing
- * visible, and the next holder (told by EOWNERDEAD) only recounts the records
- * between head and tail and frees the pages outside the current ring.
+ * never fault). Two robust process-shared mutexes, one for putters and one
+ * for getters (a two-lock queue): a producer and a consumer never wait for
+ * each other, and the fields each side writes sit on cache lines of their
+ * own. Positions are monotonic byte counts; the ring maps position p to
+ * offset (p - origin) mod cap.
+ *
+ * Every step that changes the queue ends in ONE aligned store, its commit:
+ * put writes the record past the tail and then moves the tail; get copies the
+ * record out and then moves the head; a relocation (holding both locks: the
+ * ring is full, so a ring twice the size; or the queue drained, so back to the
+ * first size) copies the records into a part of the file the current ring
+ * does not use and then switches `cur`, after which the old part's pages are
+ * freed (a punched hole). A process that dies holding a lock has either
+ * committed its step or left nothing visible; the next holder (told by
+ * EOWNERDEAD) takes both locks and recounts: the records between head and
+ * tail carry their item numbers, from which the counters follow.
  *
  * Items larger than 256 KiB (a quarter of the first ring, if smaller) spill
  * into a sealed memfd of their own. Descriptors (shared objects inside an
  * item, a spilled item's memfd) travel over a SOCK_DGRAM socketpair created
  * with the queue, which every process that has the queue holds both ends of.
- * Under the mutex a putter sends one message [u64 seq] with the descriptors
- * attached and then commits a record naming seq; a getter PEEKs the message
- * (receiving duplicates), commits, and only then removes it. Messages are
- * numbered before they are sent, so one that a dead process left behind has
- * a smaller number than any later record wants, and the getter that meets it
- * first drops it. */
+ * Under the put lock a putter sends one message [u64 seq] with the
+ * descriptors attached and then commits a record naming seq; under the get
+ * lock a getter PEEKs the message (receiving duplicates), commits, and only
+ * then removes it. Messages are numbered before they are sent, so one that a
+ * dead process left behind has a smaller number than any later record wants,
+ * and the getter that meets it first drops it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -42,7 +48,7 @@
 #define MIN_BYTES (UINT64_C(1) << 12)
 #define MAX_BYTES (UINT64_C(1) << 32)     /* the ring grows to this at most */
 #define SPILL_AT (256u * 1024)
-#define REC_HDR 16
+#define REC_HDR 24
 #define REC_MAGIC 0xa510u  /* in flags: the record header is one */
 #define REC_SPILL 0x0001u  /* the payload is in a memfd that came with the descriptors */
 #define GET_SPINS 2000     /* polls of an empty queue before sleeping */
@@ -60,31 +66,37 @@ typedef struct rec_hdr {
     uint16_t nfds;  /* descriptors in channel message seq */
     uint16_t flags; /* REC_MAGIC | REC_SPILL */
     uint64_t seq;
+    uint64_t idx;   /* the item's number: items put before it */
 } rec_hdr;
 
-/* Where the ring is in the data file, and its positions (monotonic). */
+/* Where the ring is in the data file. */
 typedef struct qlayout {
-    uint64_t base; /* page aligned */
-    uint64_t cap;  /* a power of two */
-    uint64_t head; /* the oldest record: get's commit */
-    uint64_t tail; /* after the newest record: put's commit */
+    uint64_t base;   /* page aligned */
+    uint64_t cap;    /* a power of two */
+    uint64_t origin; /* the position at offset 0 */
 } qlayout;
 
 typedef struct queue_shm {
     mpe_shm_objhdr h;
-    pthread_mutex_t m;
-    uint64_t file_size; /* bytes of the data file: only grows */
+    uint64_t file_size; /* bytes of the data file: only grows (both locks) */
     uint64_t initial;   /* the first ring's size, returned to when drained */
     uint64_t maxsize;   /* items; 0: unbounded */
-    uint64_t count;     /* records between head and tail (recounted by repair) */
-    uint64_t seq;       /* last channel message number handed out */
     qlayout lay[2];
     uint32_t cur;       /* lay[cur] is the ring; switching it commits a relocation */
     uint32_t closed;
-    uint32_t items;     /* futex: bumped when an item comes or the queue closes */
-    uint32_t space;     /* futex: bumped when an item goes or the queue closes */
-    uint32_t getters;   /* processes asleep on items / space: a hint that */
-    uint32_t putters;   /*   saves the wake-up call when nobody sleeps */
+    /* The putters' side. */
+    _Alignas(64) pthread_mutex_t put_m;
+    uint64_t tail;      /* after the newest record: put's commit */
+    uint64_t puts;      /* items put so far (recounted by repair) */
+    uint64_t seq;       /* last channel message number handed out */
+    uint32_t items;     /* futex: bumped when an item comes or the queue closes; SLEEPERS bit */
+    uint32_t pad1;
+    /* The getters' side. */
+    _Alignas(64) pthread_mutex_t get_m;
+    uint64_t head;      /* the oldest record: get's commit */
+    uint64_t takes;     /* items taken so far (recounted by repair) */
+    uint32_t space;     /* futex: bumped when an item goes or the queue closes; SLEEPERS bit */
+    uint32_t pad2;
 } queue_shm;
 
 /* This process's side of a queue (o->data). */
@@ -94,6 +106,33 @@ typedef struct qlocal {
     unsigned char *base; /* its mapping */
     size_t size;
 } qlocal;
+
+enum { PUT, GET };
+
+/* The futex words `items` and `space` count changes in their low 31 bits;
+ * bit 31 says that someone sleeps on the word. A sleeper sets it, and the
+ * next bump clears it and wakes everyone: one wake-up call per sleep, not
+ * one per item. */
+#define SLEEPERS 0x80000000u
+
+/* Bump a futex word; wake its sleepers if there were any. */
+static void bump(uint32_t *word)
+{
+    uint32_t old = __atomic_load_n(word, __ATOMIC_RELAXED), next;
+    do
+        next = (old + 1) & ~SLEEPERS;
+    while (!__atomic_compare_exchange_n(word, &old, next, 1, __ATOMIC_SEQ_CST, __ATOMIC_RELAXED));
+    if (old & SLEEPERS)
+        mpe__ipc_futex_wake(word, INT_MAX);
+}
+
+/* Announce a sleeper on word and return the value to sleep on. The caller
+ * then looks at the queue again before sleeping: a bump after this is either
+ * seen there or makes the futex wait return at once. */
+static uint32_t announce(uint32_t *word)
+{
+    return __atomic_fetch_or(word, SLEEPERS, __ATOMIC_SEQ_CST) | SLEEPERS;
+}
 
 static size_t pad8(size_t n)
 {
@@ -105,15 +144,25 @@ static size_t rec_size(const rec_hdr *h)
     return REC_HDR + ((h->flags & REC_SPILL) ? 0 : pad8(h->len));
 }
 
+static int rec_ok(const rec_hdr *h)
+{
+    return (h->flags & 0xfff0u) == REC_MAGIC;
+}
+
 static qlayout *cur(queue_shm *q)
 {
     return &q->lay[q->cur];
 }
 
+static uint64_t load(const uint64_t *p)
+{
+    return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+}
+
 static void ring_write(const qlocal *l, const qlayout *y, uint64_t pos, const void *p, size_t n)
 {
     unsigned char *r = l->base + y->base;
-    size_t at = (size_t)(pos & (y->cap - 1)), first = (size_t)y->cap - at;
+    size_t at = (size_t)((pos - y->origin) & (y->cap - 1)), first = (size_t)y->cap - at;
     if (first > n)
         first = n;
     memcpy(r + at, p, first);
@@ -123,7 +172,7 @@ static void ring_write(const qlocal *l, const qlayout *y, uint64_t pos, const vo
 static void ring_read(const qlocal *l, const qlayout *y, uint64_t pos, void *p, size_t n)
 {
     const unsigned char *r = l->base + y->base;
-    size_t at = (size_t)(pos & (y->cap - 1)), first = (size_t)y->cap - at;
+    size_t at = (size_t)((pos - y->origin) & (y->cap - 1)), first = (size_t)y->cap - at;
     if (first > n)
         first = n;
     memcpy(p, r + at, first);
@@ -222,7 +271,7 @@ mpe_shm_obj *mpe__queue_new(size_t maxsize, size_t bytes, mpe_err *e)
     if (!o)
         goto fail;
     queue_shm *q = o->p;
-    if (mpe__ipc_mutex_init(&q->m, 0, e) != 0)
+    if (mpe__ipc_mutex_init(&q->put_m, 0, e) != 0 || mpe__ipc_mutex_init(&q->get_m, 0, e) != 0)
         goto fail;
     q->file_size = cap;
     q->initial = cap;
@@ -319,67 +368,122 @@ void mpe__queue_drop(mpe_shm_obj *o)
     mpe__shm_unref(o);
 }
 
-/* ---- the lock, repair, relocation ------------------------------------------------------- */
+/* ---- locks, repair, relocation ---------------------------------------------------------- */
 
-/* Only head, tail and cur are commits; count is derived. Recount the records
- * between head and tail; a record that does not parse (it never should) ends
- * the queue there. Free the pages outside the current ring (a relocation may
- * have died before doing so), then wake everyone: their futex words may have
- * missed a bump. */
+/* Holding both locks after a holder died: only head, tail and cur are
+ * commits. Walk the records between head and tail (one that does not parse,
+ * which never should happen, ends the queue there); the counters follow from
+ * the item numbers the records carry. Free the pages outside the current
+ * ring (a relocation may have died before doing so), then wake everyone:
+ * their futex words may have missed a bump. */
 static void repair(queue_shm *q, qlocal *l)
 {
     qlayout *y = cur(q);
-    uint64_t pos = y->head, n = 0;
-    if (y->tail - y->head > y->cap || ((y->tail - y->head) & 7) != 0)
-        y->tail = y->head;
-    while (pos != y->tail) {
+    if (q->tail - q->head > y->cap || ((q->tail - q->head) & 7) != 0)
+        q->tail = q->head;
+    uint64_t pos = q->head, n = 0;
+    while (pos != q->tail) {
         rec_hdr h;
         ring_read(l, y, pos, &h, sizeof h);
-        if ((h.flags & 0xfff0u) != REC_MAGIC || rec_size(&h) > y->tail - pos) {
-            y->tail = pos;
+        if (!rec_ok(&h) || rec_size(&h) > q->tail - pos) {
+            q->tail = pos;
             break;
         }
+        if (n == 0)
+            q->takes = h.idx;
+        q->puts = h.idx + 1;
         pos += rec_size(&h);
         n++;
     }
-    q->count = n;
+    if (n == 0) /* a putter that died between its two stores left puts behind */
+        q->puts = q->takes = q->puts > q->takes ? q->puts : q->takes;
     punch(l->fd, 0, y->base);
     punch(l->fd, y->base + y->cap, q->file_size - (y->base + y->cap));
-    __atomic_fetch_add(&q->items, 1, __ATOMIC_SEQ_CST);
-    __atomic_fetch_add(&q->space, 1, __ATOMIC_SEQ_CST);
-    mpe__ipc_futex_wake(&q->items, INT_MAX);
-    mpe__ipc_futex_wake(&q->space, INT_MAX);
+    __atomic_fetch_or(&q->items, SLEEPERS, __ATOMIC_SEQ_CST); /* wake them all */
+    __atomic_fetch_or(&q->space, SLEEPERS, __ATOMIC_SEQ_CST);
+    bump(&q->items);
+    bump(&q->space);
 }
 
-static int qlock(queue_shm *q, qlocal *l, double deadline, const mpe_waitctl *w, mpe_err *e)
+/* Take a second lock without a deadline (holders keep it briefly). 1 if its
+ * holder died (repair), 0, or -1 with e set. */
+static int lock_more(pthread_mutex_t *m, mpe_err *e)
 {
-    int r = mpe__ipc_lock(&q->m, deadline, w, e);
-    if (r != MPE_WAIT_OK && r != MPE_WAIT_OWNERDEAD)
+    int r = mpe__ipc_lock(m, -1, NULL, e);
+    return r == MPE_WAIT_OWNERDEAD ? 1 : r == MPE_WAIT_OK ? 0 : -1;
+}
+
+/* Holding the put lock (its holder died if dead_put), take the get lock,
+ * repair, and let go of the get lock. */
+static int repair_from_put(queue_shm *q, qlocal *l, mpe_err *e)
+{
+    int dead_get = lock_more(&q->get_m, e);
+    if (dead_get < 0)
+        return -1;
+    if (remap(l, q->file_size, e) == 0)
+        repair(q, l);
+    if (dead_get)
+        mpe__ipc_consistent(&q->get_m);
+    mpe__ipc_unlock(&q->get_m);
+    return 0;
+}
+
+/* Lock one side (PUT or GET) and map what the ring needs. A dead holder of
+ * either lock has both taken, in order (put, then get), and the queue
+ * repaired. MPE_WAIT_OK, _TIMEOUT, _INTERRUPTED or _ERROR (e set). */
+static int lock_side(queue_shm *q, qlocal *l, int side, double deadline, const mpe_waitctl *w,
+                     mpe_err *e)
+{
+    pthread_mutex_t *m = side == PUT ? &q->put_m : &q->get_m;
+    int r = mpe__ipc_lock(m, deadline, w, e);
+    if (r == MPE_WAIT_OWNERDEAD && side == PUT) {
+        int ok = repair_from_put(q, l, e) == 0;
+        mpe__ipc_consistent(&q->put_m);
+        if (!ok) {
+            mpe__ipc_unlock(&q->put_m);
+            return MPE_WAIT_ERROR;
+        }
+        r = MPE_WAIT_OK;
+    } else if (r == MPE_WAIT_OWNERDEAD) {
+        /* Every step commits by one store: the get side is consistent but for
+         * its counter. Let go of it to take both locks in order. */
+        mpe__ipc_consistent(&q->get_m);
+        mpe__ipc_unlock(&q->get_m);
+        int dead_put = lock_more(&q->put_m, e);
+        if (dead_put < 0)
+            return MPE_WAIT_ERROR;
+        int dead_get = lock_more(&q->get_m, e);
+        if (dead_get >= 0 && remap(l, q->file_size, e) == 0)
+            repair(q, l);
+        if (dead_put)
+            mpe__ipc_consistent(&q->put_m);
+        mpe__ipc_unlock(&q->put_m);
+        if (dead_get < 0)
+            return MPE_WAIT_ERROR;
+        if (dead_get)
+            mpe__ipc_consistent(&q->get_m);
+        r = MPE_WAIT_OK;
+    }
+    if (r != MPE_WAIT_OK)
         return r;
     if (remap(l, q->file_size, e) != 0) {
-        if (r == MPE_WAIT_OWNERDEAD)
-            mpe__ipc_consistent(&q->m);
-        mpe__ipc_unlock(&q->m);
+        mpe__ipc_unlock(m);
         return MPE_WAIT_ERROR;
-    }
-    if (r == MPE_WAIT_OWNERDEAD) {
-        repair(q, l);
-        mpe__ipc_consistent(&q->m);
     }
     return MPE_WAIT_OK;
 }
 
-/* Move the records into a ring of cap bytes, in a part of the file the
- * current ring does not use, and switch to it. 0, or -1 with e set (the
+/* Holding both locks: move the records into a ring of cap bytes, in a part
+ * of the file the current ring does not use, and switch to it. Positions do
+ * not change (the new ring's origin is the head). 0, or -1 with e set (the
  * queue unchanged). */
 static int relocate(queue_shm *q, qlocal *l, uint64_t cap, mpe_err *e)
 {
     qlayout *y = cur(q), ny;
-    uint64_t used = y->tail - y->head;
+    uint64_t used = q->tail - q->head;
     ny.cap = cap;
     ny.base = cap <= y->base ? 0 : y->base + y->cap;
-    ny.head = 0;
-    ny.tail = used;
+    ny.origin = q->head;
     if (ny.base + cap > q->file_size) {
         if (ftruncate(l->fd, (off_t)(ny.base + cap)) != 0)
             return mpe__seterr(e, "ftruncate(queue, %llu bytes): %s",
@@ -388,12 +492,52 @@ static int relocate(queue_shm *q, qlocal *l, uint64_t cap, mpe_err *e)
         if (remap(l, q->file_size, e) != 0)
             return -1;
     }
-    ring_read(l, y, y->head, l->base + ny.base, (size_t)used);
+    ring_read(l, y, q->head, l->base + ny.base, (size_t)used);
     mpe__ipc_crash(MPE_CRASH_QUEUE_MOVED);
     q->lay[1 - q->cur] = ny;
     __atomic_store_n(&q->cur, 1 - q->cur, __ATOMIC_RELEASE); /* the commit */
     punch(l->fd, y->base, y->cap);
     return 0;
+}
+
+/* Holding the put lock, make room for need bytes by growing the ring (which
+ * also takes the get lock). 1 if there is room now, 0 if not. */
+static int grow(queue_shm *q, qlocal *l, uint64_t need)
+{
+    mpe_err ignored;
+    int dead_get = lock_more(&q->get_m, &ignored);
+    if (dead_get < 0)
+        return 0;
+    if (dead_get) {
+        repair(q, l);
+        mpe__ipc_consistent(&q->get_m);
+    }
+    qlayout *y = cur(q);
+    uint64_t used = q->tail - q->head, cap = y->cap;
+    while (cap < MAX_BYTES && cap - used < need)
+        cap <<= 1;
+    int room = cap - used >= need && (cap == y->cap || relocate(q, l, cap, &ignored) == 0);
+    mpe__ipc_unlock(&q->get_m);
+    return room;
+}
+
+/* Holding the get lock with the queue empty: go back to the first ring if it
+ * grew, when the put lock is free right now (never wait for it: the lock
+ * order is put, then get). */
+static void shrink(queue_shm *q, qlocal *l)
+{
+    if (cur(q)->cap <= q->initial)
+        return;
+    int r = pthread_mutex_trylock(&q->put_m);
+    if (r != 0 && r != EOWNERDEAD)
+        return;
+    if (r == EOWNERDEAD) {
+        repair(q, l);
+        mpe__ipc_consistent(&q->put_m);
+    }
+    if (load(&q->tail) == q->head)
+        relocate(q, l, q->initial, NULL);
+    mpe__ipc_unlock(&q->put_m);
 }
 
 static double deadline_of(double timeout)
@@ -404,6 +548,13 @@ static double deadline_of(double timeout)
 static int expired(double deadline)
 {
     return deadline >= 0 && mpe__proc_now() >= deadline;
+}
+
+/* Items in the queue now: both counters are read without a lock. */
+static uint64_t count_of(queue_shm *q)
+{
+    int64_t n = (int64_t)(load(&q->puts) - load(&q->takes));
+    return n > 0 ? (uint64_t)n : 0;
 }
 
 /* ---- put ------------------------------------------------------------------------------------- */
@@ -458,7 +609,7 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
     qlocal *l = o->data;
     double deadline = deadline_of(timeout);
     uint64_t spill_at = q->initial / 4 < SPILL_AT ? q->initial / 4 : SPILL_AT;
-    int spilled = n > spill_at, sfd = -1, rc, waiting = 0;
+    int spilled = n > spill_at, sfd = -1, rc;
     if (n > UINT32_MAX) {
         mpe__seterr(e, "an item of %zu bytes is too large (at most 4 GiB)", n);
         rc = MPE_WAIT_ERROR;
@@ -477,32 +628,23 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
         }
         fds->fd[fds->n++] = sfd; /* now closed with the others */
     }
-    rec_hdr h = {(uint32_t)n, (uint16_t)fds->n, (uint16_t)(REC_MAGIC | (spilled ? REC_SPILL : 0)), 0};
+    rec_hdr h = {(uint32_t)n, (uint16_t)fds->n, (uint16_t)(REC_MAGIC | (spilled ? REC_SPILL : 0)),
+                 0, 0};
     uint64_t need = rec_size(&h);
     for (;;) {
-        rc = qlock(q, l, deadline, w, e);
-        if (waiting)
-            __atomic_fetch_sub(&q->putters, 1, __ATOMIC_RELAXED);
-        waiting = 0;
+        rc = lock_side(q, l, PUT, deadline, w, e);
         if (rc != MPE_WAIT_OK)
             goto out;
         if (q->closed) {
             rc = MPE_IPC_CLOSED;
             goto unlock;
         }
-        int room = q->maxsize == 0 || q->count < q->maxsize;
-        qlayout *y = cur(q);
-        uint64_t used = y->tail - y->head;
-        if (room && y->cap - used < need) {
-            /* Grow rather than wait: a producer may fill the queue before
-             * anyone reads it (Python's queues do not block then either). */
-            uint64_t cap = y->cap;
-            while (cap < MAX_BYTES && cap - used < need)
-                cap <<= 1;
-            if (cap - used < need || relocate(q, l, cap, e) != 0)
-                room = 0; /* at the limit, or no memory: wait for space */
-            y = cur(q);
-        }
+        /* Room: below maxsize, and bytes in the ring (growing it rather than
+         * waiting: a producer may fill the queue before anyone reads it, and
+         * Python's queues do not block then either). */
+        int room_items = q->maxsize == 0 || count_of(q) < q->maxsize, room = room_items;
+        if (room && cur(q)->cap - (q->tail - load(&q->head)) < need)
+            room = grow(q, l, need); /* 0: at the size limit, or no memory */
         if (room) {
             if (h.nfds == 0)
                 break;
@@ -522,7 +664,7 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
                 rc = MPE_WAIT_ERROR;
                 goto unlock;
             }
-            mpe__ipc_unlock(&q->m);
+            mpe__ipc_unlock(&q->put_m);
             rc = wait_channel(l->sock[0], deadline, w);
             if (rc != MPE_WAIT_OK)
                 goto out;
@@ -532,33 +674,32 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
             rc = MPE_WAIT_TIMEOUT;
             goto unlock;
         }
-        uint32_t seen = __atomic_load_n(&q->space, __ATOMIC_ACQUIRE);
-        __atomic_fetch_add(&q->putters, 1, __ATOMIC_RELAXED);
-        waiting = 1;
-        mpe__ipc_unlock(&q->m);
+        /* Sleep on `space`. Getters bump it after each take, without our lock. */
+        uint32_t seen = announce(&q->space);
+        mpe__ipc_unlock(&q->put_m);
+        if (__atomic_load_n(&q->closed, __ATOMIC_ACQUIRE) ||
+            (room_items ? cur(q)->cap - (load(&q->tail) - load(&q->head)) >= need
+                        : count_of(q) < q->maxsize))
+            continue; /* something was taken meanwhile: try again (a hint, rechecked) */
         rc = mpe__ipc_futex_wait(&q->space, seen, deadline, w);
-        if (rc != MPE_WAIT_OK) {
-            __atomic_fetch_sub(&q->putters, 1, __ATOMIC_RELAXED);
-            /* A wake-up meant for us passes to the next sleeper. */
-            if (__atomic_load_n(&q->putters, __ATOMIC_RELAXED) > 0)
-                mpe__ipc_futex_wake(&q->space, 1);
+        if (rc != MPE_WAIT_OK)
             goto out;
-        }
     }
-    /* Holding the lock with room: write past the tail, then commit. */
-    qlayout *y = cur(q);
-    ring_write(l, y, y->tail, &h, REC_HDR);
+    /* Holding the put lock with room: write past the tail, then commit. */
+    h.idx = q->puts;
+    uint64_t tail = q->tail;
+    ring_write(l, cur(q), tail, &h, REC_HDR);
     if (!spilled)
-        ring_write(l, y, y->tail + REC_HDR, p, n);
+        ring_write(l, cur(q), tail + REC_HDR, p, n);
     mpe__ipc_crash(MPE_CRASH_PUT_COPIED);
-    __atomic_store_n(&y->tail, y->tail + need, __ATOMIC_RELEASE);
-    q->count++;
-    __atomic_fetch_add(&q->items, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&q->getters, __ATOMIC_RELAXED) > 0)
-        mpe__ipc_futex_wake(&q->items, 1);
+    __atomic_store_n(&q->tail, tail + need, __ATOMIC_RELEASE);
+    __atomic_store_n(&q->puts, h.idx + 1, __ATOMIC_RELEASE);
+    mpe__ipc_unlock(&q->put_m);
+    bump(&q->items);
     rc = MPE_WAIT_OK;
+    goto out;
 unlock:
-    mpe__ipc_unlock(&q->m);
+    mpe__ipc_unlock(&q->put_m);
 out:
     mpe__ipc_close_fds(fds); /* sent or not, the duplicates were the message's */
     return rc;
@@ -639,8 +780,7 @@ static int unspill(int fd, size_t n, mpe_buf *out, mpe_err *e)
 static void spin_empty(queue_shm *q)
 {
     for (int k = 0; k < GET_SPINS; k++) {
-        if (__atomic_load_n(&q->count, __ATOMIC_RELAXED) > 0 ||
-            __atomic_load_n(&q->closed, __ATOMIC_RELAXED))
+        if (load(&q->tail) != q->head || __atomic_load_n(&q->closed, __ATOMIC_RELAXED))
             return;
         CPU_RELAX();
     }
@@ -652,17 +792,14 @@ int mpe__queue_get(mpe_shm_obj *o, mpe_buf *out, mpe_fds *fds, double timeout,
     queue_shm *q = o->p;
     qlocal *l = o->data;
     double deadline = deadline_of(timeout);
-    int rc, waiting = 0, spun = 0, first = fds->n;
+    int rc, spun = 0, first = fds->n;
     for (;;) {
-        rc = qlock(q, l, deadline, w, e);
-        if (waiting)
-            __atomic_fetch_sub(&q->getters, 1, __ATOMIC_RELAXED);
-        waiting = 0;
+        rc = lock_side(q, l, GET, deadline, w, e);
         if (rc != MPE_WAIT_OK)
             return rc;
-        if (q->count > 0)
+        if (load(&q->tail) != q->head)
             break;
-        if (q->closed) {
+        if (__atomic_load_n(&q->closed, __ATOMIC_ACQUIRE)) {
             rc = MPE_IPC_CLOSED;
             goto unlock;
         }
@@ -672,34 +809,30 @@ int mpe__queue_get(mpe_shm_obj *o, mpe_buf *out, mpe_fds *fds, double timeout,
         }
         if (!spun) {
             spun = 1;
-            mpe__ipc_unlock(&q->m);
+            mpe__ipc_unlock(&q->get_m);
             spin_empty(q);
             continue;
         }
-        uint32_t seen = __atomic_load_n(&q->items, __ATOMIC_ACQUIRE);
-        __atomic_fetch_add(&q->getters, 1, __ATOMIC_RELAXED);
-        waiting = 1;
-        mpe__ipc_unlock(&q->m);
+        /* Sleep on `items`. Putters bump it after each commit, without our lock. */
+        uint32_t seen = announce(&q->items);
+        mpe__ipc_unlock(&q->get_m);
+        if (load(&q->tail) != q->head || __atomic_load_n(&q->closed, __ATOMIC_ACQUIRE))
+            continue;
         rc = mpe__ipc_futex_wait(&q->items, seen, deadline, w);
-        if (rc != MPE_WAIT_OK) {
-            __atomic_fetch_sub(&q->getters, 1, __ATOMIC_RELAXED);
-            if (__atomic_load_n(&q->getters, __ATOMIC_RELAXED) > 0)
-                mpe__ipc_futex_wake(&q->items, 1);
+        if (rc != MPE_WAIT_OK)
             return rc;
-        }
     }
-    /* Holding the lock, the queue not empty: copy the oldest record out, commit. */
+    /* Holding the get lock, the queue not empty: copy the oldest record out, commit. */
     rec_hdr h;
     qlayout *y = cur(q);
-    uint64_t head = y->head;
+    uint64_t head = q->head, tail = load(&q->tail);
     ring_read(l, y, head, &h, sizeof h);
     int ok = 1;
-    if ((h.flags & 0xfff0u) != REC_MAGIC || rec_size(&h) > y->tail - head) {
+    if (!rec_ok(&h) || rec_size(&h) > tail - head) {
         /* Never written so (records are committed whole): do not wedge on it. */
-        mpe__seterr(e, "the queue's ring was damaged: its %llu items were dropped",
-                    (unsigned long long)q->count);
-        __atomic_store_n(&y->head, y->tail, __ATOMIC_RELEASE);
-        q->count = 0;
+        mpe__seterr(e, "the queue's ring was damaged: its items were dropped");
+        __atomic_store_n(&q->head, tail, __ATOMIC_RELEASE);
+        __atomic_store_n(&q->takes, load(&q->puts), __ATOMIC_RELEASE);
         rc = MPE_WAIT_ERROR;
         goto unlock;
     }
@@ -717,17 +850,15 @@ int mpe__queue_get(mpe_shm_obj *o, mpe_buf *out, mpe_fds *fds, double timeout,
         out->n = h.len;
     }
     mpe__ipc_crash(MPE_CRASH_GET_PEEKED);
-    __atomic_store_n(&y->head, head + rec_size(&h), __ATOMIC_RELEASE);
-    q->count--;
-    __atomic_fetch_add(&q->space, 1, __ATOMIC_SEQ_CST);
-    if (__atomic_load_n(&q->putters, __ATOMIC_RELAXED) > 0)
-        mpe__ipc_futex_wake(&q->space, 1);
+    __atomic_store_n(&q->head, head + rec_size(&h), __ATOMIC_RELEASE);
+    __atomic_store_n(&q->takes, h.idx + 1, __ATOMIC_RELEASE);
     mpe__ipc_crash(MPE_CRASH_GET_TAKEN);
     if (ok && h.nfds > 0)
         drop_message(l->sock[1]);
-    if (q->count == 0 && y->cap > q->initial)
-        relocate(q, l, q->initial, NULL); /* drained: give the memory back */
-    mpe__ipc_unlock(&q->m);
+    if (load(&q->tail) == q->head)
+        shrink(q, l); /* drained: give the memory back */
+    mpe__ipc_unlock(&q->get_m);
+    bump(&q->space);
     if (!ok)
         return MPE_WAIT_ERROR;
     if (h.flags & REC_SPILL) {
@@ -741,7 +872,7 @@ int mpe__queue_get(mpe_shm_obj *o, mpe_buf *out, mpe_fds *fds, double timeout,
     }
     return MPE_WAIT_OK;
 unlock:
-    mpe__ipc_unlock(&q->m);
+    mpe__ipc_unlock(&q->get_m);
     return rc;
 }
 
@@ -750,21 +881,22 @@ unlock:
 void mpe__queue_close(mpe_shm_obj *o)
 {
     queue_shm *q = o->p;
-    if (qlock(q, o->data, -1, NULL, NULL) != MPE_WAIT_OK) {
-        __atomic_store_n(&q->closed, 1, __ATOMIC_SEQ_CST); /* still tell the sleepers */
+    /* Under the put lock, so that no put commits after a closer returned. */
+    if (lock_side(q, o->data, PUT, -1, NULL, NULL) == MPE_WAIT_OK) {
+        __atomic_store_n(&q->closed, 1, __ATOMIC_SEQ_CST);
+        mpe__ipc_unlock(&q->put_m);
     } else {
-        q->closed = 1;
-        mpe__ipc_unlock(&q->m);
+        __atomic_store_n(&q->closed, 1, __ATOMIC_SEQ_CST); /* still tell the sleepers */
     }
-    __atomic_fetch_add(&q->items, 1, __ATOMIC_SEQ_CST);
-    __atomic_fetch_add(&q->space, 1, __ATOMIC_SEQ_CST);
-    mpe__ipc_futex_wake(&q->items, INT_MAX);
-    mpe__ipc_futex_wake(&q->space, INT_MAX);
+    __atomic_fetch_or(&q->items, SLEEPERS, __ATOMIC_SEQ_CST); /* wake them all */
+    __atomic_fetch_or(&q->space, SLEEPERS, __ATOMIC_SEQ_CST);
+    bump(&q->items);
+    bump(&q->space);
 }
 
 size_t mpe__queue_size(const mpe_shm_obj *o)
 {
-    return (size_t)__atomic_load_n(&((const queue_shm *)o->p)->count, __ATOMIC_RELAXED);
+    return (size_t)count_of(o->p);
 }
 
 size_t mpe__queue_maxsize(const mpe_shm_obj *o)

@@ -433,6 +433,51 @@ static void test_queue_killed_while_growing(void)
     mpe__queue_drop(q);
 }
 
+/* Two producers and two consumers at once: every item is taken exactly once. */
+static void test_queue_many_consumers_each_item_once(void)
+{
+    enum { ITEMS = 4000 };
+    mpe_shm_obj *q = qnew(0, 4096);
+    mpe_shm_obj *seen = mpe__array_new(mpe__array_ctype("uint8"), 1, 2 * ITEMS, 1, NULL);
+    MPE_ASSERT(seen);
+    pid_t pids[4];
+    for (int k = 0; k < 4; k++) {
+        pids[k] = fork();
+        if (pids[k] == 0) {
+            if (k < 2) { /* producers: items k*ITEMS .. k*ITEMS+ITEMS-1 */
+                char item[32];
+                for (int i = 0; i < ITEMS; i++) {
+                    snprintf(item, sizeof item, "%d", k * ITEMS + i);
+                    if (put(q, item, 10) != MPE_WAIT_OK)
+                        _exit(1);
+                }
+                _exit(0);
+            }
+            for (;;) { /* consumers: until the queue is closed and empty */
+                int r;
+                const char *s = get(q, 10, &r);
+                if (r == MPE_IPC_CLOSED)
+                    _exit(0);
+                if (r != MPE_WAIT_OK)
+                    _exit(2);
+                mpe_num one = {1, 1, 0}, out;
+                if (mpe__array_add(seen, (size_t)atoi(s), one, &out, NULL) != 0)
+                    _exit(3);
+            }
+        }
+    }
+    MPE_ASSERT_EQ(wait_child(pids[0]), 0);
+    MPE_ASSERT_EQ(wait_child(pids[1]), 0);
+    mpe__queue_close(q);
+    MPE_ASSERT_EQ(wait_child(pids[2]), 0);
+    MPE_ASSERT_EQ(wait_child(pids[3]), 0);
+    for (size_t i = 0; i < 2 * ITEMS; i++)
+        MPE_ASSERT_EQ(mpe__array_get(seen, i).i, 1);
+    MPE_ASSERT_EQ(mpe__queue_size(q), 0);
+    mpe__shm_unref(seen);
+    mpe__queue_drop(q);
+}
+
 static void test_queue_create_destroy_no_leak(void)
 {
     int segs0, objs0, segs, objs;
@@ -708,6 +753,7 @@ MPE_TEST_MAIN(MPE_TEST(test_queue_fifo_and_wrap), MPE_TEST(test_queue_timeouts_a
               MPE_TEST(test_queue_reader_killed_mid_get),
               MPE_TEST(test_queue_reader_killed_while_blocked),
               MPE_TEST_T(test_queue_many_producers_keep_order, 60),
+              MPE_TEST_T(test_queue_many_consumers_each_item_once, 60),
               MPE_TEST(test_queue_grows_and_shrinks), MPE_TEST(test_queue_killed_while_growing),
               MPE_TEST(test_queue_create_destroy_no_leak),
               MPE_TEST(test_pipe_frames_descriptors_and_eof), MPE_TEST(test_pipe_recv_timeout),
