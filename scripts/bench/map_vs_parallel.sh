@@ -74,6 +74,13 @@ time_runs() {
 
 echo "line transform over $N lines ($(wc -c < "$T/in") bytes), $W workers, median of $R runs; $(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg)"
 echo "mpe: $("$MPE" version); $(parallel --version | head -n 1); xargs: $(xargs --version | head -n 1)"
+# How much of the machine is ours: one CPU-bound process, then W of them at once.
+# (On a shared machine another job's load shows here as fewer than W CPUs.)
+SPIN='local s = 0 for i = 1, 30000000 do s = s + i % 3 end'
+t0=$EPOCHREALTIME; lua5.4 -e "$SPIN"; t1=$EPOCHREALTIME
+for ((k = 0; k < W; k++)); do lua5.4 -e "$SPIN" & done; wait; t2=$EPOCHREALTIME
+printf 'CPUs available: %.2f of %d (one spin %.3f s, %d at once %.3f s)\n' \
+    "$(echo "$W * ($t1 - $t0) / ($t2 - $t1)" | bc -l)" "$W" "$(echo "$t1 - $t0" | bc -l)" "$W" "$(echo "$t2 - $t1" | bc -l)"
 time_runs "serial lua5.4" "$N" yes "$T/ref" "$R" "$T/in" lua5.4 -e "$STDIN_LOOP"
 time_runs "mpe map" "$N" yes "$T/ref" "$R" "$T/in" "$MPE" map -j "$W" -e "$FN" "$T/in"
 time_runs "parallel --pipe" "$N" yes "$T/ref" "$R" "$T/in" parallel --keep-order --pipe -j "$W" lua5.4 -e "\"$STDIN_LOOP\""
