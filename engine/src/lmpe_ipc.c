@@ -37,6 +37,7 @@ typedef struct connud {
 typedef struct dictud {
     mpe_shm_obj *o; /* NULL once closed */
     mpe_buf buf;
+    mpe_fds fds;    /* only to catch shared objects in values (refused) */
 } dictud;
 
 /* ---- helpers -------------------------------------------------------------------- */
@@ -488,8 +489,10 @@ static int dict_release(lua_State *L)
         u->o = NULL;
         mpe__dict_drop(o);
     }
-    if (u)
+    if (u) {
+        mpe__ipc_close_fds(&u->fds);
         mpe__buf_free(&u->buf);
+    }
     return 0;
 }
 
@@ -529,13 +532,14 @@ static void put_key(lua_State *L, int idx, mpe_buf *b, const char *fname)
     }
 }
 
-/* Encode the value at idx into b (from b->n); shared objects cannot be kept. */
-static void put_value(lua_State *L, int idx, mpe_buf *b, const char *fname)
+/* Encode the value at idx into u->buf (from its n); shared objects cannot be
+ * kept. Descriptors go to u->fds, which the userdata owns if encoding raises. */
+static void put_value(lua_State *L, dictud *u, int idx, const char *fname)
 {
-    mpe_fds fds = {.n = 0};
-    mpe__encode(L, idx, b, "value", &fds); /* a raise here can leak only the dups of fds */
-    if (fds.n > 0) {
-        mpe__ipc_close_fds(&fds);
+    mpe__ipc_close_fds(&u->fds);
+    mpe__encode(L, idx, &u->buf, "value", &u->fds);
+    if (u->fds.n > 0) {
+        mpe__ipc_close_fds(&u->fds);
         fail(L, "mpe: %s: a dict cannot hold shared objects (mpe.Array, mpe.Lock, mpe.Queue, "
                 "...): pass them to processes as arguments or through a queue", fname);
     }
@@ -591,7 +595,7 @@ static void dict_store(lua_State *L, dictud *u, int kidx, int vidx, const char *
     size_t kn = u->buf.n;
     int del = lua_isnil(L, vidx);
     if (!del)
-        put_value(L, vidx, &u->buf, fname);
+        put_value(L, u, vidx, fname);
     int intr;
     dict_lock(L, u, fname, &intr);
     if (intr)

@@ -480,6 +480,16 @@ describe("mpe.dict", function()
     assert.equal("mpe: dict:update: argument 2 must be a function, got 5", errmsg(d.update, d, "k", 5))
     assert.equal("mpe: dict:get: argument 1 must be an mpe.Dict (call methods with a colon), got string",
                  errmsg(d.get, "k"))
+    -- a value refused half-way through its encoding keeps no descriptor
+    local big = mpe.array("double", 1000) -- a segment of its own
+    full_gc()
+    local fds0 = fd_count()
+    for _ = 1, 200 do
+      pcall(d.set, d, "x", { big, coroutine.create(print) })
+      pcall(d.set, d, "x", { big })
+    end
+    full_gc()
+    assert.equal(fds0, fd_count())
   end)
 
   it("updates atomically, returns the new value, deletes on nil, lets go on errors", function()
