@@ -50,6 +50,7 @@ lua5.4 -e "$STDIN_LOOP" < "$T/sample" > "$T/sample.ref"
 # stdout to $T/out) RUNS times, checks the output, prints the median lines/s and
 # stores it in RATE[NAME].
 declare -A RATE
+calc() { awk "BEGIN { printf \"%.9g\", $1 }"; } # calc EXPR: floating-point arithmetic
 time_runs() {
     local name=$1 lines=$2 ordered=$3 ref=$4 runs=$5 input=$6
     shift 6
@@ -58,7 +59,7 @@ time_runs() {
         local t0=$EPOCHREALTIME
         "$@" < "$input" > "$T/out"
         local t1=$EPOCHREALTIME
-        times+=("$(echo "$t1 - $t0" | bc -l)")
+        times+=("$(calc "$t1 - $t0")")
         if [[ $ordered == yes ]]; then
             cmp -s "$T/out" "$ref" || { echo "$name: output differs from the serial run" >&2; exit 1; }
         else
@@ -67,7 +68,7 @@ time_runs() {
     done
     local med
     med=$(printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')
-    RATE[$name]=$(echo "$lines / $med" | bc -l)
+    RATE[$name]=$(calc "$lines / $med")
     printf '%-20s %9d lines  %8.3f s  %11.0f lines/s  (%d run%s)\n' "$name" "$lines" "$med" "${RATE[$name]}" \
         "$runs" "$([[ $runs == 1 ]] || echo s)"
 }
@@ -80,7 +81,7 @@ SPIN='local s = 0 for i = 1, 30000000 do s = s + i % 3 end'
 t0=$EPOCHREALTIME; lua5.4 -e "$SPIN"; t1=$EPOCHREALTIME
 for ((k = 0; k < W; k++)); do lua5.4 -e "$SPIN" & done; wait; t2=$EPOCHREALTIME
 printf 'CPUs available: %.2f of %d (one spin %.3f s, %d at once %.3f s)\n' \
-    "$(echo "$W * ($t1 - $t0) / ($t2 - $t1)" | bc -l)" "$W" "$(echo "$t1 - $t0" | bc -l)" "$W" "$(echo "$t2 - $t1" | bc -l)"
+    "$(calc "$W * ($t1 - $t0) / ($t2 - $t1)")" "$W" "$(calc "$t1 - $t0")" "$W" "$(calc "$t2 - $t1")"
 time_runs "serial lua5.4" "$N" yes "$T/ref" "$R" "$T/in" lua5.4 -e "$STDIN_LOOP"
 time_runs "mpe map" "$N" yes "$T/ref" "$R" "$T/in" "$MPE" map -j "$W" -e "$FN" "$T/in"
 time_runs "parallel --pipe" "$N" yes "$T/ref" "$R" "$T/in" parallel --keep-order --pipe -j "$W" lua5.4 -e "\"$STDIN_LOOP\""
@@ -92,5 +93,5 @@ time_runs "xargs per line" "$SAMPLE" no "$T/sample.ref" 1 "$T/sample" xargs -P "
 
 echo
 for other in "serial lua5.4" "parallel --pipe" "xargs -P -n 10000" "parallel per line" "xargs per line"; do
-    printf 'mpe map / %-18s %9.2fx\n' "$other" "$(echo "${RATE[mpe map]} / ${RATE[$other]}" | bc -l)"
+    printf 'mpe map / %-18s %9.2fx\n' "$other" "$(calc "${RATE[mpe map]} / ${RATE[$other]}")"
 done
