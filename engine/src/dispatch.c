@@ -1,0 +1,668 @@
+/* dispatch.c -- the pool's dispatcher thread: cuts chunks from the job
+ * stores, keeps every worker fed, turns result frames into messages for the
+ * main thread, reaps dead workers and blames the item each was running.
+ * SPDX-License-Identifier: MIT
+ *
+ * It never touches Lua (only the main thread does) and holds p->mu except
+ * while it sleeps in poll. Bytes move only through the transport. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "pool.h"
+
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+static void post(mpe_pool *p, mpe_msg *m)
+{
+    m->next = NULL;
+    if (m->job)
+        m->job->refs++;
+    if (p->inbox_last)
+        p->inbox_last->next = m;
+    else
+        p->inbox = m;
+    p->inbox_last = m;
+    pthread_cond_broadcast(&p->cv);
+}
+
+/* ---- frames built without Lua (the dispatcher may not raise) ---------------- */
+
+int mpe__dispatch_put(mpe_buf *b, const void *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (mpe__buf_grow(b, n) != 0)
+        return -1;
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    return 0;
+}
+
+static int put64(mpe_buf *b, uint64_t v)
+{
+    unsigned char s[8];
+    for (int i = 0; i < 8; i++)
+        s[i] = (unsigned char)(v >> (8 * i));
+    return mpe__dispatch_put(b, s, 8);
+}
+
+static int put32(mpe_buf *b, uint32_t v)
+{
+    unsigned char s[4];
+    for (int i = 0; i < 4; i++)
+        s[i] = (unsigned char)(v >> (8 * i));
+    return mpe__dispatch_put(b, s, 4);
+}
+
+static int put8(mpe_buf *b, unsigned v)
+{
+    unsigned char c = (unsigned char)v;
+    return mpe__dispatch_put(b, &c, 1);
+}
+
+static void patch_len(mpe_buf *b, size_t start)
+{
+    uint32_t n = (uint32_t)(b->n - start - MPE_FRAME_HDR);
+    for (int i = 0; i < 4; i++)
+        b->p[start + i] = (char)(unsigned char)(n >> (8 * i));
+}
+
+int mpe__dispatch_frame(mpe_buf *b, unsigned type, uint64_t v)
+{
+    size_t s = b->n;
+    if (put32(b, 0) || put8(b, type) || put64(b, v))
+        return -1;
+    patch_len(b, s);
+    return 0;
+}
+
+void mpe__dispatch_drop_fdq(wslot *w)
+{
+    while (w->fdq_n > 0) {
+        mpe_fds *f = &w->fdq[w->fdq_head];
+        for (int k = 0; k < f->n; k++)
+            close(f->fd[k]);
+        w->fdq_head = (w->fdq_head + 1) % 8;
+        w->fdq_n--;
+    }
+}
+
+/* ---- cutting chunks -------------------------------------------------------------- */
+
+static int has_items(const mpe_job *j)
+{
+    return !j->cancelled && !j->released && (j->redo || j->cut < j->visible);
+}
+
+/* Put j on the work list if it has items to hand out and is not there yet. */
+void mpe__dispatch_enlist(mpe_pool *p, mpe_job *j)
+{
+    if (j->in_work || !has_items(j))
+        return;
+    j->in_work = 1;
+    j->wnext = NULL;
+    if (p->work_last)
+        p->work_last->wnext = j;
+    else
+        p->work = j;
+    p->work_last = j;
+}
+
+/* Drop jobs without items from the head of the work list. */
+void mpe__dispatch_prune(mpe_pool *p)
+{
+    while (p->work && !has_items(p->work)) {
+        mpe_job *j = p->work;
+        p->work = j->wnext;
+        if (!p->work)
+            p->work_last = NULL;
+        j->in_work = 0;
+    }
+}
+
+static double job_cost(mpe_pool *p, mpe_job *j)
+{
+    if (j->per_item_ns > 0)
+        return j->per_item_ns;
+    return p->cost_ns > 0 ? p->cost_ns : 1e6; /* unknown: assume 1 ms, so queues stay short */
+}
+
+/* Items of a new chunk for job j, at most avail. */
+static lua_Integer chunk_size(mpe_pool *p, mpe_job *j, lua_Integer avail)
+{
+    lua_Integer n;
+    if (j->chunksize > 0)
+        n = j->chunksize;
+    else if (j->per_item_ns <= 0)
+        n = 16; /* a small first chunk to measure the cost */
+    else {
+        n = (lua_Integer)(TARGET_CHUNK_NS / j->per_item_ns);
+        if (j->finished) { /* finer at the end, so the workers finish together */
+            lua_Integer left = j->visible - j->cut;
+            lua_Integer fair = (left + 2 * p->n - 1) / (2 * p->n);
+            if (n > fair)
+                n = fair;
+        }
+    }
+    if (n < 1)
+        n = 1;
+    if (n > MAX_CHUNK_ITEMS)
+        n = MAX_CHUNK_ITEMS;
+    if (n > avail)
+        n = avail;
+    if (j->kind == MPE_K_ENC) { /* keep frames reasonably small */
+        lua_Integer a = j->cut;
+        while (n > 1 && j->off[a + n - j->base] - j->off[a - j->base] > MAX_CHUNK_BYTES)
+            n /= 2;
+    }
+    return n;
+}
+
+/* Append a chunk frame for items [a, b) of j to w->out. */
+static int write_chunk(mpe_buf *b, uint64_t id, mpe_job *j, lua_Integer a, lua_Integer e)
+{
+    size_t s = b->n;
+    uint32_t n = (uint32_t)(e - a);
+    if (put32(b, 0) || put8(b, MPE_F_CHUNK) || put64(b, id) || put64(b, j->id) ||
+        put64(b, j->fnid) || put8(b, (unsigned)j->mode) || put8(b, (unsigned)j->kind) || put32(b, n))
+        return -1;
+    switch (j->kind) {
+    case MPE_K_RANGE:
+        if (put64(b, (uint64_t)(j->rstart + a * j->rstep)) || put64(b, (uint64_t)j->rstep))
+            return -1;
+        break;
+    case MPE_K_INTS:
+    case MPE_K_FLOATS:
+        if (mpe__dispatch_put(b, j->items.p + 8 * (size_t)(a - j->base), 8 * (size_t)n))
+            return -1;
+        break;
+    default: {
+        size_t from = j->off[a - j->base], to = j->off[e - j->base];
+        if (mpe__dispatch_put(b, j->items.p + from, to - from))
+            return -1;
+    }
+    }
+    patch_len(b, s);
+    return 0;
+}
+
+/* Give worker w one more chunk if there is work. Returns 1 if it did. */
+static int feed_one(mpe_pool *p, wslot *w)
+{
+    mpe__dispatch_prune(p);
+    for (mpe_job *j = p->work; j; j = j->wnext) {
+        if (!has_items(j))
+            continue;
+        lua_Integer a, e;
+        range *r = j->redo;
+        if (r) {
+            a = r->a;
+            e = r->b;
+            if (e - a > 1 && j->chunksize > 0 && e - a > j->chunksize)
+                e = a + j->chunksize;
+        } else if (j->cut < j->visible) {
+            a = j->cut;
+            e = a + chunk_size(p, j, j->visible - j->cut);
+        } else
+            continue;
+        if (p->o.maxtasks > 0) {
+            long room = p->o.maxtasks - w->assigned;
+            if (room <= 0)
+                return 0;
+            if (e - a > room)
+                e = a + room;
+        }
+        chunk *c = malloc(sizeof *c);
+        if (!c)
+            return 0;
+        c->id = ++p->next_id;
+        c->job = j;
+        c->a = a;
+        c->b = e;
+        c->got = 0;
+        c->next = NULL;
+        if (j->fds.n > 0) {
+            /* The descriptors go alone in their own message, just before. */
+            size_t s = w->out.n;
+            if (mpe__dispatch_frame(&w->out, MPE_F_FDS, j->id) != 0) {
+                free(c);
+                return 0;
+            }
+            (void)s;
+        }
+        if (write_chunk(&w->out, c->id, j, a, e) != 0) {
+            free(c);
+            return 0;
+        }
+        if (r) {
+            r->a = e;
+            if (r->a >= r->b) {
+                j->redo = r->next;
+                free(r);
+            }
+        } else
+            j->cut = e;
+        j->refs++;
+        if (w->last)
+            w->last->next = c;
+        else
+            w->inflight = c;
+        w->last = c;
+        w->ninflight++;
+        w->queued_ns += job_cost(p, j) * (double)(e - a);
+        w->assigned += (long)(e - a);
+        return 1;
+    }
+    return 0;
+}
+
+static void feed(mpe_pool *p, wslot *w)
+{
+    if (p->stopping)
+        return;
+    while (w->ninflight < 2 || (w->ninflight < MAX_INFLIGHT && w->queued_ns < QUEUE_NS))
+        if (!feed_one(p, w))
+            break;
+}
+
+/* ---- outcomes --------------------------------------------------------------------- */
+
+void mpe__dispatch_maybe_free(mpe_pool *p, mpe_job *j)
+{
+    if (j->released && j->refs == 0)
+        mpe__pool_free_job(p, j);
+}
+
+static void account(mpe_pool *p, mpe_job *j, lua_Integer n)
+{
+    j->done += n;
+    if (j->finished && j->done >= j->visible)
+        pthread_cond_broadcast(&p->cv);
+    (void)p;
+}
+
+static void redo(mpe_pool *p, mpe_job *j, lua_Integer a, lua_Integer b)
+{
+    if (a >= b || j->cancelled || j->released)
+        return;
+    range *r = malloc(sizeof *r);
+    if (!r)
+        return; /* cannot happen in practice; the items then count as lost below */
+    r->a = a;
+    r->b = b;
+    r->next = j->redo;
+    j->redo = r;
+    mpe__dispatch_enlist(p, j);
+}
+
+static void fail_item(mpe_pool *p, wslot *w, mpe_job *j, lua_Integer i, const char *kind, const char *text)
+{
+    mpe_msg *m = calloc(1, sizeof *m);
+    if (!m)
+        return;
+    m->type = MPE_MSG_FAIL;
+    m->job = j;
+    m->index = i + 1;
+    m->worker = w->number;
+    m->pid = w->pid;
+    m->kind = kind;
+    snprintf(m->text, sizeof m->text, "%s", text);
+    post(p, m);
+    account(p, j, 1);
+    if (j->raise_first)
+        j->cancelled = 1;
+}
+
+static int retry_item(mpe_pool *p, mpe_job *j, lua_Integer i)
+{
+    if (p->o.retries <= 0)
+        return 0;
+    for (attempt *t = j->attempts; t; t = t->next)
+        if (t->i == i) {
+            if (t->n >= p->o.retries)
+                return 0;
+            t->n++;
+            return 1;
+        }
+    attempt *t = malloc(sizeof *t);
+    if (!t)
+        return 0;
+    t->i = i;
+    t->n = 1;
+    t->next = j->attempts;
+    j->attempts = t;
+    return 1;
+}
+
+static void describe_status(char *s, size_t n, int st, int timed_out, double timeout)
+{
+    static const struct {
+        int sig;
+        const char *name;
+    } names[] = {{SIGKILL, "SIGKILL"}, {SIGTERM, "SIGTERM"}, {SIGSEGV, "SIGSEGV"}, {SIGABRT, "SIGABRT"},
+                 {SIGBUS, "SIGBUS"},   {SIGFPE, "SIGFPE"},   {SIGINT, "SIGINT"},   {SIGHUP, "SIGHUP"},
+                 {SIGPIPE, "SIGPIPE"}, {SIGILL, "SIGILL"},   {SIGXCPU, "SIGXCPU"}};
+    if (timed_out) {
+        snprintf(s, n, "mpe: timeout: task ran longer than %g s; its worker was killed", timeout);
+        return;
+    }
+    if (WIFSIGNALED(st)) {
+        const char *name = NULL;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (names[i].sig == WTERMSIG(st))
+                name = names[i].name;
+        if (name)
+            snprintf(s, n, "worker died: killed by signal %d (%s)", WTERMSIG(st), name);
+        else
+            snprintf(s, n, "worker died: killed by signal %d", WTERMSIG(st));
+    } else if (WIFEXITED(st))
+        snprintf(s, n, "worker died: exited with status %d", WEXITSTATUS(st));
+    else
+        snprintf(s, n, "worker died");
+}
+
+/* Worker w is gone (EOF on its channel). Reap it, blame the item it was
+ * running, put the rest of its chunks back, and ask for a replacement. */
+static void on_death(mpe_pool *p, wslot *w, int idx)
+{
+    int st = 0;
+    pid_t r;
+    do
+        r = waitpid(w->pid, &st, 0);
+    while (r < 0 && errno == EINTR);
+    mpe__proc_untrack_fd(w->fd);
+    close(w->fd);
+    w->fd = -1;
+    mpe__dispatch_drop_fdq(w);
+    int64_t running = p->progress[idx].chunk;
+    int32_t item = p->progress[idx].item;
+    int crashed = !(WIFEXITED(st) && WEXITSTATUS(st) == 0) || w->inflight != NULL;
+    char text[192];
+    describe_status(text, sizeof text, st, w->timed_out, p->o.timeout);
+    for (chunk *c = w->inflight, *next; c; c = next) {
+        next = c->next;
+        mpe_job *j = c->job;
+        lua_Integer from = c->a + c->got;
+        if ((int64_t)c->id == running && c->a + item >= from && c->a + item < c->b) {
+            lua_Integer bad = c->a + item;
+            redo(p, j, bad + 1, c->b);
+            if (!j->cancelled && !j->released && retry_item(p, j, bad))
+                redo(p, j, bad, bad + 1);
+            else
+                fail_item(p, w, j, bad, w->timed_out ? "timeout" : "crash", text);
+            redo(p, j, from, bad);
+        } else
+            redo(p, j, from, c->b);
+        if (j->cancelled || j->released) /* nobody waits for these items */
+            account(p, j, 0);
+        j->refs--;
+        free(c);
+        mpe__dispatch_maybe_free(p, j);
+    }
+    (void)crashed;
+    w->inflight = w->last = NULL;
+    w->ninflight = 0;
+    w->queued_ns = 0;
+    w->state = W_GONE;
+    p->respawn++;
+    pthread_cond_broadcast(&p->cv);
+}
+
+static chunk *find_chunk(wslot *w, uint64_t id)
+{
+    for (chunk *c = w->inflight; c; c = c->next)
+        if (c->id == id)
+            return c;
+    return NULL;
+}
+
+static void drop_chunk(mpe_pool *p, wslot *w, chunk *c)
+{
+    chunk **pp = &w->inflight, *prev = NULL;
+    while (*pp != c) {
+        prev = *pp;
+        pp = &(*pp)->next;
+    }
+    *pp = c->next;
+    if (w->last == c)
+        w->last = prev;
+    w->ninflight--;
+    mpe_job *j = c->job;
+    w->queued_ns -= job_cost(p, j) * (double)(c->b - c->a);
+    if (w->queued_ns < 0 || w->ninflight == 0)
+        w->queued_ns = 0;
+    j->refs--;
+    free(c);
+    mpe__dispatch_maybe_free(p, j);
+}
+
+/* A result frame from worker w: [u64 chunk][u32 from][u32 count][u8 flags][u64 ns][payload]. */
+static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
+{
+    mpe_rd r;
+    uint64_t id, ns;
+    uint32_t from, count;
+    unsigned flags;
+    mpe__rd_init(&r, s, len);
+    if (mpe__rd_u64(&r, &id) || mpe__rd_u32(&r, &from) || mpe__rd_u32(&r, &count) ||
+        mpe__rd_u8(&r, &flags) || mpe__rd_u64(&r, &ns))
+        return;
+    chunk *c = find_chunk(w, id);
+    if (!c)
+        return;
+    mpe_job *j = c->job;
+    if (!j->cancelled && !j->released) {
+        size_t plen = len - r.pos;
+        mpe_msg *m = malloc(sizeof *m + plen);
+        if (m) {
+            memset(m, 0, sizeof *m);
+            m->type = MPE_MSG_RESULT;
+            m->job = j;
+            m->index = c->a + from + 1;
+            m->count = count;
+            m->flags = flags;
+            m->worker = w->number;
+            m->pid = w->pid;
+            if ((flags & MPE_R_FDS) && w->fdq_n > 0) {
+                m->fds = w->fdq[w->fdq_head];
+                w->fdq_head = (w->fdq_head + 1) % 8;
+                w->fdq_n--;
+            }
+            m->len = plen;
+            if (plen)
+                memcpy(m->data, s + r.pos, plen);
+            post(p, m);
+        }
+        if (flags & MPE_R_ERRORS && j->raise_first)
+            j->cancelled = 1;
+    } else if ((flags & MPE_R_FDS) && w->fdq_n > 0) { /* nobody wants them */
+        mpe_fds *f = &w->fdq[w->fdq_head];
+        for (int k = 0; k < f->n; k++)
+            close(f->fd[k]);
+        w->fdq_head = (w->fdq_head + 1) % 8;
+        w->fdq_n--;
+    }
+    c->got += count;
+    account(p, j, count);
+    if (flags & MPE_R_FINAL) {
+        lua_Integer n = c->b - c->a;
+        double per = n > 0 ? (double)ns / (double)n : 0;
+        if (per <= 0)
+            per = 1;
+        j->per_item_ns = j->per_item_ns > 0 ? 0.5 * j->per_item_ns + 0.5 * per : per;
+        p->cost_ns = p->cost_ns > 0 ? 0.8 * p->cost_ns + 0.2 * per : per;
+        drop_chunk(p, w, c);
+    }
+}
+
+static void on_initfail(mpe_pool *p, wslot *w, const char *s, uint32_t len)
+{
+    mpe_msg *m = malloc(sizeof *m + len);
+    if (!m)
+        return;
+    memset(m, 0, sizeof *m);
+    m->type = MPE_MSG_INITFAIL;
+    m->worker = w->number;
+    m->pid = w->pid;
+    m->len = len;
+    if (len)
+        memcpy(m->data, s, len);
+    post(p, m);
+    /* The pool cannot work without its initializer: stop feeding anyone. */
+    p->stopping = 1;
+}
+
+static void read_frames(mpe_pool *p, wslot *w)
+{
+    size_t off = 0;
+    unsigned type;
+    uint32_t len;
+    while (w->state == W_LIVE && mpe__frame_peek(&w->in, off, &type, &len)) {
+        const char *s = w->in.p + off + MPE_FRAME_HDR;
+        if (type == MPE_F_RESULT)
+            on_result(p, w, s, len);
+        else if (type == MPE_F_INITFAIL)
+            on_initfail(p, w, s, len);
+        off += MPE_FRAME_HDR + len;
+    }
+    if (off > 0) { /* w->in.p may still be NULL when nothing was read */
+        memmove(w->in.p, w->in.p + off, w->in.n - off);
+        w->in.n -= off;
+    }
+}
+
+/* ---- the dispatcher thread --------------------------------------------------------- */
+
+static void check_timeouts(mpe_pool *p, int64_t now)
+{
+    if (p->o.timeout <= 0)
+        return;
+    for (int i = 0; i < p->n; i++) {
+        wslot *w = &p->w[i];
+        if (w->state != W_LIVE || w->timed_out)
+            continue;
+        int64_t c = __atomic_load_n(&p->progress[i].chunk, __ATOMIC_ACQUIRE);
+        if (c != 0 && now - p->progress[i].started_ns > (int64_t)(p->o.timeout * 1e9)) {
+            w->timed_out = 1;
+            kill(w->pid, SIGKILL);
+        }
+    }
+}
+
+void *mpe__dispatch_main(void *arg)
+{
+    mpe_pool *p = arg;
+    struct pollfd *pf = calloc((size_t)p->n + 1, sizeof *pf);
+    int *slot = calloc((size_t)p->n + 1, sizeof *slot);
+    if (!pf || !slot) {
+        free(pf);
+        free(slot);
+        return NULL;
+    }
+    pthread_mutex_lock(&p->mu);
+    while (!p->quit) {
+        int np = 1;
+        pf[0].fd = p->efd;
+        pf[0].events = POLLIN;
+        for (int i = 0; i < p->n; i++) {
+            wslot *w = &p->w[i];
+            if (w->state != W_LIVE)
+                continue;
+            feed(p, w);
+            pf[np].fd = w->fd;
+            pf[np].events = POLLIN | (w->out.n > w->out_off ? POLLOUT : 0);
+            slot[np++] = i;
+        }
+        int ms = p->o.timeout > 0 ? 20 : 500;
+        p->dispatcher_idle = 1;
+        pthread_mutex_unlock(&p->mu);
+        int r = poll(pf, (nfds_t)np, ms);
+        pthread_mutex_lock(&p->mu);
+        p->dispatcher_idle = 0;
+        if (r < 0 && errno != EINTR)
+            break;
+        if (r > 0 && (pf[0].revents & POLLIN)) {
+            uint64_t v;
+            ssize_t rr = read(p->efd, &v, sizeof v);
+            (void)rr;
+        }
+        for (int k = 1; r > 0 && k < np; k++) {
+            wslot *w = &p->w[slot[k]];
+            if (w->state != W_LIVE)
+                continue;
+            if (pf[k].revents & POLLOUT) {
+                const int *fds = NULL;
+                int nfds = 0;
+                size_t len = w->out.n - w->out_off;
+                /* An F_FDS frame travels alone, with the job's descriptors. */
+                unsigned type;
+                uint32_t flen;
+                /* Stop before the next F_FDS frame: it must start a message of its own. */
+                for (size_t o = w->out_off; o < w->out.n && mpe__frame_peek(&w->out, o, &type, &flen);
+                     o += MPE_FRAME_HDR + flen)
+                    if (type == MPE_F_FDS && o > w->out_off) {
+                        len = o - w->out_off;
+                        break;
+                    }
+                if (mpe__frame_peek(&w->out, w->out_off, &type, &flen) && type == MPE_F_FDS) {
+                    mpe_rd rd;
+                    uint64_t jid = 0;
+                    mpe__rd_init(&rd, w->out.p + w->out_off + MPE_FRAME_HDR, flen);
+                    mpe__rd_u64(&rd, &jid);
+                    for (mpe_job *j = p->jobs; j; j = j->next)
+                        if (j->id == jid) {
+                            fds = j->fds.fd;
+                            nfds = j->fds.n;
+                        }
+                    for (fnentry *f = p->fns; f && !fds; f = f->next)
+                        if (f->id == jid) {
+                            fds = f->fds.fd;
+                            nfds = f->fds.n;
+                        }
+                    len = MPE_FRAME_HDR + flen;
+                }
+                ssize_t sent = mpe__transport_send(w->fd, w->out.p + w->out_off, len, fds, nfds);
+                if (sent > 0) {
+                    w->out_off += (size_t)sent;
+                    if (w->out_off == w->out.n)
+                        w->out.n = w->out_off = 0;
+                }
+            }
+            if (pf[k].revents & (POLLIN | POLLHUP | POLLERR)) {
+                ssize_t got;
+                do {
+                    mpe_fds set = {.n = 0};
+                    got = mpe__transport_recv(w->fd, &w->in, &set, 0);
+                    if (set.n > 0) {
+                        if (w->fdq_n < 8) {
+                            w->fdq[(w->fdq_head + w->fdq_n) % 8] = set;
+                            w->fdq_n++;
+                        } else
+                            for (int q = 0; q < set.n; q++)
+                                close(set.fd[q]);
+                    }
+                } while (got > 0 && w->in.n < (4u << 20) && w->fdq_n < 8);
+                read_frames(p, w);
+                if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+                    on_death(p, w, slot[k]);
+            }
+        }
+        check_timeouts(p, now_ns());
+    }
+    pthread_mutex_unlock(&p->mu);
+    free(pf);
+    free(slot);
+    return NULL;
+}
