@@ -712,6 +712,13 @@ void mpe__open_shm(lua_State *L);
 void mpe__open_sync(lua_State *L);
 void mpe__open_ipc(lua_State *L);
 
+/* mpe.range (lmpe_range.c): the userdata at idx if it is one, else NULL. */
+typedef struct mpe_range {
+    lua_Integer first, step, count;
+} mpe_range;
+const mpe_range *mpe__range_test(lua_State *L, int idx);
+void mpe__open_range(lua_State *L); /* called by mpe__open_pool */
+
 /* Helpers for the binding layer. */
 /* luaL_typename, but "mpe.range" etc. for mpe's own userdata (from __name). */
 const char *mpe__typename(lua_State *L, int idx);

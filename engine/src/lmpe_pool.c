@@ -1,137 +1,17 @@
-/* lmpe_pool.c -- Lua bindings of the pool: mpe.pool, its map family, async
- * results, imap iterators, and mpe.range.
+/* lmpe_pool.c -- Lua bindings of the pool: mpe.pool, its map family,
+ * apply, imap iterators and its lifecycle.
  * SPDX-License-Identifier: MIT
  *
  * The scheduler (pool.c) moves bytes; this file turns Lua arguments into
- * item stores and turns result messages back into Lua values, on the main
- * thread only. Each pool and each job keeps its Lua-side fields in a table
- * held by a registry reference, which works the same under LuaJIT. */
+ * item stores, and lmpe_async.c turns result messages back into Lua values,
+ * on the main thread only. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include "internal.h"
+#include "lmpe_pool.h"
 
-#define POOL_MT "mpe.Pool"
-#define ASYNC_MT "mpe.AsyncResult"
-#define RANGE_MT "mpe.range"
 #define IMAP_WINDOW 65536 /* items pulled from an iterator ahead of the consumer */
-
-/* ---- mpe.range ------------------------------------------------------------------- */
-
-typedef struct lrange {
-    lua_Integer first, step, count;
-} lrange;
-
-static int range_new(lua_State *L)
-{
-    lua_Integer first = 0, last = 0, step = 1;
-    for (int i = 1; i <= 3; i++) {
-        if (i == 3 && lua_isnoneornil(L, 3))
-            break;
-        if (!lua_isinteger(L, i) && !(lua_type(L, i) == LUA_TNUMBER &&
-                                      lua_tonumber(L, i) == floor(lua_tonumber(L, i))))
-            return luaL_error(L, "mpe: range: argument %d must be an integer, got %s", i,
-                              mpe__typename(L, i));
-    }
-    first = (lua_Integer)lua_tonumber(L, 1);
-    last = (lua_Integer)lua_tonumber(L, 2);
-    if (!lua_isnoneornil(L, 3))
-        step = (lua_Integer)lua_tonumber(L, 3);
-    if (step == 0)
-        return luaL_error(L, "mpe: range: argument 3 (step) must not be 0");
-    lrange *r = lua_newuserdatauv(L, sizeof *r, 0);
-    r->first = first;
-    r->step = step;
-    if ((step > 0 && last < first) || (step < 0 && last > first))
-        r->count = 0;
-    else {
-        /* Unsigned arithmetic: the span may not fit a signed integer. */
-        unsigned long long span = step > 0 ? (unsigned long long)last - (unsigned long long)first
-                                           : (unsigned long long)first - (unsigned long long)last;
-        unsigned long long s = step > 0 ? (unsigned long long)step : 0ULL - (unsigned long long)step;
-        unsigned long long n = span / s + 1;
-        if (n > (unsigned long long)1 << 53)
-            return luaL_error(L, "mpe: range: too many items (%llu)", n);
-        r->count = (lua_Integer)n;
-    }
-    luaL_setmetatable(L, RANGE_MT);
-    return 1;
-}
-
-static int range_len(lua_State *L)
-{
-    lua_pushinteger(L, ((lrange *)luaL_checkudata(L, 1, RANGE_MT))->count);
-    return 1;
-}
-
-static int range_index(lua_State *L)
-{
-    lrange *r = luaL_checkudata(L, 1, RANGE_MT);
-    if (lua_isinteger(L, 2)) {
-        lua_Integer i = lua_tointeger(L, 2);
-        if (i >= 1 && i <= r->count)
-            lua_pushinteger(L, r->first + (i - 1) * r->step);
-        else
-            lua_pushnil(L);
-        return 1;
-    }
-    const char *k = lua_tostring(L, 2);
-    if (k && strcmp(k, "first") == 0)
-        lua_pushinteger(L, r->first);
-    else if (k && strcmp(k, "step") == 0)
-        lua_pushinteger(L, r->step);
-    else
-        lua_pushnil(L);
-    return 1;
-}
-
-static int range_tostring(lua_State *L)
-{
-    lrange *r = luaL_checkudata(L, 1, RANGE_MT);
-    lua_pushfstring(L, "mpe.range(%I, %I, %I)", (LUAI_UACINT)r->first,
-                    (LUAI_UACINT)(r->first + (r->count - 1) * r->step), (LUAI_UACINT)r->step);
-    return 1;
-}
-
-/* ---- the pool userdata ------------------------------------------------------------- */
-
-enum { P_OPEN, P_CLOSED, P_TERMINATED, P_JOINED };
-
-typedef struct lpool {
-    mpe_pool *p;
-    int state;
-    int ref;       /* registry ref of { jobs = {[lightuserdata(job)] = async} } */
-    int init_ref, initargs_ref;
-    pid_t owner;
-    int broken;    /* the initializer failed: fields.broken holds the error */
-    mpe_buf scratch; /* one item's encoding on its way to a job's store */
-    mpe_fds sfds;    /* its descriptors, until the job takes them */
-} lpool;
-
-enum { A_MAP, A_APPLY, A_IMAP, A_IMAP_UNORDERED };
-
-typedef struct ajob {
-    mpe_job *j;
-    lpool *lp;
-    int what;            /* A_* */
-    int mode;            /* MPE_M_* */
-    int collect;         /* errors = "collect" */
-    int ref;             /* registry ref of { pool=, results=, failures=, cb=, src=, q= } */
-    lua_Integer count;   /* items added */
-    int finished;        /* no more items will be added */
-    lua_Integer delivered;
-    int failed;          /* a failure was delivered (raise mode: the job is over) */
-    int complete;
-    int callbacks_run;
-    lua_Integer yielded; /* imap: items handed to the consumer */
-    lua_Integer qhead, qtail; /* imap_unordered: completed indices waiting */
-    int src_done;
-    lua_Integer nres;    /* apply: number of return values */
-    lua_Integer window;  /* imap: items pulled ahead of the consumer (option 'window') */
-    int progress;        /* option progress = true | "force": fields.progress is the bar's state */
-    double progress_next; /* clock before which the bar is not redrawn */
-} ajob;
 
 static lpool *checkpool(lua_State *L, const char *fname)
 {
@@ -157,450 +37,6 @@ static lpool *openpool(lua_State *L, const char *fname)
         lua_error(L);
     }
     return lp;
-}
-
-/* Push field k of the table behind ref. */
-static void getref(lua_State *L, int ref, const char *k)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_getfield(L, -1, k);
-    lua_remove(L, -2);
-}
-
-static void setref(lua_State *L, int ref, const char *k, int idx)
-{
-    idx = lua_absindex(L, idx);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    lua_pushvalue(L, idx);
-    lua_setfield(L, -2, k);
-    lua_pop(L, 1);
-}
-
-/* ---- turning messages into Lua values ------------------------------------------------- */
-
-static void run_callbacks(lua_State *L, ajob *a);
-
-static void make_task_error(lua_State *L, ajob *a, lua_Integer index, int worker, pid_t pid)
-{
-    /* stack: the worker's error table { message=, traceback=, value= } or an mpe.Error */
-    int t = lua_gettop(L);
-    lua_getfield(L, t, "message");
-    lua_getfield(L, t, "traceback");
-    lua_getfield(L, t, "value");
-    mpe_failure f = {.kind = "error",
-                     .index = a->what == A_APPLY ? 0 : index,
-                     .pid = pid,
-                     .worker = worker,
-                     .message = lua_tostring(L, t + 1),
-                     .traceback = lua_tostring(L, t + 2),
-                     .value = lua_isnil(L, t + 3) ? 0 : t + 3};
-    if (!f.message)
-        f.message = "(error without a message)";
-    mpe__error_push(L, &f);
-    lua_replace(L, t);
-    lua_settop(L, t);
-}
-
-/* Record the failure at the top (an mpe.Error) for item index; pops it. */
-/* Push a's failures table, creating it at the first failure. */
-static void getfailures(lua_State *L, ajob *a)
-{
-    getref(L, a->ref, "failures");
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        setref(L, a->ref, "failures", -1);
-    }
-}
-
-static void add_failure(lua_State *L, ajob *a, lua_Integer index)
-{
-    getfailures(L, a);
-    lua_pushvalue(L, -2);
-    lua_rawseti(L, -2, index);
-    lua_pop(L, 1);
-    if (!a->failed) {
-        a->failed = 1;
-        setref(L, a->ref, "first_error", -1);
-    }
-    lua_pop(L, 1);
-    if (a->what == A_IMAP_UNORDERED) {
-        getref(L, a->ref, "q");
-        lua_pushinteger(L, index);
-        lua_rawseti(L, -2, ++a->qtail);
-        lua_pop(L, 1);
-    } else if (a->what == A_IMAP) {
-        getref(L, a->ref, "have");
-        lua_pushboolean(L, 1);
-        lua_rawseti(L, -2, index);
-        lua_pop(L, 1);
-    }
-}
-
-static void deliver(lua_State *L, ajob *a, mpe_msg *m)
-{
-    int top = lua_gettop(L);
-    if (m->type == MPE_MSG_FAIL) {
-        char text[256];
-        snprintf(text, sizeof text, "%s", m->text);
-        mpe_failure f = {.kind = m->kind, .index = a->what == A_APPLY ? 0 : m->index,
-                         .pid = m->pid, .worker = m->worker, .message = text};
-        mpe__error_push(L, &f);
-        add_failure(L, a, m->index);
-        a->delivered++;
-        lua_settop(L, top);
-        return;
-    }
-    getref(L, a->ref, "results");
-    int res = lua_gettop(L);
-    mpe_rd r;
-    mpe__rd_init(&r, m->data, m->len);
-    int q = 0;
-    if (a->what == A_IMAP_UNORDERED || a->what == A_IMAP) {
-        getref(L, a->ref, a->what == A_IMAP ? "have" : "q");
-        q = lua_gettop(L);
-    }
-    for (uint32_t i = 0; i < m->count; i++) {
-        lua_Integer index = m->index + (lua_Integer)i;
-        if (m->flags & (MPE_R_INTS | MPE_R_FLOATS)) {
-            if (m->flags & MPE_R_INTS) {
-                uint64_t v = 0;
-                mpe__rd_u64(&r, &v);
-                lua_pushinteger(L, (lua_Integer)(int64_t)v);
-            } else {
-                double v = 0;
-                mpe__rd_f64(&r, &v);
-                lua_pushnumber(L, v);
-            }
-            lua_rawseti(L, res, index);
-        } else {
-            unsigned status = 0;
-            uint64_t nvals = 0;
-            if (mpe__rd_u8(&r, &status) || mpe__rd_varint(&r, &nvals) || nvals > 250)
-                luaL_error(L, "mpe: malformed result from worker %d", m->worker);
-            luaL_checkstack(L, (int)nvals + 4, "too many results");
-            for (uint64_t k = 0; k < nvals; k++)
-                mpe__decode(L, &r, &m->fds);
-            if (status != 0) {
-                lua_settop(L, res + (q ? 1 : 0) + 1);
-                make_task_error(L, a, index, m->worker, m->pid);
-                add_failure(L, a, index);
-                lua_settop(L, q ? q : res);
-                a->delivered++;
-                continue;
-            }
-            if (a->what == A_APPLY) {
-                a->nres = (lua_Integer)nvals;
-                for (int k = (int)nvals; k >= 1; k--)
-                    lua_rawseti(L, res, k);
-            } else {
-                if (nvals == 0)
-                    lua_pushnil(L);
-                lua_rawseti(L, res, index);
-                lua_settop(L, q ? q : res);
-            }
-        }
-        if (q && a->what == A_IMAP) {
-            lua_pushboolean(L, 1);
-            lua_rawseti(L, q, index);
-        } else if (q) {
-            lua_pushinteger(L, index);
-            lua_rawseti(L, q, ++a->qtail);
-        }
-        a->delivered++;
-    }
-    lua_settop(L, top);
-}
-
-/* Progress bar (option progress): lua/mpe/progress.lua draws it; this calls
- * its update(state) at most every 100 ms, and once with final = true. The
- * clock is read here, so between redraws a delivery costs no Lua call. A
- * failing bar is switched off with a message: it must never fail the work. */
-static void progress_tick(lua_State *L, ajob *a, int final)
-{
-    if (!a->progress)
-        return;
-    double now = mpe__proc_now();
-    if (!final && now < a->progress_next)
-        return;
-    a->progress_next = now + 0.1;
-    if (final)
-        a->progress = 0;
-    int top = lua_gettop(L);
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "mpe.progress");
-    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
-        lua_getfield(L, -1, "update");
-        getref(L, a->ref, "progress");
-        lua_pushinteger(L, a->delivered);
-        lua_setfield(L, -2, "done");
-        if (a->finished) {
-            lua_pushinteger(L, a->count);
-            lua_setfield(L, -2, "total");
-        }
-        lua_pushboolean(L, final);
-        lua_setfield(L, -2, "final");
-        lua_pushnumber(L, now);
-        lua_setfield(L, -2, "now");
-        if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
-            lua_settop(L, top);
-            return;
-        }
-    }
-    fprintf(stderr, "\nmpe: progress bar: %s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
-    a->progress = 0;
-    lua_settop(L, top);
-}
-
-static void check_complete(lua_State *L, ajob *a)
-{
-    if (a->complete)
-        return;
-    int iter = a->what == A_IMAP || a->what == A_IMAP_UNORDERED;
-    if ((a->finished && a->delivered >= a->count) || (a->failed && !a->collect && !iter)) {
-        a->complete = 1;
-        if (a->failed && !a->collect)
-            mpe__pool_job_cancel(a->lp->p, a->j);
-        if (a->what == A_MAP) { /* results.n, also for callbacks */
-            getref(L, a->ref, "results");
-            lua_pushinteger(L, a->count);
-            lua_setfield(L, -2, "n");
-            lua_pop(L, 1);
-        }
-    }
-    progress_tick(L, a, a->complete); /* after every delivery; time-limited inside */
-}
-
-/* Forget a finished job in the pool's routing table. */
-static void unroute(lua_State *L, ajob *a)
-{
-    getref(L, a->lp->ref, "jobs");
-    lua_pushlightuserdata(L, a->j);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
-}
-
-static void pool_broken(lua_State *L, lpool *lp, mpe_msg *m)
-{
-    mpe_rd r;
-    mpe__rd_init(&r, m->data, m->len);
-    mpe__decode(L, &r, NULL);
-    int t = lua_gettop(L);
-    lua_getfield(L, t, "message");
-    lua_getfield(L, t, "traceback");
-    char msg[512];
-    snprintf(msg, sizeof msg, "pool initializer failed: %s",
-             lua_tostring(L, t + 1) ? lua_tostring(L, t + 1) : "?");
-    mpe_failure f = {.kind = "error", .pid = m->pid, .worker = m->worker, .message = msg,
-                     .traceback = lua_tostring(L, t + 2)};
-    mpe__error_push(L, &f);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
-    lua_pushvalue(L, -2);
-    lua_setfield(L, -2, "broken");
-    lua_settop(L, t - 1);
-    lp->broken = 1;
-}
-
-/* Read every message that has arrived and run the callbacks of the jobs it
- * completed. Main thread; may raise (a callback's error). */
-static void pump(lua_State *L, lpool *lp)
-{
-    mpe_err e;
-    if (mpe__pool_respawn(L, lp->p, &e) != 0)
-        luaL_error(L, "mpe: pool: cannot replace a worker: %s", e.msg);
-    mpe_msg *m;
-    int top = lua_gettop(L);
-    getref(L, lp->ref, "jobs");
-    int jobs = lua_gettop(L);
-    lua_newtable(L); /* jobs completed in this pass, in order */
-    int done = lua_gettop(L), ndone = 0;
-    while ((m = mpe__pool_take(lp->p)) != NULL) {
-        if (m->type == MPE_MSG_INITFAIL) {
-            pool_broken(L, lp, m);
-            mpe__pool_msg_done(lp->p, m);
-            continue;
-        }
-        if (!mpe__pool_msg_live(m)) {
-            mpe__pool_msg_done(lp->p, m);
-            continue;
-        }
-        lua_pushlightuserdata(L, m->job);
-        lua_rawget(L, jobs);
-        ajob *a = lua_touserdata(L, -1);
-        if (a && !a->complete) {
-            deliver(L, a, m);
-            check_complete(L, a);
-            if (a->complete) {
-                lua_pushvalue(L, -1);
-                lua_rawseti(L, done, ++ndone);
-            }
-        }
-        lua_pop(L, 1);
-        mpe__pool_msg_done(lp->p, m);
-    }
-    for (int i = 1; i <= ndone; i++) {
-        lua_rawgeti(L, done, i);
-        ajob *a = lua_touserdata(L, -1);
-        unroute(L, a);
-        run_callbacks(L, a);
-        lua_pop(L, 1);
-    }
-    lua_settop(L, top);
-}
-
-/* A pool that lost its initializer fails every job still waiting. */
-static void raise_if_broken(lua_State *L, lpool *lp)
-{
-    if (lp->broken) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
-        lua_getfield(L, -1, "broken");
-        lua_error(L);
-    }
-}
-
-/* Wait until a is complete or the deadline passes. Returns 1 if complete. */
-static int wait_job(lua_State *L, ajob *a, double deadline)
-{
-    mpe_sigwatch sw;
-    mpe__sig_watch(L, &sw);
-    for (;;) {
-        mpe__sig_check(L, &sw);
-        if (a->lp->state == P_TERMINATED && !a->complete)
-            luaL_error(L, "mpe: the pool was terminated before this work finished");
-        pump(L, a->lp);
-        if (a->complete)
-            return 1;
-        raise_if_broken(L, a->lp);
-        if (deadline >= 0 && mpe__proc_now() >= deadline)
-            return 0;
-        mpe__pool_wait(a->lp->p, deadline);
-    }
-}
-
-static void run_callbacks(lua_State *L, ajob *a)
-{
-    if (a->callbacks_run)
-        return;
-    a->callbacks_run = 1;
-    getref(L, a->ref, "cb");
-    if (!lua_istable(L, -1)) {
-        lua_pop(L, 1);
-        return;
-    }
-    int cb = lua_gettop(L);
-    if (a->failed && !a->collect) {
-        lua_getfield(L, cb, "error_callback");
-        if (!lua_isnil(L, -1)) {
-            getref(L, a->ref, "first_error");
-            lua_call(L, 1, 0);
-        } else
-            lua_pop(L, 1);
-    } else {
-        lua_getfield(L, cb, "callback");
-        if (!lua_isnil(L, -1)) {
-            getref(L, a->ref, "results");
-            int nargs = 1;
-            if (a->what == A_APPLY) {
-                int t = lua_gettop(L);
-                luaL_checkstack(L, (int)a->nres + 2, "too many results");
-                for (lua_Integer i = 1; i <= a->nres; i++)
-                    lua_rawgeti(L, t, i);
-                lua_remove(L, t);
-                nargs = (int)a->nres;
-            }
-            lua_call(L, nargs, 0);
-        } else
-            lua_pop(L, 1);
-    }
-    lua_settop(L, cb - 1);
-}
-
-/* ---- async results ------------------------------------------------------------------------ */
-
-static ajob *checkasync(lua_State *L, const char *fname)
-{
-    ajob *a = luaL_testudata(L, 1, ASYNC_MT);
-    if (!a)
-        luaL_error(L, "mpe: %s: argument 1 must be an mpe.AsyncResult (call it with ':'), got %s",
-                   fname, mpe__typename(L, 1));
-    if (!a->j)
-        luaL_error(L, "mpe: %s: this result was released", fname);
-    return a;
-}
-
-static int async_gc(lua_State *L)
-{
-    ajob *a = lua_touserdata(L, 1);
-    if (a->j && a->lp && a->lp->p && a->lp->owner == getpid())
-        mpe__pool_job_release(a->lp->p, a->j);
-    a->j = NULL;
-    if (a->ref != LUA_NOREF) {
-        luaL_unref(L, LUA_REGISTRYINDEX, a->ref);
-        a->ref = LUA_NOREF;
-    }
-    return 0;
-}
-
-/* Push the values of a completed job, or raise its error. */
-static int push_values(lua_State *L, ajob *a)
-{
-    if (a->failed && !a->collect) {
-        getref(L, a->ref, "first_error");
-        return lua_error(L);
-    }
-    getref(L, a->ref, "results");
-    if (a->what == A_APPLY) {
-        int t = lua_gettop(L);
-        luaL_checkstack(L, (int)a->nres + 2, "too many results");
-        for (lua_Integer i = 1; i <= a->nres; i++)
-            lua_rawgeti(L, t, i);
-        return (int)a->nres;
-    }
-    lua_pushinteger(L, a->count);
-    lua_setfield(L, -2, "n");
-    if (a->collect) {
-        getfailures(L, a);
-        return 2;
-    }
-    return 1;
-}
-
-static int async_get(lua_State *L)
-{
-    ajob *a = checkasync(L, "async:get");
-    double t = mpe__opt_timeout(L, 2, "async:get");
-    if (!wait_job(L, a, t < 0 ? -1 : mpe__proc_now() + t))
-        return mpe__error_timeout(L, "waiting for the result", t);
-    return push_values(L, a);
-}
-
-static int async_wait(lua_State *L)
-{
-    ajob *a = checkasync(L, "async:wait");
-    double t = mpe__opt_timeout(L, 2, "async:wait");
-    lua_pushboolean(L, wait_job(L, a, t < 0 ? -1 : mpe__proc_now() + t));
-    return 1;
-}
-
-static int async_ready(lua_State *L)
-{
-    ajob *a = checkasync(L, "async:ready");
-    if (!a->complete && a->lp->state != P_TERMINATED)
-        pump(L, a->lp);
-    lua_pushboolean(L, a->complete);
-    return 1;
-}
-
-static int async_successful(lua_State *L)
-{
-    ajob *a = checkasync(L, "async:successful");
-    if (!a->complete && a->lp->state != P_TERMINATED)
-        pump(L, a->lp);
-    if (!a->complete)
-        return luaL_error(L, "mpe: async:successful: the result is not ready yet");
-    lua_pushboolean(L, !a->failed);
-    return 1;
 }
 
 /* ---- submitting work ------------------------------------------------------------------------ */
@@ -715,7 +151,7 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
                          !o->collect && what != A_IMAP && what != A_IMAP_UNORDERED);
     if (!a->j)
         luaL_error(L, "mpe: not enough memory for a job");
-    getref(L, lp->ref, "jobs");
+    mpe__async_getref(L, lp->ref, "jobs");
     lua_pushlightuserdata(L, a->j);
     lua_pushvalue(L, -3);
     lua_rawset(L, -3);
@@ -814,7 +250,7 @@ static int add_from_iterator(lua_State *L, ajob *a, int src, lua_Integer max)
 
 static void check_items(lua_State *L, int idx, const char *fname)
 {
-    if (!lua_istable(L, idx) && !luaL_testudata(L, idx, RANGE_MT) && !lua_isfunction(L, idx))
+    if (!lua_istable(L, idx) && !mpe__range_test(L, idx) && !lua_isfunction(L, idx))
         luaL_error(L, "mpe: %s: argument %d must be a table, mpe.range or function, got %s", fname,
                    idx, mpe__typename(L, idx));
 }
@@ -830,7 +266,7 @@ static void check_fn(lua_State *L, int idx, const char *fname)
  * (imap), or -1 for all. */
 static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
 {
-    lrange *r = luaL_testudata(L, idx, RANGE_MT);
+    const mpe_range *r = mpe__range_test(L, idx);
     if (r && a->mode == MPE_M_MAP) {
         mpe__pool_add_range(L, a->j, r->first, r->step, r->count);
         a->count = r->count;
@@ -847,11 +283,11 @@ static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
     if (a->finished && a->what == A_MAP && a->count > 0) {
         /* Results arrive by index: a table of the final size avoids rehashing. */
         lua_createtable(L, a->count > (1 << 26) ? (1 << 26) : (int)a->count, 1);
-        setref(L, a->ref, "results", -1);
+        mpe__async_setref(L, a->ref, "results", -1);
         lua_pop(L, 1);
     }
     mpe__pool_publish(a->lp->p, a->j, a->finished);
-    check_complete(L, a);
+    mpe__async_check_complete(L, a);
 }
 
 /* pool:map_async / starmap_async (and the synchronous forms below). */
@@ -865,8 +301,8 @@ static int submit_map(lua_State *L, const char *fname, int mode, int allow_cb)
     ajob *a = new_job(L, lp, 1, 2, A_MAP, mode, &o, allow_cb ? 4 : 0);
     add_items(L, a, 3, -1);
     if (a->complete) { /* no items at all */
-        unroute(L, a);
-        run_callbacks(L, a);
+        mpe__async_unroute(L, a);
+        mpe__async_run_callbacks(L, a);
     }
     return 1;
 }
@@ -886,8 +322,8 @@ static int sync_map(lua_State *L, const char *fname, int mode)
     lua_settop(L, 4);
     submit_map(L, fname, mode, 0);
     ajob *a = lua_touserdata(L, -1);
-    wait_job(L, a, -1);
-    int n = push_values(L, a);
+    mpe__async_wait(L, a, -1);
+    int n = mpe__async_push_values(L, a);
     return n;
 }
 
@@ -941,9 +377,9 @@ static int pool_apply(lua_State *L)
     add_value(L, a, args);
     a->finished = 1;
     mpe__pool_publish(lp->p, a->j, 1);
-    wait_job(L, a, -1);
+    mpe__async_wait(L, a, -1);
     lua_settop(L, ai);
-    return push_values(L, a);
+    return mpe__async_push_values(L, a);
 }
 
 /* ---- imap ------------------------------------------------------------------------------------ */
@@ -956,14 +392,14 @@ static void imap_feed(lua_State *L, ajob *a)
     lua_Integer room = a->window - (a->count - a->yielded);
     if (room <= a->window / 2)
         return;
-    getref(L, a->ref, "src");
+    mpe__async_getref(L, a->ref, "src");
     int src = lua_gettop(L);
     a->finished = add_from_iterator(L, a, src, room);
     lua_pop(L, 1);
     mpe__pool_publish(a->lp->p, a->j, a->finished);
-    check_complete(L, a);
+    mpe__async_check_complete(L, a);
     if (a->complete) /* everything was delivered before the iterator ended: pump will not see it */
-        unroute(L, a);
+        mpe__async_unroute(L, a);
 }
 
 /* Push the next result if it is ready: returns the number of values pushed,
@@ -975,7 +411,7 @@ static int imap_try(lua_State *L, ajob *a)
         i = a->yielded + 1;
         if (a->finished && i > a->count)
             return -1;
-        getref(L, a->ref, "have");
+        mpe__async_getref(L, a->ref, "have");
         lua_rawgeti(L, -1, i);
         int have = !lua_isnil(L, -1);
         lua_pop(L, 1);
@@ -989,7 +425,7 @@ static int imap_try(lua_State *L, ajob *a)
     } else {
         if (a->qhead >= a->qtail)
             return (a->finished && a->yielded >= a->count) ? -1 : 0;
-        getref(L, a->ref, "q");
+        mpe__async_getref(L, a->ref, "q");
         lua_rawgeti(L, -1, ++a->qhead);
         i = lua_tointeger(L, -1);
         lua_pushnil(L);
@@ -997,13 +433,13 @@ static int imap_try(lua_State *L, ajob *a)
         lua_pop(L, 2);
     }
     a->yielded++;
-    getfailures(L, a);
+    mpe__async_getfailures(L, a);
     lua_rawgeti(L, -1, i);
     if (!lua_isnil(L, -1)) {
         lua_pushnil(L);
         lua_rawseti(L, -3, i);
         if (!a->collect) {
-            progress_tick(L, a, 1); /* end the bar's line before the error */
+            mpe__async_progress(L, a, 1); /* end the bar's line before the error */
             lua_error(L);
         }
         lua_pushinteger(L, i);
@@ -1012,7 +448,7 @@ static int imap_try(lua_State *L, ajob *a)
         return 3;
     }
     lua_pop(L, 2);
-    getref(L, a->ref, "results");
+    mpe__async_getref(L, a->ref, "results");
     lua_pushinteger(L, i);
     lua_rawgeti(L, -2, i);
     lua_pushnil(L);
@@ -1036,8 +472,8 @@ static int imap_next(lua_State *L)
         if (a->lp->state == P_TERMINATED)
             return luaL_error(L, "mpe: the pool was terminated during imap");
         imap_feed(L, a);
-        pump(L, a->lp);
-        raise_if_broken(L, a->lp);
+        mpe__async_pump(L, a->lp);
+        mpe__async_raise_if_broken(L, a->lp);
         n = imap_try(L, a);
         if (n != 0)
             return n > 0 ? n : 0;
@@ -1054,13 +490,13 @@ static int imap_common(lua_State *L, const char *fname, int what)
     parse_callopts(L, 4, fname, &o, 0);
     ajob *a = new_job(L, lp, 1, 2, what, MPE_M_MAP, &o, 0);
     int ai = lua_gettop(L);
-    setref(L, a->ref, "src", 3);
+    mpe__async_setref(L, a->ref, "src", 3);
     lua_newtable(L);
-    setref(L, a->ref, "have", -1);
+    mpe__async_setref(L, a->ref, "have", -1);
     lua_pop(L, 1);
     add_items(L, a, 3, a->window);
     if (a->complete) /* no items at all */
-        unroute(L, a);
+        mpe__async_unroute(L, a);
     lua_pushvalue(L, ai);
     lua_pushcclosure(L, imap_next, 1);
     lua_pushnil(L);
@@ -1103,9 +539,9 @@ static int pool_terminate(lua_State *L)
 static void drain(lua_State *L, lpool *lp)
 {
     for (;;) {
-        pump(L, lp);
-        raise_if_broken(L, lp);
-        getref(L, lp->ref, "jobs");
+        mpe__async_pump(L, lp);
+        mpe__async_raise_if_broken(L, lp);
+        mpe__async_getref(L, lp->ref, "jobs");
         lua_pushnil(L);
         int any = lua_next(L, -2);
         if (any) {
@@ -1113,13 +549,13 @@ static void drain(lua_State *L, lpool *lp)
             lua_pop(L, 3);
             if (a->what == A_IMAP || a->what == A_IMAP_UNORDERED) {
                 /* an abandoned iterator: nobody will read it */
-                unroute(L, a);
+                mpe__async_unroute(L, a);
                 mpe__pool_job_cancel(lp->p, a->j);
                 continue;
             }
-            wait_job(L, a, -1);
-            unroute(L, a);
-            run_callbacks(L, a);
+            mpe__async_wait(L, a, -1);
+            mpe__async_unroute(L, a);
+            mpe__async_run_callbacks(L, a);
         } else {
             lua_pop(L, 1);
             return;
@@ -1306,19 +742,6 @@ static int pool_gc_full(lua_State *L)
     return 0;
 }
 
-static int async_close(lua_State *L)
-{
-    ajob *a = lua_touserdata(L, 1);
-    if (a->j && a->lp && (a->what == A_IMAP || a->what == A_IMAP_UNORDERED) && !a->complete) {
-        if (a->lp->p && a->lp->owner == getpid()) {
-            progress_tick(L, a, 1); /* a loop left early: end the bar's line */
-            mpe__pool_job_cancel(a->lp->p, a->j);
-            unroute(L, a);
-        }
-    }
-    return 0;
-}
-
 void mpe__open_pool(lua_State *L)
 {
     static const luaL_Reg pool_methods[] = {
@@ -1334,11 +757,6 @@ void mpe__open_pool(lua_State *L)
         {"join", pool_join},
         {"terminate", pool_terminate},
         {NULL, NULL}};
-    static const luaL_Reg async_methods[] = {{"get", async_get},
-                                             {"wait", async_wait},
-                                             {"ready", async_ready},
-                                             {"successful", async_successful},
-                                             {NULL, NULL}};
     luaL_newmetatable(L, POOL_MT);
     lua_newtable(L);
     luaL_setfuncs(L, pool_methods, 0);
@@ -1352,27 +770,9 @@ void mpe__open_pool(lua_State *L)
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
 
-    luaL_newmetatable(L, ASYNC_MT);
-    lua_newtable(L);
-    luaL_setfuncs(L, async_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, async_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, async_close);
-    lua_setfield(L, -2, "__close");
-    lua_pop(L, 1);
-
-    luaL_newmetatable(L, RANGE_MT);
-    lua_pushcfunction(L, range_len);
-    lua_setfield(L, -2, "__len");
-    lua_pushcfunction(L, range_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, range_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
+    mpe__async_open(L);
 
     lua_pushcfunction(L, pool_new);
     lua_setfield(L, -2, "pool");
-    lua_pushcfunction(L, range_new);
-    lua_setfield(L, -2, "range");
+    mpe__open_range(L);
 }

@@ -261,8 +261,9 @@ describe("mpe.array", function()
     warm:close() -- its slab may no longer be the current one
     collectgarbage()
     collectgarbage()
-    assert.equal(fds0, fd_count())
-    assert.equal(maps0, memfd_maps())
+    -- No growth. (Fewer is fine: closing warm may release the slab counted at the start.)
+    assert.is_true(fd_count() <= fds0, "descriptors: " .. fds0 .. " -> " .. fd_count())
+    assert.is_true(memfd_maps() <= maps0, "memfd mappings: " .. maps0 .. " -> " .. memfd_maps())
   end)
 end)
 

@@ -1,0 +1,486 @@
+/* lmpe_async.c -- the Lua side of a pool's results: messages turned into
+ * Lua values, error objects, callbacks, progress bars, and the
+ * mpe.AsyncResult object (get, wait, ready, successful).
+ * SPDX-License-Identifier: MIT
+ *
+ * Main thread only: the dispatcher thread hands over messages (pool.c), and
+ * this file decodes them into each job's tables, kept behind a registry
+ * reference (works the same under LuaJIT). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "lmpe_pool.h"
+
+/* Push field k of the table behind ref. */
+void mpe__async_getref(lua_State *L, int ref, const char *k)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_getfield(L, -1, k);
+    lua_remove(L, -2);
+}
+
+void mpe__async_setref(lua_State *L, int ref, const char *k, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, k);
+    lua_pop(L, 1);
+}
+
+/* ---- turning messages into Lua values ------------------------------------------------- */
+
+static void make_task_error(lua_State *L, ajob *a, lua_Integer index, int worker, pid_t pid)
+{
+    /* stack: the worker's error table { message=, traceback=, value= } or an mpe.Error */
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "message");
+    lua_getfield(L, t, "traceback");
+    lua_getfield(L, t, "value");
+    mpe_failure f = {.kind = "error",
+                     .index = a->what == A_APPLY ? 0 : index,
+                     .pid = pid,
+                     .worker = worker,
+                     .message = lua_tostring(L, t + 1),
+                     .traceback = lua_tostring(L, t + 2),
+                     .value = lua_isnil(L, t + 3) ? 0 : t + 3};
+    if (!f.message)
+        f.message = "(error without a message)";
+    mpe__error_push(L, &f);
+    lua_replace(L, t);
+    lua_settop(L, t);
+}
+
+/* Record the failure at the top (an mpe.Error) for item index; pops it. */
+/* Push a's failures table, creating it at the first failure. */
+void mpe__async_getfailures(lua_State *L, ajob *a)
+{
+    mpe__async_getref(L, a->ref, "failures");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        mpe__async_setref(L, a->ref, "failures", -1);
+    }
+}
+
+static void add_failure(lua_State *L, ajob *a, lua_Integer index)
+{
+    mpe__async_getfailures(L, a);
+    lua_pushvalue(L, -2);
+    lua_rawseti(L, -2, index);
+    lua_pop(L, 1);
+    if (!a->failed) {
+        a->failed = 1;
+        mpe__async_setref(L, a->ref, "first_error", -1);
+    }
+    lua_pop(L, 1);
+    if (a->what == A_IMAP_UNORDERED) {
+        mpe__async_getref(L, a->ref, "q");
+        lua_pushinteger(L, index);
+        lua_rawseti(L, -2, ++a->qtail);
+        lua_pop(L, 1);
+    } else if (a->what == A_IMAP) {
+        mpe__async_getref(L, a->ref, "have");
+        lua_pushboolean(L, 1);
+        lua_rawseti(L, -2, index);
+        lua_pop(L, 1);
+    }
+}
+
+static void deliver(lua_State *L, ajob *a, mpe_msg *m)
+{
+    int top = lua_gettop(L);
+    if (m->type == MPE_MSG_FAIL) {
+        char text[256];
+        snprintf(text, sizeof text, "%s", m->text);
+        mpe_failure f = {.kind = m->kind, .index = a->what == A_APPLY ? 0 : m->index,
+                         .pid = m->pid, .worker = m->worker, .message = text};
+        mpe__error_push(L, &f);
+        add_failure(L, a, m->index);
+        a->delivered++;
+        lua_settop(L, top);
+        return;
+    }
+    mpe__async_getref(L, a->ref, "results");
+    int res = lua_gettop(L);
+    mpe_rd r;
+    mpe__rd_init(&r, m->data, m->len);
+    int q = 0;
+    if (a->what == A_IMAP_UNORDERED || a->what == A_IMAP) {
+        mpe__async_getref(L, a->ref, a->what == A_IMAP ? "have" : "q");
+        q = lua_gettop(L);
+    }
+    for (uint32_t i = 0; i < m->count; i++) {
+        lua_Integer index = m->index + (lua_Integer)i;
+        if (m->flags & (MPE_R_INTS | MPE_R_FLOATS)) {
+            if (m->flags & MPE_R_INTS) {
+                uint64_t v = 0;
+                mpe__rd_u64(&r, &v);
+                lua_pushinteger(L, (lua_Integer)(int64_t)v);
+            } else {
+                double v = 0;
+                mpe__rd_f64(&r, &v);
+                lua_pushnumber(L, v);
+            }
+            lua_rawseti(L, res, index);
+        } else {
+            unsigned status = 0;
+            uint64_t nvals = 0;
+            if (mpe__rd_u8(&r, &status) || mpe__rd_varint(&r, &nvals) || nvals > 250)
+                luaL_error(L, "mpe: malformed result from worker %d", m->worker);
+            luaL_checkstack(L, (int)nvals + 4, "too many results");
+            for (uint64_t k = 0; k < nvals; k++)
+                mpe__decode(L, &r, &m->fds);
+            if (status != 0) {
+                lua_settop(L, res + (q ? 1 : 0) + 1);
+                make_task_error(L, a, index, m->worker, m->pid);
+                add_failure(L, a, index);
+                lua_settop(L, q ? q : res);
+                a->delivered++;
+                continue;
+            }
+            if (a->what == A_APPLY) {
+                a->nres = (lua_Integer)nvals;
+                for (int k = (int)nvals; k >= 1; k--)
+                    lua_rawseti(L, res, k);
+            } else {
+                if (nvals == 0)
+                    lua_pushnil(L);
+                lua_rawseti(L, res, index);
+                lua_settop(L, q ? q : res);
+            }
+        }
+        if (q && a->what == A_IMAP) {
+            lua_pushboolean(L, 1);
+            lua_rawseti(L, q, index);
+        } else if (q) {
+            lua_pushinteger(L, index);
+            lua_rawseti(L, q, ++a->qtail);
+        }
+        a->delivered++;
+    }
+    lua_settop(L, top);
+}
+
+/* Progress bar (option progress): lua/mpe/progress.lua draws it; this calls
+ * its update(state) at most every 100 ms, and once with final = true. The
+ * clock is read here, so between redraws a delivery costs no Lua call. A
+ * failing bar is switched off with a message: it must never fail the work. */
+void mpe__async_progress(lua_State *L, ajob *a, int final)
+{
+    if (!a->progress)
+        return;
+    double now = mpe__proc_now();
+    if (!final && now < a->progress_next)
+        return;
+    a->progress_next = now + 0.1;
+    if (final)
+        a->progress = 0;
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "mpe.progress");
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+        lua_getfield(L, -1, "update");
+        mpe__async_getref(L, a->ref, "progress");
+        lua_pushinteger(L, a->delivered);
+        lua_setfield(L, -2, "done");
+        if (a->finished) {
+            lua_pushinteger(L, a->count);
+            lua_setfield(L, -2, "total");
+        }
+        lua_pushboolean(L, final);
+        lua_setfield(L, -2, "final");
+        lua_pushnumber(L, now);
+        lua_setfield(L, -2, "now");
+        if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
+            lua_settop(L, top);
+            return;
+        }
+    }
+    fprintf(stderr, "\nmpe: progress bar: %s\n", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+    a->progress = 0;
+    lua_settop(L, top);
+}
+
+void mpe__async_check_complete(lua_State *L, ajob *a)
+{
+    if (a->complete)
+        return;
+    int iter = a->what == A_IMAP || a->what == A_IMAP_UNORDERED;
+    if ((a->finished && a->delivered >= a->count) || (a->failed && !a->collect && !iter)) {
+        a->complete = 1;
+        if (a->failed && !a->collect)
+            mpe__pool_job_cancel(a->lp->p, a->j);
+        if (a->what == A_MAP) { /* results.n, also for callbacks */
+            mpe__async_getref(L, a->ref, "results");
+            lua_pushinteger(L, a->count);
+            lua_setfield(L, -2, "n");
+            lua_pop(L, 1);
+        }
+    }
+    mpe__async_progress(L, a, a->complete); /* after every delivery; time-limited inside */
+}
+
+/* Forget a finished job in the pool's routing table. */
+void mpe__async_unroute(lua_State *L, ajob *a)
+{
+    mpe__async_getref(L, a->lp->ref, "jobs");
+    lua_pushlightuserdata(L, a->j);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+static void pool_broken(lua_State *L, lpool *lp, mpe_msg *m)
+{
+    mpe_rd r;
+    mpe__rd_init(&r, m->data, m->len);
+    mpe__decode(L, &r, NULL);
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "message");
+    lua_getfield(L, t, "traceback");
+    char msg[512];
+    snprintf(msg, sizeof msg, "pool initializer failed: %s",
+             lua_tostring(L, t + 1) ? lua_tostring(L, t + 1) : "?");
+    mpe_failure f = {.kind = "error", .pid = m->pid, .worker = m->worker, .message = msg,
+                     .traceback = lua_tostring(L, t + 2)};
+    mpe__error_push(L, &f);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
+    lua_pushvalue(L, -2);
+    lua_setfield(L, -2, "broken");
+    lua_settop(L, t - 1);
+    lp->broken = 1;
+}
+
+/* Read every message that has arrived and run the callbacks of the jobs it
+ * completed. Main thread; may raise (a callback's error). */
+void mpe__async_pump(lua_State *L, lpool *lp)
+{
+    mpe_err e;
+    if (mpe__pool_respawn(L, lp->p, &e) != 0)
+        luaL_error(L, "mpe: pool: cannot replace a worker: %s", e.msg);
+    mpe_msg *m;
+    int top = lua_gettop(L);
+    mpe__async_getref(L, lp->ref, "jobs");
+    int jobs = lua_gettop(L);
+    lua_newtable(L); /* jobs completed in this pass, in order */
+    int done = lua_gettop(L), ndone = 0;
+    while ((m = mpe__pool_take(lp->p)) != NULL) {
+        if (m->type == MPE_MSG_INITFAIL) {
+            pool_broken(L, lp, m);
+            mpe__pool_msg_done(lp->p, m);
+            continue;
+        }
+        if (!mpe__pool_msg_live(m)) {
+            mpe__pool_msg_done(lp->p, m);
+            continue;
+        }
+        lua_pushlightuserdata(L, m->job);
+        lua_rawget(L, jobs);
+        ajob *a = lua_touserdata(L, -1);
+        if (a && !a->complete) {
+            deliver(L, a, m);
+            mpe__async_check_complete(L, a);
+            if (a->complete) {
+                lua_pushvalue(L, -1);
+                lua_rawseti(L, done, ++ndone);
+            }
+        }
+        lua_pop(L, 1);
+        mpe__pool_msg_done(lp->p, m);
+    }
+    for (int i = 1; i <= ndone; i++) {
+        lua_rawgeti(L, done, i);
+        ajob *a = lua_touserdata(L, -1);
+        mpe__async_unroute(L, a);
+        mpe__async_run_callbacks(L, a);
+        lua_pop(L, 1);
+    }
+    lua_settop(L, top);
+}
+
+/* A pool that lost its initializer fails every job still waiting. */
+void mpe__async_raise_if_broken(lua_State *L, lpool *lp)
+{
+    if (lp->broken) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
+        lua_getfield(L, -1, "broken");
+        lua_error(L);
+    }
+}
+
+/* Wait until a is complete or the deadline passes. Returns 1 if complete. */
+int mpe__async_wait(lua_State *L, ajob *a, double deadline)
+{
+    mpe_sigwatch sw;
+    mpe__sig_watch(L, &sw);
+    for (;;) {
+        mpe__sig_check(L, &sw);
+        if (a->lp->state == P_TERMINATED && !a->complete)
+            luaL_error(L, "mpe: the pool was terminated before this work finished");
+        mpe__async_pump(L, a->lp);
+        if (a->complete)
+            return 1;
+        mpe__async_raise_if_broken(L, a->lp);
+        if (deadline >= 0 && mpe__proc_now() >= deadline)
+            return 0;
+        mpe__pool_wait(a->lp->p, deadline);
+    }
+}
+
+void mpe__async_run_callbacks(lua_State *L, ajob *a)
+{
+    if (a->callbacks_run)
+        return;
+    a->callbacks_run = 1;
+    mpe__async_getref(L, a->ref, "cb");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return;
+    }
+    int cb = lua_gettop(L);
+    if (a->failed && !a->collect) {
+        lua_getfield(L, cb, "error_callback");
+        if (!lua_isnil(L, -1)) {
+            mpe__async_getref(L, a->ref, "first_error");
+            lua_call(L, 1, 0);
+        } else
+            lua_pop(L, 1);
+    } else {
+        lua_getfield(L, cb, "callback");
+        if (!lua_isnil(L, -1)) {
+            mpe__async_getref(L, a->ref, "results");
+            int nargs = 1;
+            if (a->what == A_APPLY) {
+                int t = lua_gettop(L);
+                luaL_checkstack(L, (int)a->nres + 2, "too many results");
+                for (lua_Integer i = 1; i <= a->nres; i++)
+                    lua_rawgeti(L, t, i);
+                lua_remove(L, t);
+                nargs = (int)a->nres;
+            }
+            lua_call(L, nargs, 0);
+        } else
+            lua_pop(L, 1);
+    }
+    lua_settop(L, cb - 1);
+}
+
+/* ---- async results ------------------------------------------------------------------------ */
+
+static ajob *checkasync(lua_State *L, const char *fname)
+{
+    ajob *a = luaL_testudata(L, 1, ASYNC_MT);
+    if (!a)
+        luaL_error(L, "mpe: %s: argument 1 must be an mpe.AsyncResult (call it with ':'), got %s",
+                   fname, mpe__typename(L, 1));
+    if (!a->j)
+        luaL_error(L, "mpe: %s: this result was released", fname);
+    return a;
+}
+
+static int async_gc(lua_State *L)
+{
+    ajob *a = lua_touserdata(L, 1);
+    if (a->j && a->lp && a->lp->p && a->lp->owner == getpid())
+        mpe__pool_job_release(a->lp->p, a->j);
+    a->j = NULL;
+    if (a->ref != LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, a->ref);
+        a->ref = LUA_NOREF;
+    }
+    return 0;
+}
+
+/* Push the values of a completed job, or raise its error. */
+int mpe__async_push_values(lua_State *L, ajob *a)
+{
+    if (a->failed && !a->collect) {
+        mpe__async_getref(L, a->ref, "first_error");
+        return lua_error(L);
+    }
+    mpe__async_getref(L, a->ref, "results");
+    if (a->what == A_APPLY) {
+        int t = lua_gettop(L);
+        luaL_checkstack(L, (int)a->nres + 2, "too many results");
+        for (lua_Integer i = 1; i <= a->nres; i++)
+            lua_rawgeti(L, t, i);
+        return (int)a->nres;
+    }
+    lua_pushinteger(L, a->count);
+    lua_setfield(L, -2, "n");
+    if (a->collect) {
+        mpe__async_getfailures(L, a);
+        return 2;
+    }
+    return 1;
+}
+
+static int async_get(lua_State *L)
+{
+    ajob *a = checkasync(L, "async:get");
+    double t = mpe__opt_timeout(L, 2, "async:get");
+    if (!mpe__async_wait(L, a, t < 0 ? -1 : mpe__proc_now() + t))
+        return mpe__error_timeout(L, "waiting for the result", t);
+    return mpe__async_push_values(L, a);
+}
+
+static int async_wait(lua_State *L)
+{
+    ajob *a = checkasync(L, "async:wait");
+    double t = mpe__opt_timeout(L, 2, "async:wait");
+    lua_pushboolean(L, mpe__async_wait(L, a, t < 0 ? -1 : mpe__proc_now() + t));
+    return 1;
+}
+
+static int async_ready(lua_State *L)
+{
+    ajob *a = checkasync(L, "async:ready");
+    if (!a->complete && a->lp->state != P_TERMINATED)
+        mpe__async_pump(L, a->lp);
+    lua_pushboolean(L, a->complete);
+    return 1;
+}
+
+static int async_successful(lua_State *L)
+{
+    ajob *a = checkasync(L, "async:successful");
+    if (!a->complete && a->lp->state != P_TERMINATED)
+        mpe__async_pump(L, a->lp);
+    if (!a->complete)
+        return luaL_error(L, "mpe: async:successful: the result is not ready yet");
+    lua_pushboolean(L, !a->failed);
+    return 1;
+}
+
+static int async_close(lua_State *L)
+{
+    ajob *a = lua_touserdata(L, 1);
+    if (a->j && a->lp && (a->what == A_IMAP || a->what == A_IMAP_UNORDERED) && !a->complete) {
+        if (a->lp->p && a->lp->owner == getpid()) {
+            mpe__async_progress(L, a, 1); /* a loop left early: end the bar's line */
+            mpe__pool_job_cancel(a->lp->p, a->j);
+            mpe__async_unroute(L, a);
+        }
+    }
+    return 0;
+}
+
+void mpe__async_open(lua_State *L)
+{
+    static const luaL_Reg async_methods[] = {{"get", async_get},
+                                             {"wait", async_wait},
+                                             {"ready", async_ready},
+                                             {"successful", async_successful},
+                                             {NULL, NULL}};
+    luaL_newmetatable(L, ASYNC_MT);
+    lua_newtable(L);
+    luaL_setfuncs(L, async_methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, async_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, async_close);
+    lua_setfield(L, -2, "__close");
+    lua_pop(L, 1);
+}

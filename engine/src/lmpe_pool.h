@@ -1,0 +1,67 @@
+/* lmpe_pool.h -- the pool bindings' shared structures, private to
+ * lmpe_pool.c (mpe.pool and its methods) and lmpe_async.c (results and
+ * mpe.AsyncResult); never installed.
+ * SPDX-License-Identifier: MIT */
+#ifndef MPE_LMPE_POOL_H
+#define MPE_LMPE_POOL_H
+
+#include "internal.h"
+
+#define POOL_MT "mpe.Pool"
+#define ASYNC_MT "mpe.AsyncResult"
+
+enum { P_OPEN, P_CLOSED, P_TERMINATED, P_JOINED };
+
+typedef struct lpool {
+    mpe_pool *p;
+    int state;
+    int ref;       /* registry ref of { jobs = {[lightuserdata(job)] = async} } */
+    int init_ref, initargs_ref;
+    pid_t owner;
+    int broken;    /* the initializer failed: fields.broken holds the error */
+    mpe_buf scratch; /* one item's encoding on its way to a job's store */
+    mpe_fds sfds;    /* its descriptors, until the job takes them */
+} lpool;
+
+enum { A_MAP, A_APPLY, A_IMAP, A_IMAP_UNORDERED };
+
+typedef struct ajob {
+    mpe_job *j;
+    lpool *lp;
+    int what;            /* A_* */
+    int mode;            /* MPE_M_* */
+    int collect;         /* errors = "collect" */
+    int ref;             /* registry ref of { pool=, results=, failures=, cb=, src=, q= } */
+    lua_Integer count;   /* items added */
+    int finished;        /* no more items will be added */
+    lua_Integer delivered;
+    int failed;          /* a failure was delivered (raise mode: the job is over) */
+    int complete;
+    int callbacks_run;
+    lua_Integer yielded; /* imap: items handed to the consumer */
+    lua_Integer qhead, qtail; /* imap_unordered: completed indices waiting */
+    int src_done;
+    lua_Integer nres;    /* apply: number of return values */
+    lua_Integer window;  /* imap: items pulled ahead of the consumer (option 'window') */
+    int progress;        /* option progress = true | "force": fields.progress is the bar's state */
+    double progress_next; /* clock before which the bar is not redrawn */
+} ajob;
+
+/* lmpe_async.c. Fields of a job's (or pool's) table behind a registry ref. */
+void mpe__async_getref(lua_State *L, int ref, const char *k);
+void mpe__async_setref(lua_State *L, int ref, const char *k, int idx);
+void mpe__async_getfailures(lua_State *L, ajob *a); /* created at the first failure */
+void mpe__async_check_complete(lua_State *L, ajob *a);
+void mpe__async_unroute(lua_State *L, ajob *a);     /* forget a finished job in the pool */
+/* Read every message that arrived, run the callbacks of the jobs it completed. */
+void mpe__async_pump(lua_State *L, lpool *lp);
+void mpe__async_raise_if_broken(lua_State *L, lpool *lp);
+/* Wait until a is complete or the deadline (monotonic s, <0 none): 1 if complete. */
+int mpe__async_wait(lua_State *L, ajob *a, double deadline);
+void mpe__async_run_callbacks(lua_State *L, ajob *a);
+/* Push a completed job's values (raise its error); returns how many. */
+int mpe__async_push_values(lua_State *L, ajob *a);
+void mpe__async_progress(lua_State *L, ajob *a, int final);
+void mpe__async_open(lua_State *L); /* the mpe.AsyncResult metatable */
+
+#endif
