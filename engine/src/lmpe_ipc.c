@@ -164,6 +164,14 @@ static int l_queue(lua_State *L)
 {
     lua_Integer maxsize = 0, bytes = 0;
     if (lua_istable(L, 1)) {
+        lua_pushnil(L);
+        while (lua_next(L, 1) != 0) {
+            const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+            if (!k || (strcmp(k, "maxsize") != 0 && strcmp(k, "bytes") != 0))
+                fail(L, "mpe: queue: unknown option '%s' (options: maxsize, bytes)",
+                     k ? k : luaL_tolstring(L, -2, NULL));
+            lua_pop(L, 1);
+        }
         lua_getfield(L, 1, "maxsize");
         maxsize = opt_count(L, -1, "queue", "option maxsize");
         lua_getfield(L, 1, "bytes");

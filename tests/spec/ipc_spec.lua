@@ -178,6 +178,7 @@ describe("mpe.queue", function()
                  errmsg(mpe.queue, -1))
     assert.truthy(errmsg(mpe.queue, "x"):find("got \"x\"", 1, true))
     assert.truthy(errmsg(mpe.queue, { maxsize = 1.5 }):find("option maxsize must be a non-negative integer", 1, true))
+    assert.equal("mpe: queue: unknown option 'max_size' (options: maxsize, bytes)", errmsg(mpe.queue, { max_size = 10 }))
     assert.equal("mpe: queue:put: argument 1 must be an mpe.Queue (call methods with a colon), got number",
                  errmsg(q.put, 5))
     assert.equal("mpe: queue:put: argument 1 (the item) is missing", errmsg(q.put, q))
