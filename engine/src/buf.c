@@ -5,6 +5,7 @@
  * doubles, so appending is amortised O(1); readers never step outside the
  * bytes they were given. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -33,8 +34,13 @@ int mpe__buf_grow(mpe_buf *b, size_t extra)
 
 void mpe__buf_lgrow(lua_State *L, mpe_buf *b, size_t extra)
 {
-    if (MPE_UNLIKELY(b->cap - b->n < extra) && mpe__buf_grow(b, extra) != 0)
-        luaL_error(L, "mpe: not enough memory for a %zu-byte message", b->n + extra);
+    if (MPE_UNLIKELY(b->cap - b->n < extra) && mpe__buf_grow(b, extra) != 0) {
+        /* Lua's formatter knows no %zu (it raised "invalid option '%z'"
+         * instead of this message): format the size here. */
+        char msg[96];
+        snprintf(msg, sizeof msg, "mpe: not enough memory for a %zu-byte message", b->n + extra);
+        luaL_error(L, "%s", msg);
+    }
 }
 
 void mpe__buf_free(mpe_buf *b)

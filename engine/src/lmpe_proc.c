@@ -1,6 +1,7 @@
 /* lmpe_proc.c -- Lua bindings of proc.c: mpe.cpu_count(), mpe.current_process(),
  * mpe.now() and mpe.isatty().
  * SPDX-License-Identifier: MIT */
+#include <math.h>
 #include <unistd.h>
 #include "internal.h"
 
@@ -39,8 +40,12 @@ static int l_now(lua_State *L)
  * terminal: progress bars draw only on one unless forced. */
 static int l_isatty(lua_State *L)
 {
-    lua_Integer fd = luaL_checkinteger(L, 1);
-    lua_pushboolean(L, fd >= 0 && fd <= 1 << 20 && isatty((int)fd));
+    lua_Number d = lua_tonumber(L, 1);
+    if (lua_type(L, 1) != LUA_TNUMBER || d != floor(d))
+        return luaL_error(L, "mpe: isatty: argument 1 must be a descriptor number, got %s",
+                          lua_type(L, 1) == LUA_TNUMBER ? luaL_tolstring(L, 1, NULL)
+                                                        : mpe__typename(L, 1));
+    lua_pushboolean(L, d >= 0 && d <= 1 << 20 && isatty((int)d));
     return 1;
 }
 
