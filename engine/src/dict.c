@@ -208,23 +208,13 @@ fail:
     return NULL;
 }
 
+/* Wire form after the shm.c reference: the data file, as mpe__ipc_fd_write writes it. */
 int mpe__dict_ref_write(const mpe_shm_obj *o, mpe_buf *b, mpe_fds *fds, mpe_err *e)
 {
     const dlocal *l = o->data;
     if (mpe__shm_ref_write(o, b, fds, e) != 0)
         return -1;
-    if (fds->n >= MPE_MAX_FDS)
-        return mpe__seterr(e, "more than %d descriptors in one message", MPE_MAX_FDS);
-    int d = fcntl(l->fd, F_DUPFD_CLOEXEC, 0);
-    if (d < 0)
-        return mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
-    fds->fd[fds->n++] = d;
-    if (mpe__buf_grow(b, 4) != 0)
-        return mpe__seterr(e, "out of memory");
-    uint32_t slot = (uint32_t)(fds->n - 1);
-    for (int k = 0; k < 4; k++)
-        b->p[b->n++] = (char)(slot >> (8 * k));
-    return 0;
+    return mpe__ipc_fd_write(l->fd, b, fds, e);
 }
 
 mpe_shm_obj *mpe__dict_ref_read(mpe_rd *r, mpe_fds *fds, mpe_err *e)
@@ -232,34 +222,24 @@ mpe_shm_obj *mpe__dict_ref_read(mpe_rd *r, mpe_fds *fds, mpe_err *e)
     mpe_shm_obj *o = mpe__shm_ref_read(r, fds, MPE_SHM_DICT, e);
     if (!o)
         return NULL;
-    uint32_t slot;
-    struct stat st;
-    if (mpe__rd_u32(r, &slot)) {
-        mpe__seterr(e, "truncated dict reference");
-        goto fail;
-    }
     if (mpe__shm_size(o) < sizeof(dict_shm)) {
         mpe__seterr(e, "malformed shared dict");
         goto fail;
     }
-    if (o->data) /* this process has the dict already */
-        return o;
-    if (slot >= (uint32_t)fds->n || fds->fd[slot] < 0 || fstat(fds->fd[slot], &st) != 0 ||
-        !S_ISREG(st.st_mode)) {
-        mpe__seterr(e, "the dict's data did not arrive with the message");
+    int fd = mpe__ipc_fd_read(r, fds, S_IFREG, e);
+    if (fd < 0)
         goto fail;
+    if (o->data) { /* this process has the dict already */
+        close(fd);
+        return o;
     }
     dlocal *l = calloc(1, sizeof *l);
     if (!l) {
+        close(fd);
         mpe__seterr(e, "out of memory");
         goto fail;
     }
-    l->fd = fcntl(fds->fd[slot], F_DUPFD_CLOEXEC, 0);
-    if (l->fd < 0) {
-        mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
-        free(l);
-        goto fail;
-    }
+    l->fd = fd;
     o->data = l; /* mapped at the first lock */
     return o;
 fail:

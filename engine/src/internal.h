@@ -554,6 +554,14 @@ ssize_t mpe__ipc_send(int sock, const void *p, size_t n, const int *fds, int nfd
 ssize_t mpe__ipc_recv(int sock, void *p, size_t n, mpe_fds *fds, int *lost, int flags);
 /* Close every slot >= 0 of fds; fds->n becomes 0. */
 void mpe__ipc_close_fds(mpe_fds *fds);
+/* A descriptor inside a reference: fd_write appends a duplicate of fd to fds
+ * and writes [u32 slot][u64 device][u64 inode] to b; fd_read returns a
+ * duplicate (close-on-exec) of the descriptor in that slot after checking
+ * that it is that very file (the identity guards against a message whose
+ * slots were mixed up) and of type mode (S_IFREG, S_IFSOCK). -1 and e set on
+ * failure. */
+int mpe__ipc_fd_write(int fd, mpe_buf *b, mpe_fds *fds, mpe_err *e);
+int mpe__ipc_fd_read(mpe_rd *r, const mpe_fds *fds, unsigned mode, mpe_err *e);
 /* Test hook: a process that reaches crash point `point` of the protocols
  * kills itself with SIGKILL (0: none). Only tests set it. */
 enum {
@@ -611,8 +619,6 @@ typedef struct mpe_pipe {
 void mpe__pipe_init(mpe_pipe *p);
 /* Two connected ends. 0, or -1 with e set. */
 int mpe__pipe_pair(mpe_pipe *a, mpe_pipe *b, mpe_err *e);
-/* Make p an end holding a duplicate of fd. 0, or -1 with e set. */
-int mpe__pipe_adopt(mpe_pipe *p, int fd, mpe_err *e);
 /* Send one frame (fds are closed in every case). Blocks while the socket is
  * full; w is asked only before the first byte goes. MPE_WAIT_OK,
  * MPE_WAIT_INTERRUPTED, MPE_IPC_CLOSED or MPE_WAIT_ERROR. */

@@ -13,7 +13,9 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
 #include "internal.h"
@@ -242,4 +244,49 @@ void mpe__ipc_close_fds(mpe_fds *fds)
         if (fds->fd[i] >= 0)
             close(fds->fd[i]);
     fds->n = 0;
+}
+
+int mpe__ipc_fd_write(int fd, mpe_buf *b, mpe_fds *fds, mpe_err *e)
+{
+    struct stat st;
+    if (fds->n >= MPE_MAX_FDS)
+        return mpe__seterr(e, "more than %d descriptors in one message", MPE_MAX_FDS);
+    if (fstat(fd, &st) != 0)
+        return mpe__seterr(e, "fstat: %s", strerror(errno));
+    if (mpe__buf_grow(b, 20) != 0)
+        return mpe__seterr(e, "out of memory");
+    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
+    fds->fd[fds->n++] = d; /* the message's own duplicate */
+    uint32_t slot = (uint32_t)(fds->n - 1);
+    uint64_t id[2] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino};
+    unsigned char *p = (unsigned char *)b->p + b->n;
+    for (int i = 0; i < 4; i++)
+        *p++ = (unsigned char)(slot >> (8 * i));
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < 8; i++)
+            *p++ = (unsigned char)(id[k] >> (8 * i));
+    b->n += 20;
+    return 0;
+}
+
+int mpe__ipc_fd_read(mpe_rd *r, const mpe_fds *fds, unsigned mode, mpe_err *e)
+{
+    uint32_t slot;
+    uint64_t dev, ino;
+    struct stat st;
+    if (mpe__rd_u32(r, &slot) || mpe__rd_u64(r, &dev) || mpe__rd_u64(r, &ino))
+        return mpe__seterr(e, "truncated descriptor reference");
+    if (!fds || slot >= (uint32_t)fds->n || fds->fd[slot] < 0)
+        return mpe__seterr(e, "a descriptor did not arrive with the message");
+    if (fstat(fds->fd[slot], &st) != 0)
+        return mpe__seterr(e, "fstat: %s", strerror(errno));
+    if ((uint64_t)st.st_dev != dev || (uint64_t)st.st_ino != ino || (st.st_mode & S_IFMT) != mode)
+        return mpe__seterr(e, "a descriptor in the message is not the one that was sent "
+                              "(its slots were mixed up on the way)");
+    int d = fcntl(fds->fd[slot], F_DUPFD_CLOEXEC, 0);
+    if (d < 0)
+        return mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
+    return d;
 }

@@ -9,9 +9,8 @@
  * or decode leaves them to the next call or to __gc. Waits without a timeout
  * return early when a signal handler installs a Lua hook (lua.c on Ctrl-C),
  * so that the interrupt is raised where the script was waiting. */
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -444,27 +443,18 @@ static int conn_tostring(lua_State *L)
 static void conn_encode(lua_State *L, int idx, mpe_buf *b, mpe_fds *fds)
 {
     connud *u = lua_touserdata(L, idx);
+    mpe_err e;
     if (!u || u->p.fd < 0)
         closed_error(L, CONN_MT);
-    if (fds->n >= MPE_MAX_FDS)
-        fail(L, "mpe: cannot send %s: more than %d descriptors in one message", CONN_MT,
-             MPE_MAX_FDS);
-    int d = fcntl(u->p.fd, F_DUPFD_CLOEXEC, 0);
-    if (d < 0)
-        fail(L, "mpe: cannot send %s: fcntl(F_DUPFD_CLOEXEC): %s", CONN_MT, strerror(errno));
-    fds->fd[fds->n++] = d; /* the message's own duplicate */
-    mpe__buf_put_u32(L, b, (uint32_t)(fds->n - 1));
+    if (mpe__ipc_fd_write(u->p.fd, b, fds, &e) != 0)
+        fail(L, "mpe: cannot send %s: %s", CONN_MT, e.msg);
 }
 
 static void conn_decode(lua_State *L, mpe_rd *r, mpe_fds *fds)
 {
     connud *u = newconn(L);
-    uint32_t slot;
     mpe_err e;
-    if (mpe__rd_u32(r, &slot) != 0 || !fds || slot >= (uint32_t)fds->n || fds->fd[slot] < 0)
-        fail(L, "mpe: decode: %s: the connection's descriptor did not arrive with the message",
-             CONN_MT);
-    if (mpe__pipe_adopt(&u->p, fds->fd[slot], &e) != 0)
+    if ((u->p.fd = mpe__ipc_fd_read(r, fds, S_IFSOCK, &e)) < 0)
         fail(L, "mpe: decode: %s: %s", CONN_MT, e.msg);
 }
 

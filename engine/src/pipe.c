@@ -47,15 +47,6 @@ int mpe__pipe_pair(mpe_pipe *a, mpe_pipe *b, mpe_err *e)
     return 0;
 }
 
-int mpe__pipe_adopt(mpe_pipe *p, int fd, mpe_err *e)
-{
-    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (d < 0)
-        return mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
-    p->fd = d;
-    return 0;
-}
-
 void mpe__pipe_close(mpe_pipe *p)
 {
     if (p->fd >= 0)

@@ -286,34 +286,16 @@ fail:
     return NULL;
 }
 
-static int dup_into(mpe_fds *fds, int fd, mpe_err *e)
-{
-    if (fds->n >= MPE_MAX_FDS)
-        return mpe__seterr(e, "more than %d descriptors in one message", MPE_MAX_FDS);
-    int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (d < 0)
-        return mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
-    fds->fd[fds->n++] = d;
-    return 0;
-}
-
-/* Wire form after the shm.c reference: three u32 descriptor slots (the data
- * file, the channel's two ends). */
+/* Wire form after the shm.c reference: the data file and the channel's two
+ * ends, each as mpe__ipc_fd_write writes it. */
 int mpe__queue_ref_write(const mpe_shm_obj *o, mpe_buf *b, mpe_fds *fds, mpe_err *e)
 {
     const qlocal *l = o->data;
-    const int mine[3] = {l->fd, l->sock[0], l->sock[1]};
     if (mpe__shm_ref_write(o, b, fds, e) != 0)
         return -1;
-    for (int i = 0; i < 3; i++) {
-        if (dup_into(fds, mine[i], e) != 0)
-            return -1;
-        if (mpe__buf_grow(b, 4) != 0)
-            return mpe__seterr(e, "out of memory");
-        uint32_t slot = (uint32_t)(fds->n - 1);
-        for (int k = 0; k < 4; k++)
-            b->p[b->n++] = (char)(slot >> (8 * k));
-    }
+    if (mpe__ipc_fd_write(l->fd, b, fds, e) != 0 || mpe__ipc_fd_write(l->sock[0], b, fds, e) != 0 ||
+        mpe__ipc_fd_write(l->sock[1], b, fds, e) != 0)
+        return -1;
     return 0;
 }
 
@@ -322,37 +304,25 @@ mpe_shm_obj *mpe__queue_ref_read(mpe_rd *r, mpe_fds *fds, mpe_err *e)
     mpe_shm_obj *o = mpe__shm_ref_read(r, fds, MPE_SHM_QUEUE, e);
     if (!o)
         return NULL;
-    uint32_t slot[3];
-    if (mpe__rd_u32(r, &slot[0]) || mpe__rd_u32(r, &slot[1]) || mpe__rd_u32(r, &slot[2])) {
-        mpe__seterr(e, "truncated queue reference");
-        goto fail;
-    }
     if (mpe__shm_size(o) < sizeof(queue_shm)) {
         mpe__seterr(e, "malformed shared queue");
         goto fail;
     }
-    if (o->data) /* this process has the queue already: keep its own */
-        return o;
+    /* Read (and check) the descriptors even when this process has the queue
+     * already, which then keeps its own. */
     qlocal *l = qlocal_new(e);
     if (!l)
         goto fail;
-    int *mine[3] = {&l->fd, &l->sock[0], &l->sock[1]};
-    for (int i = 0; i < 3; i++) {
-        struct stat st;
-        if (slot[i] >= (uint32_t)fds->n || fds->fd[slot[i]] < 0 ||
-            fstat(fds->fd[slot[i]], &st) != 0 || (i == 0 ? !S_ISREG(st.st_mode) : !S_ISSOCK(st.st_mode))) {
-            mpe__seterr(e, "the queue's descriptors did not arrive with the message");
-            qlocal_free(l);
-            goto fail;
-        }
-        *mine[i] = fcntl(fds->fd[slot[i]], F_DUPFD_CLOEXEC, 0);
-        if (*mine[i] < 0) {
-            mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
-            qlocal_free(l);
-            goto fail;
-        }
+    if ((l->fd = mpe__ipc_fd_read(r, fds, S_IFREG, e)) < 0 ||
+        (l->sock[0] = mpe__ipc_fd_read(r, fds, S_IFSOCK, e)) < 0 ||
+        (l->sock[1] = mpe__ipc_fd_read(r, fds, S_IFSOCK, e)) < 0) {
+        qlocal_free(l);
+        goto fail;
     }
-    o->data = l; /* the ring is mapped at the first lock */
+    if (o->data)
+        qlocal_free(l);
+    else
+        o->data = l; /* the ring is mapped at the first lock */
     return o;
 fail:
     mpe__queue_drop(o);

@@ -282,6 +282,35 @@ static void test_queue_reference_travels(void)
     mpe__queue_drop(q);
 }
 
+/* Two queues encoded as two items whose descriptor lists were joined (the
+ * second item's slots then point at the first item's descriptors): the
+ * decoder must refuse, not pair one queue's control block with the other's
+ * ring. */
+static void test_queue_reference_checks_descriptors(void)
+{
+    mpe_shm_obj *qa = qnew(0, 0), *qb = qnew(0, 0);
+    mpe_buf ba = {0}, bb = {0};
+    mpe_fds fa = {.n = 0}, fb = {.n = 0};
+    mpe_err e;
+    MPE_ASSERT_EQ(mpe__queue_ref_write(qa, &ba, &fa, &e), 0);
+    MPE_ASSERT_EQ(mpe__queue_ref_write(qb, &bb, &fb, &e), 0);
+    mpe_rd r;
+    mpe__rd_init(&r, bb.p, bb.n);
+    mpe_shm_obj *got = mpe__queue_ref_read(&r, &fa, &e); /* qb's reference, qa's descriptors */
+    MPE_ASSERT(got == NULL);
+    MPE_ASSERT_CONTAINS(e.msg, "not the one that was sent");
+    mpe__rd_init(&r, bb.p, bb.n);
+    got = mpe__queue_ref_read(&r, &fb, &e);
+    MPE_ASSERT(got == qb); /* the same process: the same object, one more reference */
+    mpe__queue_drop(got);
+    mpe__ipc_close_fds(&fa);
+    mpe__ipc_close_fds(&fb);
+    mpe__buf_free(&ba);
+    mpe__buf_free(&bb);
+    mpe__queue_drop(qa);
+    mpe__queue_drop(qb);
+}
+
 /* Fork a child that arms crash point `point` and runs fn; it must die by SIGKILL. */
 static void crash_in_child(int point, void (*fn)(mpe_shm_obj *), mpe_shm_obj *o)
 {
@@ -749,7 +778,8 @@ static void test_dict_create_destroy_no_leak(void)
 MPE_TEST_MAIN(MPE_TEST(test_queue_fifo_and_wrap), MPE_TEST(test_queue_timeouts_and_maxsize),
               MPE_TEST(test_queue_close), MPE_TEST(test_queue_spills_large_items),
               MPE_TEST(test_queue_descriptors_cross_processes),
-              MPE_TEST(test_queue_reference_travels), MPE_TEST(test_queue_writer_killed_mid_put),
+              MPE_TEST(test_queue_reference_travels),
+              MPE_TEST(test_queue_reference_checks_descriptors), MPE_TEST(test_queue_writer_killed_mid_put),
               MPE_TEST(test_queue_reader_killed_mid_get),
               MPE_TEST(test_queue_reader_killed_while_blocked),
               MPE_TEST_T(test_queue_many_producers_keep_order, 60),

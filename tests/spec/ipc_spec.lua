@@ -282,6 +282,17 @@ describe("mpe.queue", function()
       after:put({ reply = nested })
       assert.is_true(pool:apply_async(function(q) q:get(5).reply:put("nested") return true end, { after }):get(20))
       assert.equal("nested", nested:get(5))
+      -- as upvalues of the pool's function
+      assert.is_true(pool:apply_async(function() before:put("up") after:put("up") return true end, {}):get(20))
+      assert.equal("up", before:get(5))
+      assert.equal("up", after:get(5))
+      -- made in a worker and returned
+      local made = pool:apply_async(function()
+        local q = require("mpe").queue()
+        q:put("from a worker")
+        return q
+      end, {}):get(20)
+      assert.equal("from a worker", made:get(5))
     end)
   end)
 
@@ -425,6 +436,9 @@ describe("mpe.pipe", function()
       c1:send(21)
       assert.is_true(r:get(20)) -- a worker that died would show here, not as a recv timeout
       assert.equal(42, c1:recv(5))
+      -- an end as an upvalue of the pool's function
+      assert.is_true(pool:apply_async(function() c2:send("up") return true end, {}):get(20))
+      assert.equal("up", c1:recv(5))
     end)
   end)
 
@@ -574,6 +588,9 @@ describe("mpe.dict", function()
       assert.equal("b1", before[1])
       assert.equal("b2", before[2])
       assert.equal(3, after.n)
+      -- as upvalues of the pool's function
+      assert.equal(4, pool:apply_async(function() before.up = true return after:update("n", function(v) return v + 1 end) end, {}):get(20))
+      assert.is_true(before.up)
     end)
   end)
 
