@@ -579,7 +579,7 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
     qlocal *l = o->data;
     double deadline = deadline_of(timeout);
     uint64_t spill_at = q->initial / 4 < SPILL_AT ? q->initial / 4 : SPILL_AT;
-    int spilled = n > spill_at, sfd = -1, rc;
+    int spilled = n > spill_at, sfd = -1, rc, locked = 0;
     if (n > UINT32_MAX) {
         mpe__seterr(e, "an item of %zu bytes is too large (at most 4 GiB)", n);
         rc = MPE_WAIT_ERROR;
@@ -605,9 +605,10 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
         rc = lock_side(q, l, PUT, deadline, w, e);
         if (rc != MPE_WAIT_OK)
             goto out;
+        locked = 1;
         if (q->closed) {
             rc = MPE_IPC_CLOSED;
-            goto unlock;
+            goto out;
         }
         /* Room: below maxsize, and bytes in the ring (growing it rather than
          * waiting: a producer may fill the queue before anyone reads it, and
@@ -632,9 +633,10 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
                                 ? "too many descriptors in flight (raise the open files limit)"
                                 : s < 0 ? strerror(errno) : "short");
                 rc = MPE_WAIT_ERROR;
-                goto unlock;
+                goto out;
             }
             mpe__ipc_unlock(&q->put_m);
+            locked = 0;
             rc = wait_channel(l->sock[0], deadline, w);
             if (rc != MPE_WAIT_OK)
                 goto out;
@@ -642,11 +644,12 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
         }
         if (timeout == 0 || expired(deadline)) {
             rc = MPE_WAIT_TIMEOUT;
-            goto unlock;
+            goto out;
         }
         /* Sleep on `space`. Getters bump it after each take, without our lock. */
         uint32_t seen = announce(&q->space);
         mpe__ipc_unlock(&q->put_m);
+        locked = 0;
         if (__atomic_load_n(&q->closed, __ATOMIC_ACQUIRE) ||
             (room_items ? cur(q)->cap - (load(&q->tail) - load(&q->head)) >= need
                         : count_of(q) < q->maxsize))
@@ -665,12 +668,12 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
     __atomic_store_n(&q->tail, tail + need, __ATOMIC_RELEASE);
     __atomic_store_n(&q->puts, h.idx + 1, __ATOMIC_RELEASE);
     mpe__ipc_unlock(&q->put_m);
+    locked = 0;
     bump(&q->items);
     rc = MPE_WAIT_OK;
-    goto out;
-unlock:
-    mpe__ipc_unlock(&q->put_m);
 out:
+    if (locked)
+        mpe__ipc_unlock(&q->put_m);
     mpe__ipc_close_fds(fds); /* sent or not, the duplicates were the message's */
     return rc;
 }
