@@ -339,6 +339,10 @@ void mpe__pool_add_range(lua_State *L, mpe_job *j, lua_Integer start, lua_Intege
 char *mpe__pool_packed_begin(lua_State *L, mpe_pool *p, mpe_job *j, int kind, size_t count);
 void mpe__pool_packed_commit(mpe_pool *p, mpe_job *j, size_t count, int finished);
 void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds);
+/* Descriptors a job's items carry so far. An item is encoded against a list
+ * that already holds that many slots, so the slot numbers its encoding writes
+ * are the job's (workers decode every item with the job's whole list). */
+int mpe__pool_job_fds(mpe_job *j);
 /* Make the items added so far visible to the dispatcher; finished: no more will come. */
 void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished);
 /* Take the next message (NULL if none); hand it back with mpe__pool_msg_done. */

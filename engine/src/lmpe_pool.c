@@ -169,7 +169,11 @@ static void add_value(lua_State *L, ajob *a, int idx)
     for (int k = 0; k < lp->sfds.n; k++)
         if (lp->sfds.fd[k] >= 0)
             close(lp->sfds.fd[k]);
-    lp->sfds.n = 0;
+    /* Slots the job's earlier items took stay reserved (-1), so this item's
+     * descriptors get the job's next slot numbers. */
+    lp->sfds.n = mpe__pool_job_fds(a->j);
+    for (int k = 0; k < lp->sfds.n; k++)
+        lp->sfds.fd[k] = -1;
     mpe__encode(L, idx, &lp->scratch, a->mode == MPE_M_MAP ? "item" : "args", &lp->sfds);
     mpe__pool_add_enc(L, lp->p, a->j, lp->scratch.p, lp->scratch.n, &lp->sfds);
     lp->sfds.n = 0; /* the job owns them now */

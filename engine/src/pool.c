@@ -367,10 +367,21 @@ void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, siz
     j->items.n += n;
     j->count++;
     j->off[j->count - j->base] = j->items.n;
+    /* fds is the job's list as the item's encoding saw it (see
+     * mpe__pool_job_fds): the job takes the descriptors the item added. */
     if (fds)
-        for (int i = 0; i < fds->n && j->fds.n < MPE_MAX_FDS; i++)
-            j->fds.fd[j->fds.n++] = fds->fd[i];
+        for (int i = j->fds.n; i < fds->n; i++) {
+            j->fds.fd[i] = fds->fd[i];
+            fds->fd[i] = -1;
+        }
+    if (fds && fds->n > j->fds.n)
+        j->fds.n = fds->n;
     pthread_mutex_unlock(&p->mu);
+}
+
+int mpe__pool_job_fds(mpe_job *j)
+{
+    return j->fds.n; /* written by the main thread only */
 }
 
 /* Drop stored items that no chunk can need again, so that a stream through
