@@ -66,7 +66,7 @@ typedef struct enc {
     const char *root;
     const void *globals; /* the sender's global table */
     int slot;            /* stack slot of the reference table (nil until needed) */
-    int has_refs;
+    int has_refs; /* 0: none met; 1: the slot holds the first object; 2: the slot holds the id table */
     lua_Integer nrefs;
     int depth;
     frame fr[MPE_MAX_DEPTH];
@@ -232,30 +232,54 @@ static void enc_pop(enc *e)
     e->depth--;
 }
 
+/* Make the reference slot a table. Until a second object is met it holds
+ * just the first one (has_refs == 1), so a flat table, the common case,
+ * allocates no reference table at all. */
+static void enc_refs(enc *e)
+{
+    lua_State *L = e->L;
+    if (e->has_refs == 2)
+        return;
+    lua_newtable(L);
+    if (e->has_refs == 1) {
+        lua_pushvalue(L, e->slot);
+        lua_pushinteger(L, 1);
+        lua_rawset(L, -3);
+    }
+    lua_replace(L, e->slot);
+    e->has_refs = 2;
+}
+
 /* If the object at idx was met before, write a reference to it and return 1.
- * Otherwise give it the next id and return 0. The reference table is made
- * when the first object is met, so scalars never allocate one. */
+ * Otherwise give it the next id and return 0. */
 static int enc_seen(enc *e, int idx)
 {
     lua_State *L = e->L;
-    if (!e->has_refs) {
-        lua_newtable(L);
+    if (e->has_refs == 0) {
+        lua_pushvalue(L, idx);
         lua_replace(L, e->slot);
         e->has_refs = 1;
-    } else {
-        lua_pushvalue(L, idx);
-        lua_rawget(L, e->slot);
-        if (lua_type(L, -1) == LUA_TNUMBER) {
-            lua_Integer id = lua_tointeger(L, -1);
-            lua_pop(L, 1);
-            if (id < 0)
-                enc_fail(e, "C function whose upvalues contain itself");
-            mpe__buf_put_u8(L, e->b, T_REF);
-            mpe__buf_put_varint(L, e->b, (uint64_t)id);
-            return 1;
-        }
-        lua_pop(L, 1);
+        ++e->nrefs;
+        return 0;
     }
+    if (e->has_refs == 1 && lua_rawequal(L, idx, e->slot)) {
+        mpe__buf_put_u8(L, e->b, T_REF);
+        mpe__buf_put_varint(L, e->b, 1);
+        return 1;
+    }
+    enc_refs(e);
+    lua_pushvalue(L, idx);
+    lua_rawget(L, e->slot);
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        lua_Integer id = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        if (id < 0)
+            enc_fail(e, "C function whose upvalues contain itself");
+        mpe__buf_put_u8(L, e->b, T_REF);
+        mpe__buf_put_varint(L, e->b, (uint64_t)id);
+        return 1;
+    }
+    lua_pop(L, 1);
     lua_pushvalue(L, idx);
     lua_pushinteger(L, ++e->nrefs);
     lua_rawset(L, e->slot);
@@ -436,6 +460,7 @@ static void enc_lfunction(enc *e, int f)
     for (int i = 1; i <= nups; i++) {
         /* An upvalue shared with a function met before is joined, not copied. */
         void *uid = lua_upvalueid(L, f, i);
+        enc_refs(e);
         lua_pushlightuserdata(L, uid);
         lua_rawget(L, e->slot);
         if (lua_type(L, -1) == LUA_TNUMBER) {
@@ -489,6 +514,7 @@ static void enc_cfunction(enc *e, int f)
     put_mac(e, start);
     /* Mark it unfinished while its upvalues are written: a reference to it
      * from inside them could not be rebuilt. */
+    enc_refs(e);
     lua_pushvalue(L, f);
     lua_pushinteger(L, -id);
     lua_rawset(L, e->slot);
@@ -651,7 +677,7 @@ typedef struct dec {
     mpe_rd *r;
     mpe_fds *fds;
     int slot; /* stack slot of the reference table (id -> object) */
-    int has_refs;
+    int has_refs; /* 0: none met; 1: the slot holds the first object; 2: the slot holds the id table */
     lua_Integer nrefs;
     int depth;
     size_t budget; /* array slots the input can still justify (one byte each) */
