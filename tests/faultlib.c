@@ -7,6 +7,7 @@
  * require "faultlib". Test code only: never linked into mpe. */
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +144,51 @@ static int f_vmsize(lua_State *L)
     return 1;
 }
 
+/* faultlib.fd_count() -> the number of open descriptors of this process
+ * (the entries of /proc/self/fd, not counting the one that lists them). */
+static int f_fd_count(lua_State *L)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return luaL_error(L, "faultlib.fd_count: cannot open /proc/self/fd: %s", strerror(errno));
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.')
+            n++;
+    closedir(d);
+    lua_pushinteger(L, n - 1);
+    return 1;
+}
+
+/* faultlib.heap() -> bytes malloc has handed out and not got back, and the
+ * bytes its arenas hold from the system (glibc's mallinfo2, every arena):
+ * the first grows with a leak, the second also with fragmentation. */
+static int f_heap(lua_State *L)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+    struct mallinfo2 m = mallinfo2();
+    lua_pushinteger(L, (lua_Integer)(m.uordblks + m.hblkhd));
+    lua_pushinteger(L, (lua_Integer)(m.arena + m.hblkhd));
+    return 2;
+#else
+    lua_pushnil(L);
+    return 1;
+#endif
+}
+
+/* faultlib.trim(): give the free memory of every malloc arena back to the
+ * system (malloc_trim(0)), so VmRSS shows what is live. */
+static int f_trim(lua_State *L)
+{
+#ifdef __GLIBC__
+    lua_pushboolean(L, malloc_trim(0));
+#else
+    lua_pushboolean(L, 0);
+#endif
+    return 1;
+}
+
 /* faultlib.sockets() -> the descriptors of this process that are sockets. */
 static int f_sockets(lua_State *L)
 {
@@ -208,6 +254,7 @@ __attribute__((visibility("default"))) int luaopen_faultlib(lua_State *L)
         {"exit", f_exit},         {"hang", f_hang},       {"ignore", f_ignore},
         {"alloc", f_alloc},       {"limit_as", f_limit_as}, {"vmsize", f_vmsize},
         {"sockets", f_sockets},   {"write", f_write},     {"close", f_close},
+        {"fd_count", f_fd_count}, {"heap", f_heap}, {"trim", f_trim},
         {NULL, NULL},
     };
     if (luaL_newmetatable(L, BLOCK_MT)) {
