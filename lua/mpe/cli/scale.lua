@@ -254,12 +254,20 @@ function M.main(args)
   local o, st = parse(args)
   if not o then return st end
   local mpe = require "mpe"
-  local f = io.open(o.script, "r")
+  -- Say why now, as mpe run would, before any run is timed: a missing or
+  -- unreadable file names the system's reason; a directory opens but
+  -- cannot be read.
+  local f, err = io.open(o.script, "r")
   if not f then
-    io.stderr:write("mpe scale: cannot open ", o.script, "\n")
+    io.stderr:write("mpe scale: cannot open ", err or o.script, "\n")
     return 1
   end
+  local readable, rerr = f:read(0)
   f:close()
+  if readable == nil and rerr then
+    io.stderr:write("mpe scale: cannot read ", o.script, ": ", rerr, "\n")
+    return 1
+  end
   if not o.workers then
     o.workers = {}
     local n = mpe.cpu_count()
