@@ -145,8 +145,13 @@ static lua_Integer chunk_size(mpe_pool *p, mpe_job *j, lua_Integer avail)
     lua_Integer n;
     if (j->chunksize > 0)
         n = j->chunksize;
-    else if (j->per_item_ns <= 0)
-        n = 16; /* a small first chunk to measure the cost */
+    else if (j->per_item_ns <= 0) {
+        /* A small first chunk to measure the cost, shared out between the
+         * workers when the job is small (two items that wait for each other
+         * must not land on one worker). */
+        lua_Integer share = (avail + p->n - 1) / p->n;
+        n = share < 16 ? share : 16;
+    }
     else {
         n = (lua_Integer)(TARGET_CHUNK_NS / j->per_item_ns);
         if (j->finished) { /* finer at the end, so the workers finish together */
@@ -207,10 +212,17 @@ static int feed_one(mpe_pool *p, wslot *w)
             continue;
         lua_Integer a, e;
         range *r = j->redo;
+        int suspect = 0;
         if (r) {
             a = r->a;
             e = r->b;
-            if (e - a > 1 && j->chunksize > 0 && e - a > j->chunksize)
+            if (r->suspect) {
+                /* Alone on an otherwise idle worker, so a death is its own. */
+                if (w->ninflight > 0)
+                    return 0;
+                e = a + 1;
+                suspect = 1;
+            } else if (e - a > 1 && j->chunksize > 0 && e - a > j->chunksize)
                 e = a + j->chunksize;
         } else if (j->cut < j->visible) {
             a = j->cut;
@@ -232,6 +244,7 @@ static int feed_one(mpe_pool *p, wslot *w)
         c->a = a;
         c->b = e;
         c->got = 0;
+        c->suspect = suspect;
         c->next = NULL;
         if (j->fds.n > 0) {
             /* The descriptors go alone in their own message, just before. */
@@ -270,7 +283,7 @@ static int feed_one(mpe_pool *p, wslot *w)
 
 static void feed(mpe_pool *p, wslot *w)
 {
-    if (p->stopping)
+    if (p->stopping || (w->inflight && w->inflight->suspect))
         return;
     while (w->ninflight < 2 || (w->ninflight < MAX_INFLIGHT && w->queued_ns < QUEUE_NS))
         if (!feed_one(p, w))
@@ -293,7 +306,7 @@ static void account(mpe_pool *p, mpe_job *j, lua_Integer n)
     (void)p;
 }
 
-static void redo(mpe_pool *p, mpe_job *j, lua_Integer a, lua_Integer b)
+static void redo(mpe_pool *p, mpe_job *j, lua_Integer a, lua_Integer b, int suspect)
 {
     if (a >= b || j->cancelled || j->released)
         return;
@@ -302,6 +315,7 @@ static void redo(mpe_pool *p, mpe_job *j, lua_Integer a, lua_Integer b)
         return; /* cannot happen in practice; the items then count as lost below */
     r->a = a;
     r->b = b;
+    r->suspect = suspect;
     r->next = j->redo;
     j->redo = r;
     mpe__dispatch_enlist(p, j);
@@ -388,30 +402,58 @@ static void on_death(mpe_pool *p, wslot *w, int idx)
     mpe__dispatch_drop_fdq(w);
     int64_t running = p->progress[idx].chunk;
     int32_t item = p->progress[idx].item;
+    int ready = p->progress[idx].ready;
+    /* An exit status 0 with chunks still out is a death too (it was not asked to stop). */
     int crashed = !(WIFEXITED(st) && WEXITSTATUS(st) == 0) || w->inflight != NULL;
     char text[192];
     describe_status(text, sizeof text, st, w->timed_out, p->o.timeout);
+    int blamed = 0;
     for (chunk *c = w->inflight, *next; c; c = next) {
         next = c->next;
         mpe_job *j = c->job;
         lua_Integer from = c->a + c->got;
-        if ((int64_t)c->id == running && c->a + item >= from && c->a + item < c->b) {
-            lua_Integer bad = c->a + item;
-            redo(p, j, bad + 1, c->b);
+        lua_Integer bad = -1;
+        if ((int64_t)c->id == running && c->a + item >= from && c->a + item < c->b)
+            bad = c->a + item; /* it died running this item */
+        else if (c->suspect && c == w->inflight && from < c->b)
+            bad = from; /* it ran this item alone and died right after it */
+        if (bad >= 0) {
+            blamed = 1;
+            redo(p, j, bad + 1, c->b, 0);
             if (!j->cancelled && !j->released && retry_item(p, j, bad))
-                redo(p, j, bad, bad + 1);
+                redo(p, j, bad, bad + 1, 0);
             else
                 fail_item(p, w, j, bad, w->timed_out ? "timeout" : "crash", text);
-            redo(p, j, from, bad);
+            redo(p, j, from, bad, 0);
         } else
-            redo(p, j, from, c->b);
+            /* It died between items (or before its chunk began): run them
+             * again one by one, so that if one of them kills its worker on
+             * the way out, that one is blamed instead of all being re-run
+             * for ever. */
+            redo(p, j, from, c->b, crashed && ready && !blamed);
         if (j->cancelled || j->released) /* nobody waits for these items */
             account(p, j, 0);
         j->refs--;
         free(c);
         mpe__dispatch_maybe_free(p, j);
     }
-    (void)crashed;
+    /* Workers that keep dying before they send anything (an initializer that
+     * exits or crashes) would be replaced for ever: give up and say why. */
+    if (!ready && !p->stopping) {
+        if (++p->early_deaths >= 2 * p->n + 1) {
+            mpe_msg *m = calloc(1, sizeof *m);
+            if (m) {
+                m->type = MPE_MSG_BROKEN;
+                m->worker = w->number;
+                m->pid = w->pid;
+                snprintf(m->text, sizeof m->text, "pool workers die %s (%.140s)",
+                         p->o.init_ref != LUA_NOREF ? "in their initializer" : "as they start", text);
+                post(p, m);
+            }
+            p->stopping = 1;
+        }
+    } else if (ready)
+        p->early_deaths = 0;
     w->inflight = w->last = NULL;
     w->ninflight = 0;
     w->queued_ns = 0;
@@ -529,7 +571,21 @@ static void read_frames(mpe_pool *p, wslot *w)
     size_t off = 0;
     unsigned type;
     uint32_t len;
-    while (w->state == W_LIVE && mpe__frame_peek(&w->in, off, &type, &len)) {
+    while (w->state == W_LIVE && !w->broken) {
+        /* A worker writes only these two kinds of frame, never larger than
+         * 1 GiB: anything else means its channel was written over (a C
+         * library misbehaving in the worker). Kill it: its item is blamed. */
+        if (w->in.n - off >= MPE_FRAME_HDR) {
+            const unsigned char *h = (const unsigned char *)w->in.p + off;
+            uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
+            if ((h[4] != MPE_F_RESULT && h[4] != MPE_F_INITFAIL) || n > (1u << 30)) {
+                w->broken = 1;
+                kill(w->pid, SIGKILL);
+                break;
+            }
+        }
+        if (!mpe__frame_peek(&w->in, off, &type, &len))
+            break;
         const char *s = w->in.p + off + MPE_FRAME_HDR;
         if (type == MPE_F_RESULT)
             on_result(p, w, s, len);
@@ -576,6 +632,10 @@ void *mpe__dispatch_main(void *arg)
         int np = 1;
         pf[0].fd = p->efd;
         pf[0].events = POLLIN;
+        /* One chunk to every idle worker first, then top the queues up. */
+        for (int i = 0; i < p->n; i++)
+            if (p->w[i].state == W_LIVE && p->w[i].ninflight == 0 && !p->stopping)
+                feed_one(p, &p->w[i]);
         for (int i = 0; i < p->n; i++) {
             wslot *w = &p->w[i];
             if (w->state != W_LIVE)

@@ -196,6 +196,7 @@ typedef struct mpe_progress {
     volatile int64_t chunk;      /* chunk id being run, 0 when idle */
     volatile int32_t item;       /* its item being run (0-based) */
     volatile int64_t started_ns; /* when that item started (monotonic) */
+    volatile int32_t ready;      /* the initializer is done: deaths now are the items' */
 } mpe_progress;
 
 typedef struct mpe_worker_cfg {
@@ -302,7 +303,7 @@ typedef struct mpe_pool_opts {
 } mpe_pool_opts;
 
 /* A message for the main thread: results of some items, or a failure. */
-enum { MPE_MSG_RESULT = 1, MPE_MSG_FAIL, MPE_MSG_INITFAIL };
+enum { MPE_MSG_RESULT = 1, MPE_MSG_FAIL, MPE_MSG_INITFAIL, MPE_MSG_BROKEN /* text: why */ };
 typedef struct mpe_msg {
     struct mpe_msg *next;
     int type;

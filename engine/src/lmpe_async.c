@@ -35,6 +35,12 @@ static void make_task_error(lua_State *L, ajob *a, lua_Integer index, int worker
 {
     /* stack: the worker's error table { message=, traceback=, value= } or an mpe.Error */
     int t = lua_gettop(L);
+    if (lua_type(L, t) == LUA_TSTRING) { /* e.g. "not enough memory": no handler ran */
+        lua_createtable(L, 0, 1);
+        lua_pushvalue(L, t);
+        lua_setfield(L, -2, "message");
+        lua_replace(L, t);
+    }
     lua_getfield(L, t, "message");
     lua_getfield(L, t, "traceback");
     lua_getfield(L, t, "value");
@@ -253,6 +259,28 @@ static void pool_broken(lua_State *L, lpool *lp, mpe_msg *m)
     lp->broken = 1;
 }
 
+/* The pool broke (its error at the top): every job still waiting fails with
+ * that error, so waits return and get raises it. Leaves the error. */
+static void fail_all(lua_State *L, lpool *lp, int done, int *ndone)
+{
+    int err = lua_gettop(L);
+    mpe__async_getref(L, lp->ref, "jobs");
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        ajob *a = lua_touserdata(L, -1);
+        if (a && !a->complete) {
+            a->failed = 1;
+            a->collect = 0;
+            mpe__async_setref(L, a->ref, "first_error", err);
+            a->complete = 1;
+            lua_pushvalue(L, -1);
+            lua_rawseti(L, done, ++*ndone);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 /* Read every message that has arrived and run the callbacks of the jobs it
  * completed. Main thread; may raise (a callback's error). */
 void mpe__async_pump(lua_State *L, lpool *lp)
@@ -267,8 +295,26 @@ void mpe__async_pump(lua_State *L, lpool *lp)
     lua_newtable(L); /* jobs completed in this pass, in order */
     int done = lua_gettop(L), ndone = 0;
     while ((m = mpe__pool_take(lp->p)) != NULL) {
+        if (m->type == MPE_MSG_BROKEN) {
+            mpe_failure f = {.kind = "crash", .pid = m->pid, .worker = m->worker, .message = m->text};
+            mpe__error_push(L, &f);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
+            lua_pushvalue(L, -2);
+            lua_setfield(L, -2, "broken");
+            lua_pop(L, 1);
+            lp->broken = 1;
+            fail_all(L, lp, done, &ndone);
+            lua_pop(L, 1);
+            mpe__pool_msg_done(lp->p, m);
+            continue;
+        }
         if (m->type == MPE_MSG_INITFAIL) {
             pool_broken(L, lp, m);
+            lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
+            lua_getfield(L, -1, "broken");
+            lua_remove(L, -2);
+            fail_all(L, lp, done, &ndone);
+            lua_pop(L, 1);
             mpe__pool_msg_done(lp->p, m);
             continue;
         }
@@ -377,6 +423,9 @@ static ajob *checkasync(lua_State *L, const char *fname)
                    fname, mpe__typename(L, 1));
     if (!a->j)
         luaL_error(L, "mpe: %s: this result was released", fname);
+    if (a->lp->owner != getpid())
+        luaL_error(L, "mpe: %s: this result belongs to process %d; a forked child cannot use it",
+                   fname, (int)a->lp->owner);
     return a;
 }
 

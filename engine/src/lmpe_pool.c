@@ -343,6 +343,7 @@ static int pool_starmap(lua_State *L)
 
 static int pool_apply_async(lua_State *L)
 {
+    lua_settop(L, 4); /* args and opts may be absent: give them their slots */
     lpool *lp = openpool(L, "pool:apply_async");
     check_fn(L, 2, "pool:apply_async");
     if (!lua_isnoneornil(L, 3) && !lua_istable(L, 3))
@@ -665,7 +666,8 @@ static int pool_new(lua_State *L)
                                       lua_isinteger(L, v) ? lua_tostring(L, v) : mpe__typename(L, v));
                 o.maxtasks = lua_tointeger(L, v) > (1 << 30) ? (1 << 30) : (int)lua_tointeger(L, v);
             } else if (k && strcmp(k, "timeout") == 0) {
-                if (lua_type(L, v) != LUA_TNUMBER || !(lua_tonumber(L, v) > 0))
+                if (lua_type(L, v) != LUA_TNUMBER || !(lua_tonumber(L, v) > 0) ||
+                    !(lua_tonumber(L, v) <= 1e9))
                     return luaL_error(L, "mpe: pool: option 'timeout' must be a positive number of seconds, got %s",
                                       mpe__typename(L, v));
                 o.timeout = lua_tonumber(L, v);

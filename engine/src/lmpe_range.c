@@ -13,15 +13,19 @@ static int range_new(lua_State *L)
     for (int i = 1; i <= 3; i++) {
         if (i == 3 && lua_isnoneornil(L, 3))
             break;
-        if (!lua_isinteger(L, i) && !(lua_type(L, i) == LUA_TNUMBER &&
-                                      lua_tonumber(L, i) == floor(lua_tonumber(L, i))))
+        /* An integer, or a float with an integral value that fits one
+         * (math.huge and NaN do not). */
+        double d = lua_tonumber(L, i);
+        if (!lua_isinteger(L, i) &&
+            !(lua_type(L, i) == LUA_TNUMBER && d == floor(d) && d >= -9.2e18 && d <= 9.2e18))
             return luaL_error(L, "mpe: range: argument %d must be an integer, got %s", i,
                               mpe__typename(L, i));
     }
-    first = (lua_Integer)lua_tonumber(L, 1);
-    last = (lua_Integer)lua_tonumber(L, 2);
+    /* Integers as they are: through a double, maxinteger would round up and overflow. */
+    first = lua_isinteger(L, 1) ? lua_tointeger(L, 1) : (lua_Integer)lua_tonumber(L, 1);
+    last = lua_isinteger(L, 2) ? lua_tointeger(L, 2) : (lua_Integer)lua_tonumber(L, 2);
     if (!lua_isnoneornil(L, 3))
-        step = (lua_Integer)lua_tonumber(L, 3);
+        step = lua_isinteger(L, 3) ? lua_tointeger(L, 3) : (lua_Integer)lua_tonumber(L, 3);
     if (step == 0)
         return luaL_error(L, "mpe: range: argument 3 (step) must not be 0");
     mpe_range *r = lua_newuserdatauv(L, sizeof *r, 0);
@@ -34,10 +38,10 @@ static int range_new(lua_State *L)
         unsigned long long span = step > 0 ? (unsigned long long)last - (unsigned long long)first
                                            : (unsigned long long)first - (unsigned long long)last;
         unsigned long long s = step > 0 ? (unsigned long long)step : 0ULL - (unsigned long long)step;
-        unsigned long long n = span / s + 1;
-        if (n > (unsigned long long)1 << 53)
-            return luaL_error(L, "mpe: range: too many items (%llu)", n);
-        r->count = (lua_Integer)n;
+        unsigned long long q = span / s; /* items - 1: + 1 could wrap to 0 */
+        if (q >= (unsigned long long)1 << 53)
+            return luaL_error(L, "mpe: range: too many items (more than 2^53)");
+        r->count = (lua_Integer)(q + 1);
     }
     luaL_setmetatable(L, RANGE_MT);
     return 1;

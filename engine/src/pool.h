@@ -18,6 +18,7 @@
 
 typedef struct range {
     lua_Integer a, b; /* store indices [a, b) (0-based) */
+    int suspect;      /* a worker died running them, item unknown: run one by one */
     struct range *next;
 } range;
 
@@ -55,6 +56,7 @@ typedef struct chunk {
     uint64_t id;
     mpe_job *job;
     lua_Integer a, b, got; /* store indices [a, b); got results for [a, a+got) */
+    int suspect;           /* one item of a suspect range: a death without blame is its */
     struct chunk *next;
 } chunk;
 
@@ -69,6 +71,7 @@ typedef struct wslot {
     double queued_ns;  /* estimated work in flight */
     long assigned;     /* items sent, for maxtasksperchild */
     int timed_out;
+    int broken;        /* it sent a malformed frame and was killed */
     mpe_buf in, out;
     size_t out_off;
     mpe_fds fdq[8];    /* descriptor sets received, in order, for MPE_R_FDS frames */
@@ -99,6 +102,7 @@ struct mpe_pool {
     size_t progress_len;
     int started;            /* PoolWorker-K counter */
     int respawn;            /* slots waiting for a replacement */
+    int early_deaths;       /* workers in a row that died before sending anything */
     mpe_job *jobs, *jobs_last;
     mpe_job *work, *work_last; /* FIFO of jobs with undistributed items */
     uint64_t next_id;

@@ -573,6 +573,7 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
     w.last_flush = now_ns();
     if (cfg->init_ref != LUA_NOREF)
         run_initializer(&w, base);
+    cfg->progress->ready = 1;
     for (;;) {
         handle_frames(&w, base);
         mpe_fds got = {.n = 0};
