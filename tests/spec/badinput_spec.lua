@@ -91,7 +91,7 @@ local rows = {
   {"mpe.range(1, 2, 'x')", function() return mpe.range(1, 2, "x") end, "mpe: range: argument 3 must be an integer, got string"},
   {"mpe.range(1, 5, 0.5)", function() return mpe.range(1, 5, 0.5) end, "mpe: range: argument 3 must be an integer, got number"},
   {"mpe.range(1, 2, 0)", function() return mpe.range(1, 2, 0) end, "mpe: range: argument 3 (step) must not be 0"},
-  {"mpe.range(1, math.huge)", function() return mpe.range(1, math.huge) end, "mpe: range: argument 2 must be an integer", "lmpe_pool.c range_new: an infinite bound passes the integer check"},
+  {"mpe.range(1, math.huge)", function() return mpe.range(1, math.huge) end, "mpe: range: argument 2 must be an integer"},
   {"mpe.isatty()", function() return mpe.isatty() end, "mpe: isatty: argument 1 must be a descriptor number, got no value"},
   {"mpe.isatty('x')", function() return mpe.isatty("x") end, "mpe: isatty: argument 1 must be a descriptor number, got string"},
   {"mpe.isatty(1.5)", function() return mpe.isatty(1.5) end, "mpe: isatty: argument 1 must be a descriptor number, got 1.5"},
@@ -143,7 +143,7 @@ local rows = {
   {"mpe.pool{timeout = nan}", function() return mpe.pool{timeout = 0 / 0} end,
    "mpe: pool: option 'timeout' must be a positive number of seconds"},
   {"mpe.pool{timeout = math.huge}", function() return mpe.pool{timeout = math.huge} end,
-   "mpe: pool: option 'timeout' must be a positive number of seconds", "lmpe_pool.c: an infinite timeout is accepted (dispatch converts inf ns to int64)"},
+   "mpe: pool: option 'timeout' must be a positive number of seconds"},
   {"mpe.pool{timeout = '1'}", function() return mpe.pool{timeout = "1"} end,
    "mpe: pool: option 'timeout' must be a positive number of seconds, got string"},
   {"mpe.pool{retries = -1}", function() return mpe.pool{retries = -1} end,
@@ -396,7 +396,7 @@ local rows = {
   {"mpe.queue(1.5)", function() return mpe.queue(1.5) end,
    "mpe: queue: argument 1 (maxsize) must be a non-negative integer or an option table, got 1.5"},
   {"mpe.queue{maxsize = -1}", function() return mpe.queue{maxsize = -1} end, "mpe: queue: option maxsize"},
-  {"mpe.queue{max_size = 10}", function() return mpe.queue{max_size = 10} end, "mpe: queue: unknown option 'max_size'", "lmpe_ipc.c l_queue: unknown options are ignored"},
+  {"mpe.queue{max_size = 10}", function() return mpe.queue{max_size = 10} end, "mpe: queue: unknown option 'max_size'"},
   {"queue:put()", function() return Q:put() end, "mpe: queue:put: argument 1 (the item) is missing"},
   {"queue:put(co)", function() return Q:put(co) end, "mpe: cannot send coroutine at item"},
   {"queue:put({f = closure over co})", function() return Q:put({f = function() return co end}) end,
@@ -443,15 +443,13 @@ if LUA54 then
     "mpe: attempt to use a closed mpe.Dict"}
   -- integer limits exist only with Lua 5.4's integers
   rows[#rows + 1] = {"mpe.range(mininteger, maxinteger)",
-    function() return mpe.range(math.mininteger, math.maxinteger) end, "mpe: range: too many items",
-    "lmpe_pool.c range_new: the count 2^64 wraps to 0"}
+    function() return mpe.range(math.mininteger, math.maxinteger) end, "mpe: range: too many items"}
 end
 
 -- Valid calls with every optional argument left out.
 local minimal = {
   {"mpe.pool()", function() local p = mpe.pool() local n = p.workers p:terminate() return n >= 1 end},
-  {"pool:apply_async(f)", function() return P:apply_async(function() return 7 end):get() == 7 end,
-   "lmpe_pool.c pool_apply_async: with 2 arguments the default args table is popped; the async itself is sent"},
+  {"pool:apply_async(f)", function() return P:apply_async(function() return 7 end):get() == 7 end},
   {"pool:apply_async(f, nil, nil)", function() return P:apply_async(function() return 8 end, nil, nil):get() == 8 end},
   {"pool:map_async(f, items)", function() return P:map_async(function(x) return x end, {3}):get()[1] == 3 end},
   {"pool:apply(f)", function() return P:apply(function() return 9 end) == 9 end},

@@ -99,18 +99,6 @@ end
 local setg = load("FAULTS_SPEC_GLOBAL = ...")
 local getg = load("return FAULTS_SPEC_GLOBAL")
 
--- A case that shows a known engine defect (docs/RELIABILITY.md, "Known
--- defects"): pending, with the defect named, unless MPE_KNOWN_BUGS=1, which
--- runs it as a real case (to check a fix).
-local KNOWN_BUGS = os.getenv("MPE_KNOWN_BUGS") == "1"
-local function it_known_bug(name, defect, fn)
-  if KNOWN_BUGS then
-    it(name, fn)
-  else
-    pending(name .. " [known defect: " .. defect .. "]")
-  end
-end
-
 -- ---- cases ------------------------------------------------------------------------
 
 describe("fault injection:", function()
@@ -241,8 +229,7 @@ describe("fault injection:", function()
       fresh_map(pool)
     end)
 
-    it_known_bug("out of memory (RLIMIT_AS) fails its item with kind error 'not enough memory'",
-      "worker.c: LUA_ERRMEM leaves a string, not the handler's table: message lost", function()
+    it("out of memory (RLIMIT_AS) fails its item with kind error 'not enough memory'", function()
       -- The worker limits its own address space to what it uses plus 64 MB,
       -- then asks Lua for 256 MB. Lua's allocator gets NULL and raises
       -- LUA_ERRMEM, which is an error, not a crash: the worker lives on.
@@ -291,35 +278,42 @@ describe("fault injection:", function()
       fresh_map(pool)
     end)
 
-    it_known_bug("between items (it closes its own channel) fails one item with kind crash, not the pool",
-      "dispatch.c on_death: a death outside an item blames none and re-runs the chunk for ever", function()
+    -- A death that no running item explains: the culprit must fail (re-running
+    -- it would kill every replacement the same way, for ever); other items
+    -- of that worker come back with their results or as crashes (a finished
+    -- item's result may have been lost with the worker), never hang.
+    local function culprit_fails(r, errs, culprit, n)
+      assert.is_table(errs[culprit], "item " .. culprit .. " did not fail")
+      assert.are.equal("crash", errs[culprit].kind)
+      for k = 1, n do
+        if errs[k] then
+          assert.are.equal("crash", errs[k].kind)
+        else
+          assert.are.equal(k, r[k])
+        end
+      end
+    end
+
+    it("between items (it closes its own channel) fails with kind crash, not the pool", function()
       -- The item returns normally; the worker then cannot send and exits.
-      -- Blame falls on an item of its chunk (re-running the chunk would kill
-      -- every replacement the same way, for ever).
       local r, errs = collect(pool, function(x)
         if x == 3 then
           for _, fd in ipairs(fl.sockets()) do fl.close(fd) end
         end
         return x
       end)
-      local i, e = only_failure(errs)
-      assert.are.equal(3, i)
-      assert.are.equal("crash", e.kind)
-      for _, k in ipairs{1, 2, 4, 5, 6} do assert.are.equal(k, r[k]) end
+      culprit_fails(r, errs, 3, 6)
       fresh_map(pool)
     end)
 
-    it_known_bug("after writing garbage into its channel is stopped, and its item fails with kind crash",
-      "dispatch.c: a bad frame header is waited on for ever", function()
+    it("after writing garbage into its channel is stopped, and fails with kind crash", function()
       local r, errs = collect(pool, function(x)
         if x == 3 then
           for _, fd in ipairs(fl.sockets()) do fl.write(fd, string.rep("\255", 64)) end
         end
         return x
       end)
-      local i, e = only_failure(errs)
-      assert.are.equal(3, i)
-      assert.are.equal("crash", e.kind)
+      culprit_fails(r, errs, 3, 6)
       fresh_map(pool)
     end)
 
@@ -463,8 +457,7 @@ describe("fault injection:", function()
       fresh_map(pool)
     end)
 
-    it_known_bug("whose worker exits fails the calls with kind crash instead of restarting workers for ever",
-      "an initializer that exits or crashes makes the pool fork replacements for ever", function()
+    it("whose worker exits fails the calls with kind crash instead of restarting workers for ever", function()
       pool:terminate()
       pool = mpe.pool{workers = 2, initializer = function() os.exit(4) end}
       local a = pool:map_async(function(x) return x end, {1, 2})
@@ -730,8 +723,7 @@ describe("fault injection:", function()
   end)
 
   describe("scheduling under faults", function()
-    it_known_bug("two items that wait for each other run at once on two idle workers (chunksize 1)",
-      "dispatch.c feed() queues up to 256 chunks on the first worker while the other idles", function()
+    it("two items that wait for each other run at once on two idle workers (chunksize 1)", function()
       local b = mpe.barrier(2)
       local r, errs = collect(pool, function() return b:wait(10) end, 2)
       assert.is_nil(next(errs), "an item waited alone: " .. tostring(errs[1] or errs[2]))
@@ -769,8 +761,7 @@ describe("fault injection:", function()
       fresh_map(pool)
     end)
 
-    it_known_bug("an async result used in a forked child raises instead of waiting for ever",
-      "lmpe_pool.c checkasync does not check the owner pid", function()
+    it("an async result used in a forked child raises instead of waiting for ever", function()
       local a = pool:map_async(function(x) local t = os.time() + 1 while os.time() < t do end return x end, {1})
       local p = mpe.process(function()
         local ok, e = pcall(a.get, a)
