@@ -328,7 +328,7 @@ int mpe__array_add(mpe_shm_obj *o, size_t i, mpe_num delta, mpe_num *out, mpe_er
         return -1;
     uint64_t cur = load_bits(o, i);
     for (;;) {
-        uint64_t next;
+        uint64_t next = 0; /* set on every path below; gcc -O3 cannot see it */
         if (t->cls == MPE_CT_FLOAT) {
             double s = decode_bits(o->type, cur).d + (delta.isint ? (double)delta.i : delta.d);
             mpe__array_check(o, num_float(s), &next, e); /* cannot fail for floats */
