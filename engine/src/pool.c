@@ -389,7 +389,10 @@ int mpe__pool_job_fds(mpe_job *j)
  * imap keeps bounded memory. */
 static void trim(mpe_pool *p, mpe_job *j)
 {
-    if (j->kind != MPE_K_ENC && j->kind != MPE_K_INTS && j->kind != MPE_K_FLOATS)
+    /* Only encoded stores, the ones streams (imap, mpe map) grow: a packed
+     * store is written in place by mpe__pool_packed_begin's caller while it
+     * is published, so it must not move, and it never outgrows its table. */
+    if (j->kind != MPE_K_ENC)
         return;
     lua_Integer low = j->cut;
     for (range *r = j->redo; r; r = r->next)

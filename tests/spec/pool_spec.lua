@@ -88,6 +88,23 @@ describe("mpe.pool", function()
       assert.are.same({10, 7, 4, 1, n = 4}, d)
     end)
 
+    it("maps over large tables of integers and floats, every result in place", function()
+      local n = 300000 -- large enough that the store is published in steps
+      local ints, floats = {}, {}
+      for i = 1, n do
+        ints[i] = i
+        floats[i] = i + 0.5
+      end
+      local r = pool:map(function(x) return x end, ints)
+      local f = pool:map(function(x) return x * 2 end, floats)
+      assert.are.equal(n, r.n)
+      local bad
+      for i = 1, n do
+        if r[i] ~= i or f[i] ~= 2 * i + 1 then bad = bad or i end
+      end
+      assert.is_nil(bad, "first wrong result at item " .. tostring(bad))
+    end)
+
     it("maps over an iterator function", function()
       local i = 0
       local r = pool:map(function(x) return x .. "!" end, function()
