@@ -620,11 +620,13 @@ static void check_timeouts(mpe_pool *p, int64_t now)
 void *mpe__dispatch_main(void *arg)
 {
     mpe_pool *p = arg;
+    mpe__proc_busy(); /* idle only while asleep in poll (see mpe__proc_fork) */
     struct pollfd *pf = calloc((size_t)p->n + 1, sizeof *pf);
     int *slot = calloc((size_t)p->n + 1, sizeof *slot);
     if (!pf || !slot) {
         free(pf);
         free(slot);
+        mpe__proc_idle();
         return NULL;
     }
     pthread_mutex_lock(&p->mu);
@@ -648,7 +650,9 @@ void *mpe__dispatch_main(void *arg)
         int ms = p->o.timeout > 0 ? 20 : 500;
         p->dispatcher_idle = 1;
         pthread_mutex_unlock(&p->mu);
+        mpe__proc_idle(); /* asleep in poll, holding nothing: a fork may happen now */
         int r = poll(pf, (nfds_t)np, ms);
+        mpe__proc_busy();
         pthread_mutex_lock(&p->mu);
         p->dispatcher_idle = 0;
         if (r < 0 && errno != EINTR)
@@ -724,5 +728,6 @@ void *mpe__dispatch_main(void *arg)
     pthread_mutex_unlock(&p->mu);
     free(pf);
     free(slot);
+    mpe__proc_idle();
     return NULL;
 }

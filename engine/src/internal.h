@@ -140,6 +140,11 @@ int mpe__codec_mt_named(lua_State *L, const char *name, size_t len);
  * pools/processes closed. Returns as fork(2) does; -1 sets e. Only the main
  * thread may call it. */
 pid_t mpe__proc_fork(mpe_err *e);
+/* A thread other than the main one (a pool's dispatcher) calls busy before
+ * it allocates or takes locks and idle before it sleeps: mpe__proc_fork waits
+ * until every such thread is idle, so no child inherits a held lock. */
+void mpe__proc_busy(void);
+void mpe__proc_idle(void);
 /* Descriptors that only the parent may hold (its ends of worker channels):
  * children forked later close them, so a dead parent is seen as EOF. */
 void mpe__proc_track_fd(int fd);

@@ -61,6 +61,35 @@ int mpe__proc_next_number(void)
  * descriptor in it is still open (callers untrack before they close). */
 
 static pthread_mutex_t track_mu = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- fork and other threads ---------------------------------------------------
+ * A pool's dispatcher thread allocates while it works; a fork at that moment
+ * would give the child an allocator whose lock is held for ever (glibc resets
+ * its own in the child, ASan's allocator does not). So dispatchers hold this
+ * lock as readers while they work, and fork takes it as the writer (writers
+ * first): every dispatcher is then asleep in poll, holding no lock. */
+static pthread_rwlock_t fork_rw;
+static pthread_once_t fork_rw_once = PTHREAD_ONCE_INIT;
+
+static void fork_rw_init(void)
+{
+    pthread_rwlockattr_t a;
+    pthread_rwlockattr_init(&a);
+    pthread_rwlockattr_setkind_np(&a, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&fork_rw, &a);
+    pthread_rwlockattr_destroy(&a);
+}
+
+void mpe__proc_busy(void)
+{
+    pthread_once(&fork_rw_once, fork_rw_init);
+    pthread_rwlock_rdlock(&fork_rw);
+}
+
+void mpe__proc_idle(void)
+{
+    pthread_rwlock_unlock(&fork_rw);
+}
 /* Each entry remembers what the descriptor referred to (device and inode):
  * the child closes a number only if it still names that object, so a stale
  * entry can never close an unrelated descriptor that reused the number. */
@@ -167,15 +196,19 @@ pid_t mpe__proc_fork(mpe_err *e)
         errno = rc;
         return mpe__seterr(e, "pthread_sigmask: %s", strerror(rc));
     }
+    pthread_once(&fork_rw_once, fork_rw_init);
+    pthread_rwlock_wrlock(&fork_rw);
     pthread_mutex_lock(&track_mu);
     pid_t pid = fork();
     if (pid == 0) {
+        fork_rw_init(); /* the child has one thread: a fresh lock, not the held copy */
         child_setup(parent);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         return 0;
     }
     int saved = errno;
     pthread_mutex_unlock(&track_mu);
+    pthread_rwlock_unlock(&fork_rw);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid < 0) {
         errno = saved;
