@@ -74,6 +74,7 @@ static void close_fds(mpe_fds *f)
     f->n = 0;
 }
 
+static void malformed(const char *what) __attribute__((noreturn));
 static void malformed(const char *what)
 {
     fprintf(stderr, "mpe: worker: malformed %s frame from the pool\n", what);

@@ -361,7 +361,7 @@ describe("mpe.queue", function()
       if i % 500 == 0 then collectgarbage() end
     end
     full_gc()
-    assert.equal(fds0, fd_count())
+    assert.is_true(fd_count() <= fds0, "descriptors: " .. fds0 .. " -> " .. fd_count()) -- no growth
     assert.equal(maps0, memfd_maps())
   end)
 end)
@@ -453,7 +453,7 @@ describe("mpe.pipe", function()
       if i % 500 == 0 then collectgarbage() end
     end
     full_gc()
-    assert.equal(fds0, fd_count())
+    assert.is_true(fd_count() <= fds0, "descriptors: " .. fds0 .. " -> " .. fd_count()) -- no growth
   end)
 end)
 
@@ -504,7 +504,7 @@ describe("mpe.dict", function()
       pcall(d.set, d, "x", { big })
     end
     full_gc()
-    assert.equal(fds0, fd_count())
+    assert.is_true(fd_count() <= fds0, "descriptors: " .. fds0 .. " -> " .. fd_count()) -- no growth
   end)
 
   it("updates atomically, returns the new value, deletes on nil, lets go on errors", function()
@@ -613,7 +613,7 @@ describe("mpe.dict", function()
       if i % 500 == 0 then collectgarbage() end
     end
     full_gc()
-    assert.equal(fds0, fd_count())
+    assert.is_true(fd_count() <= fds0, "descriptors: " .. fds0 .. " -> " .. fd_count()) -- no growth
     assert.equal(maps0, memfd_maps())
     assert.is_true(slab_count() <= slabs0 + 1) -- at most a fresh current slab
   end)
