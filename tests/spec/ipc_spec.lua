@@ -362,7 +362,7 @@ describe("mpe.queue", function()
     end
     full_gc()
     assert.is_true(fd_count() <= fds0, "descriptors: " .. fds0 .. " -> " .. fd_count()) -- no growth
-    assert.equal(maps0, memfd_maps())
+    assert.is_true(memfd_maps() <= maps0, "memfd mappings: " .. maps0 .. " -> " .. memfd_maps()) -- no growth
   end)
 end)
 
@@ -614,7 +614,7 @@ describe("mpe.dict", function()
     end
     full_gc()
     assert.is_true(fd_count() <= fds0, "descriptors: " .. fds0 .. " -> " .. fd_count()) -- no growth
-    assert.equal(maps0, memfd_maps())
+    assert.is_true(memfd_maps() <= maps0, "memfd mappings: " .. maps0 .. " -> " .. memfd_maps()) -- no growth
     assert.is_true(slab_count() <= slabs0 + 1) -- at most a fresh current slab
   end)
 end)
