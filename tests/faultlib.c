@@ -5,6 +5,9 @@
  *
  * Built as build/tests/faultlib.so (cmake/tests.cmake), loaded with
  * require "faultlib". Test code only: never linked into mpe. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* dirfd, S_ISSOCK, mallinfo2 when built outside CMake */
+#endif
 #include <dirent.h>
 #include <errno.h>
 #include <malloc.h>
