@@ -682,11 +682,15 @@ int mpe__sig_raise(lua_State *L);
 /* A wait records the hook it started with; mpe__sig_check raises if a signal
  * came (ours, or lua.c's hook) since. */
 typedef struct mpe_sigwatch {
-    lua_Hook hook;
-    int mask;
+    lua_State *L, *main; /* the waiting thread, and the main one (lua.c hooks that) */
+    lua_Hook hook, main_hook;
+    int mask, main_mask;
 } mpe_sigwatch;
 void mpe__sig_watch(lua_State *L, mpe_sigwatch *w);
 void mpe__sig_check(lua_State *L, const mpe_sigwatch *w);
+/* Whether a signal came since mpe__sig_watch; as a callback for the
+ * engine's waits (mpe_waitctl.interrupted), ud being the mpe_sigwatch. */
+int mpe__sig_changed(void *ud);
 
 /* ---- Lua-side error objects (lmpe.c) ----------------------------------------
  * Task and process failures are tables with metatable "mpe.Error":

@@ -75,38 +75,12 @@ static void scratch_done(mpe_buf *b)
 
 /* Interrupts: a hook installed while we wait means "stop waiting" (as in
  * lmpe_sync.c: lua.c's SIGINT handler hooks the running state). */
-typedef struct hookwatch {
-    lua_State *L, *main;
-    lua_Hook hook, main_hook;
-    int mask, main_mask;
-} hookwatch;
-
-static int hook_changed(void *ud)
+/* The engine's waits stop when a signal comes (sig.c): the hook that lua.c
+ * or mpe run installed then fires as soon as control is back in Lua. */
+static mpe_waitctl watch(lua_State *L, mpe_sigwatch *h)
 {
-    hookwatch *h = ud;
-    return lua_gethook(h->L) != h->hook || lua_gethookmask(h->L) != h->mask ||
-           (h->main && (lua_gethook(h->main) != h->main_hook ||
-                        lua_gethookmask(h->main) != h->main_mask));
-}
-
-static mpe_waitctl watch(lua_State *L, hookwatch *h)
-{
-    h->L = L;
-    h->hook = lua_gethook(L);
-    h->mask = lua_gethookmask(L);
-    h->main = NULL;
-#ifdef LUA_RIDX_MAINTHREAD
-    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-    h->main = lua_tothread(L, -1);
-    lua_pop(L, 1);
-    if (h->main == L)
-        h->main = NULL;
-#endif
-    if (h->main) {
-        h->main_hook = lua_gethook(h->main);
-        h->main_mask = lua_gethookmask(h->main);
-    }
-    mpe_waitctl w = {hook_changed, h};
+    mpe__sig_watch(L, h);
+    mpe_waitctl w = {mpe__sig_changed, h};
     return w;
 }
 
@@ -239,7 +213,7 @@ static int queue_put(lua_State *L)
     mpe__ipc_close_fds(&u->fds);
     u->buf.n = 0;
     mpe__encode(L, 2, &u->buf, "item", &u->fds);
-    hookwatch h;
+    mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
     int r = mpe__queue_put(u->o, u->buf.p, u->buf.n, &u->fds, timeout, &w, &e);
@@ -254,7 +228,7 @@ static int queue_get(lua_State *L)
     queueud *u = checkqueue(L, 1, "queue:get");
     double timeout = mpe__opt_timeout(L, 2, "queue:get");
     mpe__ipc_close_fds(&u->fds);
-    hookwatch h;
+    mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
     int r = mpe__queue_get(u->o, &u->buf, &u->fds, timeout, &w, &e);
@@ -369,7 +343,7 @@ static int conn_send(lua_State *L)
     mpe__ipc_close_fds(&u->fds);
     u->buf.n = 0;
     mpe__encode(L, 2, &u->buf, "message", &u->fds);
-    hookwatch h;
+    mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
     int r = mpe__pipe_send(&u->p, u->buf.p, u->buf.n, &u->fds, &w, &e);
@@ -390,7 +364,7 @@ static int conn_recv(lua_State *L)
     connud *u = checkconn(L, 1, "connection:recv");
     double timeout = mpe__opt_timeout(L, 2, "connection:recv");
     mpe__ipc_close_fds(&u->fds);
-    hookwatch h;
+    mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
     const void *data;
@@ -420,7 +394,7 @@ static int conn_poll(lua_State *L)
 {
     connud *u = checkconn(L, 1, "connection:poll");
     double timeout = lua_isnoneornil(L, 2) ? 0 : mpe__opt_timeout(L, 2, "connection:poll");
-    hookwatch h;
+    mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
     int r = mpe__pipe_poll(&u->p, timeout, &w, &e);
@@ -545,7 +519,7 @@ static void put_value(lua_State *L, dictud *u, int idx, const char *fname)
 
 static void dict_lock(lua_State *L, dictud *u, const char *fname, int *interrupted)
 {
-    hookwatch h;
+    mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
     int r = mpe__dict_lock(u->o, &w, &e);

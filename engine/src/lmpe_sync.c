@@ -136,38 +136,12 @@ static int sync_gc(lua_State *L)
 
 /* ---- interrupts: a hook installed while we wait means "stop waiting" ------------ */
 
-typedef struct hookwatch {
-    lua_State *L, *main; /* the waiting thread and the main one (lua.c hooks that) */
-    lua_Hook hook, main_hook;
-    int mask, main_mask;
-} hookwatch;
-
-static int hook_changed(void *ud)
+/* The engine's waits stop when a signal comes (sig.c): the hook that lua.c
+ * or mpe run installed then fires as soon as control is back in Lua. */
+static mpe_waitctl watch(lua_State *L, mpe_sigwatch *h)
 {
-    hookwatch *h = ud;
-    return lua_gethook(h->L) != h->hook || lua_gethookmask(h->L) != h->mask ||
-           (h->main && (lua_gethook(h->main) != h->main_hook ||
-                        lua_gethookmask(h->main) != h->main_mask));
-}
-
-static mpe_waitctl watch(lua_State *L, hookwatch *h)
-{
-    h->L = L;
-    h->hook = lua_gethook(L);
-    h->mask = lua_gethookmask(L);
-    h->main = NULL;
-#ifdef LUA_RIDX_MAINTHREAD
-    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-    h->main = lua_tothread(L, -1);
-    lua_pop(L, 1);
-    if (h->main == L)
-        h->main = NULL;
-#endif
-    if (h->main) {
-        h->main_hook = lua_gethook(h->main);
-        h->main_mask = lua_gethookmask(h->main);
-    }
-    mpe_waitctl w = {hook_changed, h};
+    mpe__sig_watch(L, h);
+    mpe_waitctl w = {mpe__sig_changed, h};
     return w;
 }
 
@@ -225,7 +199,7 @@ static int acquire_lock(lua_State *L, mpe_shm_obj *o, double timeout, const char
     /* The uncontended case first, without preparing for a long wait. */
     int r = mpe__sync_lock_acquire(o, 0, NULL, &dead, &e);
     if (r == MPE_WAIT_TIMEOUT && timeout != 0) {
-        hookwatch h;
+        mpe_sigwatch h;
         mpe_waitctl w = watch(L, &h);
         r = mpe__sync_lock_acquire(o, timeout, &w, &dead, &e);
     }
@@ -305,7 +279,7 @@ static int sem_acquire(lua_State *L)
 {
     mpe_shm_obj *o = checkud(L, 1, SEM_MT, "semaphore:acquire")->o;
     double timeout = mpe__opt_timeout(L, 2, "semaphore:acquire");
-    hookwatch h;
+    mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
     int r = mpe__sync_sem_acquire(o, timeout, &w, &e);
@@ -340,7 +314,7 @@ static int sem_with(lua_State *L)
     if (!is_callable(L, 2))
         fail(L, "mpe: semaphore:with: argument 1 must be a function, got %s", got(L, 2));
     int nargs = lua_gettop(L) - 2;
-    hookwatch h;
+    mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
     int r = mpe__sync_sem_acquire(o, -1, &w, &e);
@@ -386,7 +360,7 @@ static int event_wait(lua_State *L)
 {
     mpe_shm_obj *o = checkud(L, 1, EVENT_MT, "event:wait")->o;
     double timeout = mpe__opt_timeout(L, 2, "event:wait");
-    hookwatch h;
+    mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
     return wait_result(L, mpe__sync_event_wait(o, timeout, &w, &e), &e, 0, "event:wait");
@@ -435,7 +409,7 @@ static int cond_release(lua_State *L)
 
 static int cond_wait_raw(lua_State *L, syncud *u, double timeout, const char *fname)
 {
-    hookwatch h;
+    mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
     pid_t dead = 0;
@@ -525,7 +499,7 @@ static int barrier_wait(lua_State *L)
 {
     mpe_shm_obj *o = checkud(L, 1, BARRIER_MT, "barrier:wait")->o;
     double timeout = mpe__opt_timeout(L, 2, "barrier:wait");
-    hookwatch h;
+    mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
     unsigned index = 0;

@@ -62,8 +62,30 @@ int mpe__sig_raise(lua_State *L)
 
 void mpe__sig_watch(lua_State *L, mpe_sigwatch *w)
 {
+    w->L = L;
     w->hook = lua_gethook(L);
     w->mask = lua_gethookmask(L);
+    w->main = NULL;
+#ifdef LUA_RIDX_MAINTHREAD
+    /* lua.c hooks the main thread even when the wait runs in a coroutine. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    w->main = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    if (w->main == L)
+        w->main = NULL;
+#endif
+    if (w->main) {
+        w->main_hook = lua_gethook(w->main);
+        w->main_mask = lua_gethookmask(w->main);
+    }
+}
+
+int mpe__sig_changed(void *ud)
+{
+    const mpe_sigwatch *w = ud;
+    return caught || lua_gethook(w->L) != w->hook || lua_gethookmask(w->L) != w->mask ||
+           (w->main && (lua_gethook(w->main) != w->main_hook ||
+                        lua_gethookmask(w->main) != w->main_mask));
 }
 
 void mpe__sig_check(lua_State *L, const mpe_sigwatch *w)
@@ -72,7 +94,7 @@ void mpe__sig_check(lua_State *L, const mpe_sigwatch *w)
         mpe__sig_raise(L);
     /* A stock interpreter (lua.c) answers Ctrl-C by setting a hook: while we
      * wait in C it cannot fire, so stop waiting and say so ourselves. */
-    if (lua_gethook(L) != w->hook || lua_gethookmask(L) != w->mask) {
+    if (mpe__sig_changed((void *)w)) {
         lua_sethook(L, NULL, 0, 0);
         luaL_error(L, "interrupted!");
     }
