@@ -740,6 +740,12 @@ const mpe_range *mpe__range_test(lua_State *L, int idx);
 void mpe__open_range(lua_State *L); /* called by mpe__open_pool */
 
 /* Helpers for the binding layer. */
+/* Raise a message formatted by vsnprintf (Lua's own formatter lacks %zu and,
+ * in LuaJIT, 64-bit integers). Never returns. */
+int mpe__fail(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The value at idx for "got X" in messages: numbers as themselves, strings
+ * quoted, anything else its type name. The string lives on the stack. */
+const char *mpe__got(lua_State *L, int idx);
 /* luaL_typename, but "mpe.range" etc. for mpe's own userdata (from __name). */
 const char *mpe__typename(lua_State *L, int idx);
 /* Optional timeout argument: nil/none -> -1 (wait forever), a number >= 0 ->

@@ -6,6 +6,8 @@
  * Each subsystem's bindings add themselves to the module table through their
  * mpe__open_* function, called from luaopen_mpe below. */
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include "internal.h"
 
@@ -186,6 +188,29 @@ const char *mpe__typename(lua_State *L, int idx)
             return name;
     }
     return luaL_typename(L, idx);
+}
+
+int mpe__fail(lua_State *L, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    lua_pushstring(L, msg);
+    return lua_error(L);
+}
+
+const char *mpe__got(lua_State *L, int idx)
+{
+    switch (lua_type(L, idx)) {
+    case LUA_TNUMBER:
+        return luaL_tolstring(L, idx, NULL);
+    case LUA_TSTRING:
+        return lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
+    default:
+        return mpe__typename(L, idx);
+    }
 }
 
 double mpe__opt_timeout(lua_State *L, int arg, const char *fname)

@@ -41,31 +41,6 @@ typedef struct dictud {
 
 /* ---- helpers -------------------------------------------------------------------- */
 
-static int fail(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(lua_State *L, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    lua_pushstring(L, msg);
-    return lua_error(L);
-}
-
-/* "got X" for messages: numbers as themselves, strings quoted, else the type. */
-static const char *got(lua_State *L, int idx)
-{
-    switch (lua_type(L, idx)) {
-    case LUA_TNUMBER:
-        return luaL_tolstring(L, idx, NULL);
-    case LUA_TSTRING:
-        return lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
-    default:
-        return mpe__typename(L, idx);
-    }
-}
-
 static void scratch_done(mpe_buf *b)
 {
     if (b->cap > SHRINK_ABOVE)
@@ -99,14 +74,14 @@ static void *checkud(lua_State *L, int idx, const char *mt, const char *fname)
 {
     void *u = luaL_testudata(L, idx, mt);
     if (!u)
-        fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s", fname,
+        mpe__fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s", fname,
              idx, mt, mpe__typename(L, idx));
     return u;
 }
 
 static void closed_error(lua_State *L, const char *mt)
 {
-    fail(L, "mpe: attempt to use a closed %s", mt);
+    mpe__fail(L, "mpe: attempt to use a closed %s", mt);
 }
 
 /* A creation that failed for lack of descriptors or memory gets one full
@@ -128,7 +103,7 @@ static lua_Integer opt_count(lua_State *L, int idx, const char *fname, const cha
     if (lua_isnoneornil(L, idx))
         return 0;
     if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
-        fail(L, "mpe: %s: %s must be a non-negative integer, got %s", fname, what, got(L, idx));
+        mpe__fail(L, "mpe: %s: %s must be a non-negative integer, got %s", fname, what, mpe__got(L, idx));
     return lua_tointeger(L, idx);
 }
 
@@ -141,7 +116,7 @@ static int l_queue(lua_State *L)
         while (lua_next(L, 1) != 0) {
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
             if (!k || (strcmp(k, "maxsize") != 0 && strcmp(k, "bytes") != 0))
-                fail(L, "mpe: queue: unknown option '%s' (options: maxsize, bytes)",
+                mpe__fail(L, "mpe: queue: unknown option '%s' (options: maxsize, bytes)",
                      k ? k : luaL_tolstring(L, -2, NULL));
             lua_pop(L, 1);
         }
@@ -152,8 +127,8 @@ static int l_queue(lua_State *L)
         lua_settop(L, 1);
     } else if (!lua_isnoneornil(L, 1)) {
         if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 0)
-            fail(L, "mpe: queue: argument 1 (maxsize) must be a non-negative integer or an option "
-                    "table, got %s", got(L, 1));
+            mpe__fail(L, "mpe: queue: argument 1 (maxsize) must be a non-negative integer or an option "
+                    "table, got %s", mpe__got(L, 1));
         maxsize = lua_tointeger(L, 1);
     }
     queueud *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -161,7 +136,7 @@ static int l_queue(lua_State *L)
     luaL_setmetatable(L, QUEUE_MT);
     mpe_err e;
     if (!CREATE_RETRY(L, (u->o = mpe__queue_new((size_t)maxsize, (size_t)bytes, &e)) != NULL))
-        fail(L, "mpe: queue: %s", e.msg);
+        mpe__fail(L, "mpe: queue: %s", e.msg);
     return 1;
 }
 
@@ -196,11 +171,11 @@ static int queue_result(lua_State *L, int r, const mpe_err *e, double timeout, c
     case MPE_WAIT_TIMEOUT:
         return mpe__error_timeout(L, fname, timeout);
     case MPE_IPC_CLOSED:
-        return fail(L, "mpe: queue is closed");
+        return mpe__fail(L, "mpe: queue is closed");
     case MPE_WAIT_INTERRUPTED:
         return 0; /* the new hook raises as soon as we return */
     default:
-        return fail(L, "mpe: %s: %s", fname, e->msg);
+        return mpe__fail(L, "mpe: %s: %s", fname, e->msg);
     }
 }
 
@@ -208,7 +183,7 @@ static int queue_put(lua_State *L)
 {
     queueud *u = checkqueue(L, 1, "queue:put");
     if (lua_gettop(L) < 2)
-        fail(L, "mpe: queue:put: argument 1 (the item) is missing");
+        mpe__fail(L, "mpe: queue:put: argument 1 (the item) is missing");
     double timeout = mpe__opt_timeout(L, 3, "queue:put");
     mpe__ipc_close_fds(&u->fds);
     u->buf.n = 0;
@@ -272,7 +247,7 @@ static void queue_encode(lua_State *L, int idx, mpe_buf *b, mpe_fds *fds)
     if (!u || !u->o)
         closed_error(L, QUEUE_MT);
     if (mpe__queue_ref_write(u->o, b, fds, &e) != 0)
-        fail(L, "mpe: cannot send %s: %s", QUEUE_MT, e.msg);
+        mpe__fail(L, "mpe: cannot send %s: %s", QUEUE_MT, e.msg);
 }
 
 static void queue_decode(lua_State *L, mpe_rd *r, mpe_fds *fds)
@@ -282,7 +257,7 @@ static void queue_decode(lua_State *L, mpe_rd *r, mpe_fds *fds)
     luaL_setmetatable(L, QUEUE_MT);
     mpe_err e;
     if (!(u->o = mpe__queue_ref_read(r, fds, &e)))
-        fail(L, "mpe: decode: %s: %s", QUEUE_MT, e.msg);
+        mpe__fail(L, "mpe: decode: %s: %s", QUEUE_MT, e.msg);
 }
 
 /* ---- mpe.pipe ---------------------------------------------------------------------- */
@@ -309,7 +284,7 @@ static int l_pipe(lua_State *L)
     connud *a = newconn(L), *b = newconn(L);
     mpe_err e;
     if (!CREATE_RETRY(L, mpe__pipe_pair(&a->p, &b->p, &e) == 0))
-        fail(L, "mpe: pipe: %s", e.msg);
+        mpe__fail(L, "mpe: pipe: %s", e.msg);
     return 2;
 }
 
@@ -332,14 +307,14 @@ static int conn_close_method(lua_State *L)
 
 static int conn_closed_peer(lua_State *L)
 {
-    return fail(L, "mpe: pipe: the other end is closed");
+    return mpe__fail(L, "mpe: pipe: the other end is closed");
 }
 
 static int conn_send(lua_State *L)
 {
     connud *u = checkconn(L, 1, "connection:send");
     if (lua_gettop(L) < 2)
-        fail(L, "mpe: connection:send: argument 1 (the value) is missing");
+        mpe__fail(L, "mpe: connection:send: argument 1 (the value) is missing");
     mpe__ipc_close_fds(&u->fds);
     u->buf.n = 0;
     mpe__encode(L, 2, &u->buf, "message", &u->fds);
@@ -355,7 +330,7 @@ static int conn_send(lua_State *L)
     case MPE_IPC_CLOSED:
         return conn_closed_peer(L);
     default:
-        return fail(L, "mpe: connection:send: %s", e.msg);
+        return mpe__fail(L, "mpe: connection:send: %s", e.msg);
     }
 }
 
@@ -380,7 +355,7 @@ static int conn_recv(lua_State *L)
     case MPE_IPC_CLOSED:
         return conn_closed_peer(L);
     default:
-        return fail(L, "mpe: connection:recv: %s", e.msg);
+        return mpe__fail(L, "mpe: connection:recv: %s", e.msg);
     }
     lua_settop(L, 1);
     mpe_rd rd;
@@ -399,7 +374,7 @@ static int conn_poll(lua_State *L)
     mpe_err e;
     int r = mpe__pipe_poll(&u->p, timeout, &w, &e);
     if (r == MPE_WAIT_ERROR)
-        return fail(L, "mpe: connection:poll: %s", e.msg);
+        return mpe__fail(L, "mpe: connection:poll: %s", e.msg);
     lua_pushboolean(L, r == 1);
     return 1;
 }
@@ -421,7 +396,7 @@ static void conn_encode(lua_State *L, int idx, mpe_buf *b, mpe_fds *fds)
     if (!u || u->p.fd < 0)
         closed_error(L, CONN_MT);
     if (mpe__ipc_fd_write(u->p.fd, b, fds, &e) != 0)
-        fail(L, "mpe: cannot send %s: %s", CONN_MT, e.msg);
+        mpe__fail(L, "mpe: cannot send %s: %s", CONN_MT, e.msg);
 }
 
 static void conn_decode(lua_State *L, mpe_rd *r, mpe_fds *fds)
@@ -429,7 +404,7 @@ static void conn_decode(lua_State *L, mpe_rd *r, mpe_fds *fds)
     connud *u = newconn(L);
     mpe_err e;
     if ((u->p.fd = mpe__ipc_fd_read(r, fds, S_IFSOCK, &e)) < 0)
-        fail(L, "mpe: decode: %s: %s", CONN_MT, e.msg);
+        mpe__fail(L, "mpe: decode: %s: %s", CONN_MT, e.msg);
 }
 
 /* ---- mpe.dict ------------------------------------------------------------------------ */
@@ -449,7 +424,7 @@ static int l_dict(lua_State *L)
     luaL_setmetatable(L, DICT_MT);
     mpe_err e;
     if (!CREATE_RETRY(L, (u->o = mpe__dict_new(&e)) != NULL))
-        fail(L, "mpe: dict: %s", e.msg);
+        mpe__fail(L, "mpe: dict: %s", e.msg);
     return 1;
 }
 
@@ -488,7 +463,7 @@ static void put_key(lua_State *L, int idx, mpe_buf *b, const char *fname)
         if (!lua_isinteger(L, idx)) {
             lua_Number x = lua_tonumber(L, idx);
             if (x != x)
-                fail(L, "mpe: %s: the key is NaN", fname);
+                mpe__fail(L, "mpe: %s: the key is NaN", fname);
             if (x == floor(x) && x >= -9223372036854775808.0 && x < 9223372036854775808.0) {
                 lua_pushinteger(L, (lua_Integer)x);
                 mpe__encode(L, -1, b, "key", NULL);
@@ -499,7 +474,7 @@ static void put_key(lua_State *L, int idx, mpe_buf *b, const char *fname)
         mpe__encode(L, idx, b, "key", NULL);
         return;
     default:
-        fail(L, "mpe: %s: the key must be a string, number or boolean, got %s", fname,
+        mpe__fail(L, "mpe: %s: the key must be a string, number or boolean, got %s", fname,
              mpe__typename(L, idx));
     }
 }
@@ -512,7 +487,7 @@ static void put_value(lua_State *L, dictud *u, int idx, const char *fname)
     mpe__encode(L, idx, &u->buf, "value", &u->fds);
     if (u->fds.n > 0) {
         mpe__ipc_close_fds(&u->fds);
-        fail(L, "mpe: %s: a dict cannot hold shared objects (mpe.Array, mpe.Lock, mpe.Queue, "
+        mpe__fail(L, "mpe: %s: a dict cannot hold shared objects (mpe.Array, mpe.Lock, mpe.Queue, "
                 "...): pass them to processes as arguments or through a queue", fname);
     }
 }
@@ -525,7 +500,7 @@ static void dict_lock(lua_State *L, dictud *u, const char *fname, int *interrupt
     int r = mpe__dict_lock(u->o, &w, &e);
     *interrupted = r == MPE_WAIT_INTERRUPTED;
     if (r != MPE_WAIT_OK && !*interrupted)
-        fail(L, "mpe: %s: %s", fname, e.msg);
+        mpe__fail(L, "mpe: %s: %s", fname, e.msg);
 }
 
 /* Push the value of the key encoded in u->buf[0..kn), or nil. */
@@ -542,7 +517,7 @@ static void dict_fetch(lua_State *L, dictud *u, size_t kn, const char *fname)
     int found = mpe__dict_find(u->o, u->buf.p, kn, &v, &vn);
     if (found && mpe__buf_grow(&u->buf, vn) != 0) {
         mpe__dict_unlock(u->o);
-        fail(L, "mpe: %s: not enough memory", fname);
+        mpe__fail(L, "mpe: %s: not enough memory", fname);
     }
     if (found) {
         memcpy(u->buf.p + kn, v, vn); /* decoded after the lock is let go */
@@ -581,7 +556,7 @@ static void dict_store(lua_State *L, dictud *u, int kidx, int vidx, const char *
     mpe__dict_unlock(u->o);
     scratch_done(&u->buf);
     if (r != 0)
-        fail(L, "mpe: %s: %s", fname, e.msg);
+        mpe__fail(L, "mpe: %s: %s", fname, e.msg);
 }
 
 static int dict_get(lua_State *L)
@@ -625,7 +600,7 @@ static int dict_newindex(lua_State *L)
         lua_pushvalue(L, 2);
         lua_rawget(L, lua_upvalueindex(1));
         if (!lua_isnil(L, -1))
-            fail(L, "mpe: dict[]=: '%s' is a method name: use d:set(\"%s\", v)", lua_tostring(L, 2),
+            mpe__fail(L, "mpe: dict[]=: '%s' is a method name: use d:set(\"%s\", v)", lua_tostring(L, 2),
                  lua_tostring(L, 2));
         lua_pop(L, 1);
     }
@@ -655,7 +630,7 @@ static int dict_update(lua_State *L)
     u->buf.n = 0;
     put_key(L, 2, &u->buf, "dict:update");
     if (!is_callable(L, 3))
-        fail(L, "mpe: dict:update: argument 2 must be a function, got %s", got(L, 3));
+        mpe__fail(L, "mpe: dict:update: argument 2 must be a function, got %s", mpe__got(L, 3));
     int intr;
     dict_lock(L, u, "dict:update", &intr);
     if (intr)
@@ -688,7 +663,7 @@ static void dict_snapshot(lua_State *L, dictud *u, int with_values, const char *
             vn = 0;
         if (mpe__buf_grow(&u->buf, 8 + kn + vn) != 0) {
             mpe__dict_unlock(u->o);
-            fail(L, "mpe: %s: not enough memory", fname);
+            mpe__fail(L, "mpe: %s: not enough memory", fname);
         }
         uint32_t len[2] = {(uint32_t)kn, (uint32_t)vn};
         memcpy(u->buf.p + u->buf.n, len, 8);
@@ -739,7 +714,7 @@ static int dict_pairs(lua_State *L)
     dictud *u = checkdict(L, 1, "dict:pairs");
     lua_getglobal(L, "next");
     if (!lua_isfunction(L, -1))
-        fail(L, "mpe: dict:pairs: the global 'next' is missing");
+        mpe__fail(L, "mpe: dict:pairs: the global 'next' is missing");
     dict_snapshot(L, u, 1, "dict:pairs");
     lua_pushnil(L);
     return 3;
@@ -775,7 +750,7 @@ static void dict_encode(lua_State *L, int idx, mpe_buf *b, mpe_fds *fds)
     if (!u || !u->o)
         closed_error(L, DICT_MT);
     if (mpe__dict_ref_write(u->o, b, fds, &e) != 0)
-        fail(L, "mpe: cannot send %s: %s", DICT_MT, e.msg);
+        mpe__fail(L, "mpe: cannot send %s: %s", DICT_MT, e.msg);
 }
 
 static void dict_decode(lua_State *L, mpe_rd *r, mpe_fds *fds)
@@ -785,7 +760,7 @@ static void dict_decode(lua_State *L, mpe_rd *r, mpe_fds *fds)
     luaL_setmetatable(L, DICT_MT);
     mpe_err e;
     if (!(u->o = mpe__dict_ref_read(r, fds, &e)))
-        fail(L, "mpe: decode: %s: %s", DICT_MT, e.msg);
+        mpe__fail(L, "mpe: decode: %s: %s", DICT_MT, e.msg);
 }
 
 /* ---- registration ---------------------------------------------------------------------- */

@@ -31,34 +31,6 @@ static const void *tag_of(const char *mt)
 
 /* ---- helpers ------------------------------------------------------------------ */
 
-/* Raise a message formatted by vsnprintf (Lua's own formatter lacks %zu and,
- * in LuaJIT, 64-bit integers). Never returns. */
-static int fail(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(lua_State *L, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    lua_pushstring(L, msg);
-    return lua_error(L);
-}
-
-/* Render the value at idx for "got X" in messages: numbers as themselves,
- * strings quoted, anything else its type name. The string lives on the stack. */
-static const char *got(lua_State *L, int idx)
-{
-    switch (lua_type(L, idx)) {
-    case LUA_TNUMBER:
-        return luaL_tolstring(L, idx, NULL);
-    case LUA_TSTRING:
-        return lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
-    default:
-        return mpe__typename(L, idx);
-    }
-}
-
 static shmud *newud(lua_State *L, const char *mt)
 {
     shmud *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -85,10 +57,10 @@ static mpe_shm_obj *checkobj(lua_State *L, int idx, const char *mt, const char *
 {
     shmud *u = toshm(L, idx, mt);
     if (!u)
-        fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s",
+        mpe__fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s",
                    fname, idx, mt, mpe__typename(L, idx));
     if (!u->o)
-        fail(L, "mpe: attempt to use a closed %s", mt);
+        mpe__fail(L, "mpe: attempt to use a closed %s", mt);
     return u->o;
 }
 
@@ -105,7 +77,7 @@ static mpe_num checknum(lua_State *L, int idx, const char *fname, const char *wh
 {
     mpe_num v = {0, 0, 0};
     if (lua_type(L, idx) != LUA_TNUMBER)
-        fail(L, "mpe: %s: %s must be a number, got %s", fname, what, mpe__typename(L, idx));
+        mpe__fail(L, "mpe: %s: %s must be a number, got %s", fname, what, mpe__typename(L, idx));
     if (lua_isinteger(L, idx)) {
         v.isint = 1;
         v.i = (int64_t)lua_tointeger(L, idx);
@@ -122,7 +94,7 @@ static uint64_t checkelem(lua_State *L, mpe_shm_obj *o, int idx, const char *fna
     uint64_t bits;
     mpe_err e;
     if (mpe__array_check(o, v, &bits, &e) != 0)
-        fail(L, "mpe: %s: %s", fname, e.msg);
+        mpe__fail(L, "mpe: %s: %s", fname, e.msg);
     return bits;
 }
 
@@ -135,14 +107,14 @@ static size_t checkindex(lua_State *L, mpe_shm_obj *o, int idx, const char *fnam
     } else if (lua_type(L, idx) == LUA_TNUMBER) {
         lua_Number d = lua_tonumber(L, idx);
         if (d != floor(d) || !(d >= -9.2e18 && d <= 9.2e18))
-            fail(L, "mpe: %s: index %s is not an integer", fname, lua_tostring(L, idx));
+            mpe__fail(L, "mpe: %s: index %s is not an integer", fname, lua_tostring(L, idx));
         i = (lua_Integer)d;
     } else {
-        fail(L, "mpe: %s: index must be an integer, got %s", fname, got(L, idx));
+        mpe__fail(L, "mpe: %s: index must be an integer, got %s", fname, mpe__got(L, idx));
         return 0;
     }
     if ((uint64_t)i - 1 >= (uint64_t)o->n)
-        fail(L, "mpe: %s: index %lld out of range 1..%lld", fname, (long long)i,
+        mpe__fail(L, "mpe: %s: index %lld out of range 1..%lld", fname, (long long)i,
                    (long long)o->n);
     return (size_t)(i - 1);
 }
@@ -151,7 +123,7 @@ static size_t checkindex(lua_State *L, mpe_shm_obj *o, int idx, const char *fnam
 static size_t checkcount(lua_State *L, int idx, const char *fname, const char *what)
 {
     if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
-        fail(L, "mpe: %s: argument %d must be %s, got %s", fname, idx, what, got(L, idx));
+        mpe__fail(L, "mpe: %s: argument %d must be %s, got %s", fname, idx, what, mpe__got(L, idx));
     return (size_t)lua_tointeger(L, idx);
 }
 
@@ -160,10 +132,10 @@ static const mpe_ctype *checkctype(lua_State *L, int idx, const char *fname)
     const mpe_ctype *t = lua_type(L, idx) == LUA_TSTRING ? mpe__array_ctype(lua_tostring(L, idx))
                                                           : NULL;
     if (!t)
-        fail(L,
+        mpe__fail(L,
                    "mpe: %s: argument %d must be a ctype name (int8, ..., double) or typecode, "
                    "got %s",
-                   fname, idx, got(L, idx));
+                   fname, idx, mpe__got(L, idx));
     return t;
 }
 
@@ -182,7 +154,7 @@ static mpe_shm_obj *create(lua_State *L, const mpe_ctype *t, int ndim, size_t ro
         o = mpe__array_new(t, ndim, rows, cols, &e);
     }
     if (!o)
-        fail(L, "mpe: %s: %s", fname, e.msg);
+        mpe__fail(L, "mpe: %s: %s", fname, e.msg);
     size_t kb = mpe__shm_size(o) / 1024;
     if (kb >= 64)
         lua_gc(L, LUA_GCSTEP, kb > INT_MAX ? INT_MAX : (int)kb);
@@ -195,7 +167,7 @@ static lua_Integer optint(lua_State *L, int idx, lua_Integer def, const char *fn
     if (lua_isnoneornil(L, idx))
         return def;
     if (!lua_isinteger(L, idx))
-        fail(L, "mpe: %s: argument %d must be an integer, got %s", fname, idx - 1, got(L, idx));
+        mpe__fail(L, "mpe: %s: argument %d must be an integer, got %s", fname, idx - 1, mpe__got(L, idx));
     return lua_tointeger(L, idx);
 }
 
@@ -207,7 +179,7 @@ static void checkrange(lua_State *L, mpe_shm_obj *o, int a, const char *fname, s
     lua_Integer i = optint(L, a, 1, fname);
     lua_Integer j = optint(L, a + 1, n, fname);
     if (i < 1 || j > n || i > j + 1)
-        fail(L, "mpe: %s: range %lld..%lld out of bounds 1..%lld", fname, (long long)i,
+        mpe__fail(L, "mpe: %s: range %lld..%lld out of bounds 1..%lld", fname, (long long)i,
                    (long long)j, (long long)n);
     *from = (size_t)(i - 1);
     *to = (size_t)j;
@@ -228,7 +200,7 @@ static void copy_values(lua_State *L, mpe_shm_obj *o, int tbl, size_t first, siz
             uint64_t bits;
             mpe_err e;
             if (mpe__array_check(o, v, &bits, &e) != 0)
-                fail(L, "mpe: %s: item %d: %s", fname, (int)(k + 1), e.msg);
+                mpe__fail(L, "mpe: %s: item %d: %s", fname, (int)(k + 1), e.msg);
             if (pass == 1)
                 mpe__array_put(o, first + k, bits);
             lua_pop(L, 1);
@@ -244,8 +216,8 @@ static int l_array(lua_State *L)
     int values = lua_type(L, 2) == LUA_TTABLE;
     if (values) {
         if (!lua_isnoneornil(L, 3))
-            fail(L, "mpe: array: argument 3 must be absent when argument 2 is a table of "
-                          "values, got %s", got(L, 3));
+            mpe__fail(L, "mpe: array: argument 3 must be absent when argument 2 is a table of "
+                          "values, got %s", mpe__got(L, 3));
         rows = (size_t)lua_rawlen(L, 2);
     } else {
         rows = checkcount(L, 2, "array", "a non-negative integer (a length) or a table of numbers");
@@ -281,7 +253,7 @@ static shmud *self_fast(lua_State *L)
 static mpe_shm_obj *opened(lua_State *L, shmud *u)
 {
     if (MPE_UNLIKELY(!u->o))
-        fail(L, "mpe: attempt to use a closed %s", ARRAY_MT);
+        mpe__fail(L, "mpe: attempt to use a closed %s", ARRAY_MT);
     return u->o;
 }
 
@@ -340,7 +312,7 @@ static int array_newindex(lua_State *L)
         }
     }
     if (lua_type(L, 2) == LUA_TSTRING)
-        fail(L, "mpe: array: cannot set field '%s' (only integer indices)",
+        mpe__fail(L, "mpe: array: cannot set field '%s' (only integer indices)",
                    lua_tostring(L, 2));
     size_t i = checkindex(L, o, 2, "array");
     mpe__array_put(o, i, checkelem(L, o, 3, "array"));
@@ -421,14 +393,14 @@ static size_t checkcell(lua_State *L, mpe_shm_obj *o, const char *fname, int *ne
     }
     *next = 4;
     if (!lua_isinteger(L, 2) || !lua_isinteger(L, 3))
-        fail(L, "mpe: %s: row and column must be integers, got %s and %s", fname,
-                   got(L, 2), got(L, 3));
+        mpe__fail(L, "mpe: %s: row and column must be integers, got %s and %s", fname,
+                   mpe__got(L, 2), mpe__got(L, 3));
     lua_Integer r = lua_tointeger(L, 2), c = lua_tointeger(L, 3);
     if ((uint64_t)r - 1 >= (uint64_t)rows)
-        fail(L, "mpe: %s: row %lld out of range 1..%lld", fname, (long long)r,
+        mpe__fail(L, "mpe: %s: row %lld out of range 1..%lld", fname, (long long)r,
                    (long long)rows);
     if ((uint64_t)c - 1 >= (uint64_t)cols)
-        fail(L, "mpe: %s: column %lld out of range 1..%lld", fname, (long long)c,
+        mpe__fail(L, "mpe: %s: column %lld out of range 1..%lld", fname, (long long)c,
                    (long long)cols);
     return (size_t)(r - 1) * cols + (size_t)(c - 1);
 }
@@ -472,7 +444,7 @@ static int array_totable(lua_State *L)
     size_t from, to;
     checkrange(L, o, 2, "array:totable", &from, &to);
     if (to - from > INT_MAX)
-        fail(L, "mpe: array:totable: %lld elements are too many for a table",
+        mpe__fail(L, "mpe: array:totable: %lld elements are too many for a table",
                    (long long)(to - from));
     lua_createtable(L, (int)(to - from), 0);
     for (size_t k = from; k < to; k++) {
@@ -490,16 +462,16 @@ static int array_copyfrom(lua_State *L)
     size_t count;
     if (src) {
         if (!src->o)
-            fail(L, "mpe: attempt to use a closed %s", ARRAY_MT);
+            mpe__fail(L, "mpe: attempt to use a closed %s", ARRAY_MT);
         count = src->o->n;
     } else if (lua_type(L, 2) == LUA_TTABLE) {
         count = (size_t)lua_rawlen(L, 2);
     } else {
-        return fail(L, "mpe: array:copyfrom: argument 1 must be a table of numbers or an "
+        return mpe__fail(L, "mpe: array:copyfrom: argument 1 must be a table of numbers or an "
                              "mpe.Array, got %s", mpe__typename(L, 2));
     }
     if (first < 1 || (uint64_t)first - 1 > o->n || count > o->n - (size_t)(first - 1))
-        fail(L, "mpe: array:copyfrom: %lld values from index %lld do not fit in %lld elements",
+        mpe__fail(L, "mpe: array:copyfrom: %lld values from index %lld do not fit in %lld elements",
                    (long long)count, (long long)first, (long long)o->n);
     if (!src) {
         copy_values(L, o, 2, (size_t)(first - 1), count, "array:copyfrom");
@@ -512,7 +484,7 @@ static int array_copyfrom(lua_State *L)
             uint64_t bits;
             mpe_err e;
             if (mpe__array_check(o, mpe__array_get(src->o, k), &bits, &e) != 0)
-                fail(L, "mpe: array:copyfrom: item %d: %s", (int)(k + 1), e.msg);
+                mpe__fail(L, "mpe: array:copyfrom: item %d: %s", (int)(k + 1), e.msg);
             if (pass == 1)
                 mpe__array_put(o, (size_t)(first - 1) + k, bits);
         }
@@ -527,7 +499,7 @@ static int array_add(lua_State *L)
     mpe_num delta = checknum(L, 3, "array:add", "delta"), out;
     mpe_err e;
     if (mpe__array_add(o, i, delta, &out, &e) != 0)
-        fail(L, "mpe: array:add: %s", e.msg);
+        mpe__fail(L, "mpe: array:add: %s", e.msg);
     pushnum(L, out);
     return 1;
 }
@@ -539,8 +511,8 @@ static int l_value(lua_State *L)
     lua_settop(L, 2);
     const mpe_ctype *t = checkctype(L, 1, "value");
     if (!lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TNUMBER)
-        fail(L, "mpe: value: argument 2 must be a number (the initial value), got %s",
-                   got(L, 2));
+        mpe__fail(L, "mpe: value: argument 2 must be a number (the initial value), got %s",
+                   mpe__got(L, 2));
     shmud *u = newud(L, VALUE_MT);
     u->o = create(L, t, 0, 1, 1, "value");
     if (!lua_isnoneornil(L, 2))
@@ -567,7 +539,7 @@ static int value_add(lua_State *L)
     mpe_num delta = checknum(L, 2, "value:add", "delta"), out;
     mpe_err e;
     if (mpe__array_add(o, 0, delta, &out, &e) != 0)
-        fail(L, "mpe: value:add: %s", e.msg);
+        mpe__fail(L, "mpe: value:add: %s", e.msg);
     pushnum(L, out);
     return 1;
 }
@@ -598,7 +570,7 @@ static void encode_obj(lua_State *L, int idx, mpe_buf *b, mpe_fds *fds, const ch
     mpe_shm_obj *o = checkobj(L, idx, mt, "encode");
     mpe_err e;
     if (mpe__shm_ref_write(o, b, fds, &e) != 0)
-        fail(L, "mpe: cannot send %s: %s", mt, e.msg);
+        mpe__fail(L, "mpe: cannot send %s: %s", mt, e.msg);
 }
 
 static void decode_obj(lua_State *L, mpe_rd *r, mpe_fds *fds, const char *mt, int value)
@@ -607,12 +579,12 @@ static void decode_obj(lua_State *L, mpe_rd *r, mpe_fds *fds, const char *mt, in
     mpe_err e;
     u->o = mpe__shm_ref_read(r, fds, MPE_SHM_ARRAY, &e);
     if (!u->o)
-        fail(L, "mpe: decode: %s: %s", mt, e.msg);
+        mpe__fail(L, "mpe: decode: %s: %s", mt, e.msg);
     size_t rows, cols;
     if (mpe__array_attach(u->o, &e) != 0)
-        fail(L, "mpe: decode: %s: %s", mt, e.msg);
+        mpe__fail(L, "mpe: decode: %s: %s", mt, e.msg);
     if ((mpe__array_shape(u->o, &rows, &cols) == 0) != value)
-        fail(L, "mpe: decode: %s: the shared object is not an %s", mt, mt);
+        mpe__fail(L, "mpe: decode: %s: the shared object is not an %s", mt, mt);
 }
 
 static void array_encode(lua_State *L, int idx, mpe_buf *b, mpe_fds *fds)

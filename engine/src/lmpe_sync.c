@@ -43,31 +43,6 @@ static int is_type(const syncud *u, const char *mt)
     return u && (u->mt == mt || strcmp(u->mt, mt) == 0);
 }
 
-static int fail(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int fail(lua_State *L, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    lua_pushstring(L, msg);
-    return lua_error(L);
-}
-
-/* "got X" for messages: numbers as themselves, strings quoted, else the type. */
-static const char *got(lua_State *L, int idx)
-{
-    switch (lua_type(L, idx)) {
-    case LUA_TNUMBER:
-        return luaL_tolstring(L, idx, NULL);
-    case LUA_TSTRING:
-        return lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
-    default:
-        return mpe__typename(L, idx);
-    }
-}
-
 static syncud *newud(lua_State *L, const char *mt)
 {
     syncud *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -83,10 +58,10 @@ static syncud *checkud(lua_State *L, int idx, const char *mt, const char *fname)
 {
     syncud *u = toud(L, idx);
     if (!is_type(u, mt))
-        fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s", fname,
+        mpe__fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s", fname,
              idx, mt, mpe__typename(L, idx));
     if (!u->o)
-        fail(L, "mpe: attempt to use a closed %s", mt);
+        mpe__fail(L, "mpe: attempt to use a closed %s", mt);
     return u;
 }
 
@@ -95,10 +70,10 @@ static mpe_shm_obj *checklock(lua_State *L, int idx, const char *method)
 {
     syncud *u = toud(L, idx);
     if (!is_type(u, LOCK_MT) && !is_type(u, RLOCK_MT))
-        fail(L, "mpe: lock:%s: argument %d must be an mpe.Lock or mpe.RLock (call methods with a "
+        mpe__fail(L, "mpe: lock:%s: argument %d must be an mpe.Lock or mpe.RLock (call methods with a "
                 "colon), got %s", method, idx, mpe__typename(L, idx));
     if (!u->o)
-        fail(L, "mpe: attempt to use a closed %s", u->mt);
+        mpe__fail(L, "mpe: attempt to use a closed %s", u->mt);
     return u->o;
 }
 
@@ -117,7 +92,7 @@ static mpe_shm_obj *create(lua_State *L, uint32_t kind, unsigned n, const char *
         o = mpe__sync_new(kind, n, &e);
     }
     if (!o)
-        fail(L, "mpe: %s: %s", fname, e.msg);
+        mpe__fail(L, "mpe: %s: %s", fname, e.msg);
     return o;
 }
 
@@ -169,10 +144,10 @@ static int wait_result(lua_State *L, int r, const mpe_err *e, pid_t dead, const 
         return 1;
     case MPE_WAIT_OWNERDEAD:
         if (dead > 0)
-            return fail(L, "mpe: lock owner died (pid %d)", (int)dead);
-        return fail(L, "mpe: lock owner died (pid unknown)");
+            return mpe__fail(L, "mpe: lock owner died (pid %d)", (int)dead);
+        return mpe__fail(L, "mpe: lock owner died (pid unknown)");
     default:
-        return fail(L, "mpe: %s: %s", fname, e->msg);
+        return mpe__fail(L, "mpe: %s: %s", fname, e->msg);
     }
 }
 
@@ -218,7 +193,7 @@ static int lock_release(lua_State *L)
     mpe_shm_obj *o = checklock(L, 1, "release");
     mpe_err e;
     if (mpe__sync_lock_release(o, &e) != 0)
-        fail(L, "mpe: %s:release: %s", lockname(o), e.msg);
+        mpe__fail(L, "mpe: %s:release: %s", lockname(o), e.msg);
     return 0;
 }
 
@@ -227,7 +202,7 @@ static int lock_release(lua_State *L)
 static int call_holding(lua_State *L, mpe_shm_obj *o, int fidx, const char *fname)
 {
     if (!is_callable(L, fidx))
-        fail(L, "mpe: %s: argument %d must be a function, got %s", fname, fidx - 1, got(L, fidx));
+        mpe__fail(L, "mpe: %s: argument %d must be a function, got %s", fname, fidx - 1, mpe__got(L, fidx));
     int nargs = lua_gettop(L) - fidx;
     acquire_lock(L, o, -1, fname);
     if (!lua_toboolean(L, -1))
@@ -239,7 +214,7 @@ static int call_holding(lua_State *L, mpe_shm_obj *o, int fidx, const char *fnam
     if (status != LUA_OK)
         return lua_error(L); /* fn's error wins over a failed release */
     if (released != 0)
-        fail(L, "mpe: %s: %s", fname, e.msg);
+        mpe__fail(L, "mpe: %s: %s", fname, e.msg);
     return lua_gettop(L) - fidx + 1;
 }
 
@@ -267,7 +242,7 @@ static int l_semaphore(lua_State *L)
     lua_Integer n = 1;
     if (!lua_isnoneornil(L, 1)) {
         if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 0 || lua_tointeger(L, 1) > SEM_VALUE_MAX)
-            fail(L, "mpe: semaphore: argument 1 must be a non-negative integer, got %s", got(L, 1));
+            mpe__fail(L, "mpe: semaphore: argument 1 must be a non-negative integer, got %s", mpe__got(L, 1));
         n = lua_tointeger(L, 1);
     }
     syncud *u = newud(L, SEM_MT);
@@ -292,13 +267,13 @@ static int sem_release(lua_State *L)
     lua_Integer n = 1;
     if (!lua_isnoneornil(L, 2)) {
         if (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 1 || lua_tointeger(L, 2) > SEM_VALUE_MAX)
-            fail(L, "mpe: semaphore:release: argument 1 must be a positive integer, got %s",
-                 got(L, 2));
+            mpe__fail(L, "mpe: semaphore:release: argument 1 must be a positive integer, got %s",
+                 mpe__got(L, 2));
         n = lua_tointeger(L, 2);
     }
     mpe_err e;
     if (mpe__sync_sem_release(o, (unsigned)n, &e) != 0)
-        fail(L, "mpe: semaphore:release: %s", e.msg);
+        mpe__fail(L, "mpe: semaphore:release: %s", e.msg);
     return 0;
 }
 
@@ -312,7 +287,7 @@ static int sem_with(lua_State *L)
 {
     mpe_shm_obj *o = checkud(L, 1, SEM_MT, "semaphore:with")->o;
     if (!is_callable(L, 2))
-        fail(L, "mpe: semaphore:with: argument 1 must be a function, got %s", got(L, 2));
+        mpe__fail(L, "mpe: semaphore:with: argument 1 must be a function, got %s", mpe__got(L, 2));
     int nargs = lua_gettop(L) - 2;
     mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
@@ -321,7 +296,7 @@ static int sem_with(lua_State *L)
     if (r == MPE_WAIT_INTERRUPTED)
         return 0;
     if (r != MPE_WAIT_OK)
-        fail(L, "mpe: semaphore:with: %s", e.msg);
+        mpe__fail(L, "mpe: semaphore:with: %s", e.msg);
     int status = lua_pcall(L, nargs, LUA_MULTRET, 0);
     mpe__sync_sem_release(o, 1, &e);
     if (status != LUA_OK)
@@ -374,10 +349,10 @@ static int l_condition(lua_State *L)
     if (!lua_isnoneornil(L, 1)) {
         syncud *l = toud(L, 1);
         if (!is_type(l, LOCK_MT) && !is_type(l, RLOCK_MT))
-            fail(L, "mpe: condition: argument 1 must be an mpe.Lock or mpe.RLock, got %s",
-                 got(L, 1));
+            mpe__fail(L, "mpe: condition: argument 1 must be an mpe.Lock or mpe.RLock, got %s",
+                 mpe__got(L, 1));
         if (!l->o)
-            fail(L, "mpe: condition: argument 1 is a closed %s", mpe__typename(L, 1));
+            mpe__fail(L, "mpe: condition: argument 1 is a closed %s", mpe__typename(L, 1));
         lock = l->o;
     }
     syncud *u = newud(L, COND_MT);
@@ -403,7 +378,7 @@ static int cond_release(lua_State *L)
     syncud *u = checkud(L, 1, COND_MT, "condition:release");
     mpe_err e;
     if (mpe__sync_lock_release(u->lock, &e) != 0)
-        fail(L, "mpe: condition:release: %s", e.msg);
+        mpe__fail(L, "mpe: condition:release: %s", e.msg);
     return 0;
 }
 
@@ -428,7 +403,7 @@ static int cond_wait_for(lua_State *L)
 {
     syncud *u = checkud(L, 1, COND_MT, "condition:wait_for");
     if (!is_callable(L, 2))
-        fail(L, "mpe: condition:wait_for: argument 1 must be a function, got %s", got(L, 2));
+        mpe__fail(L, "mpe: condition:wait_for: argument 1 must be a function, got %s", mpe__got(L, 2));
     double timeout = mpe__opt_timeout(L, 3, "condition:wait_for");
     double end = timeout >= 0 ? mpe__proc_now() + timeout : 0;
     lua_settop(L, 2);
@@ -455,15 +430,15 @@ static int cond_notify(lua_State *L)
     lua_Integer n = 1;
     if (!lua_isnoneornil(L, 2)) {
         if (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 0)
-            fail(L, "mpe: condition:notify: argument 1 must be a non-negative integer, got %s",
-                 got(L, 2));
+            mpe__fail(L, "mpe: condition:notify: argument 1 must be a non-negative integer, got %s",
+                 mpe__got(L, 2));
         n = lua_tointeger(L, 2);
         if (n > 0x7fffffff)
             n = 0x7fffffff;
     }
     mpe_err e;
     if (mpe__sync_cond_notify(u->o, u->lock, (int)n, &e) != 0)
-        fail(L, "mpe: condition:notify: %s", e.msg);
+        mpe__fail(L, "mpe: condition:notify: %s", e.msg);
     return 0;
 }
 
@@ -472,7 +447,7 @@ static int cond_notify_all(lua_State *L)
     syncud *u = checkud(L, 1, COND_MT, "condition:notify_all");
     mpe_err e;
     if (mpe__sync_cond_notify(u->o, u->lock, -1, &e) != 0)
-        fail(L, "mpe: condition:notify_all: %s", e.msg);
+        mpe__fail(L, "mpe: condition:notify_all: %s", e.msg);
     return 0;
 }
 
@@ -487,8 +462,8 @@ static int cond_with(lua_State *L)
 static int l_barrier(lua_State *L)
 {
     if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 1 || lua_tointeger(L, 1) > 0x7fffffff)
-        fail(L, "mpe: barrier: argument 1 must be a positive integer (the number of parties), "
-                "got %s", got(L, 1));
+        mpe__fail(L, "mpe: barrier: argument 1 must be a positive integer (the number of parties), "
+                "got %s", mpe__got(L, 1));
     unsigned n = (unsigned)lua_tointeger(L, 1);
     syncud *u = newud(L, BARRIER_MT);
     u->o = create(L, MPE_SHM_BARRIER, n, "barrier");
@@ -513,7 +488,7 @@ static int barrier_wait(lua_State *L)
     case MPE_WAIT_INTERRUPTED:
         return 0;
     default:
-        return fail(L, "mpe: barrier:wait: %s", e.msg);
+        return mpe__fail(L, "mpe: barrier:wait: %s", e.msg);
     }
 }
 
@@ -558,7 +533,7 @@ static void put_ref(lua_State *L, mpe_shm_obj *o, mpe_buf *b, mpe_fds *fds)
 {
     mpe_err e;
     if (mpe__shm_ref_write(o, b, fds, &e) != 0)
-        fail(L, "mpe: cannot send %s: %s", mt_of(o->kind), e.msg);
+        mpe__fail(L, "mpe: cannot send %s: %s", mt_of(o->kind), e.msg);
 }
 
 static mpe_shm_obj *get_ref(lua_State *L, mpe_rd *r, mpe_fds *fds, uint32_t kind)
@@ -566,7 +541,7 @@ static mpe_shm_obj *get_ref(lua_State *L, mpe_rd *r, mpe_fds *fds, uint32_t kind
     mpe_err e;
     mpe_shm_obj *o = mpe__shm_ref_read(r, fds, kind, &e);
     if (!o)
-        fail(L, "mpe: decode: %s: %s", mt_of(kind), e.msg);
+        mpe__fail(L, "mpe: decode: %s: %s", mt_of(kind), e.msg);
     return o;
 }
 
@@ -575,7 +550,7 @@ static void sync_encode(lua_State *L, int idx, mpe_buf *b, mpe_fds *fds)
     syncud *u = lua_touserdata(L, idx);
     const char *mt = mpe__typename(L, idx);
     if (!u || !u->o)
-        fail(L, "mpe: attempt to use a closed %s", mt);
+        mpe__fail(L, "mpe: attempt to use a closed %s", mt);
     put_ref(L, u->o, b, fds);
     if (u->o->kind == MPE_SHM_CONDITION) {
         mpe__buf_put_u32(L, b, u->lock->kind);
@@ -590,14 +565,14 @@ static void decode_kind(lua_State *L, mpe_rd *r, mpe_fds *fds, uint32_t kind)
     mpe_err e;
     u->o = get_ref(L, r, fds, kind);
     if (mpe__sync_attach(u->o, &e) != 0)
-        fail(L, "mpe: decode: %s: %s", mt_of(kind), e.msg);
+        mpe__fail(L, "mpe: decode: %s: %s", mt_of(kind), e.msg);
     if (kind == MPE_SHM_CONDITION) {
         uint32_t lk;
         if (mpe__rd_u32(r, &lk) != 0 || (lk != MPE_SHM_LOCK && lk != MPE_SHM_RLOCK))
-            fail(L, "mpe: decode: %s: malformed lock reference", COND_MT);
+            mpe__fail(L, "mpe: decode: %s: malformed lock reference", COND_MT);
         u->lock = get_ref(L, r, fds, lk);
         if (mpe__sync_attach(u->lock, &e) != 0)
-            fail(L, "mpe: decode: %s: %s", COND_MT, e.msg);
+            mpe__fail(L, "mpe: decode: %s: %s", COND_MT, e.msg);
     }
 }
 
