@@ -751,17 +751,46 @@ static void dec_enter(dec *d)
         dec_fail(d, "out of Lua stack");
 }
 
+/* Make the reference slot a table. Until a second object is met it holds
+ * just the first one (has_refs == 1), so decoding a flat table, the common
+ * case, allocates no reference table (as on the encoding side). */
+static void dec_refs(dec *d)
+{
+    lua_State *L = d->L;
+    if (d->has_refs == 2)
+        return;
+    lua_newtable(L);
+    if (d->has_refs == 1) {
+        lua_pushvalue(L, d->slot);
+        lua_rawseti(L, -2, 1);
+    }
+    lua_replace(L, d->slot);
+    d->has_refs = 2;
+}
+
 /* Give the object on top of the stack the next id. */
 static void dec_addref(dec *d)
 {
     lua_State *L = d->L;
-    if (!d->has_refs) {
-        lua_newtable(L);
+    if (d->has_refs == 0) {
+        lua_pushvalue(L, -1);
         lua_replace(L, d->slot);
         d->has_refs = 1;
+        ++d->nrefs;
+        return;
     }
+    dec_refs(d);
     lua_pushvalue(L, -1);
     lua_rawseti(L, d->slot, ++d->nrefs);
+}
+
+/* Push the object with id (1..nrefs, checked by the caller). */
+static void dec_getref(dec *d, lua_Integer id)
+{
+    if (d->has_refs == 1)
+        lua_pushvalue(d->L, d->slot); /* id is 1: the only object */
+    else
+        lua_rawgeti(d->L, d->slot, id);
 }
 
 /* A name from the input, made printable for messages, in s. */
@@ -885,7 +914,7 @@ static void dec_lfunction(dec *d, size_t start)
             unsigned k = rd_u8(d);
             if (id < 1 || id > (uint64_t)d->nrefs)
                 dec_fail(d, "bad upvalue reference");
-            lua_rawgeti(L, d->slot, (int)id);
+            dec_getref(d, (lua_Integer)id);
             if (lua_type(L, -1) != LUA_TFUNCTION || lua_iscfunction(L, -1) ||
                 lua_getupvalue(L, -1, (int)k) == NULL)
                 dec_fail(d, "bad upvalue reference");
@@ -905,11 +934,7 @@ static void dec_cfunction_addr(dec *d, size_t start)
     uint64_t addr = rd_u64(d);
     unsigned nups = rd_u8(d);
     check_mac(d, start);
-    if (!d->has_refs) {
-        lua_newtable(L);
-        lua_replace(L, d->slot);
-        d->has_refs = 1;
-    }
+    dec_refs(d);
     lua_Integer id = ++d->nrefs; /* filled in once the closure exists */
     dec_enter(d);
     if (!lua_checkstack(L, (int)nups + 4))
@@ -996,7 +1021,7 @@ static void dec_value(dec *d)
         uint64_t id = rd_varint(d);
         if (id < 1 || id > (uint64_t)d->nrefs)
             dec_fail(d, "bad reference");
-        lua_rawgeti(L, d->slot, (int)id);
+        dec_getref(d, (lua_Integer)id);
         if (lua_type(L, -1) == LUA_TNIL)
             dec_fail(d, "reference to an unfinished value");
         break;
