@@ -190,7 +190,7 @@ mpe_shm_obj *mpe__dict_new(mpe_err *e)
     if (!o)
         goto fail;
     dict_shm *d = o->p;
-    if (mpe__ipc_mutex_init(&d->m, 1, e) != 0)
+    if (mpe__sync_mutex_init(&d->m, 1, e) != 0)
         goto fail;
     d->file_size = INITIAL_FILE;
     dict_layout *y = &d->lay[0];

@@ -507,6 +507,9 @@ int mpe__sync_attach(mpe_shm_obj *o, mpe_err *e);
 /* Drop a reference. When it is this process's last one to a lock it holds,
  * the lock is released first: a mutex on the robust list must stay mapped. */
 void mpe__sync_drop(mpe_shm_obj *o);
+/* A robust, process-shared mutex (recursive if asked), for the sync objects
+ * and the queue's and dict's own locks. 0, or -1 with e set. */
+int mpe__sync_mutex_init(pthread_mutex_t *m, int recursive, mpe_err *e);
 /* lock / rlock */
 int mpe__sync_lock_acquire(mpe_shm_obj *o, double timeout, const mpe_waitctl *w, pid_t *dead,
                            mpe_err *e);
@@ -544,8 +547,6 @@ enum { MPE_SHM_QUEUE = 32, MPE_SHM_DICT = 33 }; /* object kinds, next to MPE_SHM
 #define MPE_IPC_CLOSED 16 /* the queue is closed / the pipe's other end is gone */
 
 /* ipc.c: helpers shared by the three. Deadlines are mpe__proc_now() seconds, < 0: none. */
-/* A robust, process-shared mutex (recursive if asked). 0, or -1 with e set. */
-int mpe__ipc_mutex_init(pthread_mutex_t *m, int recursive, mpe_err *e);
 /* MPE_WAIT_OK, MPE_WAIT_OWNERDEAD (held now, its holder died: repair the
  * state, then call mpe__ipc_consistent), MPE_WAIT_TIMEOUT,
  * MPE_WAIT_INTERRUPTED or MPE_WAIT_ERROR (e set). Sleeps in slices of at most

@@ -78,23 +78,6 @@ static int interrupted(const mpe_waitctl *w)
 
 /* ---- robust mutexes --------------------------------------------------------------- */
 
-int mpe__ipc_mutex_init(pthread_mutex_t *m, int recursive, mpe_err *e)
-{
-    pthread_mutexattr_t a;
-    int r = pthread_mutexattr_init(&a);
-    if (r == 0) {
-        if ((r = pthread_mutexattr_settype(&a, recursive ? PTHREAD_MUTEX_RECURSIVE
-                                                         : PTHREAD_MUTEX_ERRORCHECK)) == 0 &&
-            (r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED)) == 0 &&
-            (r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST)) == 0)
-            r = pthread_mutex_init(m, &a);
-        pthread_mutexattr_destroy(&a);
-    }
-    if (r != 0)
-        return mpe__seterr(e, "pthread_mutex_init: %s", strerror(r));
-    return 0;
-}
-
 static int lock_result(int r, mpe_err *e)
 {
     switch (r) {

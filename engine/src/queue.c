@@ -271,7 +271,7 @@ mpe_shm_obj *mpe__queue_new(size_t maxsize, size_t bytes, mpe_err *e)
     if (!o)
         goto fail;
     queue_shm *q = o->p;
-    if (mpe__ipc_mutex_init(&q->put_m, 0, e) != 0 || mpe__ipc_mutex_init(&q->get_m, 0, e) != 0)
+    if (mpe__sync_mutex_init(&q->put_m, 0, e) != 0 || mpe__sync_mutex_init(&q->get_m, 0, e) != 0)
         goto fail;
     q->file_size = cap;
     q->initial = cap;

@@ -138,12 +138,13 @@ static int futex_wait_until(uint32_t *addr, uint32_t val, const struct timespec 
 
 /* ---- creation ------------------------------------------------------------------- */
 
-static int mutex_init(pthread_mutex_t *m, int type, mpe_err *e)
+int mpe__sync_mutex_init(pthread_mutex_t *m, int recursive, mpe_err *e)
 {
     pthread_mutexattr_t a;
     int r = pthread_mutexattr_init(&a);
     if (r == 0) {
-        if ((r = pthread_mutexattr_settype(&a, type)) == 0 &&
+        if ((r = pthread_mutexattr_settype(&a, recursive ? PTHREAD_MUTEX_RECURSIVE
+                                                         : PTHREAD_MUTEX_ERRORCHECK)) == 0 &&
             (r = pthread_mutexattr_setpshared(&a, PTHREAD_PROCESS_SHARED)) == 0 &&
             (r = pthread_mutexattr_setrobust(&a, PTHREAD_MUTEX_ROBUST)) == 0)
             r = pthread_mutex_init(m, &a);
@@ -167,10 +168,10 @@ mpe_shm_obj *mpe__sync_new(uint32_t kind, unsigned n, mpe_err *e)
     int r = 0;
     switch (kind) {
     case MPE_SHM_LOCK:
-        r = mutex_init(&((lock_shm *)o->p)->m, PTHREAD_MUTEX_ERRORCHECK, e);
+        r = mpe__sync_mutex_init(&((lock_shm *)o->p)->m, 0, e);
         break;
     case MPE_SHM_RLOCK:
-        r = mutex_init(&((lock_shm *)o->p)->m, PTHREAD_MUTEX_RECURSIVE, e);
+        r = mpe__sync_mutex_init(&((lock_shm *)o->p)->m, 1, e);
         break;
     case MPE_SHM_SEMAPHORE:
         if (sem_init(&((sem_shm *)o->p)->s, 1, n) != 0)
@@ -178,7 +179,7 @@ mpe_shm_obj *mpe__sync_new(uint32_t kind, unsigned n, mpe_err *e)
         break;
     case MPE_SHM_BARRIER:
         ((barrier_shm *)o->p)->parties = n;
-        r = mutex_init(&((barrier_shm *)o->p)->m, PTHREAD_MUTEX_ERRORCHECK, e);
+        r = mpe__sync_mutex_init(&((barrier_shm *)o->p)->m, 0, e);
         break;
     default: /* event and condition start as zeros */
         break;
