@@ -238,6 +238,18 @@ int main(int argc, char **argv)
         return 1;
     }
     int status = module ? 0 : parse(&c, is_run);
+    int rank = 0;
+#ifdef MPE_WITH_MPI
+    /* Under an MPI launcher: rank 0 runs the script, the others serve its pools. */
+    if (status == 0 && mpe__mpi_launched()) {
+        mpe_err me;
+        rank = mpe__mpi_start(&argc, &argv, &me);
+        if (rank < 0) {
+            fprintf(stderr, "mpe: MPI: %s\n", me.msg);
+            status = 1;
+        }
+    }
+#endif
     if (status == 0) {
         mpe_engine *e = mpe_new(NULL);
         if (!e) {
@@ -247,10 +259,15 @@ int main(int argc, char **argv)
             status = report(e);
             mpe_close(e);
         } else {
-            status = run(e, &c, module) == 0 ? 0 : report(e);
+#ifdef MPE_WITH_MPI
+            if (rank > 0)
+                status = mpe__mpi_serve(mpe_state(e));
+            else
+#endif
+                status = run(e, &c, module) == 0 ? 0 : report(e);
             /* Stopped by a signal: one line, and the shell's status for it.
              * Closing the state terminates the pools and processes it holds. */
-            int sig = mpe_signal(e);
+            int sig = rank > 0 ? 0 : mpe_signal(e);
             mpe_close(e);
             if (sig) {
                 fflush(stdout);
@@ -260,6 +277,9 @@ int main(int argc, char **argv)
             }
         }
     }
+#ifdef MPE_WITH_MPI
+    mpe__mpi_finish(); /* after mpe_close: the pools' remote workers are stopped */
+#endif
     free(c.code);
     return status;
 }

@@ -28,7 +28,8 @@ enum {
     T_CFUNC_NAME = 12,  /* varint length, name ("math.log") */
     T_CFUNC_ADDR = 13,  /* u64 address, u8 nups, u64 MAC, nups values */
     T_SHARED = 14,      /* varint length, type name, then what the type's encode wrote */
-    T_LAST = T_SHARED
+    T_MODULE = 15,      /* varint length, name: the receiver's package.loaded[name] (cross-rank) */
+    T_LAST = T_MODULE
 };
 
 /* Metatable mark after a table's pairs. */
@@ -332,12 +333,44 @@ static int enc_packed(enc *e, int t, lua_Integer n)
     return 1;
 }
 
+/* Push the name under which t is in package.loaded and return 1, or return 0. */
+static int module_name(lua_State *L, int t)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, t)) {
+            lua_pop(L, 1);
+            lua_remove(L, -2);
+            return 1;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
 static void enc_table(enc *e, int t)
 {
     lua_State *L = e->L;
     mpe_buf *b = e->b;
     if (lua_topointer(L, t) == e->globals) {
         mpe__buf_put_u8(L, b, T_GLOBALS);
+        return;
+    }
+    /* Another rank has its own copy of a loaded module (mpe, string, ...):
+     * copying ours would copy C functions that no name reaches. */
+    if (e->fds == &mpe__codec_remote && module_name(L, t)) {
+        size_t len;
+        const char *name = lua_tolstring(L, -1, &len);
+        mpe__buf_put_u8(L, b, T_MODULE);
+        mpe__buf_put_varint(L, b, len);
+        mpe__buf_put(L, b, name, len);
+        lua_pop(L, 1);
         return;
     }
     if (enc_seen(e, t))
@@ -501,6 +534,8 @@ static void enc_cfunction(enc *e, int f)
         return;
     }
     /* No name: by address, valid only in this program image (forked children). */
+    if (e->fds == &mpe__codec_remote)
+        enc_fail(e, "C function that no name reaches (only named C functions cross MPI ranks)");
     if (mpe__compat_isfastfunc(L, f))
         enc_fail(e, "built-in function that has no name (LuaJIT fast function)");
     lua_Integer id = e->nrefs;
@@ -567,6 +602,14 @@ static void enc_userdata(enc *e, int u)
         else
             snprintf(what, sizeof what, "userdata");
         enc_fail(e, what);
+    }
+    if (e->fds == &mpe__codec_remote) {
+        char path[512];
+        render_path(e, path, sizeof path);
+        luaL_error(L,
+                   "mpe: cannot send %s at %s: shared objects cannot cross MPI ranks (a pool "
+                   "with ranks = \"local\" can take them)",
+                   t->name, path);
     }
     if (!e->fds) {
         char path[512];
@@ -947,6 +990,25 @@ static void dec_cfunction_addr(dec *d, size_t start)
     d->depth--;
 }
 
+static void dec_module(dec *d)
+{
+    lua_State *L = d->L;
+    uint64_t len = rd_varint(d);
+    const unsigned char *name = rd_bytes(d, len);
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    if (lua_istable(L, -1)) {
+        lua_pushlstring(L, (const char *)name, (size_t)len);
+        lua_rawget(L, -2);
+        lua_remove(L, -2);
+    }
+    if (!lua_istable(L, -1)) {
+        char what[160];
+        snprintf(what, sizeof what, "module '%.*s' is not loaded here (require it in the task or the initializer)",
+                 (int)(len > 100 ? 100 : len), (const char *)name);
+        dec_fail(d, what);
+    }
+}
+
 static void dec_cfunction_name(dec *d)
 {
     lua_State *L = d->L;
@@ -1040,6 +1102,9 @@ static void dec_value(dec *d)
         break;
     case T_SHARED:
         dec_shared(d);
+        break;
+    case T_MODULE:
+        dec_module(d);
         break;
     default:
         d->r->pos = start;

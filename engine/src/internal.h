@@ -113,8 +113,14 @@ void mpe__codec_add_type(lua_State *L, const mpe_codec_type *t);
 /* Draw the per-process MAC key now (luaopen_mpe does, so forked children
  * inherit it); functions only decode where the key is the same. */
 void mpe__codec_init(void);
-/* Replace the MAC key (fuzzer and tests). */
+/* Replace the MAC key (fuzzer and tests; mpi.c gives every rank rank 0's). */
 void mpe__codec_set_key(const unsigned char key[16]);
+/* Copy out the MAC key (drawing it first if needed): mpi.c sends it to the other ranks. */
+void mpe__codec_get_key(unsigned char key[16]);
+/* Pass &mpe__codec_remote as the fds of mpe__encode when the value goes to
+ * another MPI rank: shared objects and C functions that no name reaches then
+ * raise, naming the path (descriptors and addresses mean nothing there). */
+extern mpe_fds mpe__codec_remote;
 /* mpe.register's work: relink the table at index mt by name. Raises when the
  * name is taken by another table or the table has another name. */
 void mpe__codec_register_mt(lua_State *L, const char *name, int mt);
@@ -165,6 +171,47 @@ int mpe__proc_next_number(void);
 /* "SIGKILL" for 9 and so on for the common signals; NULL for others. */
 const char *mpe__proc_signal_name(int sig);
 
+/* ---- ranks: the hooks of the MPI backend (mpi.c) -----------------------------
+ * The engine never calls MPI. mpi.c is linked into the `mpe` command of an
+ * MPE_MPI build only; when the command starts under an MPI launcher it sets
+ * mpe__ranks, and a pool that spans ranks asks it for remote workers. NULL:
+ * one rank (mpe.so, libmpe, the command outside mpirun). */
+struct mpe_worker_cfg;
+struct mpe_pool_opts;
+typedef struct mpe_ranks {
+    int rank, size;
+    const int *workers; /* each rank's default pool size */
+    /* Start a pool worker described by cfg on rank r (not this one). Returns
+     * the pid of a local stand-in process whose exit status and progress slot
+     * (cfg->progress) become the remote worker's when it dies, and sets *fd
+     * to a channel that behaves as a local worker's. -1 with e set. Main
+     * thread only; L is the pool owner's state (for the initializer). */
+    pid_t (*spawn)(lua_State *L, int r, const struct mpe_worker_cfg *cfg, double timeout, int *fd,
+                   mpe_err *e);
+    /* The rank and pid of the remote worker behind a stand-in's pid: 1, or 0
+     * if pid is a local process. Any thread. */
+    int (*where)(pid_t pid, int *rank, pid_t *rpid);
+} mpe_ranks;
+extern const mpe_ranks *mpe__ranks;
+/* mpi.c, called by cli.c in an MPE_MPI build. launched: whether an MPI
+ * launcher started this process (its environment variables). start: MPI_Init,
+ * rank 0's MAC key to every rank, each rank's default pool size to all, the
+ * bridge thread on rank 0; returns this rank, or -1 with e set. serve: the
+ * loop of ranks other than 0, until rank 0 says quit or a signal comes;
+ * returns the exit status. finish: tell the other ranks to quit (rank 0),
+ * MPI_Finalize. */
+int mpe__mpi_launched(void);
+int mpe__mpi_start(int *argc, char ***argv, mpe_err *e);
+int mpe__mpi_serve(lua_State *L);
+void mpe__mpi_finish(void);
+/* This process's rank (0 without MPI), inherited by forked children. */
+int mpe__proc_rank(void);
+void mpe__proc_set_rank(int rank);
+/* The rank that slot i (0-based) of an n-worker pool spanning every rank
+ * runs on: slots go round-robin over the ranks, each up to its share (its
+ * default pool size when n is their sum, else n split evenly). */
+int mpe__proc_slot_rank(int n, int i);
+
 /* ---- the pool: transport, worker loop, scheduler (transport.c, worker.c, pool.c) ----
  * Frames between the pool and its workers: [u32 payload length][u8 type][payload].
  * The scheduler never touches sockets itself: it calls the transport. */
@@ -213,11 +260,16 @@ typedef struct mpe_worker_cfg {
     int init_ref;          /* registry ref of the initializer, or LUA_NOREF */
     int initargs_ref;      /* registry ref of its argument table, or LUA_NOREF */
     mpe_progress *progress;
+    int remote;            /* its results go to another rank: no descriptors, C functions by name */
 } mpe_worker_cfg;
 
 /* The worker's loop, in a forked child: runs the initializer, then chunks,
  * until STOP, EOF or its task budget. Never returns. */
 void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg) __attribute__((noreturn));
+/* Decode the value at r (a function or an {initializer, initargs} table from
+ * another rank) and push it; if it cannot be decoded here, push instead a
+ * function that raises the decode error. */
+void mpe__worker_decode_fn(lua_State *L, mpe_rd *r);
 
 /* Transport (fork/socketpair). Spawn forks a worker with a channel: the child
  * calls run(L, child_fd, ud) and never returns; the parent gets the pid and
@@ -305,6 +357,7 @@ typedef struct mpe_pool_opts {
     double timeout;    /* seconds one item may run; <= 0: no limit */
     int retries;       /* re-runs of an item whose worker died */
     int init_ref, initargs_ref; /* registry refs, or LUA_NOREF */
+    int spread;        /* span every MPI rank (mpe__ranks): slots per mpe__proc_slot_rank */
 } mpe_pool_opts;
 
 /* A message for the main thread: results of some items, or a failure. */

@@ -65,10 +65,19 @@ static int error_tostring(lua_State *L)
     const char *name = lua_tostring(L, -1);
     lua_getfield(L, 1, "traceback");
     const char *tb = lua_tostring(L, -1);
+    lua_getfield(L, 1, "rank");
+    int has_rank = lua_isinteger(L, -1);
+    lua_Integer rank = lua_tointeger(L, -1);
     char head[160];
-    if (index > 0 && worker > 0)
+    if (index > 0 && worker > 0 && has_rank)
+        snprintf(head, sizeof head, "mpe: item %lld failed in worker %lld (pid %lld, rank %lld): ",
+                 (long long)index, (long long)worker, (long long)pid, (long long)rank);
+    else if (index > 0 && worker > 0)
         snprintf(head, sizeof head, "mpe: item %lld failed in worker %lld (pid %lld): ",
                  (long long)index, (long long)worker, (long long)pid);
+    else if (worker > 0 && has_rank)
+        snprintf(head, sizeof head, "mpe: task failed in worker %lld (pid %lld, rank %lld): ",
+                 (long long)worker, (long long)pid, (long long)rank);
     else if (index > 0)
         snprintf(head, sizeof head, "mpe: item %lld failed: ", (long long)index);
     else if (worker > 0)
@@ -120,8 +129,18 @@ void mpe__error_push(lua_State *L, const mpe_failure *f)
     lua_createtable(L, 0, 8);
     setfield_str(L, "kind", f->kind);
     setfield_int(L, "index", f->index);
-    setfield_int(L, "pid", f->pid);
+    /* A pool worker on another MPI rank is seen here through a local
+     * stand-in: report the remote worker's pid and its rank. */
+    int rank = mpe__proc_rank();
+    pid_t pid = f->pid, rpid;
+    if (mpe__ranks && pid > 0 && mpe__ranks->where(pid, &rank, &rpid))
+        pid = rpid;
+    setfield_int(L, "pid", pid);
     setfield_int(L, "worker", f->worker);
+    if (mpe__ranks && f->worker > 0) {
+        lua_pushinteger(L, rank);
+        lua_setfield(L, -2, "rank");
+    }
     setfield_str(L, "name", f->name);
     setfield_str(L, "message", f->message ? f->message : "(no message)");
     setfield_str(L, "traceback", f->traceback);

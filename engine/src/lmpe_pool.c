@@ -159,6 +159,16 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
     return a;
 }
 
+/* Under lua_pcall: encode the value at 1 into the scratch buffer of job 2 (an ajob). */
+static int encode_item(lua_State *L)
+{
+    ajob *a = lua_touserdata(L, 2);
+    lpool *lp = a->lp;
+    mpe__encode(L, 1, &lp->scratch, a->mode == MPE_M_MAP ? "item" : "args",
+                lp->remote ? &mpe__codec_remote : &lp->sfds);
+    return 0;
+}
+
 /* Encode the value at idx as one item of a's job. The pool's scratch buffer
  * and descriptor list are owned by the pool userdata, so an encoding that
  * raises half way leaks nothing (what it left is reset on the next use). */
@@ -174,7 +184,18 @@ static void add_value(lua_State *L, ajob *a, int idx)
     lp->sfds.n = mpe__pool_job_fds(a->j);
     for (int k = 0; k < lp->sfds.n; k++)
         lp->sfds.fd[k] = -1;
-    mpe__encode(L, idx, &lp->scratch, a->mode == MPE_M_MAP ? "item" : "args", &lp->sfds);
+    lua_pushcfunction(L, encode_item);
+    lua_pushvalue(L, idx);
+    lua_pushlightuserdata(L, a);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        /* The item cannot be sent: the job ends here, so that nothing (a
+         * pool's join, its close) waits for items that will never come. */
+        a->finished = 1;
+        mpe__pool_publish(lp->p, a->j, 1);
+        mpe__pool_job_cancel(lp->p, a->j);
+        mpe__async_unroute(L, a);
+        lua_error(L);
+    }
     mpe__pool_add_enc(L, lp->p, a->j, lp->scratch.p, lp->scratch.n, &lp->sfds);
     lp->sfds.n = 0; /* the job owns them now */
     a->count++;
@@ -644,7 +665,7 @@ static int pool_tostring(lua_State *L)
 static int pool_new(lua_State *L)
 {
     mpe_pool_opts o = {.workers = 0, .init_ref = LUA_NOREF, .initargs_ref = LUA_NOREF};
-    int init = 0, initargs = 0;
+    int init = 0, initargs = 0, local = 0;
     if (lua_isinteger(L, 1)) {
         o.workers = (int)lua_tointeger(L, 1);
         if (lua_tointeger(L, 1) < 1 || lua_tointeger(L, 1) > 1024)
@@ -681,6 +702,12 @@ static int pool_new(lua_State *L)
                     return luaL_error(L, "mpe: pool: option 'initializer' must be a function, got %s",
                                       mpe__typename(L, v));
                 init = 1;
+            } else if (k && strcmp(k, "ranks") == 0) {
+                const char *r = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : "";
+                if (strcmp(r, "all") != 0 && strcmp(r, "local") != 0)
+                    return luaL_error(L, "mpe: pool: option 'ranks' must be \"all\" or \"local\", got %s",
+                                      lua_type(L, v) == LUA_TSTRING ? r : mpe__typename(L, v));
+                local = strcmp(r, "local") == 0;
             } else if (k && strcmp(k, "initargs") == 0) {
                 if (!lua_istable(L, v))
                     return luaL_error(L, "mpe: pool: option 'initargs' must be a table, got %s",
@@ -693,12 +720,20 @@ static int pool_new(lua_State *L)
     } else if (!lua_isnoneornil(L, 1))
         return luaL_error(L, "mpe: pool: argument 1 must be a worker count or an options table, got %s",
                           mpe__typename(L, 1));
+    /* Under MPI a pool spans every rank unless kept local (mpi.c). */
+    o.spread = mpe__ranks && mpe__ranks->size > 1 && !local;
+    if (o.workers == 0 && o.spread)
+        for (int r = 0; r < mpe__ranks->size && o.workers < 1024; r++)
+            o.workers += mpe__ranks->workers[r];
+    if (o.workers > 1024)
+        o.workers = 1024;
     if (o.workers == 0)
         o.workers = mpe__proc_default_workers();
     lpool *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     memset(lp, 0, sizeof *lp);
     lp->ref = lp->init_ref = lp->initargs_ref = LUA_NOREF;
     lp->owner = getpid();
+    lp->remote = o.spread;
     lp->state = P_TERMINATED; /* until the workers exist */
     luaL_setmetatable(L, POOL_MT);
     lua_createtable(L, 0, 4);

@@ -21,6 +21,7 @@ typedef struct lpool {
     int broken;    /* the initializer failed: fields.broken holds the error */
     mpe_buf scratch; /* one item's encoding on its way to a job's store */
     mpe_fds sfds;    /* its descriptors, until the job takes them */
+    int remote;      /* it spans MPI ranks: items travel by the cross-rank route */
 } lpool;
 
 enum { A_MAP, A_APPLY, A_IMAP, A_IMAP_UNORDERED };

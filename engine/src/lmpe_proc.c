@@ -12,19 +12,33 @@ static int l_cpu_count(lua_State *L)
     return 1;
 }
 
-/* mpe.current_process() -> { name = ..., pid = ..., worker = slot or nil }.
+/* mpe.current_process() -> { name = ..., pid = ..., rank = ..., worker = slot or nil }.
  * A fresh table each call: the caller may keep or change it freely. */
 static int l_current_process(lua_State *L)
 {
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 4);
     lua_pushstring(L, mpe__proc_name());
     lua_setfield(L, -2, "name");
     lua_pushinteger(L, (lua_Integer)getpid());
     lua_setfield(L, -2, "pid");
+    lua_pushinteger(L, mpe__proc_rank());
+    lua_setfield(L, -2, "rank");
     if (mpe__proc_worker() > 0) {
         lua_pushinteger(L, mpe__proc_worker());
         lua_setfield(L, -2, "worker");
     }
+    return 1;
+}
+
+/* mpe.world() -> { rank = r, size = n }: this process's MPI rank and the
+ * number of ranks; { rank = 0, size = 1 } when not started by an MPI launcher. */
+static int l_world(lua_State *L)
+{
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, mpe__proc_rank());
+    lua_setfield(L, -2, "rank");
+    lua_pushinteger(L, mpe__ranks ? mpe__ranks->size : 1);
+    lua_setfield(L, -2, "size");
     return 1;
 }
 
@@ -55,6 +69,7 @@ void mpe__open_proc(lua_State *L)
         {"cpu_count", l_cpu_count},
         {"current_process", l_current_process},
         {"now", l_now},
+        {"world", l_world},
         {"isatty", l_isatty},
         {NULL, NULL},
     };

@@ -69,7 +69,12 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     c.cfg.progress = &p->progress[i];
     memset((void *)&p->progress[i], 0, sizeof p->progress[i]);
     int fd;
-    pid_t pid = mpe__transport_spawn(L, &fd, worker_entry, &c, e);
+    /* A slot on another rank gets a local stand-in (mpi.c): the rest of the
+     * pool sees a worker process with a channel, as for a local one. */
+    int rank = p->o.spread ? mpe__proc_slot_rank(p->n, i) : mpe__proc_rank();
+    pid_t pid = rank == mpe__proc_rank()
+                    ? mpe__transport_spawn(L, &fd, worker_entry, &c, e)
+                    : mpe__ranks->spawn(L, rank, &c.cfg, p->o.timeout, &fd, e);
     if (pid < 0)
         return -1;
     pthread_mutex_lock(&p->mu);
@@ -220,7 +225,7 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     pthread_mutex_unlock(&p->mu);
     mpe__buf_put_u64(L, b, id);
     size_t body = b->n;
-    mpe__encode(L, idx, b, "function", fds);
+    mpe__encode(L, idx, b, "function", p->o.spread ? &mpe__codec_remote : fds);
     mpe__frame_end(b, s);
     /* A closure created anew for every call (a function literal inside a
      * loop) encodes to the same bytes each time: reuse the entry. */

@@ -185,7 +185,7 @@ static void record(wstate *w, int first, int last)
     mpe__buf_put_u8(L, &w->gen, 0);
     mpe__buf_put_varint(L, &w->gen, (uint64_t)nres);
     for (int i = first; i <= last; i++)
-        mpe__encode(L, i, &w->gen, "result", &w->rfds);
+        mpe__encode(L, i, &w->gen, "result", w->cfg->remote ? &mpe__codec_remote : &w->rfds);
     w->mark = (size_t)-1;
 }
 
@@ -281,11 +281,35 @@ static int run_items(lua_State *L)
     return 0;
 }
 
+/* ---- functions from another rank ---------------------------------------------------
+ * What decodes in a forked child may not decode on another rank (a module it
+ * refers to is not loaded there): such a function becomes one that raises
+ * why, so each item fails with that message instead of the worker dying. */
+static int raise_upvalue(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    return lua_error(L);
+}
+
+static int decode_at(lua_State *L)
+{
+    mpe__decode(L, lua_touserdata(L, 1), NULL);
+    return 1;
+}
+
+void mpe__worker_decode_fn(lua_State *L, mpe_rd *r)
+{
+    lua_pushcfunction(L, decode_at);
+    lua_pushlightuserdata(L, r);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+        lua_pushcclosure(L, raise_upvalue, 1);
+}
+
 /* Encode the error table at index 1 into gen. */
 static int encode_error(lua_State *L)
 {
     wstate *w = lua_touserdata(L, lua_upvalueindex(1));
-    mpe__encode(L, 1, &w->gen, "error", &w->rfds);
+    mpe__encode(L, 1, &w->gen, "error", w->cfg->remote ? &mpe__codec_remote : &w->rfds);
     return 0;
 }
 
@@ -488,7 +512,9 @@ static void handle_frames(wstate *w, int base)
                     tmp.fd[tmp.n++] = k->fds.fd[i] >= 0 ? dup(k->fds.fd[i]) : -1;
                 mpe__decode(L, &r, &tmp);
                 close_fds(&tmp);
-            } else
+            } else if (w->cfg->remote)
+                mpe__worker_decode_fn(L, &r);
+            else
                 mpe__decode(L, &r, NULL);
             lua_rawseti(L, base + S_FUNCS, (lua_Integer)id);
             break;

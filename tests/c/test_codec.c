@@ -623,7 +623,8 @@ static void test_bad_input(void)
     } bad[] = {
         {"", 0, "truncated input at offset 0"},
         {"\xff", 1, "bad tag at offset 0"},
-        {"\x0f", 1, "bad tag at offset 0"},
+        {"\x10", 1, "bad tag at offset 0"},
+        {"\x0f\x03" "zzz", 5, "module 'zzz' is not loaded here"},
         {"\x05\x05" "abc", 5, "truncated input"},
         {"\x05\xff\xff\xff\xff\xff\xff\xff\xff\xff\x7f", 11, "truncated input"},
         {"\x05\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", 12, "malformed varint"},
@@ -668,7 +669,7 @@ static void test_bad_input(void)
     lua_pop(L, 1);
     free(dots);
     /* Every tag past the last one is refused. */
-    for (unsigned tag = 15; tag < 256; tag++) {
+    for (unsigned tag = 16; tag < 256; tag++) {
         unsigned char c = (unsigned char)tag;
         MPE_ASSERT_EQ(decode_bytes(L, &c, 1, NULL, NULL), -1);
         MPE_ASSERT_CONTAINS(lua_tostring(L, -1), "bad tag at offset 0");

@@ -1,0 +1,228 @@
+-- mpi_spec.lua -- a pool that spans MPI ranks: run by tests/mpi/spec.sh as
+-- `mpirun -n 3 mpe run busted tests/mpi/mpi_spec.lua`; rank 0 runs busted, the
+-- other ranks serve. Results equal serial ones, work lands on several ranks,
+-- failures come back per item with their rank, shared objects are refused.
+local mpe = require "mpe"
+
+local world = mpe.world()
+
+local function serial(f, xs)
+  local r = {}
+  for i, x in ipairs(xs) do r[i] = f(x) end
+  return r
+end
+
+local function seq(n)
+  local t = {}
+  for i = 1, n do t[i] = i end
+  return t
+end
+
+local function spin(n)
+  local x = 0
+  for i = 1, n do x = x + i % 7 end
+  return x
+end
+
+describe("mpe under mpirun", function()
+  it("tells rank and size", function()
+    assert.is_true(world.size >= 3)
+    assert.are.equal(0, world.rank)
+    assert.are.equal(0, mpe.current_process().rank)
+  end)
+
+  it("gives a pool every rank's workers by default", function()
+    local pool <close> = mpe.pool()
+    local ranks = pool:map(function() spin(2e5) return mpe.current_process().rank end,
+                           mpe.range(1, 60), {chunksize = 1})
+    local seen, n = {}, 0
+    for _, r in ipairs(ranks) do
+      if not seen[r] then seen[r] = true n = n + 1 end
+    end
+    assert.is_true(n >= 2, "work ran on " .. n .. " rank(s)")
+    assert.is_true(seen[1] or seen[2])
+  end)
+
+  it("returns the same results as serial code through every call", function()
+    local pool <close> = mpe.pool{workers = 2 * world.size}
+    local f = function(x) return x * 3 + 1 end
+    local xs = seq(3000)
+    local want = serial(f, xs)
+    assert.are.same(want, {table.unpack(pool:map(f, xs))})
+    assert.are.same(want, {table.unpack(pool:map(f, mpe.range(1, 3000)))})
+    assert.are.same(want, {table.unpack(pool:map_async(f, xs):get())})
+    local args = {}
+    for i = 1, 300 do args[i] = {i, i} end
+    local s = pool:starmap(function(a, b) return a * b end, args)
+    for i = 1, 300 do assert.are.equal(i * i, s[i]) end
+    s = pool:starmap_async(function(a, b) return a + b end, args):get()
+    for i = 1, 300 do assert.are.equal(2 * i, s[i]) end
+    local got = {}
+    for i, r in pool:imap(f, xs) do got[i] = r end
+    assert.are.same(want, got)
+    got = {}
+    for i, r in pool:imap_unordered(f, xs) do got[i] = r end
+    assert.are.same(want, got)
+    assert.are.same({7, "x"}, {pool:apply(function(a, b) return a + 1, b end, 6, "x")})
+    local asyncs = {}
+    for i = 1, 200 do asyncs[i] = pool:apply_async(f, {i}) end
+    for i = 1, 200 do assert.are.equal(f(i), asyncs[i]:get()) end
+    -- tables, strings and closures with upvalues cross ranks by value
+    local k = {scale = 10}
+    local t = pool:map(function(x) return {x.name .. "!", x.v * k.scale} end,
+                       {{name = "a", v = 1}, {name = "b", v = 2}})
+    assert.are.same({{"a!", 10}, {"b!", 20}}, {t[1], t[2]})
+  end)
+
+  it("pulls a lazy iterator with back-pressure across ranks", function()
+    local pool <close> = mpe.pool{workers = world.size}
+    local i = 0
+    local function gen() i = i + 1 if i <= 5000 then return i end end
+    local sum = 0
+    for _, r in pool:imap(function(x) return x end, gen) do sum = sum + r end
+    assert.are.equal(5000 * 5001 / 2, sum)
+  end)
+
+  it("fails a raising item alone, naming index, worker and rank", function()
+    local pool <close> = mpe.pool{workers = world.size}
+    local r, errs = pool:map(function(x)
+      if x % 10 == 0 then error("bad " .. x) end
+      return x
+    end, mpe.range(1, 100), {errors = "collect", chunksize = 1})
+    for i = 1, 100 do
+      if i % 10 == 0 then
+        assert.is_nil(r[i])
+        assert.are.equal("error", errs[i].kind)
+        assert.are.equal(i, errs[i].index)
+        assert.is_number(errs[i].rank)
+        assert.is_number(errs[i].worker)
+        assert.truthy(tostring(errs[i]):match("item " .. i .. " failed in worker %d+ %(pid %d+, rank %d%)"))
+        assert.truthy(errs[i].message:match("bad " .. i))
+      else
+        assert.are.equal(i, r[i])
+      end
+    end
+    local ok, e = pcall(pool.map, pool, function(x) if x == 7 then error("seven") end return x end,
+                        mpe.range(1, 20))
+    assert.is_false(ok)
+    assert.truthy(tostring(e):match("item 7 failed"))
+    -- the pool goes on
+    assert.are.equal(20, #pool:map(function(x) return x end, mpe.range(1, 20)))
+  end)
+
+  it("fails an item whose worker crashes on another rank with kind crash, and goes on", function()
+    local pool <close> = mpe.pool{workers = world.size}
+    local r, errs = pool:map(function(x)
+      if mpe.current_process().rank ~= 0 and x % 7 == 0 then os.exit(3) end
+      return x
+    end, mpe.range(1, 60), {errors = "collect", chunksize = 1})
+    local crashes = 0
+    for i = 1, 60 do
+      if errs and errs[i] then
+        crashes = crashes + 1
+        assert.are.equal("crash", errs[i].kind)
+        assert.are.equal(i, errs[i].index)
+        assert.is_true(errs[i].rank > 0)
+        assert.truthy(errs[i].message:match("exited with status 3"))
+      else
+        assert.are.equal(i, r[i])
+      end
+    end
+    assert.is_true(crashes >= 0)
+    local ok, e = pcall(pool.apply, pool, function()
+      if mpe.current_process().rank ~= 0 then
+        local t = require "mpe"
+        t.nothing_here.boom = 1
+      end
+      return 1
+    end)
+    if not ok then assert.truthy(tostring(e):match("nothing_here")) end
+    assert.are.same(seq(30), {table.unpack(pool:map(function(x) return x end, seq(30)))})
+  end)
+
+  it("kills a task past its timeout on another rank (kind timeout)", function()
+    local pool <close> = mpe.pool{workers = world.size, timeout = 0.5}
+    local r, errs = pool:map(function(x)
+      if x == 2 then while true do end end
+      return x
+    end, {1, 2, 3}, {errors = "collect", chunksize = 1})
+    assert.are.equal(1, r[1])
+    assert.are.equal(3, r[3])
+    assert.are.equal("timeout", errs[2].kind)
+    assert.are.equal(2, errs[2].index)
+  end)
+
+  it("re-runs items after a crash with retries, and recycles workers", function()
+    local pool <close> = mpe.pool{workers = world.size, maxtasksperchild = 3}
+    local xs = seq(100)
+    assert.are.same(xs, {table.unpack(pool:map(function(x) return x end, xs, {chunksize = 1}))})
+    assert.is_true(pool.started > world.size)
+  end)
+
+  it("runs the initializer on every rank's workers", function()
+    local pool <close> = mpe.pool{workers = world.size,
+                                  initializer = function(v) _G.BASE = v end, initargs = {100}}
+    local r = pool:map(function(x) return _G.BASE + x end, mpe.range(1, 50), {chunksize = 1})
+    for i = 1, 50 do assert.are.equal(100 + i, r[i]) end
+  end)
+
+  it("refuses shared objects before any work is dispatched, naming object and path", function()
+    local pool <close> = mpe.pool{workers = world.size}
+    local a = mpe.array("double", 4)
+    local ran = mpe.value("int64", 0)
+    local ok, e = pcall(pool.map, pool, function(x) return x end, {1, a})
+    assert.is_false(ok)
+    assert.truthy(tostring(e):match("cannot send mpe%.Array at item"))
+    assert.truthy(tostring(e):match("cannot cross MPI ranks"))
+    local q = mpe.queue()
+    ok, e = pcall(pool.map, pool, function(x) q:put(x) return x end, {1, 2})
+    assert.is_false(ok)
+    assert.truthy(tostring(e):match("cannot send mpe%.Queue at upvalue 'q'"))
+    for _, obj in ipairs{mpe.lock(), mpe.dict(), (mpe.pipe())} do
+      ok, e = pcall(pool.apply, pool, function(o) return 1 end, obj)
+      assert.is_false(ok)
+      assert.truthy(tostring(e):match("cannot cross MPI ranks"))
+    end
+    assert.are.equal(0, ran:get())
+    -- a pool kept on this rank takes them
+    local lp <close> = mpe.pool{workers = 2, ranks = "local"}
+    lp:map(function(x) ran:add(x) return x end, {1, 2, 3})
+    assert.are.equal(6, ran:get())
+    local rs = lp:map(function() return mpe.current_process().rank end, mpe.range(1, 8))
+    for i = 1, 8 do assert.are.equal(0, rs[i]) end
+  end)
+
+  it("sends C functions by name only", function()
+    local pool <close> = mpe.pool{workers = world.size}
+    local log = math.log
+    local r = pool:map(function(x) return log(x) end, {1})
+    assert.are.equal(0, r[1])
+    local iter = ipairs({})
+    local ok, e = pcall(pool.map, pool, function(x) return iter end, {1})
+    assert.is_false(ok)
+    assert.truthy(tostring(e):match("C function that no name reaches"))
+  end)
+
+  it("refuses a shared object returned by a task on another rank, for that item only", function()
+    local pool <close> = mpe.pool{workers = world.size}
+    local r, errs = pool:map(function(x)
+      if mpe.current_process().rank ~= 0 then return mpe.array("int32", 2) end
+      return x
+    end, mpe.range(1, 30), {errors = "collect", chunksize = 1})
+    for i = 1, 30 do
+      if errs and errs[i] then
+        assert.truthy(errs[i].message:match("cannot cross MPI ranks"))
+      else
+        assert.are.equal(i, r[i])
+      end
+    end
+  end)
+
+  it("checks the ranks option", function()
+    local ok, e = pcall(mpe.pool, {ranks = "some"})
+    assert.is_false(ok)
+    assert.truthy(tostring(e):match("option 'ranks' must be \"all\" or \"local\", got some"))
+    ok, e = pcall(mpe.pool, {ranks = 3})
+    assert.truthy(tostring(e):match("option 'ranks' must be \"all\" or \"local\", got number"))
+  end)
+end)
