@@ -281,6 +281,12 @@ static void fail_all(lua_State *L, lpool *lp, int done, int *ndone)
     lua_pop(L, 1);
 }
 
+static int run_callbacks_p(lua_State *L)
+{
+    mpe__async_run_callbacks(L, lua_touserdata(L, 1));
+    return 0;
+}
+
 /* Read every message that has arrived and run the callbacks of the jobs it
  * completed. Main thread; may raise (a callback's error). */
 void mpe__async_pump(lua_State *L, lpool *lp)
@@ -336,12 +342,27 @@ void mpe__async_pump(lua_State *L, lpool *lp)
         lua_pop(L, 1);
         mpe__pool_msg_done(lp->p, m);
     }
+    /* Every completed job's callbacks run now, even when one raises: the
+     * first error is raised after the others ran (their get() already
+     * returns, so their callbacks must not wait until join). */
+    lua_pushnil(L);
+    int first_err = lua_gettop(L);
     for (int i = 1; i <= ndone; i++) {
         lua_rawgeti(L, done, i);
         ajob *a = lua_touserdata(L, -1);
         mpe__async_unroute(L, a);
-        mpe__async_run_callbacks(L, a);
-        lua_pop(L, 1);
+        lua_pushcfunction(L, run_callbacks_p);
+        lua_insert(L, -2);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+            if (lua_isnil(L, first_err))
+                lua_replace(L, first_err);
+            else
+                lua_pop(L, 1);
+        }
+    }
+    if (!lua_isnil(L, first_err)) {
+        lua_pushvalue(L, first_err);
+        lua_error(L);
     }
     lua_settop(L, top);
 }
