@@ -6,7 +6,6 @@
  * It never touches Lua (only the main thread does) and holds p->mu except
  * while it sleeps in poll. Bytes move only through the transport. */
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -389,20 +388,17 @@ static void describe_status(char *s, size_t n, int st, int timed_out, double tim
 
 /* Worker w is gone (EOF on its channel). Reap it, blame the item it was
  * running, put the rest of its chunks back, and ask for a replacement. */
-static void on_death(mpe_pool *p, wslot *w, int idx)
+static void on_death(mpe_pool *p, wslot *w)
 {
+    mpe_progress pg;
+    p->tp->progress(w->link, &pg);
     int st = 0;
-    pid_t r;
-    do
-        r = waitpid(w->pid, &st, 0);
-    while (r < 0 && errno == EINTR);
-    mpe__proc_untrack_fd(w->fd);
-    close(w->fd);
-    w->fd = -1;
+    p->tp->reap(w->link, &st);
+    w->link = NULL;
     mpe__dispatch_drop_fdq(w);
-    int64_t running = p->progress[idx].chunk;
-    int32_t item = p->progress[idx].item;
-    int ready = p->progress[idx].ready;
+    int64_t running = pg.chunk;
+    int32_t item = pg.item;
+    int ready = pg.ready;
     /* An exit status 0 with chunks still out is a death too (it was not asked to stop). */
     int crashed = !(WIFEXITED(st) && WEXITSTATUS(st) == 0) || w->inflight != NULL;
     char text[192];
@@ -580,7 +576,7 @@ static void read_frames(mpe_pool *p, wslot *w)
             uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
             if ((h[4] != MPE_F_RESULT && h[4] != MPE_F_INITFAIL) || n > (1u << 30)) {
                 w->broken = 1;
-                kill(w->pid, SIGKILL);
+                p->tp->kill(w->link);
                 break;
             }
         }
@@ -609,10 +605,11 @@ static void check_timeouts(mpe_pool *p, int64_t now)
         wslot *w = &p->w[i];
         if (w->state != W_LIVE || w->timed_out)
             continue;
-        int64_t c = __atomic_load_n(&p->progress[i].chunk, __ATOMIC_ACQUIRE);
-        if (c != 0 && now - p->progress[i].started_ns > (int64_t)(p->o.timeout * 1e9)) {
+        mpe_progress pg;
+        p->tp->progress(w->link, &pg);
+        if (pg.chunk != 0 && now - pg.started_ns > (int64_t)(p->o.timeout * 1e9)) {
             w->timed_out = 1;
-            kill(w->pid, SIGKILL);
+            p->tp->kill(w->link);
         }
     }
 }
@@ -620,20 +617,22 @@ static void check_timeouts(mpe_pool *p, int64_t now)
 void *mpe__dispatch_main(void *arg)
 {
     mpe_pool *p = arg;
-    mpe__proc_busy(); /* idle only while asleep in poll (see mpe__proc_fork) */
-    struct pollfd *pf = calloc((size_t)p->n + 1, sizeof *pf);
-    int *slot = calloc((size_t)p->n + 1, sizeof *slot);
-    if (!pf || !slot) {
-        free(pf);
+    mpe__proc_busy(); /* idle only while asleep in the transport's wait (see mpe__proc_fork) */
+    mpe_link **links = calloc((size_t)p->n, sizeof *links);
+    unsigned *want = calloc((size_t)p->n, sizeof *want);
+    unsigned *ev = calloc((size_t)p->n, sizeof *ev);
+    int *slot = calloc((size_t)p->n, sizeof *slot);
+    if (!links || !want || !ev || !slot) {
+        free(links);
+        free(want);
+        free(ev);
         free(slot);
         mpe__proc_idle();
         return NULL;
     }
     pthread_mutex_lock(&p->mu);
     while (!p->quit) {
-        int np = 1;
-        pf[0].fd = p->efd;
-        pf[0].events = POLLIN;
+        int np = 0;
         /* One chunk to every idle worker first, then top the queues up. */
         for (int i = 0; i < p->n; i++)
             if (p->w[i].state == W_LIVE && p->w[i].ninflight == 0 && !p->stopping)
@@ -643,30 +642,25 @@ void *mpe__dispatch_main(void *arg)
             if (w->state != W_LIVE)
                 continue;
             feed(p, w);
-            pf[np].fd = w->fd;
-            pf[np].events = POLLIN | (w->out.n > w->out_off ? POLLOUT : 0);
+            links[np] = w->link;
+            want[np] = MPE_T_READ | (w->out.n > w->out_off ? MPE_T_WRITE : 0);
             slot[np++] = i;
         }
         int ms = p->o.timeout > 0 ? 20 : 500;
         p->dispatcher_idle = 1;
         pthread_mutex_unlock(&p->mu);
-        mpe__proc_idle(); /* asleep in poll, holding nothing: a fork may happen now */
-        int r = poll(pf, (nfds_t)np, ms);
+        mpe__proc_idle(); /* asleep in wait, holding nothing: a fork may happen now */
+        int r = p->tp->wait(p->t, links, want, ev, np, p->efd, ms);
         mpe__proc_busy();
         pthread_mutex_lock(&p->mu);
         p->dispatcher_idle = 0;
-        if (r < 0 && errno != EINTR)
+        if (r < 0)
             break;
-        if (r > 0 && (pf[0].revents & POLLIN)) {
-            uint64_t v;
-            ssize_t rr = read(p->efd, &v, sizeof v);
-            (void)rr;
-        }
-        for (int k = 1; r > 0 && k < np; k++) {
+        for (int k = 0; r > 0 && k < np; k++) {
             wslot *w = &p->w[slot[k]];
             if (w->state != W_LIVE)
                 continue;
-            if (pf[k].revents & POLLOUT) {
+            if (ev[k] & MPE_T_WRITE) {
                 const int *fds = NULL;
                 int nfds = 0;
                 size_t len = w->out.n - w->out_off;
@@ -697,18 +691,18 @@ void *mpe__dispatch_main(void *arg)
                         }
                     len = MPE_FRAME_HDR + flen;
                 }
-                ssize_t sent = mpe__transport_send(w->fd, w->out.p + w->out_off, len, fds, nfds);
+                ssize_t sent = p->tp->send(w->link, w->out.p + w->out_off, len, fds, nfds);
                 if (sent > 0) {
                     w->out_off += (size_t)sent;
                     if (w->out_off == w->out.n)
                         w->out.n = w->out_off = 0;
                 }
             }
-            if (pf[k].revents & (POLLIN | POLLHUP | POLLERR)) {
+            if (ev[k] & MPE_T_READ) {
                 ssize_t got;
                 do {
                     mpe_fds set = {.n = 0};
-                    got = mpe__transport_recv(w->fd, &w->in, &set, 0);
+                    got = p->tp->recv(w->link, &w->in, &set);
                     if (set.n > 0) {
                         if (w->fdq_n < 8) {
                             w->fdq[(w->fdq_head + w->fdq_n) % 8] = set;
@@ -720,13 +714,15 @@ void *mpe__dispatch_main(void *arg)
                 } while (got > 0 && w->in.n < (4u << 20) && w->fdq_n < 8);
                 read_frames(p, w);
                 if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
-                    on_death(p, w, slot[k]);
+                    on_death(p, w);
             }
         }
         check_timeouts(p, now_ns());
     }
     pthread_mutex_unlock(&p->mu);
-    free(pf);
+    free(links);
+    free(want);
+    free(ev);
     free(slot);
     mpe__proc_idle();
     return NULL;

@@ -204,8 +204,11 @@ typedef struct mpe_progress {
     volatile int32_t ready;      /* the initializer is done: deaths now are the items' */
 } mpe_progress;
 
+struct mpe_link;
+struct mpe_transport_ops;
 typedef struct mpe_worker_cfg {
-    int fd;                /* the worker's end of its channel */
+    const struct mpe_transport_ops *tp; /* how it talks to the pool */
+    struct mpe_link *link; /* its end of its channel */
     int slot;              /* 1..n */
     int number;            /* K in PoolWorker-K */
     int maxtasks;          /* exit after this many items (0: never) */
@@ -219,11 +222,8 @@ typedef struct mpe_worker_cfg {
  * until STOP, EOF or its task budget. Never returns. */
 void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg) __attribute__((noreturn));
 
-/* Transport (fork/socketpair). Spawn forks a worker with a channel: the child
- * calls run(L, child_fd, ud) and never returns; the parent gets the pid and
- * its end (non-blocking, close-on-fork-tracked) in *fd. Returns -1 and sets e. */
-pid_t mpe__transport_spawn(lua_State *L, int *fd, void (*run)(lua_State *, int, void *), void *ud,
-                           mpe_err *e);
+/* Transport primitives over a stream socket (transport.c); the pool reaches
+ * its workers through transport.h's operation table built on them. */
 /* Send up to n bytes without blocking, with nfds descriptors attached to the
  * first byte. Returns bytes sent (0 when the channel is full), -1 on error. */
 ssize_t mpe__transport_send(int fd, const void *p, size_t n, const int *fds, int nfds);
@@ -305,6 +305,7 @@ typedef struct mpe_pool_opts {
     double timeout;    /* seconds one item may run; <= 0: no limit */
     int retries;       /* re-runs of an item whose worker died */
     int init_ref, initargs_ref; /* registry refs, or LUA_NOREF */
+    const struct mpe_transport_ops *transport; /* NULL: the socketpair backend (transport.h) */
 } mpe_pool_opts;
 
 /* A message for the main thread: results of some items, or a failure. */
