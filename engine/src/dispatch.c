@@ -359,7 +359,7 @@ static int retry_item(mpe_pool *p, mpe_job *j, lua_Integer i)
     return 1;
 }
 
-static void describe_status(char *s, size_t n, int st, int timed_out, double timeout)
+static void describe_status(char *s, size_t n, int st, int timed_out, int oom, double timeout)
 {
     static const struct {
         int sig;
@@ -369,6 +369,10 @@ static void describe_status(char *s, size_t n, int st, int timed_out, double tim
                  {SIGPIPE, "SIGPIPE"}, {SIGILL, "SIGILL"},   {SIGXCPU, "SIGXCPU"}};
     if (timed_out) {
         snprintf(s, n, "mpe: timeout: task ran longer than %g s; its worker was killed", timeout);
+        return;
+    }
+    if (oom) {
+        snprintf(s, n, "mpe: not enough memory in the parent to receive the task's result; its worker was killed");
         return;
     }
     if (WIFSIGNALED(st)) {
@@ -402,7 +406,7 @@ static void on_death(mpe_pool *p, wslot *w)
     /* An exit status 0 with chunks still out is a death too (it was not asked to stop). */
     int crashed = !(WIFEXITED(st) && WEXITSTATUS(st) == 0) || w->inflight != NULL;
     char text[192];
-    describe_status(text, sizeof text, st, w->timed_out, p->o.timeout);
+    describe_status(text, sizeof text, st, w->timed_out, w->oom, p->o.timeout);
     int blamed = 0;
     for (chunk *c = w->inflight, *next; c; c = next) {
         next = c->next;
@@ -413,13 +417,15 @@ static void on_death(mpe_pool *p, wslot *w)
             bad = c->a + item; /* it died running this item */
         else if (c->suspect && c == w->inflight && from < c->b)
             bad = from; /* it ran this item alone and died right after it */
+        else if (w->oom && c == w->inflight && from < c->b)
+            bad = from; /* killed while sending this item's result */
         if (bad >= 0) {
             blamed = 1;
             redo(p, j, bad + 1, c->b, 0);
-            if (!j->cancelled && !j->released && retry_item(p, j, bad))
+            if (!j->cancelled && !j->released && !w->oom && retry_item(p, j, bad))
                 redo(p, j, bad, bad + 1, 0);
             else
-                fail_item(p, w, j, bad, w->timed_out ? "timeout" : "crash", text);
+                fail_item(p, w, j, bad, w->oom ? "error" : w->timed_out ? "timeout" : "crash", text);
             redo(p, j, from, bad, 0);
         } else
             /* It died between items (or before its chunk began): run them
@@ -504,6 +510,24 @@ static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
     if (!j->cancelled && !j->released) {
         size_t plen = len - r.pos;
         mpe_msg *m = malloc(sizeof *m + plen);
+        if (!m && count > 0) {
+            /* No room for the results: their items fail, never silently vanish. */
+            mpe_msg *f = calloc(1, sizeof *f);
+            if (f) {
+                f->type = MPE_MSG_FAIL;
+                f->job = j;
+                f->index = c->a + from + 1;
+                f->count = count;
+                f->worker = w->number;
+                f->pid = w->pid;
+                f->kind = "error";
+                snprintf(f->text, sizeof f->text,
+                         "mpe: not enough memory in the parent to receive %u result(s) (%zu bytes)", count, plen);
+                post(p, f);
+                if (j->raise_first)
+                    j->cancelled = 1;
+            }
+        }
         if (m) {
             memset(m, 0, sizeof *m);
             m->type = MPE_MSG_RESULT;
@@ -712,8 +736,14 @@ void *mpe__dispatch_main(void *arg)
                                 close(set.fd[q]);
                     }
                 } while (got > 0 && w->in.n < (4u << 20) && w->fdq_n < 8);
+                int err = got < 0 ? errno : 0;
                 read_frames(p, w);
-                if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
+                if (got < 0 && err == ENOMEM && !w->oom) {
+                    /* The parent cannot take in what this worker sends: its
+                     * item fails (kind "error"), the worker is replaced. */
+                    w->oom = 1;
+                    p->tp->kill(w->link);
+                } else if (got == 0 || (got < 0 && err != EAGAIN && err != EWOULDBLOCK && err != ENOMEM))
                     on_death(p, w);
             }
         }

@@ -315,11 +315,11 @@ typedef struct mpe_msg {
     int type;
     mpe_job *job;          /* NULL for INITFAIL */
     lua_Integer index;     /* input index (1-based) of the first item concerned */
-    uint32_t count;        /* RESULT: items in data */
+    uint32_t count;        /* RESULT: items in data; FAIL: items concerned (0 means 1) */
     unsigned flags;        /* RESULT: MPE_R_* */
     int worker;            /* the worker's number K (PoolWorker-K) */
     pid_t pid;
-    const char *kind;      /* FAIL: "crash" or "timeout" */
+    const char *kind;      /* FAIL: "crash", "timeout" or "error" (the parent ran out of memory) */
     char text[192];        /* FAIL: what happened */
     mpe_fds fds;           /* descriptors that came with the results */
     size_t len;

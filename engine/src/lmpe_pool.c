@@ -530,6 +530,10 @@ static int imap_next(lua_State *L)
         imap_feed(L, a);
         mpe__async_pump(L, a->lp);
         mpe__async_raise_if_broken(L, a->lp);
+        if (a->lost) { /* a result could not be received: the iteration fails */
+            mpe__async_getref(L, a->ref, "first_error");
+            return lua_error(L);
+        }
         n = imap_try(L, a);
         if (n != 0)
             return n > 0 ? n : 0;

@@ -84,6 +84,7 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     w->assigned = 0;
     w->timed_out = 0;
     w->broken = 0;
+    w->oom = 0;
     w->in.n = w->out.n = w->out_off = 0;
     w->fdq_head = w->fdq_n = 0;
     int failed = 0;

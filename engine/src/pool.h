@@ -73,6 +73,7 @@ typedef struct wslot {
     long assigned;     /* items sent, for maxtasksperchild */
     int timed_out;
     int broken;        /* it sent a malformed frame and was killed */
+    int oom;           /* the parent had no memory for what it sent: killed */
     mpe_buf in, out;
     size_t out_off;
     mpe_fds fdq[8];    /* descriptor sets received, in order, for MPE_R_FDS frames */
