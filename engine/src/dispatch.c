@@ -6,7 +6,6 @@
  * It never touches Lua (only the main thread does) and holds p->mu except
  * while it sleeps in poll. Bytes move only through the transport. */
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -360,7 +359,7 @@ static int retry_item(mpe_pool *p, mpe_job *j, lua_Integer i)
     return 1;
 }
 
-static void describe_status(char *s, size_t n, int st, int timed_out, double timeout)
+static void describe_status(char *s, size_t n, int st, int timed_out, int oom, double timeout)
 {
     static const struct {
         int sig;
@@ -370,6 +369,10 @@ static void describe_status(char *s, size_t n, int st, int timed_out, double tim
                  {SIGPIPE, "SIGPIPE"}, {SIGILL, "SIGILL"},   {SIGXCPU, "SIGXCPU"}};
     if (timed_out) {
         snprintf(s, n, "mpe: timeout: task ran longer than %g s; its worker was killed", timeout);
+        return;
+    }
+    if (oom) {
+        snprintf(s, n, "mpe: not enough memory in the parent to receive the task's result; its worker was killed");
         return;
     }
     if (WIFSIGNALED(st)) {
@@ -389,24 +392,21 @@ static void describe_status(char *s, size_t n, int st, int timed_out, double tim
 
 /* Worker w is gone (EOF on its channel). Reap it, blame the item it was
  * running, put the rest of its chunks back, and ask for a replacement. */
-static void on_death(mpe_pool *p, wslot *w, int idx)
+static void on_death(mpe_pool *p, wslot *w)
 {
+    mpe_progress pg;
+    p->tp->progress(w->link, &pg);
     int st = 0;
-    pid_t r;
-    do
-        r = waitpid(w->pid, &st, 0);
-    while (r < 0 && errno == EINTR);
-    mpe__proc_untrack_fd(w->fd);
-    close(w->fd);
-    w->fd = -1;
+    p->tp->reap(w->link, &st);
+    w->link = NULL;
     mpe__dispatch_drop_fdq(w);
-    int64_t running = p->progress[idx].chunk;
-    int32_t item = p->progress[idx].item;
-    int ready = p->progress[idx].ready;
+    int64_t running = pg.chunk;
+    int32_t item = pg.item;
+    int ready = pg.ready;
     /* An exit status 0 with chunks still out is a death too (it was not asked to stop). */
     int crashed = !(WIFEXITED(st) && WEXITSTATUS(st) == 0) || w->inflight != NULL;
     char text[192];
-    describe_status(text, sizeof text, st, w->timed_out, p->o.timeout);
+    describe_status(text, sizeof text, st, w->timed_out, w->oom, p->o.timeout);
     int blamed = 0;
     for (chunk *c = w->inflight, *next; c; c = next) {
         next = c->next;
@@ -417,13 +417,15 @@ static void on_death(mpe_pool *p, wslot *w, int idx)
             bad = c->a + item; /* it died running this item */
         else if (c->suspect && c == w->inflight && from < c->b)
             bad = from; /* it ran this item alone and died right after it */
+        else if (w->oom && c == w->inflight && from < c->b)
+            bad = from; /* killed while sending this item's result */
         if (bad >= 0) {
             blamed = 1;
             redo(p, j, bad + 1, c->b, 0);
-            if (!j->cancelled && !j->released && retry_item(p, j, bad))
+            if (!j->cancelled && !j->released && !w->oom && retry_item(p, j, bad))
                 redo(p, j, bad, bad + 1, 0);
             else
-                fail_item(p, w, j, bad, w->timed_out ? "timeout" : "crash", text);
+                fail_item(p, w, j, bad, w->oom ? "error" : w->timed_out ? "timeout" : "crash", text);
             redo(p, j, from, bad, 0);
         } else
             /* It died between items (or before its chunk began): run them
@@ -508,6 +510,24 @@ static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
     if (!j->cancelled && !j->released) {
         size_t plen = len - r.pos;
         mpe_msg *m = malloc(sizeof *m + plen);
+        if (!m && count > 0) {
+            /* No room for the results: their items fail, never silently vanish. */
+            mpe_msg *f = calloc(1, sizeof *f);
+            if (f) {
+                f->type = MPE_MSG_FAIL;
+                f->job = j;
+                f->index = c->a + from + 1;
+                f->count = count;
+                f->worker = w->number;
+                f->pid = w->pid;
+                f->kind = "error";
+                snprintf(f->text, sizeof f->text,
+                         "mpe: not enough memory in the parent to receive %u result(s) (%zu bytes)", count, plen);
+                post(p, f);
+                if (j->raise_first)
+                    j->cancelled = 1;
+            }
+        }
         if (m) {
             memset(m, 0, sizeof *m);
             m->type = MPE_MSG_RESULT;
@@ -580,7 +600,7 @@ static void read_frames(mpe_pool *p, wslot *w)
             uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
             if ((h[4] != MPE_F_RESULT && h[4] != MPE_F_INITFAIL) || n > (1u << 30)) {
                 w->broken = 1;
-                kill(w->pid, SIGKILL);
+                p->tp->kill(w->link);
                 break;
             }
         }
@@ -609,10 +629,11 @@ static void check_timeouts(mpe_pool *p, int64_t now)
         wslot *w = &p->w[i];
         if (w->state != W_LIVE || w->timed_out)
             continue;
-        int64_t c = __atomic_load_n(&p->progress[i].chunk, __ATOMIC_ACQUIRE);
-        if (c != 0 && now - p->progress[i].started_ns > (int64_t)(p->o.timeout * 1e9)) {
+        mpe_progress pg;
+        p->tp->progress(w->link, &pg);
+        if (pg.chunk != 0 && now - pg.started_ns > (int64_t)(p->o.timeout * 1e9)) {
             w->timed_out = 1;
-            kill(w->pid, SIGKILL);
+            p->tp->kill(w->link);
         }
     }
 }
@@ -620,20 +641,22 @@ static void check_timeouts(mpe_pool *p, int64_t now)
 void *mpe__dispatch_main(void *arg)
 {
     mpe_pool *p = arg;
-    mpe__proc_busy(); /* idle only while asleep in poll (see mpe__proc_fork) */
-    struct pollfd *pf = calloc((size_t)p->n + 1, sizeof *pf);
-    int *slot = calloc((size_t)p->n + 1, sizeof *slot);
-    if (!pf || !slot) {
-        free(pf);
+    mpe__proc_busy(); /* idle only while asleep in the transport's wait (see mpe__proc_fork) */
+    mpe_link **links = calloc((size_t)p->n, sizeof *links);
+    unsigned *want = calloc((size_t)p->n, sizeof *want);
+    unsigned *ev = calloc((size_t)p->n, sizeof *ev);
+    int *slot = calloc((size_t)p->n, sizeof *slot);
+    if (!links || !want || !ev || !slot) {
+        free(links);
+        free(want);
+        free(ev);
         free(slot);
         mpe__proc_idle();
         return NULL;
     }
     pthread_mutex_lock(&p->mu);
     while (!p->quit) {
-        int np = 1;
-        pf[0].fd = p->efd;
-        pf[0].events = POLLIN;
+        int np = 0;
         /* One chunk to every idle worker first, then top the queues up. */
         for (int i = 0; i < p->n; i++)
             if (p->w[i].state == W_LIVE && p->w[i].ninflight == 0 && !p->stopping)
@@ -643,30 +666,25 @@ void *mpe__dispatch_main(void *arg)
             if (w->state != W_LIVE)
                 continue;
             feed(p, w);
-            pf[np].fd = w->fd;
-            pf[np].events = POLLIN | (w->out.n > w->out_off ? POLLOUT : 0);
+            links[np] = w->link;
+            want[np] = MPE_T_READ | (w->out.n > w->out_off ? MPE_T_WRITE : 0);
             slot[np++] = i;
         }
         int ms = p->o.timeout > 0 ? 20 : 500;
         p->dispatcher_idle = 1;
         pthread_mutex_unlock(&p->mu);
-        mpe__proc_idle(); /* asleep in poll, holding nothing: a fork may happen now */
-        int r = poll(pf, (nfds_t)np, ms);
+        mpe__proc_idle(); /* asleep in wait, holding nothing: a fork may happen now */
+        int r = p->tp->wait(p->t, links, want, ev, np, p->efd, ms);
         mpe__proc_busy();
         pthread_mutex_lock(&p->mu);
         p->dispatcher_idle = 0;
-        if (r < 0 && errno != EINTR)
+        if (r < 0)
             break;
-        if (r > 0 && (pf[0].revents & POLLIN)) {
-            uint64_t v;
-            ssize_t rr = read(p->efd, &v, sizeof v);
-            (void)rr;
-        }
-        for (int k = 1; r > 0 && k < np; k++) {
+        for (int k = 0; r > 0 && k < np; k++) {
             wslot *w = &p->w[slot[k]];
             if (w->state != W_LIVE)
                 continue;
-            if (pf[k].revents & POLLOUT) {
+            if (ev[k] & MPE_T_WRITE) {
                 const int *fds = NULL;
                 int nfds = 0;
                 size_t len = w->out.n - w->out_off;
@@ -697,18 +715,18 @@ void *mpe__dispatch_main(void *arg)
                         }
                     len = MPE_FRAME_HDR + flen;
                 }
-                ssize_t sent = mpe__transport_send(w->fd, w->out.p + w->out_off, len, fds, nfds);
+                ssize_t sent = p->tp->send(w->link, w->out.p + w->out_off, len, fds, nfds);
                 if (sent > 0) {
                     w->out_off += (size_t)sent;
                     if (w->out_off == w->out.n)
                         w->out.n = w->out_off = 0;
                 }
             }
-            if (pf[k].revents & (POLLIN | POLLHUP | POLLERR)) {
+            if (ev[k] & MPE_T_READ) {
                 ssize_t got;
                 do {
                     mpe_fds set = {.n = 0};
-                    got = mpe__transport_recv(w->fd, &w->in, &set, 0);
+                    got = p->tp->recv(w->link, &w->in, &set);
                     if (set.n > 0) {
                         if (w->fdq_n < 8) {
                             w->fdq[(w->fdq_head + w->fdq_n) % 8] = set;
@@ -718,15 +736,23 @@ void *mpe__dispatch_main(void *arg)
                                 close(set.fd[q]);
                     }
                 } while (got > 0 && w->in.n < (4u << 20) && w->fdq_n < 8);
+                int err = got < 0 ? errno : 0;
                 read_frames(p, w);
-                if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
-                    on_death(p, w, slot[k]);
+                if (got < 0 && err == ENOMEM && !w->oom) {
+                    /* The parent cannot take in what this worker sends: its
+                     * item fails (kind "error"), the worker is replaced. */
+                    w->oom = 1;
+                    p->tp->kill(w->link);
+                } else if (got == 0 || (got < 0 && err != EAGAIN && err != EWOULDBLOCK && err != ENOMEM))
+                    on_death(p, w);
             }
         }
         check_timeouts(p, now_ns());
     }
     pthread_mutex_unlock(&p->mu);
-    free(pf);
+    free(links);
+    free(want);
+    free(ev);
     free(slot);
     mpe__proc_idle();
     return NULL;

@@ -174,23 +174,18 @@ const char *mpe__proc_signal_name(int sig);
 /* ---- ranks: the hooks of the MPI backend (mpi.c) -----------------------------
  * The engine never calls MPI. mpi.c is linked into the `mpe` command of an
  * MPE_MPI build only; when the command starts under an MPI launcher it sets
- * mpe__ranks, and a pool that spans ranks asks it for remote workers. NULL:
- * one rank (mpe.so, libmpe, the command outside mpirun). */
-struct mpe_worker_cfg;
-struct mpe_pool_opts;
+ * mpe__ranks, and a pool that spans ranks uses its transport (transport.h).
+ * NULL: one rank (mpe.so, libmpe, the command outside mpirun). */
+struct mpe_transport_ops;
 typedef struct mpe_ranks {
     int rank, size;
     const int *workers; /* each rank's default pool size */
-    /* Start a pool worker described by cfg on rank r (not this one). Returns
-     * the pid of a local stand-in process whose exit status and progress slot
-     * (cfg->progress) become the remote worker's when it dies, and sets *fd
-     * to a channel that behaves as a local worker's. -1 with e set. Main
-     * thread only; L is the pool owner's state (for the initializer). */
-    pid_t (*spawn)(lua_State *L, int r, const struct mpe_worker_cfg *cfg, double timeout, int *fd,
-                   mpe_err *e);
-    /* The rank and pid of the remote worker behind a stand-in's pid: 1, or 0
-     * if pid is a local process. Any thread. */
-    int (*where)(pid_t pid, int *rank, pid_t *rpid);
+    /* The backend of pools that span ranks: links on this rank are the
+     * socketpair backend's, others are workers forked by their own rank. */
+    const struct mpe_transport_ops *transport;
+    /* The rank of the remote worker with that pid (as start reported it):
+     * 1, or 0 if no remote worker had it. Any thread. */
+    int (*where)(pid_t pid, int *rank);
 } mpe_ranks;
 extern const mpe_ranks *mpe__ranks;
 /* mpi.c, called by cli.c in an MPE_MPI build. launched: whether an MPI
@@ -207,10 +202,6 @@ void mpe__mpi_finish(void);
 /* This process's rank (0 without MPI), inherited by forked children. */
 int mpe__proc_rank(void);
 void mpe__proc_set_rank(int rank);
-/* The rank that slot i (0-based) of an n-worker pool spanning every rank
- * runs on: slots go round-robin over the ranks, each up to its share (its
- * default pool size when n is their sum, else n split evenly). */
-int mpe__proc_slot_rank(int n, int i);
 
 /* ---- the pool: transport, worker loop, scheduler (transport.c, worker.c, pool.c) ----
  * Frames between the pool and its workers: [u32 payload length][u8 type][payload].
@@ -251,12 +242,16 @@ typedef struct mpe_progress {
     volatile int32_t ready;      /* the initializer is done: deaths now are the items' */
 } mpe_progress;
 
+struct mpe_link;
+struct mpe_transport_ops;
 typedef struct mpe_worker_cfg {
-    int fd;                /* the worker's end of its channel */
+    const struct mpe_transport_ops *tp; /* how it talks to the pool */
+    struct mpe_link *link; /* its end of its channel */
     int slot;              /* 1..n */
     int number;            /* K in PoolWorker-K */
     int maxtasks;          /* exit after this many items (0: never) */
     int timeouts;          /* the pool has a task timeout: stamp each item's start */
+    double timeout;        /* that timeout, seconds (a remote rank enforces it) */
     int init_ref;          /* registry ref of the initializer, or LUA_NOREF */
     int initargs_ref;      /* registry ref of its argument table, or LUA_NOREF */
     mpe_progress *progress;
@@ -271,11 +266,8 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg) __attribute__((no
  * function that raises the decode error. */
 void mpe__worker_decode_fn(lua_State *L, mpe_rd *r);
 
-/* Transport (fork/socketpair). Spawn forks a worker with a channel: the child
- * calls run(L, child_fd, ud) and never returns; the parent gets the pid and
- * its end (non-blocking, close-on-fork-tracked) in *fd. Returns -1 and sets e. */
-pid_t mpe__transport_spawn(lua_State *L, int *fd, void (*run)(lua_State *, int, void *), void *ud,
-                           mpe_err *e);
+/* Transport primitives over a stream socket (transport.c); the pool reaches
+ * its workers through transport.h's operation table built on them. */
 /* Send up to n bytes without blocking, with nfds descriptors attached to the
  * first byte. Returns bytes sent (0 when the channel is full), -1 on error. */
 ssize_t mpe__transport_send(int fd, const void *p, size_t n, const int *fds, int nfds);
@@ -357,7 +349,8 @@ typedef struct mpe_pool_opts {
     double timeout;    /* seconds one item may run; <= 0: no limit */
     int retries;       /* re-runs of an item whose worker died */
     int init_ref, initargs_ref; /* registry refs, or LUA_NOREF */
-    int spread;        /* span every MPI rank (mpe__ranks): slots per mpe__proc_slot_rank */
+    const struct mpe_transport_ops *transport; /* NULL: the socketpair backend (transport.h) */
+    int spread;        /* spans MPI ranks (transport is mpi.c's): the cross-rank codec route */
 } mpe_pool_opts;
 
 /* A message for the main thread: results of some items, or a failure. */
@@ -367,11 +360,11 @@ typedef struct mpe_msg {
     int type;
     mpe_job *job;          /* NULL for INITFAIL */
     lua_Integer index;     /* input index (1-based) of the first item concerned */
-    uint32_t count;        /* RESULT: items in data */
+    uint32_t count;        /* RESULT: items in data; FAIL: items concerned (0 means 1) */
     unsigned flags;        /* RESULT: MPE_R_* */
     int worker;            /* the worker's number K (PoolWorker-K) */
     pid_t pid;
-    const char *kind;      /* FAIL: "crash" or "timeout" */
+    const char *kind;      /* FAIL: "crash", "timeout" or "error" (the parent ran out of memory) */
     char text[192];        /* FAIL: what happened */
     mpe_fds fds;           /* descriptors that came with the results */
     size_t len;

@@ -129,13 +129,11 @@ void mpe__error_push(lua_State *L, const mpe_failure *f)
     lua_createtable(L, 0, 8);
     setfield_str(L, "kind", f->kind);
     setfield_int(L, "index", f->index);
-    /* A pool worker on another MPI rank is seen here through a local
-     * stand-in: report the remote worker's pid and its rank. */
+    /* Under MPI a pool worker may run on another rank: say which. */
     int rank = mpe__proc_rank();
-    pid_t pid = f->pid, rpid;
-    if (mpe__ranks && pid > 0 && mpe__ranks->where(pid, &rank, &rpid))
-        pid = rpid;
-    setfield_int(L, "pid", pid);
+    if (mpe__ranks && f->pid > 0)
+        mpe__ranks->where(f->pid, &rank);
+    setfield_int(L, "pid", f->pid);
     setfield_int(L, "worker", f->worker);
     if (mpe__ranks && f->worker > 0) {
         lua_pushinteger(L, rank);

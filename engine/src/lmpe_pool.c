@@ -6,6 +6,7 @@
  * item stores, and lmpe_async.c turns result messages back into Lua values,
  * on the main thread only. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -159,22 +160,18 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
     return a;
 }
 
-/* Under lua_pcall: encode the value at 1 into the scratch buffer of job 2 (an ajob). */
-static int encode_item(lua_State *L)
-{
-    ajob *a = lua_touserdata(L, 2);
-    lpool *lp = a->lp;
-    mpe__encode(L, 1, &lp->scratch, a->mode == MPE_M_MAP ? "item" : "args",
-                lp->remote ? &mpe__codec_remote : &lp->sfds);
-    return 0;
-}
-
 /* Encode the value at idx as one item of a's job. The pool's scratch buffer
  * and descriptor list are owned by the pool userdata, so an encoding that
  * raises half way leaks nothing (what it left is reset on the next use). */
 static void add_value(lua_State *L, ajob *a, int idx)
 {
     lpool *lp = a->lp;
+    char root[48]; /* the path an unsendable value is named by: which item, then where in it */
+    if (a->mode == MPE_M_APPLY)
+        snprintf(root, sizeof root, "args");
+    else
+        snprintf(root, sizeof root, a->mode == MPE_M_MAP ? "item %lld" : "item %lld args",
+                 (long long)a->count + 1);
     lp->scratch.n = 0;
     for (int k = 0; k < lp->sfds.n; k++)
         if (lp->sfds.fd[k] >= 0)
@@ -184,18 +181,7 @@ static void add_value(lua_State *L, ajob *a, int idx)
     lp->sfds.n = mpe__pool_job_fds(a->j);
     for (int k = 0; k < lp->sfds.n; k++)
         lp->sfds.fd[k] = -1;
-    lua_pushcfunction(L, encode_item);
-    lua_pushvalue(L, idx);
-    lua_pushlightuserdata(L, a);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
-        /* The item cannot be sent: the job ends here, so that nothing (a
-         * pool's join, its close) waits for items that will never come. */
-        a->finished = 1;
-        mpe__pool_publish(lp->p, a->j, 1);
-        mpe__pool_job_cancel(lp->p, a->j);
-        mpe__async_unroute(L, a);
-        lua_error(L);
-    }
+    mpe__encode(L, idx, &lp->scratch, root, lp->remote ? &mpe__codec_remote : &lp->sfds);
     mpe__pool_add_enc(L, lp->p, a->j, lp->scratch.p, lp->scratch.n, &lp->sfds);
     lp->sfds.n = 0; /* the job owns them now */
     a->count++;
@@ -315,6 +301,54 @@ static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
     mpe__async_check_complete(L, a);
 }
 
+/* ---- one abort path for every submission --------------------------------------------------- */
+
+/* Withdraw a job whose submission stopped half-way: out of the routing table
+ * and released in the engine (items already handed out finish unseen, and it
+ * is freed when nothing refers to it), so the pool is as before the call and
+ * join does not wait for a job that will never be complete. */
+static void abort_job(lua_State *L, ajob *a)
+{
+    mpe__async_unroute(L, a);
+    mpe__pool_job_release(a->lp->p, a->j);
+    a->j = NULL;
+    a->complete = 1;
+}
+
+typedef enum { S_ITEMS, S_VALUE } submit_what;
+
+/* The body of a submission, run protected: [1] the ajob, [2] the items or
+ * the arguments table, [3] how (S_*), [4] the iterator limit. */
+static int submit_body(lua_State *L)
+{
+    ajob *a = lua_touserdata(L, 1);
+    if ((submit_what)lua_tointeger(L, 3) == S_VALUE) {
+        add_value(L, a, 2);
+        a->finished = 1;
+        mpe__pool_publish(a->lp->p, a->j, 1);
+    } else
+        add_items(L, a, 2, (lua_Integer)lua_tointeger(L, 4));
+    return 0;
+}
+
+/* Fill a's job from the value at idx. Any error on the way (an unsendable
+ * item, an iterator that raises, memory) goes through abort_job and is then
+ * raised as it was. */
+static void submit(lua_State *L, ajob *a, int idx, submit_what what, lua_Integer limit)
+{
+    idx = lua_absindex(L, idx);
+    int ai = lua_gettop(L); /* new_job left the ajob on top */
+    lua_pushcfunction(L, submit_body);
+    lua_pushvalue(L, ai);
+    lua_pushvalue(L, idx);
+    lua_pushinteger(L, what);
+    lua_pushinteger(L, (lua_Integer)limit);
+    if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+        abort_job(L, a);
+        lua_error(L);
+    }
+}
+
 /* pool:map_async / starmap_async (and the synchronous forms below). */
 static int submit_map(lua_State *L, const char *fname, int mode, int allow_cb)
 {
@@ -324,7 +358,7 @@ static int submit_map(lua_State *L, const char *fname, int mode, int allow_cb)
     callopts o;
     parse_callopts(L, 4, fname, &o, allow_cb);
     ajob *a = new_job(L, lp, 1, 2, A_MAP, mode, &o, allow_cb ? 4 : 0);
-    add_items(L, a, 3, -1);
+    submit(L, a, 3, S_ITEMS, -1);
     if (a->complete) { /* no items at all */
         mpe__async_unroute(L, a);
         mpe__async_run_callbacks(L, a);
@@ -378,9 +412,7 @@ static int pool_apply_async(lua_State *L)
         lua_replace(L, 3);
     }
     ajob *a = new_job(L, lp, 1, 2, A_APPLY, MPE_M_APPLY, &o, 4);
-    add_value(L, a, 3);
-    a->finished = 1;
-    mpe__pool_publish(lp->p, a->j, 1);
+    submit(L, a, 3, S_VALUE, 0);
     return 1;
 }
 
@@ -400,9 +432,7 @@ static int pool_apply(lua_State *L)
     callopts o = {0};
     ajob *a = new_job(L, lp, 1, 2, A_APPLY, MPE_M_APPLY, &o, 0);
     int ai = lua_gettop(L);
-    add_value(L, a, args);
-    a->finished = 1;
-    mpe__pool_publish(lp->p, a->j, 1);
+    submit(L, a, args, S_VALUE, 0);
     mpe__async_wait(L, a, -1);
     lua_settop(L, ai);
     return mpe__async_push_values(L, a);
@@ -500,6 +530,10 @@ static int imap_next(lua_State *L)
         imap_feed(L, a);
         mpe__async_pump(L, a->lp);
         mpe__async_raise_if_broken(L, a->lp);
+        if (a->lost) { /* a result could not be received: the iteration fails */
+            mpe__async_getref(L, a->ref, "first_error");
+            return lua_error(L);
+        }
         n = imap_try(L, a);
         if (n != 0)
             return n > 0 ? n : 0;
@@ -520,7 +554,7 @@ static int imap_common(lua_State *L, const char *fname, int what)
     lua_newtable(L);
     mpe__async_setref(L, a->ref, "have", -1);
     lua_pop(L, 1);
-    add_items(L, a, 3, a->window);
+    submit(L, a, 3, S_ITEMS, a->window);
     if (a->complete) /* no items at all */
         mpe__async_unroute(L, a);
     lua_pushvalue(L, ai);
@@ -722,6 +756,8 @@ static int pool_new(lua_State *L)
                           mpe__typename(L, 1));
     /* Under MPI a pool spans every rank unless kept local (mpi.c). */
     o.spread = mpe__ranks && mpe__ranks->size > 1 && !local;
+    if (o.spread)
+        o.transport = mpe__ranks->transport;
     if (o.workers == 0 && o.spread)
         for (int r = 0; r < mpe__ranks->size && o.workers < 1024; r++)
             o.workers += mpe__ranks->workers[r];

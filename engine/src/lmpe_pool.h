@@ -38,6 +38,7 @@ typedef struct ajob {
     lua_Integer delivered;
     int failed;          /* a failure was delivered (raise mode: the job is over) */
     int complete;
+    int lost;            /* a result could not be received (memory): the job failed as a whole */
     int callbacks_run;
     lua_Integer yielded; /* imap: items handed to the consumer */
     lua_Integer qhead, qtail; /* imap_unordered: completed indices waiting */

@@ -1,18 +1,17 @@
 /* mpi.c -- the MPI backend: start-up under an MPI launcher (rank 0 runs the
- * script, the other ranks serve it), the serving loop, and rank 0's bridge,
- * which shows a pool each remote worker as a local process with a channel.
+ * script, the other ranks serve it), the transport of pools that span ranks
+ * (transport.h), the serving loop, and rank 0's bridge thread.
  * SPDX-License-Identifier: MIT
  *
  * Linked into the `mpe` command of an MPE_MPI build only: mpe.so and libmpe
  * never need libmpi, and the engine reaches this file through mpe__ranks.
  * One thread per process calls MPI (rank 0: the bridge thread; other ranks:
- * the main thread), so MPI_THREAD_SERIALIZED is enough. Open MPI's blocking
- * calls spin, so nothing here blocks in MPI: the loops poll their sockets
- * with a timeout that grows while nothing happens (at most IDLE_MAX_US) and
- * probe MPI between polls. The protocol is described in docs/ARCHITECTURE.md
- * ("The MPI backend"). */
+ * the main thread), so MPI_THREAD_SERIALIZED is enough, and pools' dispatcher
+ * threads only exchange bytes with the bridge in memory. Open MPI's blocking
+ * calls spin, so nothing here blocks in MPI: the loops sleep in poll with a
+ * timeout that grows while nothing happens (at most 10 ms) and probe MPI
+ * between sleeps. Protocol: docs/ARCHITECTURE.md, "The MPI backend". */
 #include <errno.h>
-#include <fcntl.h>
 #include <mpi.h>
 #include <poll.h>
 #include <pthread.h>
@@ -22,43 +21,43 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include "internal.h"
+#include "transport.h"
 
 #define TAG 77
-#define READ_MAX (256 * 1024)       /* bytes relayed per message */
-#define PENDING_MAX (64u << 20)     /* unsent bytes before the relays stop reading */
+#define PENDING_MAX (64u << 20) /* bytes in unfinished sends before the loops stop taking more */
+#define LINK_MAX (8u << 20)     /* bytes queued for one remote worker before send says "full" */
 #define IDLE_MIN_US 20
 #define IDLE_MAX_US 10000
+#define SERVE_MAX 1024          /* workers one rank serves at once */
+#define HISTORY 4096            /* remote pids remembered for error messages */
 
-/* Messages: [u8 op][u32 slot id][payload], all on TAG of a private communicator. */
+/* Messages: [u8 op][u32 link id][payload], all on TAG of a private communicator. */
 enum {
-    OP_OPEN = 1, /* 0 -> r: [u32 slot][u32 number][i32 maxtasks][f64 timeout][u8 init][{fn, args}] */
-    OP_DATA,     /* both ways: bytes of the worker's channel */
-    OP_CLOSE,    /* 0 -> r: the pool closed the channel */
-    OP_KILL,     /* 0 -> r: the pool killed the stand-in: kill the worker */
-    OP_DEATH,    /* r -> 0: a death record (below) */
+    OP_OPEN = 1, /* 0 -> r: [u32 slot][u32 number][u32 maxtasks][f64 timeout][u8 init][{fn, args}] */
+    OP_STARTED,  /* r -> 0: [i32 pid]: the worker runs */
+    OP_DATA,     /* both ways: bytes of the worker's channel (whole or partial frames) */
+    OP_KILL,     /* 0 -> r: SIGKILL the worker */
+    OP_DEATH,    /* r -> 0: a death record (below); the link's last message */
     OP_QUIT      /* 0 -> r: rank 0 is done: end the workers, exit */
 };
 #define HDR 5
 
-/* How a remote worker ended, as its rank saw it; the stand-in replays it. */
+/* How a remote worker ended, as its rank saw it. */
 typedef struct death {
     int32_t status;    /* wait status */
     int32_t timed_out; /* its rank killed it for the pool's timeout */
-    int64_t chunk;     /* its progress slot */
+    int64_t chunk;     /* its progress slot when it died */
     int32_t item, ready;
-    int32_t pid;
 } death;
 
 static MPI_Comm comm = MPI_COMM_NULL;
 static int me, nranks;
 static int *workers_of; /* each rank's default pool size */
-static pid_t *pid_of;   /* each rank's pid, for the message naming a dead rank */
+static pid_t *pid_of;   /* each rank's pid, host: for noticing and naming a dead rank */
 static char (*host_of)[64];
 static mpe_ranks ops;
 
@@ -69,7 +68,7 @@ static int64_t now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-/* ---- sending without blocking ---------------------------------------------------
+/* ---- sending without blocking, receiving, sleeping ----------------------------------
  * Every send is an MPI_Isend of a buffer owned by the queue until it completes:
  * two ranks sending large messages to each other never wait on each other. */
 typedef struct outmsg {
@@ -135,67 +134,55 @@ static int take(mpe_buf *b, int *src)
     MPI_Recv(b->p, n, MPI_BYTE, st.MPI_SOURCE, TAG, comm, MPI_STATUS_IGNORE);
     b->n = (size_t)n;
     *src = st.MPI_SOURCE;
-    return n >= HDR;
+    return 1;
 }
 
-/* Sleep in poll for the current backoff: it doubles while nothing happens. */
-static int nap(struct pollfd *pf, int n, int busy, int *us)
+/* The next sleep: none while busy, then doubling up to IDLE_MAX_US. */
+static int backoff(int busy, int us)
 {
-    *us = busy ? 0 : (*us == 0 ? IDLE_MIN_US : (*us * 2 > IDLE_MAX_US ? IDLE_MAX_US : *us * 2));
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)*us * 1000};
+    if (busy)
+        return 0;
+    return us == 0 ? IDLE_MIN_US : (us * 2 > IDLE_MAX_US ? IDLE_MAX_US : us * 2);
+}
+
+/* Sleep until fd (-1: none) is readable or us microseconds pass. */
+static void nap(int fd, int us)
+{
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)us * 1000};
     int r;
     do
-        r = ppoll(pf, (nfds_t)n, &ts, NULL);
+        r = ppoll(&pf, fd >= 0, &ts, NULL);
     while (r < 0 && errno == EINTR && !mpe__sig_caught());
-    return r;
 }
 
-/* Write what b holds beyond *off to the non-blocking fd: 0, or -1 if the peer is gone. */
-static int drain(int fd, mpe_buf *b, size_t *off)
-{
-    while (*off < b->n) {
-        ssize_t w = send(fd, b->p + *off, b->n - *off, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
-        }
-        *off += (size_t)w;
-    }
-    b->n = *off = 0;
-    return 0;
-}
+static const mpe_transport_ops *const sp = &mpe__transport_socketpair;
 
-static void set_nonblock(int fd)
-{
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-}
-
-/* ---- ranks other than 0: forked workers fed through MPI ------------------------ */
+/* ---- ranks other than 0: forked workers fed through MPI --------------------------------
+ * Each worker is a socketpair link of this rank (sp); this loop shuttles
+ * its bytes between MPI and the link, reaps it and reports its death. */
 
 typedef struct lworker {
     uint32_t id;
-    pid_t pid;           /* 0 once reaped */
-    int fd;              /* its channel, -1 once closed */
+    mpe_link *link;      /* a socketpair link (sp's type); NULL once reaped */
     mpe_progress *prog;  /* its progress slot, a page of its own */
     double timeout;
     int timed_out;
-    int close_wanted;    /* rank 0 closed its side: shut ours once out is written */
-    mpe_buf out;         /* bytes from rank 0 not yet written to it */
+    mpe_buf out;         /* bytes from rank 0 not yet taken by the link */
     size_t off;
     struct lworker *next;
 } lworker;
 
-static void worker_entry(lua_State *L, int fd, void *ud)
+static void worker_entry(lua_State *L, mpe_link *self, void *ud)
 {
     mpe_worker_cfg *cfg = ud;
-    cfg->fd = fd;
+    cfg->link = self;
     mpe__worker_main(L, cfg);
 }
 
 static void report_death(lworker *w, int status)
 {
-    death d = {.status = status, .timed_out = w->timed_out, .pid = (int32_t)w->pid};
+    death d = {.status = status, .timed_out = w->timed_out};
     if (w->prog) {
         d.chunk = w->prog->chunk;
         d.item = w->prog->item;
@@ -204,32 +191,32 @@ static void report_death(lworker *w, int status)
     post(0, OP_DEATH, w->id, &d, sizeof d);
 }
 
-/* OP_OPEN: fork a worker as rank 0 described it. */
-static lworker *open_worker(lua_State *L, uint32_t id, mpe_rd *r)
+/* OP_OPEN: fork a worker as rank 0 described it; say STARTED or DEATH. */
+static lworker *open_worker(lua_State *L, mpe_transport *t, uint32_t id, mpe_rd *r)
 {
     lworker *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
     w->id = id;
-    w->fd = -1;
     uint32_t slot = 0, number = 0, maxtasks = 0;
-    uint64_t tbits = 0;
     unsigned hasinit = 0;
     mpe__rd_u32(r, &slot);
     mpe__rd_u32(r, &number);
     mpe__rd_u32(r, &maxtasks);
-    mpe__rd_u64(r, &tbits);
+    mpe__rd_f64(r, &w->timeout);
     mpe__rd_u8(r, &hasinit);
-    memcpy(&w->timeout, &tbits, sizeof w->timeout);
-    mpe_worker_cfg cfg = {.slot = (int)slot, .number = (int)number, .maxtasks = (int)maxtasks,
-                          .timeouts = w->timeout > 0, .init_ref = LUA_NOREF,
+    mpe_worker_cfg cfg = {.tp = sp, .slot = (int)slot, .number = (int)number,
+                          .maxtasks = (int)maxtasks, .timeouts = w->timeout > 0,
+                          .timeout = w->timeout, .init_ref = LUA_NOREF,
                           .initargs_ref = LUA_NOREF, .remote = 1};
     void *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (page != MAP_FAILED)
         w->prog = cfg.progress = page;
     int top = lua_gettop(L);
     if (hasinit) {
-        /* {fn, args}: decoded here, referenced for the worker, released after the fork. */
+        /* {fn, args}: referenced for the worker, released after the fork. A
+         * table that cannot be decoded here becomes an initializer that
+         * raises why, so the pool reports it as an initializer failure. */
         mpe__worker_decode_fn(L, r);
         if (lua_istable(L, -1)) {
             lua_rawgeti(L, -1, 2);
@@ -239,54 +226,29 @@ static lworker *open_worker(lua_State *L, uint32_t id, mpe_rd *r)
         cfg.init_ref = luaL_ref(L, LUA_REGISTRYINDEX);
         lua_settop(L, top);
     }
-    mpe_err e;
-    pid_t pid = w->prog ? mpe__transport_spawn(L, &w->fd, worker_entry, &cfg, &e) : -1;
+    mpe_err e = {{0}};
+    pid_t pid = 0;
+    if (w->prog)
+        w->link = sp->start(t, L, w->prog, worker_entry, &cfg, &pid, &e);
     luaL_unref(L, LUA_REGISTRYINDEX, cfg.init_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, cfg.initargs_ref);
-    if (pid < 0) {
+    if (!w->link) {
         fprintf(stderr, "mpe: rank %d: cannot start a worker: %s\n", me,
                 w->prog ? e.msg : "mmap failed");
         report_death(w, 71 << 8); /* "exited with status 71" on rank 0 */
-        w->fd = -1;
         return w;
     }
-    w->pid = pid;
+    int32_t p32 = (int32_t)pid;
+    post(0, OP_STARTED, id, &p32, sizeof p32);
     return w;
-}
-
-static lworker *find_worker(lworker *list, uint32_t id)
-{
-    for (lworker *w = list; w; w = w->next)
-        if (w->id == id)
-            return w;
-    return NULL;
-}
-
-/* Its channel reached EOF: reap it and tell rank 0 how it ended. */
-static void worker_gone(lworker *w)
-{
-    mpe__proc_untrack_fd(w->fd);
-    close(w->fd);
-    w->fd = -1;
-    int st = 0;
-    pid_t r;
-    do
-        r = waitpid(w->pid, &st, 0);
-    while (r < 0 && errno == EINTR);
-    report_death(w, st);
-    w->pid = 0;
 }
 
 static void free_worker(lworker *w)
 {
-    if (w->fd >= 0) {
-        mpe__proc_untrack_fd(w->fd);
-        close(w->fd);
-    }
-    if (w->pid > 0) {
-        kill(w->pid, SIGKILL);
-        while (waitpid(w->pid, NULL, 0) < 0 && errno == EINTR)
-            ;
+    if (w->link) {
+        int st;
+        sp->kill(w->link);
+        sp->reap(w->link, &st);
     }
     if (w->prog)
         munmap(w->prog, 4096);
@@ -296,22 +258,24 @@ static void free_worker(lworker *w)
 
 int mpe__mpi_serve(lua_State *L)
 {
-    /* Tasks refer to modules by name (T_MODULE): mpe is loaded here as on rank 0. */
+    /* Tasks refer to modules by name (the codec's T_MODULE): mpe is loaded
+     * here as on rank 0. */
     lua_getglobal(L, "require");
     lua_pushliteral(L, "mpe");
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
         fprintf(stderr, "mpe: rank %d: %s\n", me, lua_tostring(L, -1));
         return 1;
     }
-    lworker *list = NULL;
-    mpe_buf in = {0};
-    int us = 0, quit = 0, status = 0;
-    struct pollfd *pf = NULL;
-    lworker **of = NULL;
-    size_t cap = 0;
-    char *tmp = malloc(READ_MAX);
-    if (!tmp)
-        return 1;
+    mpe_err e;
+    mpe_transport *t = sp->open(SERVE_MAX, &e);
+    lworker **ws = calloc(SERVE_MAX, sizeof *ws);
+    mpe_link **links = calloc(SERVE_MAX, sizeof *links);
+    unsigned *want = calloc(SERVE_MAX, sizeof *want), *ev = calloc(SERVE_MAX, sizeof *ev);
+    mpe_buf in = {0}, got = {0};
+    int nw = 0, idle = 0, quit = 0, status = 1;
+    if (!t || !ws || !links || !want || !ev)
+        goto done;
+    status = 0;
     while (!quit) {
         int busy = 0, src;
         if (mpe__sig_caught()) {
@@ -320,172 +284,264 @@ int mpe__mpi_serve(lua_State *L)
         }
         while (!quit && take(&in, &src)) {
             busy = 1;
+            if (in.n < HDR)
+                continue;
             uint32_t id;
             memcpy(&id, in.p + 1, 4);
             mpe_rd r;
             mpe__rd_init(&r, in.p + HDR, in.n - HDR);
-            lworker *w = in.p[0] == OP_OPEN ? NULL : find_worker(list, id);
+            lworker *w = NULL;
+            for (int k = 0; k < nw && !w; k++)
+                if (ws[k]->id == id)
+                    w = ws[k];
             switch (in.p[0]) {
             case OP_OPEN:
-                if ((w = open_worker(L, id, &r)) != NULL) {
-                    w->next = list;
-                    list = w;
+                if (nw == SERVE_MAX) {
+                    death d = {.status = 71 << 8};
+                    post(0, OP_DEATH, id, &d, sizeof d);
+                } else if ((w = open_worker(L, t, id, &r)) != NULL) {
+                    if (w->link)
+                        ws[nw++] = w;
+                    else
+                        free_worker(w);
                 }
                 break;
             case OP_DATA:
-                if (w && w->fd >= 0 && mpe__buf_grow(&w->out, in.n - HDR) == 0) {
+                if (w && mpe__buf_grow(&w->out, in.n - HDR) == 0) {
                     memcpy(w->out.p + w->out.n, in.p + HDR, in.n - HDR);
                     w->out.n += in.n - HDR;
                 }
                 break;
-            case OP_CLOSE:
-                if (w)
-                    w->close_wanted = 1;
-                break;
             case OP_KILL:
-                if (w && w->pid > 0)
-                    kill(w->pid, SIGKILL);
+                if (w)
+                    sp->kill(w->link);
                 break;
             case OP_QUIT:
                 quit = 1;
                 break;
             }
         }
-        /* Forget workers that are over (reaped, channel closed). */
-        for (lworker **pp = &list; *pp;)
-            if ((*pp)->pid == 0 && (*pp)->fd < 0) {
-                lworker *w = *pp;
-                *pp = w->next;
-                free_worker(w);
-            } else
-                pp = &(*pp)->next;
-        size_t n = 0;
-        for (lworker *w = list; w; w = w->next)
-            n++;
-        if (n + 1 > cap) {
-            cap = 2 * (n + 1);
-            free(pf);
-            free(of);
-            pf = malloc(cap * sizeof *pf);
-            of = malloc(cap * sizeof *of);
-            if (!pf || !of) {
-                status = 1;
-                break;
-            }
-        }
-        int np = 0;
         int64_t now = now_ns();
-        for (lworker *w = list; w; w = w->next) {
-            if (w->fd < 0)
-                continue;
-            if (w->out.n > w->off && drain(w->fd, &w->out, &w->off) != 0)
-                w->out.n = w->off = 0; /* it is gone: EOF will tell */
-            if (w->close_wanted && w->out.n == 0)
-                shutdown(w->fd, SHUT_WR);
-            if (w->timeout > 0 && !w->timed_out && w->prog && w->prog->chunk != 0 &&
+        for (int k = 0; k < nw; k++) {
+            lworker *w = ws[k];
+            while (w->off < w->out.n) {
+                ssize_t n = sp->send(w->link, w->out.p + w->off, w->out.n - w->off, NULL, 0);
+                if (n <= 0)
+                    break; /* full, or gone: its end will tell */
+                w->off += (size_t)n;
+                busy = 1;
+            }
+            if (w->off == w->out.n)
+                w->out.n = w->off = 0;
+            if (w->timeout > 0 && !w->timed_out && w->prog->chunk != 0 &&
                 now - w->prog->started_ns > (int64_t)(w->timeout * 1e9)) {
                 w->timed_out = 1;
-                kill(w->pid, SIGKILL);
+                sp->kill(w->link);
             }
-            pf[np].fd = w->fd;
-            pf[np].events = (pending < PENDING_MAX ? POLLIN : 0) | (w->out.n > w->off ? POLLOUT : 0);
-            of[np++] = w;
+            links[k] = w->link;
+            want[k] = w->out.n > w->off ? MPE_T_WRITE : 0;
         }
-        busy |= push_sends() && us == 0;
-        int r = nap(pf, np, busy, &us);
-        for (int k = 0; r > 0 && k < np; k++) {
-            lworker *w = of[k];
-            if (!(pf[k].revents & (POLLIN | POLLHUP | POLLERR)))
+        if (push_sends())
+            busy = 1;
+        /* Sleep on the workers' channels: their results wake us at once;
+         * rank 0's messages are probed after at most the backoff. */
+        idle = busy ? 0 : idle + 1;
+        int ms = idle < 16 ? 0 : (idle - 15 > 10 ? 10 : idle - 15);
+        int ready = sp->wait(t, links, want, ev, nw, -1, pending < PENDING_MAX ? ms : 0);
+        for (int k = 0; ready > 0 && k < nw; k++) {
+            lworker *w = ws[k];
+            if (!(ev[k] & MPE_T_READ))
                 continue;
-            ssize_t got;
-            do
-                got = read(w->fd, tmp, READ_MAX);
-            while (got < 0 && errno == EINTR);
-            if (got > 0) {
-                post(0, OP_DATA, w->id, tmp, (size_t)got);
-                us = 0;
-            } else if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-                worker_gone(w);
-                us = 0;
+            idle = 0;
+            got.n = 0;
+            ssize_t n = sp->recv(w->link, &got, NULL);
+            if (n > 0)
+                post(0, OP_DATA, w->id, got.p, got.n);
+            else if (n == 0 || errno != EAGAIN) {
+                int st = 0;
+                sp->reap(w->link, &st);
+                w->link = NULL;
+                report_death(w, st);
+                free_worker(w);
+                ws[k--] = ws[--nw];
+                ev[k + 1] = ev[nw];
             }
         }
     }
-    while (list) {
-        lworker *w = list;
-        list = w->next;
-        free_worker(w);
-    }
+done:
+    while (nw > 0)
+        free_worker(ws[--nw]);
     /* Let the last death records and data reach rank 0 (bounded: it may be gone). */
     for (int64_t end = now_ns() + 2000000000; push_sends() && now_ns() < end;)
-        nap(NULL, 0, 0, &(int){IDLE_MAX_US / 2});
-    free(pf);
-    free(of);
-    free(tmp);
+        nap(-1, 1000);
+    if (t)
+        sp->close(t);
+    free(ws);
+    free(links);
+    free(want);
+    free(ev);
     mpe__buf_free(&in);
+    mpe__buf_free(&got);
     return status;
 }
 
-/* ---- rank 0: stand-ins and the bridge ---------------------------------------------
- * A remote worker is seen by the pool as a local process (the stand-in, which
- * only waits) and a channel (a socketpair whose other end the bridge thread
- * relays over MPI). When the remote worker dies, the bridge hands its death
- * record to the stand-in, which writes the progress slot as the worker left
- * it and exits as the worker did: the pool's ordinary death handling then
- * blames the right item with the right status. */
+/* ---- rank 0: the transport of pools that span ranks -----------------------------------
+ * A link is a socketpair link when its worker is on this rank, else a remote
+ * worker: what send takes is queued for the bridge thread, what arrives is
+ * appended to the link by the bridge, which then writes the pool's wake
+ * eventfd (learnt from wait). The bridge owns all MPI traffic. */
 
-typedef struct rslot {
+struct mpe_link {
+    mpe_link *local;       /* the socketpair link, or NULL for a remote worker */
+    mpe_transport *t;
     uint32_t id;
     int rank;
-    pid_t stand, rpid;
-    int fd;          /* the bridge's end of the pool's channel, -1 once closed */
-    int ctl;         /* the bridge's end of the stand-in's control socket, -1 once closed */
-    int dying;       /* the death record went to the stand-in */
-    int timed_out;   /* ... for a timeout: the pool kills the stand-in, then the channel closes */
-    mpe_buf out;     /* bytes for the pool not yet written */
-    size_t off;
-    char *open;      /* the OPEN payload until the bridge posts it */
-    size_t nopen;
-    struct rslot *next;
-} rslot;
+    pid_t pid;             /* the remote worker's pid, from STARTED */
+    /* guarded by mu: */
+    int started, ended, killed;
+    death d;
+    mpe_buf in;            /* bytes from the worker not yet taken by recv */
+    size_t queued;         /* bytes taken by send and not yet handed to MPI */
+    struct mpe_link *next; /* remote links, for the bridge */
+};
 
+struct mpe_transport {
+    mpe_transport *local;  /* the socketpair backend's instance */
+    int *share, *live;     /* per rank: its part of the pool, and its links now */
+    int rr;                /* round-robin position for start */
+    int wakefd;            /* the dispatcher's, from wait; -1 before */
+    mpe_link **ll;         /* wait's scratch for the local links */
+    unsigned *lwant, *lev;
+    int *lidx;
+};
+
+/* Bridge state: everything below is guarded by mu. */
+typedef struct qmsg {
+    int dest;
+    unsigned op;
+    uint32_t id;
+    size_t n;
+    struct qmsg *next;
+    char p[];
+} qmsg;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static rslot *slots;     /* newest first; kept after death for where() */
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static mpe_link *remote;            /* live remote links */
+static qmsg *q_head, *q_tail;       /* messages for the bridge to send, in order */
 static uint32_t next_id;
-static int wake_fd = -1;
+static struct {
+    pid_t pid;
+    int rank;
+} history[HISTORY];
+static unsigned nhistory;
+static int wake_fd = -1;            /* wakes the bridge */
 static pthread_t bridge;
 static int bridge_started;
 static volatile int bridge_quit;
 
-static _Noreturn void stand_in(int ctl, mpe_progress *slot)
+static void wake_bridge(void)
 {
-    struct rlimit none = {0, 0};
-    setrlimit(RLIMIT_CORE, &none); /* replaying a SIGSEGV must not dump a core */
-    death d;
-    size_t got = 0;
-    while (got < sizeof d) {
-        ssize_t r = read(ctl, (char *)&d + got, sizeof d - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            _exit(0); /* the bridge is gone: the pool is being torn down */
-        got += (size_t)r;
+    uint64_t one = 1;
+    ssize_t w = write(wake_fd, &one, sizeof one);
+    (void)w;
+}
+
+/* Queue a message for the bridge. Called with mu held. */
+static int enqueue(int dest, unsigned op, uint32_t id, const void *p, size_t n)
+{
+    qmsg *m = malloc(sizeof *m + n);
+    if (!m)
+        return -1;
+    m->dest = dest;
+    m->op = op;
+    m->id = id;
+    m->n = n;
+    m->next = NULL;
+    if (n)
+        memcpy(m->p, p, n);
+    if (q_tail)
+        q_tail->next = m;
+    else
+        q_head = m;
+    q_tail = m;
+    return 0;
+}
+
+static void remember(pid_t pid, int rank)
+{
+    history[nhistory % HISTORY].pid = pid;
+    history[nhistory % HISTORY].rank = rank;
+    nhistory++;
+}
+
+static int where(pid_t pid, int *rank)
+{
+    int found = 0;
+    pthread_mutex_lock(&mu);
+    unsigned n = nhistory < HISTORY ? nhistory : HISTORY;
+    for (unsigned k = 0; k < n && !found; k++) {
+        unsigned i = (nhistory - 1 - k) % HISTORY; /* newest first */
+        if (history[i].pid == pid) {
+            *rank = history[i].rank;
+            found = 1;
+        }
     }
-    slot->item = d.item;
-    slot->ready = d.ready;
-    slot->started_ns = d.timed_out ? 1 : now_ns();
-    __atomic_store_n(&slot->chunk, d.chunk, __ATOMIC_RELEASE);
-    if (d.timed_out)
-        for (;;)
-            pause(); /* the pool's timeout check sees the item overdue and kills us */
-    if (WIFSIGNALED(d.status)) {
-        int sig = WTERMSIG(d.status);
-        sigset_t all;
-        sigfillset(&all);
-        sigprocmask(SIG_UNBLOCK, &all, NULL);
-        signal(sig, SIG_DFL);
-        raise(sig);
+    pthread_mutex_unlock(&mu);
+    return found;
+}
+
+static mpe_transport *mt_open(int n, mpe_err *e)
+{
+    mpe_transport *t = calloc(1, sizeof *t);
+    if (!t)
+        goto nomem;
+    t->wakefd = -1;
+    t->share = calloc((size_t)nranks, sizeof *t->share);
+    t->live = calloc((size_t)nranks, sizeof *t->live);
+    t->ll = calloc((size_t)n, sizeof *t->ll);
+    t->lwant = calloc((size_t)n, sizeof *t->lwant);
+    t->lev = calloc((size_t)n, sizeof *t->lev);
+    t->lidx = calloc((size_t)n, sizeof *t->lidx);
+    if (!t->share || !t->live || !t->ll || !t->lwant || !t->lev || !t->lidx)
+        goto nomem;
+    t->local = sp->open(n, e);
+    if (!t->local)
+        goto fail;
+    /* Each rank's part: its default pool size when n is their sum (the
+     * default pool), else n split evenly. */
+    int sum = 0;
+    for (int r = 0; r < nranks; r++)
+        sum += workers_of[r];
+    for (int r = 0; r < nranks; r++)
+        t->share[r] = n == sum ? workers_of[r] : n / nranks + (r < n % nranks);
+    return t;
+nomem:
+    mpe__seterr(e, "pool: not enough memory");
+fail:
+    if (t) {
+        free(t->share);
+        free(t->live);
+        free(t->ll);
+        free(t->lwant);
+        free(t->lev);
+        free(t->lidx);
     }
-    _exit(WIFEXITED(d.status) ? WEXITSTATUS(d.status) : 1);
+    free(t);
+    return NULL;
+}
+
+static void mt_close(mpe_transport *t)
+{
+    if (!t)
+        return;
+    sp->close(t->local);
+    free(t->share);
+    free(t->live);
+    free(t->ll);
+    free(t->lwant);
+    free(t->lev);
+    free(t->lidx);
+    free(t);
 }
 
 /* Encode {initializer, initargs} for OPEN, under a pcall (L is the pool owner's state). */
@@ -504,16 +560,46 @@ static int encode_init(lua_State *L)
     return 0;
 }
 
-static pid_t spawn_remote(lua_State *L, int rank, const mpe_worker_cfg *cfg, double timeout, int *fd,
-                          mpe_err *e)
+/* The next rank with room for a link: round-robin over the ranks' shares, so
+ * a replacement goes where its predecessor died. */
+static int pick_rank(mpe_transport *t)
 {
-    mpe_buf *b = mpe__buf_box(L); /* owned by Lua until copied out */
-    uint64_t tbits;
-    memcpy(&tbits, &timeout, sizeof tbits);
+    for (int k = 0; k < nranks; k++) {
+        int r = (t->rr + k) % nranks;
+        if (t->live[r] < t->share[r]) {
+            t->rr = r + 1;
+            return r;
+        }
+    }
+    return me;
+}
+
+static mpe_link *mt_start(mpe_transport *t, lua_State *L, mpe_progress *progress, mpe_worker_fn run,
+                          void *ud, pid_t *pid, mpe_err *e)
+{
+    const mpe_worker_cfg *cfg = ud;
+    int rank = pick_rank(t);
+    mpe_link *l = calloc(1, sizeof *l);
+    if (!l) {
+        mpe__seterr(e, "pool: not enough memory");
+        return NULL;
+    }
+    l->t = t;
+    l->rank = rank;
+    if (rank == me) {
+        l->local = sp->start(t->local, L, progress, run, ud, pid, e);
+        if (!l->local) {
+            free(l);
+            return NULL;
+        }
+        t->live[rank]++;
+        return l;
+    }
+    mpe_buf *b = mpe__buf_box(L); /* owned by Lua while a raise is possible */
     mpe__buf_put_u32(L, b, (uint32_t)cfg->slot);
     mpe__buf_put_u32(L, b, (uint32_t)cfg->number);
     mpe__buf_put_u32(L, b, (uint32_t)cfg->maxtasks);
-    mpe__buf_put_u64(L, b, tbits);
+    mpe__buf_put_f64(L, b, cfg->timeout);
     mpe__buf_put_u8(L, b, cfg->init_ref != LUA_NOREF);
     if (cfg->init_ref != LUA_NOREF) {
         lua_pushcfunction(L, encode_init);
@@ -522,140 +608,299 @@ static pid_t spawn_remote(lua_State *L, int rank, const mpe_worker_cfg *cfg, dou
         if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
             mpe__seterr(e, "%s", lua_tostring(L, -1));
             lua_pop(L, 2);
-            return -1;
+            free(l);
+            return NULL;
         }
     }
-    rslot *s = calloc(1, sizeof *s);
-    char *open = malloc(b->n);
-    int chan[2] = {-1, -1}, ctl[2] = {-1, -1};
-    if (!s || !open) {
-        mpe__seterr(e, "pool: not enough memory");
-        goto fail;
-    }
-    memcpy(open, b->p, b->n);
-    s->nopen = b->n;
-    s->open = open;
-    open = NULL;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) != 0 ||
-        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) != 0) {
-        mpe__seterr(e, "socketpair: %s", strerror(errno));
-        goto fail;
-    }
-    int sz = 1 << 20;
-    for (int k = 0; k < 2; k++) {
-        setsockopt(chan[k], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-        setsockopt(chan[k], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-    }
-    /* Parent-only ends: children forked from now on (the stand-in too) close them. */
-    mpe__proc_track_fd(chan[0]);
-    mpe__proc_track_fd(chan[1]);
-    mpe__proc_track_fd(ctl[0]);
-    pid_t pid = mpe__proc_fork(e);
-    if (pid == 0)
-        stand_in(ctl[1], cfg->progress);
-    close(ctl[1]);
-    ctl[1] = -1;
-    if (pid < 0) {
-        for (int k = 0; k < 2; k++)
-            mpe__proc_untrack_fd(chan[k]);
-        mpe__proc_untrack_fd(ctl[0]);
-        goto fail;
-    }
-    set_nonblock(chan[0]);
-    set_nonblock(chan[1]);
-    set_nonblock(ctl[0]);
-    s->rank = rank;
-    s->stand = pid;
-    s->fd = chan[1];
-    s->ctl = ctl[0];
     pthread_mutex_lock(&mu);
-    s->id = ++next_id;
-    s->next = slots;
-    slots = s;
-    pthread_mutex_unlock(&mu);
-    uint64_t one = 1;
-    ssize_t w = write(wake_fd, &one, sizeof one);
-    (void)w;
-    lua_pop(L, 1);
-    *fd = chan[0];
-    return pid;
-fail:
-    for (int k = 0; k < 2; k++) {
-        if (chan[k] >= 0)
-            close(chan[k]);
-        if (ctl[k] >= 0)
-            close(ctl[k]);
+    l->id = ++next_id;
+    int failed = enqueue(rank, OP_OPEN, l->id, b->p, b->n);
+    if (!failed) {
+        l->next = remote;
+        remote = l;
     }
-    if (s)
-        free(s->open);
-    free(s);
-    free(open);
+    pthread_mutex_unlock(&mu);
     lua_pop(L, 1);
-    return -1;
+    if (failed) {
+        free(l);
+        mpe__seterr(e, "pool: not enough memory");
+        return NULL;
+    }
+    wake_bridge();
+    /* Wait for STARTED (or a DEATH: it could not fork), so the pool knows the
+     * worker's pid; a rank that died ends the link through on_rank_death. */
+    pthread_mutex_lock(&mu);
+    while (!l->started)
+        pthread_cond_wait(&cv, &mu);
+    *pid = l->pid;
+    if (l->pid > 0)
+        remember(l->pid, rank);
+    pthread_mutex_unlock(&mu);
+    t->live[rank]++;
+    return l;
 }
 
-static int where(pid_t pid, int *rank, pid_t *rpid)
+static ssize_t mt_send(mpe_link *l, const void *p, size_t n, const int *fds, int nfds)
 {
-    int found = 0;
+    if (l->local)
+        return sp->send(l->local, p, n, fds, nfds);
+    if (nfds > 0) { /* the codec's cross-rank route refuses shared objects first */
+        errno = EINVAL;
+        return -1;
+    }
+    ssize_t r = (ssize_t)n;
     pthread_mutex_lock(&mu);
-    for (rslot *s = slots; s; s = s->next)
-        if (s->stand == pid) {
-            *rank = s->rank;
-            *rpid = s->rpid > 0 ? s->rpid : pid;
-            found = 1;
+    if (l->ended || l->killed)
+        ; /* dropped: the end will be seen */
+    else if (l->queued >= LINK_MAX)
+        r = 0;
+    else if (enqueue(l->rank, OP_DATA, l->id, p, n) == 0)
+        l->queued += n;
+    else
+        r = 0; /* no memory now: try again later */
+    pthread_mutex_unlock(&mu);
+    if (r > 0)
+        wake_bridge();
+    return r;
+}
+
+/* What a remote link has for recv: 1 bytes or its end, 0 nothing. Called with mu held.
+ * After a timeout the end waits for the pool's own timeout check to kill
+ * the link, so the pool reports kind "timeout". */
+static int readable(const mpe_link *l)
+{
+    return l->in.n > 0 || (l->ended && (!l->d.timed_out || l->killed));
+}
+
+static ssize_t mt_recv(mpe_link *l, mpe_buf *b, mpe_fds *fds)
+{
+    if (l->local)
+        return sp->recv(l->local, b, fds);
+    ssize_t r = -1;
+    pthread_mutex_lock(&mu);
+    if (l->in.n > 0) {
+        if (mpe__buf_grow(b, l->in.n) == 0) {
+            memcpy(b->p + b->n, l->in.p, l->in.n);
+            b->n += l->in.n;
+            r = (ssize_t)l->in.n;
+            l->in.n = 0;
+        } else
+            errno = ENOMEM;
+    } else if (readable(l))
+        r = 0;
+    else
+        errno = EAGAIN;
+    pthread_mutex_unlock(&mu);
+    return r;
+}
+
+static int mt_wait(mpe_transport *t, mpe_link *const *links, const unsigned *want, unsigned *ev, int n,
+                   int wakefd, int ms)
+{
+    int nl = 0, ready = 0;
+    pthread_mutex_lock(&mu);
+    t->wakefd = wakefd;
+    for (int i = 0; i < n; i++) {
+        const mpe_link *l = links[i];
+        ev[i] = 0;
+        if (l->local) {
+            t->ll[nl] = l->local;
+            t->lwant[nl] = want[i];
+            t->lidx[nl++] = i;
+            continue;
+        }
+        if (readable(l))
+            ev[i] |= MPE_T_READ;
+        if ((want[i] & MPE_T_WRITE) && l->queued < LINK_MAX)
+            ev[i] |= MPE_T_WRITE;
+        ready += ev[i] != 0;
+    }
+    pthread_mutex_unlock(&mu);
+    /* The bridge writes wakefd when bytes or an end arrive for a remote link. */
+    int r = sp->wait(t->local, t->ll, t->lwant, t->lev, nl, wakefd, ready ? 0 : ms);
+    if (r < 0)
+        return -1;
+    for (int k = 0; k < nl; k++) {
+        ev[t->lidx[k]] = t->lev[k];
+        ready += t->lev[k] != 0;
+    }
+    if (ready == 0) { /* woken by the bridge: look again */
+        pthread_mutex_lock(&mu);
+        for (int i = 0; i < n; i++)
+            if (!links[i]->local && readable(links[i])) {
+                ev[i] |= MPE_T_READ;
+                ready++;
+            }
+        pthread_mutex_unlock(&mu);
+    }
+    return ready;
+}
+
+static void mt_kill(mpe_link *l)
+{
+    if (l->local) {
+        sp->kill(l->local);
+        return;
+    }
+    pthread_mutex_lock(&mu);
+    int tell = !l->killed && !l->ended;
+    l->killed = 1;
+    if (tell)
+        enqueue(l->rank, OP_KILL, l->id, NULL, 0);
+    pthread_mutex_unlock(&mu);
+    if (tell)
+        wake_bridge();
+}
+
+static void unlink_remote(mpe_link *l)
+{
+    for (mpe_link **pp = &remote; *pp; pp = &(*pp)->next)
+        if (*pp == l) {
+            *pp = l->next;
             break;
         }
-    pthread_mutex_unlock(&mu);
-    return found;
 }
 
-static rslot *find_slot(uint32_t id)
+static void mt_reap(mpe_link *l, int *status)
 {
-    pthread_mutex_lock(&mu);
-    rslot *s = slots;
-    while (s && s->id != id)
-        s = s->next;
-    pthread_mutex_unlock(&mu);
-    return s;
-}
-
-static void close_fd(int *fd)
-{
-    if (*fd >= 0) {
-        mpe__proc_untrack_fd(*fd);
-        close(*fd);
-        *fd = -1;
-    }
-}
-
-/* A remote worker died: give the stand-in its record. The channel closes once
- * what the worker sent before dying is written (or, after a timeout, once the
- * pool has killed the stand-in). */
-static void on_remote_death(rslot *s, const mpe_rd *r)
-{
-    death d;
-    if (r->n < sizeof d || s->dying)
+    mpe_transport *t = l->t;
+    t->live[l->rank]--;
+    if (l->local) {
+        sp->reap(l->local, status);
+        free(l);
         return;
-    memcpy(&d, r->p, sizeof d);
+    }
+    /* Normally the end came already; after a kill it may still be on its way
+     * (bounded: a rank that died ends its links). */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
     pthread_mutex_lock(&mu);
-    s->rpid = d.pid;
+    while (!l->ended && pthread_cond_timedwait(&cv, &mu, &until) == 0)
+        ;
+    *status = l->ended ? l->d.status : SIGKILL;
+    unlink_remote(l);
     pthread_mutex_unlock(&mu);
-    s->dying = 1;
-    s->timed_out = d.timed_out;
-    if (s->ctl >= 0) {
-        ssize_t w;
-        do
-            w = write(s->ctl, &d, sizeof d); /* 40 bytes into an empty socket: never short */
-        while (w < 0 && errno == EINTR);
+    mpe__buf_free(&l->in);
+    free(l);
+}
+
+static void mt_forget(mpe_link *l)
+{
+    if (l->local)
+        sp->forget(l->local);
+    else
+        mpe__buf_free(&l->in); /* the bridge belongs to the parent */
+    free(l);
+}
+
+static void mt_progress(mpe_link *l, mpe_progress *out)
+{
+    if (l->local) {
+        sp->progress(l->local, out);
+        return;
+    }
+    memset(out, 0, sizeof *out);
+    pthread_mutex_lock(&mu);
+    if (l->ended) { /* the slot as the worker left it; a timeout shows as overdue */
+        out->chunk = l->d.chunk;
+        out->item = l->d.item;
+        out->ready = l->d.ready;
+        out->started_ns = l->d.timed_out ? 1 : now_ns();
+    }
+    pthread_mutex_unlock(&mu);
+}
+
+/* The worker side: a worker on this rank has a socketpair link. */
+static int mt_send_all(mpe_link *self, const void *p, size_t n, const int *fds, int nfds)
+{
+    return sp->send_all(self, p, n, fds, nfds);
+}
+
+static ssize_t mt_child_recv(mpe_link *self, mpe_buf *b, mpe_fds *fds, int block)
+{
+    return sp->child_recv(self, b, fds, block);
+}
+
+static const mpe_transport_ops transport_mpi = {
+    .name = "mpi",
+    .open = mt_open,
+    .close = mt_close,
+    .start = mt_start,
+    .send = mt_send,
+    .recv = mt_recv,
+    .wait = mt_wait,
+    .kill = mt_kill,
+    .reap = mt_reap,
+    .forget = mt_forget,
+    .progress = mt_progress,
+    .send_all = mt_send_all,
+    .child_recv = mt_child_recv,
+};
+
+/* ---- rank 0: the bridge thread ------------------------------------------------------- */
+
+static mpe_link *find_link(uint32_t id)
+{
+    mpe_link *l = remote;
+    while (l && l->id != id)
+        l = l->next;
+    return l;
+}
+
+static void notify(const mpe_link *l)
+{
+    if (l->t->wakefd >= 0) {
+        uint64_t one = 1;
+        ssize_t w = write(l->t->wakefd, &one, sizeof one);
+        (void)w;
     }
 }
 
-/* Which ranks died: their pid is gone (same host only; elsewhere the launcher tells). */
+/* A message from a serving rank. Called with mu held. */
+static void on_message(const mpe_buf *in)
+{
+    uint32_t id;
+    memcpy(&id, in->p + 1, 4);
+    mpe_link *l = find_link(id);
+    if (!l)
+        return; /* reaped already */
+    const char *body = in->p + HDR;
+    size_t n = in->n - HDR;
+    switch (in->p[0]) {
+    case OP_STARTED: {
+        int32_t pid = 0;
+        if (n >= sizeof pid)
+            memcpy(&pid, body, sizeof pid);
+        l->pid = pid;
+        l->started = 1;
+        pthread_cond_broadcast(&cv);
+        break;
+    }
+    case OP_DATA:
+        if (!l->ended && mpe__buf_grow(&l->in, n) == 0) {
+            memcpy(l->in.p + l->in.n, body, n);
+            l->in.n += n;
+            notify(l);
+        }
+        break;
+    case OP_DEATH:
+        if (n >= sizeof l->d && !l->ended) {
+            memcpy(&l->d, body, sizeof l->d);
+            l->ended = l->started = 1;
+            pthread_cond_broadcast(&cv);
+            notify(l);
+        }
+        break;
+    }
+}
+
+/* Whether rank r's process is still there (same host only; elsewhere the
+ * launcher notices and ends the job). */
 static int rank_alive(int r)
 {
-    char host[64];
-    gethostname(host, sizeof host);
-    host[63] = 0;
+    char host[64] = {0};
+    gethostname(host, sizeof host - 1);
     if (strcmp(host, host_of[r]) != 0)
         return 1;
     char path[64], st[256];
@@ -670,138 +915,58 @@ static int rank_alive(int r)
     return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
 }
 
-/* A remote rank died: say so, and end its workers' stand-ins as crashed, so
- * the pool blames the items they held; the launcher ends the run. */
+/* Rank r died: say so, and end its links as killed, so the pools blame the
+ * items they held (kind "crash"); the launcher ends the run. Called with mu held. */
 static void on_rank_death(int r)
 {
-    fprintf(stderr, "mpe: rank %d (pid %d on %s) died; the pool's items on its workers fail with kind \"crash\"\n",
-            r, (int)pid_of[r], host_of[r]);
-    for (rslot *s = slots; s; s = s->next)
-        if (s->rank == r && !s->dying) {
-            death d = {.status = SIGKILL, .pid = 0};
-            mpe_rd rd;
-            mpe__rd_init(&rd, &d, sizeof d);
-            on_remote_death(s, &rd);
+    fprintf(stderr, "mpe: rank %d (pid %d on %s) died; its workers' items fail with kind \"crash\"\n", r,
+            (int)pid_of[r], host_of[r]);
+    fflush(stderr);
+    for (mpe_link *l = remote; l; l = l->next)
+        if (l->rank == r && !l->ended) {
+            memset(&l->d, 0, sizeof l->d);
+            l->d.status = SIGKILL; /* a wait status: killed by signal 9 */
+            l->ended = l->started = 1;
+            notify(l);
         }
+    pthread_cond_broadcast(&cv);
 }
 
 static void *bridge_main(void *arg)
 {
     (void)arg;
-    mpe__proc_busy(); /* idle only while asleep in poll (see mpe__proc_fork) */
     mpe_buf in = {0};
-    struct pollfd *pf = NULL;
-    rslot **of = NULL;
-    int *isctl = NULL;
-    size_t cap = 0;
-    int us = 0;
-    char *tmp = malloc(READ_MAX);
     char *dead = calloc((size_t)nranks, 1);
+    int us = 0;
     int64_t next_check = 0;
-    while (tmp && dead && !bridge_quit) {
+    mpe__proc_busy(); /* a fork waits until this thread holds nothing (see mpe__proc_fork) */
+    while (dead && !bridge_quit) {
         int busy = 0, src;
+        /* Hand queued messages to MPI, in order. */
+        pthread_mutex_lock(&mu);
+        while (q_head && pending < PENDING_MAX) {
+            qmsg *m = q_head;
+            q_head = m->next;
+            if (!q_head)
+                q_tail = NULL;
+            if (!dead[m->dest])
+                post(m->dest, m->op, m->id, m->p, m->n);
+            if (m->op == OP_DATA) {
+                mpe_link *l = find_link(m->id);
+                if (l) {
+                    int was_full = l->queued >= LINK_MAX;
+                    l->queued -= m->n;
+                    if (was_full && l->queued < LINK_MAX)
+                        notify(l);
+                }
+            }
+            free(m);
+            busy = 1;
+        }
         while (take(&in, &src)) {
             busy = 1;
-            uint32_t id;
-            memcpy(&id, in.p + 1, 4);
-            rslot *s = find_slot(id);
-            if (!s)
-                continue;
-            mpe_rd r;
-            mpe__rd_init(&r, in.p + HDR, in.n - HDR);
-            if (in.p[0] == OP_DATA && s->fd >= 0 && mpe__buf_grow(&s->out, in.n - HDR) == 0) {
-                memcpy(s->out.p + s->out.n, in.p + HDR, in.n - HDR);
-                s->out.n += in.n - HDR;
-            } else if (in.p[0] == OP_DEATH)
-                on_remote_death(s, &r);
-        }
-        size_t n = 0;
-        pthread_mutex_lock(&mu);
-        for (rslot *s = slots; s; s = s->next)
-            n += (s->fd >= 0) + (s->ctl >= 0);
-        pthread_mutex_unlock(&mu);
-        if (n + 1 > cap) {
-            cap = 2 * (n + 1);
-            free(pf);
-            free(of);
-            free(isctl);
-            pf = malloc(cap * sizeof *pf);
-            of = malloc(cap * sizeof *of);
-            isctl = malloc(cap * sizeof *isctl);
-            if (!pf || !of || !isctl)
-                break;
-        }
-        int np = 0;
-        pf[np].fd = wake_fd;
-        pf[np++].events = POLLIN;
-        pthread_mutex_lock(&mu);
-        rslot *list = slots; /* the main thread only pushes in front of it */
-        pthread_mutex_unlock(&mu);
-        for (rslot *s = list; s; s = s->next) {
-            if (s->open) {
-                post(s->rank, OP_OPEN, s->id, s->open, s->nopen);
-                free(s->open);
-                s->open = NULL;
-            }
-            if (s->fd >= 0 && s->out.n > s->off && drain(s->fd, &s->out, &s->off) != 0)
-                s->out.n = s->off = 0;
-            if (s->dying && !s->timed_out && s->out.n == 0)
-                close_fd(&s->fd);
-            if (s->fd < 0 && s->ctl < 0)
-                mpe__buf_free(&s->out);
-            if (s->fd >= 0) {
-                pf[np].fd = s->fd;
-                pf[np].events = (pending < PENDING_MAX ? POLLIN : 0) | (s->out.n > s->off ? POLLOUT : 0);
-                of[np] = s;
-                isctl[np++] = 0;
-            }
-            if (s->ctl >= 0) {
-                pf[np].fd = s->ctl;
-                pf[np].events = POLLIN;
-                of[np] = s;
-                isctl[np++] = 1;
-            }
-        }
-        busy |= push_sends() && us == 0;
-        mpe__proc_idle(); /* asleep in poll, holding nothing: a fork may happen now */
-        int r = nap(pf, np, busy, &us);
-        mpe__proc_busy();
-        if (r > 0 && (pf[0].revents & POLLIN)) {
-            uint64_t v;
-            ssize_t rr = read(wake_fd, &v, sizeof v);
-            (void)rr;
-            us = 0;
-        }
-        for (int k = 1; r > 0 && k < np; k++) {
-            rslot *s = of[k];
-            if (!(pf[k].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            us = 0;
-            if (isctl[k]) {
-                /* The stand-in is gone: killed by the pool (timeout, terminate) or
-                 * done replaying a death. The remote worker goes too. */
-                char c;
-                if (read(s->ctl, &c, 1) > 0)
-                    continue;
-                if (!s->dying)
-                    post(s->rank, OP_KILL, s->id, NULL, 0);
-                close_fd(&s->ctl);
-                if (!s->dying || s->timed_out)
-                    close_fd(&s->fd);
-                continue;
-            }
-            if (s->fd < 0)
-                continue;
-            ssize_t got;
-            do
-                got = read(s->fd, tmp, READ_MAX);
-            while (got < 0 && errno == EINTR);
-            if (got > 0)
-                post(s->rank, OP_DATA, s->id, tmp, (size_t)got);
-            else if (got == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-                post(s->rank, OP_CLOSE, s->id, NULL, 0);
-                close_fd(&s->fd);
-            }
+            if (in.n >= HDR)
+                on_message(&in);
         }
         int64_t now = now_ns();
         if (now >= next_check) {
@@ -812,19 +977,24 @@ static void *bridge_main(void *arg)
                     on_rank_death(k);
                 }
         }
+        pthread_mutex_unlock(&mu);
+        if (push_sends() && us == 0)
+            busy = 1;
+        us = backoff(busy, us);
+        mpe__proc_idle(); /* holding nothing: a waiting fork goes now */
+        if (us > 0)
+            nap(wake_fd, us);
+        mpe__proc_busy();
+        uint64_t v;
+        if (read(wake_fd, &v, sizeof v) > 0)
+            us = 0;
     }
     /* Quit: tell every rank, then give the messages up to 5 s to leave. */
     for (int k = 1; k < nranks; k++)
-        if (!dead || !dead[k])
+        if (dead && !dead[k])
             post(k, OP_QUIT, 0, NULL, 0);
-    for (int64_t end = now_ns() + 5000000000; push_sends() && now_ns() < end;) {
-        int z = IDLE_MIN_US * 10;
-        nap(NULL, 0, 0, &z);
-    }
-    free(pf);
-    free(of);
-    free(isctl);
-    free(tmp);
+    for (int64_t end = now_ns() + 5000000000; push_sends() && now_ns() < end;)
+        nap(-1, 1000);
     free(dead);
     mpe__buf_free(&in);
     mpe__proc_idle();
@@ -836,7 +1006,7 @@ static void *bridge_main(void *arg)
 int mpe__mpi_launched(void)
 {
     static const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_RANK", "PMIX_RANK", "PMI_SIZE",
-                                 "MPI_LOCALNRANKS", "SLURM_PMIX_MAPPING_SERV"};
+                                 "MPI_LOCALNRANKS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
         if (getenv(vars[i]))
             return 1;
@@ -878,7 +1048,7 @@ int mpe__mpi_start(int *argc, char ***argv, mpe_err *e)
     ops.rank = me;
     ops.size = nranks;
     ops.workers = workers_of;
-    ops.spawn = spawn_remote;
+    ops.transport = &transport_mpi;
     ops.where = where;
     mpe__ranks = &ops;
     if (me == 0 && nranks > 1) {
@@ -899,9 +1069,7 @@ void mpe__mpi_finish(void)
         return;
     if (bridge_started) {
         bridge_quit = 1;
-        uint64_t one = 1;
-        ssize_t w = write(wake_fd, &one, sizeof one);
-        (void)w;
+        wake_bridge();
         pthread_join(bridge, NULL);
         bridge_started = 0;
     }

@@ -40,15 +40,17 @@ static int send_function(wslot *w, const fnentry *f)
 
 /* ---- workers ------------------------------------------------------------------- */
 
+/* What start's ud points at: the worker's configuration comes first, so a
+ * backend that starts workers elsewhere (mpi.c) reads it (transport.h). */
 typedef struct spawn_ctx {
-    mpe_pool *p;
     mpe_worker_cfg cfg;
+    mpe_pool *p;
 } spawn_ctx;
 
-static void worker_entry(lua_State *L, int fd, void *ud)
+static void worker_entry(lua_State *L, mpe_link *self, void *ud)
 {
     spawn_ctx *c = ud;
-    c->cfg.fd = fd;
+    c->cfg.link = self;
     mpe__worker_main(L, &c->cfg);
 }
 
@@ -64,30 +66,28 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     pthread_mutex_unlock(&p->mu);
     c.cfg.maxtasks = p->o.maxtasks;
     c.cfg.timeouts = p->o.timeout > 0;
+    c.cfg.timeout = p->o.timeout;
     c.cfg.init_ref = p->o.init_ref;
     c.cfg.initargs_ref = p->o.initargs_ref;
     c.cfg.progress = &p->progress[i];
+    c.cfg.tp = p->tp;
     memset((void *)&p->progress[i], 0, sizeof p->progress[i]);
-    int fd;
-    /* A slot on another rank gets a local stand-in (mpi.c): the rest of the
-     * pool sees a worker process with a channel, as for a local one. */
-    int rank = p->o.spread ? mpe__proc_slot_rank(p->n, i) : mpe__proc_rank();
-    pid_t pid = rank == mpe__proc_rank()
-                    ? mpe__transport_spawn(L, &fd, worker_entry, &c, e)
-                    : mpe__ranks->spawn(L, rank, &c.cfg, p->o.timeout, &fd, e);
-    if (pid < 0)
+    pid_t pid;
+    mpe_link *link = p->tp->start(p->t, L, &p->progress[i], worker_entry, &c, &pid, e);
+    if (!link)
         return -1;
     pthread_mutex_lock(&p->mu);
     wslot *w = &p->w[i];
     w->state = W_LIVE;
     w->pid = pid;
-    w->fd = fd;
+    w->link = link;
     w->number = c.cfg.number;
     w->ninflight = 0;
     w->queued_ns = 0;
     w->assigned = 0;
     w->timed_out = 0;
     w->broken = 0;
+    w->oom = 0;
     w->in.n = w->out.n = w->out_off = 0;
     w->fdq_head = w->fdq_n = 0;
     int failed = 0;
@@ -138,6 +138,7 @@ mpe_pool *mpe__pool_new(lua_State *L, const mpe_pool_opts *o, mpe_err *e)
     p->n = o->workers;
     p->owner = getpid();
     p->efd = -1;
+    p->tp = o->transport ? o->transport : &mpe__transport_socketpair;
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -156,8 +157,9 @@ mpe_pool *mpe__pool_new(lua_State *L, const mpe_pool_opts *o, mpe_err *e)
         mpe__seterr(e, "pool: not enough memory");
         goto fail;
     }
-    for (int i = 0; i < p->n; i++)
-        p->w[i].fd = -1;
+    p->t = p->tp->open(p->n, e);
+    if (!p->t)
+        goto fail;
     p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (p->efd < 0) {
         mpe__seterr(e, "pool: eventfd: %s", strerror(errno));
@@ -607,7 +609,7 @@ void mpe__pool_stop(mpe_pool *p, int now)
         if (w->state != W_LIVE)
             continue;
         if (now)
-            kill(w->pid, SIGKILL);
+            p->tp->kill(w->link);
         else
             mpe__dispatch_frame(&w->out, MPE_F_STOP, 0);
     }
@@ -626,7 +628,7 @@ void mpe__pool_stop(mpe_pool *p, int now)
         if (mpe__proc_now() > give_up) {
             for (int i = 0; i < p->n; i++)
                 if (p->w[i].state == W_LIVE)
-                    kill(p->w[i].pid, SIGKILL);
+                    p->tp->kill(p->w[i].link);
             give_up = mpe__proc_now() + 10;
         }
         struct timespec ts;
@@ -652,13 +654,10 @@ void mpe__pool_stop(mpe_pool *p, int now)
     for (int i = 0; i < p->n; i++) {
         wslot *w = &p->w[i];
         if (w->state == W_LIVE) {
-            kill(w->pid, SIGKILL);
             int st;
-            while (waitpid(w->pid, &st, 0) < 0 && errno == EINTR)
-                ;
-            mpe__proc_untrack_fd(w->fd);
-            close(w->fd);
-            w->fd = -1;
+            p->tp->kill(w->link);
+            p->tp->reap(w->link, &st);
+            w->link = NULL;
             w->state = W_GONE;
         }
     }
@@ -688,6 +687,8 @@ void mpe__pool_free(mpe_pool *p)
         }
         if (mine)
             mpe__dispatch_drop_fdq(w);
+        else if (w->state == W_LIVE)
+            p->tp->forget(w->link); /* the worker is the creator's */
         mpe__buf_free(&w->in);
         mpe__buf_free(&w->out);
     }
@@ -711,6 +712,8 @@ void mpe__pool_free(mpe_pool *p)
     }
     if (p->progress)
         munmap(p->progress, p->progress_len);
+    if (p->t)
+        p->tp->close(p->t);
     free(p->w);
     if (mine) {
         pthread_mutex_destroy(&p->mu);

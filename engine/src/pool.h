@@ -7,7 +7,7 @@
 #define MPE_POOL_H
 
 #include <pthread.h>
-#include "internal.h"
+#include "transport.h"
 
 #define TARGET_CHUNK_NS 4e6     /* aim for chunks of about 4 ms */
 #define QUEUE_NS 8e6            /* keep about 8 ms of work queued per worker */
@@ -64,14 +64,16 @@ enum { W_EMPTY, W_LIVE, W_GONE };
 
 typedef struct wslot {
     int state;
-    pid_t pid;
-    int fd, number;
+    pid_t pid;         /* for messages; the worker is reached through link */
+    mpe_link *link;
+    int number;
     chunk *inflight, *last;
     int ninflight;
     double queued_ns;  /* estimated work in flight */
     long assigned;     /* items sent, for maxtasksperchild */
     int timed_out;
     int broken;        /* it sent a malformed frame and was killed */
+    int oom;           /* the parent had no memory for what it sent: killed */
     mpe_buf in, out;
     size_t out_off;
     mpe_fds fdq[8];    /* descriptor sets received, in order, for MPE_R_FDS frames */
@@ -96,6 +98,8 @@ struct mpe_pool {
     int dispatcher_idle; /* it is (about to be) in poll */
     pid_t owner;
     mpe_pool_opts o;
+    const mpe_transport_ops *tp; /* how workers are reached (transport.h) */
+    mpe_transport *t;
     int n;
     wslot *w;
     mpe_progress *progress; /* shared with the workers: one slot each */

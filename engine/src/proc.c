@@ -64,25 +64,6 @@ void mpe__proc_set_rank(int rank)
     ident_rank = rank;
 }
 
-int mpe__proc_slot_rank(int n, int i)
-{
-    const mpe_ranks *r = mpe__ranks;
-    if (!r || r->size <= 1)
-        return ident_rank;
-    int sum = 0;
-    for (int k = 0; k < r->size; k++)
-        sum += r->workers[k];
-    /* Deal the slots one per rank per round, skipping ranks whose share is used up. */
-    int seen = 0;
-    for (int round = 0; round < n; round++)
-        for (int k = 0; k < r->size; k++) {
-            int share = n == sum ? r->workers[k] : n / r->size + (k < n % r->size);
-            if (round < share && seen++ == i)
-                return k;
-        }
-    return 0;
-}
-
 int mpe__proc_next_number(void)
 {
     return ++children_created;

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "internal.h"
+#include "transport.h"
 
 #define FLUSH_BYTES (256 * 1024)
 #define FLUSH_NS 2000000
@@ -84,7 +84,7 @@ static void malformed(const char *what)
 
 static void send_or_exit(wstate *w, const void *p, size_t n, const mpe_fds *fds)
 {
-    if (mpe__transport_send_all(w->cfg->fd, p, n, fds ? fds->fd : NULL, fds ? fds->n : 0) != 0)
+    if (w->cfg->tp->send_all(w->cfg->link, p, n, fds ? fds->fd : NULL, fds ? fds->n : 0) != 0)
         _exit(0); /* the parent is gone: nobody wants the results */
 }
 
@@ -604,10 +604,10 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
     for (;;) {
         handle_frames(&w, base);
         mpe_fds got = {.n = 0};
-        ssize_t rd = mpe__transport_recv(cfg->fd, &w.in, &got, 0);
+        ssize_t rd = cfg->tp->child_recv(cfg->link, &w.in, &got, 0);
         if (rd < 0 && errno == EAGAIN) {
             flush_out(&w); /* nothing more to do for now: let the parent have the results */
-            rd = mpe__transport_recv(cfg->fd, &w.in, &got, 1);
+            rd = cfg->tp->child_recv(cfg->link, &w.in, &got, 1);
         }
         if (rd <= 0) {
             fflush(NULL);

