@@ -131,20 +131,24 @@ endif()
 file(WRITE ${PROJECT_BINARY_DIR}/CTestCustom.cmake "${MPE_CTEST_CUSTOM}")
 
 # MPI (MPE_MPI found Open MPI): the spanning pool's spec under
-# `mpirun -n 3 mpe run busted` (rank 0 runs busted, ranks 1-2 serve), and the
-# launch tests (clean exit, failing script, a rank killed, Ctrl-C). Root and
-# oversubscription are allowed through Open MPI's environment variables.
-# Lua 5.4 only: the scripts use <close>, which LuaJIT lacks.
-if(MPE_HAVE_MPI AND NOT MPE_SANITIZE AND MPE_LUA STREQUAL "lua5.4")
+# `mpirun -n 3 mpe run busted` (rank 0 runs busted, ranks 1-2 serve; Lua 5.4
+# only: it uses <close>), and the launch tests (clean exit, failing script, a
+# rank killed, Ctrl-C). Root and oversubscription are allowed through Open
+# MPI's environment variables. Not under the sanitizers: LSan reports Open
+# MPI's own allocations at every exit (run them by hand with
+# ASAN_OPTIONS=detect_leaks=0).
+if(MPE_HAVE_MPI AND NOT MPE_SANITIZE)
   find_program(MPE_MPIRUN NAMES mpirun mpiexec)
   set(MPE_MPI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1" "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
       "OMPI_MCA_rmaps_base_oversubscribe=1")
-  add_test(NAME mpi.spec
-           COMMAND ${MPE_MPIRUN} -n 3 $<TARGET_FILE:mpe> run ${BUSTED} -o plainTerminal
-                   ${PROJECT_SOURCE_DIR}/tests/mpi/mpi_spec.lua
-           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
-  set_tests_properties(mpi.spec PROPERTIES TIMEOUT 300 RUN_SERIAL ON
-                       ENVIRONMENT "${MPE_TEST_ENV};${MPE_MPI_ENV}")
+  if(MPE_LUA STREQUAL "lua5.4")
+    add_test(NAME mpi.spec
+             COMMAND ${MPE_MPIRUN} -n 3 $<TARGET_FILE:mpe> run ${BUSTED} -o plainTerminal
+                     ${PROJECT_SOURCE_DIR}/tests/mpi/mpi_spec.lua
+             WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+    set_tests_properties(mpi.spec PROPERTIES TIMEOUT 300 RUN_SERIAL ON
+                         ENVIRONMENT "${MPE_TEST_ENV};${MPE_MPI_ENV}")
+  endif()
   add_test(NAME mpi.launch COMMAND bash ${PROJECT_SOURCE_DIR}/tests/mpi/launch.sh
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(mpi.launch PROPERTIES TIMEOUT 300 RUN_SERIAL ON

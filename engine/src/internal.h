@@ -179,6 +179,7 @@ const char *mpe__proc_signal_name(int sig);
 struct mpe_transport_ops;
 typedef struct mpe_ranks {
     int rank, size;
+    pid_t pid;          /* the process that joined MPI: its forked children are not ranks */
     const int *workers; /* each rank's default pool size */
     /* The backend of pools that span ranks: links on this rank are the
      * socketpair backend's, others are workers forked by their own rank. */

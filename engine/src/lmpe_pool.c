@@ -755,7 +755,9 @@ static int pool_new(lua_State *L)
         return luaL_error(L, "mpe: pool: argument 1 must be a worker count or an options table, got %s",
                           mpe__typename(L, 1));
     /* Under MPI a pool spans every rank unless kept local (mpi.c). */
-    o.spread = mpe__ranks && mpe__ranks->size > 1 && !local;
+    /* Only the process that joined MPI spans ranks; a child it forked (a
+     * worker, an mpe.process) keeps its pools to itself. */
+    o.spread = mpe__ranks && mpe__ranks->size > 1 && !local && getpid() == mpe__ranks->pid;
     if (o.spread)
         o.transport = mpe__ranks->transport;
     if (o.workers == 0 && o.spread)

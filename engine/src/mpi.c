@@ -73,24 +73,34 @@ static int64_t now_ns(void)
  * two ranks sending large messages to each other never wait on each other. */
 typedef struct outmsg {
     MPI_Request rq;
-    size_t n;
+    int dest;
+    size_t n;            /* bytes in p: header and payload */
     struct outmsg *next;
     char p[];
 } outmsg;
 static outmsg *sendq;
 static size_t pending;
 
-static int post(int dest, unsigned op, uint32_t id, const void *a, size_t na)
+/* A message for dest, built but not sent; NULL when memory runs out. */
+static outmsg *build(int dest, unsigned op, uint32_t id, const void *a, size_t na)
 {
     outmsg *m = malloc(sizeof *m + HDR + na);
     if (!m)
-        return -1;
+        return NULL;
+    m->dest = dest;
+    m->next = NULL;
     m->p[0] = (char)op;
     memcpy(m->p + 1, &id, 4);
     if (na)
         memcpy(m->p + HDR, a, na);
     m->n = HDR + na;
-    if (MPI_Isend(m->p, (int)m->n, MPI_BYTE, dest, TAG, comm, &m->rq) != MPI_SUCCESS) {
+    return m;
+}
+
+/* Start sending m (the queue owns it until it completes). */
+static int send_msg(outmsg *m)
+{
+    if (MPI_Isend(m->p, (int)m->n, MPI_BYTE, m->dest, TAG, comm, &m->rq) != MPI_SUCCESS) {
         free(m);
         return -1;
     }
@@ -98,6 +108,12 @@ static int post(int dest, unsigned op, uint32_t id, const void *a, size_t na)
     sendq = m;
     pending += m->n;
     return 0;
+}
+
+static int post(int dest, unsigned op, uint32_t id, const void *a, size_t na)
+{
+    outmsg *m = build(dest, op, id, a, na);
+    return m ? send_msg(m) : -1;
 }
 
 /* Complete what can be; returns whether anything is still unsent. */
@@ -137,12 +153,16 @@ static int take(mpe_buf *b, int *src)
     return 1;
 }
 
-/* The next sleep: none while busy, then doubling up to IDLE_MAX_US. */
-static int backoff(int busy, int us)
+/* How long to sleep when nothing happened since `since` (monotonic ns): 20 µs
+ * for the first 2 ms (a pool at work sends again soon: keep latency low),
+ * then a quarter of the idle time, at most IDLE_MAX_US (an idle rank costs
+ * next to nothing). */
+static int idle_us(int64_t since)
 {
-    if (busy)
-        return 0;
-    return us == 0 ? IDLE_MIN_US : (us * 2 > IDLE_MAX_US ? IDLE_MAX_US : us * 2);
+    int64_t idle = (now_ns() - since) / 1000;
+    if (idle < 2000)
+        return IDLE_MIN_US;
+    return idle / 4 > IDLE_MAX_US ? IDLE_MAX_US : (int)(idle / 4);
 }
 
 /* Sleep until fd (-1: none) is readable or us microseconds pass. */
@@ -272,7 +292,8 @@ int mpe__mpi_serve(lua_State *L)
     mpe_link **links = calloc(SERVE_MAX, sizeof *links);
     unsigned *want = calloc(SERVE_MAX, sizeof *want), *ev = calloc(SERVE_MAX, sizeof *ev);
     mpe_buf in = {0}, got = {0};
-    int nw = 0, idle = 0, quit = 0, status = 1;
+    int nw = 0, quit = 0, status = 1;
+    int64_t active = now_ns(); /* when something last happened */
     if (!t || !ws || !links || !want || !ev)
         goto done;
     status = 0;
@@ -344,15 +365,19 @@ int mpe__mpi_serve(lua_State *L)
         if (push_sends())
             busy = 1;
         /* Sleep on the workers' channels: their results wake us at once;
-         * rank 0's messages are probed after at most the backoff. */
-        idle = busy ? 0 : idle + 1;
-        int ms = idle < 16 ? 0 : (idle - 15 > 10 ? 10 : idle - 15);
-        int ready = sp->wait(t, links, want, ev, nw, -1, pending < PENDING_MAX ? ms : 0);
+         * rank 0's messages are probed after at most the idle sleep (below
+         * a millisecond, poll's unit, the sleep is a ppoll after a look). */
+        if (busy)
+            active = now_ns();
+        int us = busy || pending >= PENDING_MAX ? 0 : idle_us(active);
+        int ready = sp->wait(t, links, want, ev, nw, -1, us >= 1000 ? us / 1000 : 0);
+        if (ready == 0 && us > 0 && us < 1000)
+            nap(-1, us);
         for (int k = 0; ready > 0 && k < nw; k++) {
             lworker *w = ws[k];
             if (!(ev[k] & MPE_T_READ))
                 continue;
-            idle = 0;
+            active = now_ns();
             got.n = 0;
             ssize_t n = sp->recv(w->link, &got, NULL);
             if (n > 0)
@@ -416,18 +441,10 @@ struct mpe_transport {
 };
 
 /* Bridge state: everything below is guarded by mu. */
-typedef struct qmsg {
-    int dest;
-    unsigned op;
-    uint32_t id;
-    size_t n;
-    struct qmsg *next;
-    char p[];
-} qmsg;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static mpe_link *remote;            /* live remote links */
-static qmsg *q_head, *q_tail;       /* messages for the bridge to send, in order */
+static outmsg *q_head, *q_tail;     /* messages for the bridge to send, in order */
 static uint32_t next_id;
 static struct {
     pid_t pid;
@@ -449,16 +466,9 @@ static void wake_bridge(void)
 /* Queue a message for the bridge. Called with mu held. */
 static int enqueue(int dest, unsigned op, uint32_t id, const void *p, size_t n)
 {
-    qmsg *m = malloc(sizeof *m + n);
+    outmsg *m = build(dest, op, id, p, n);
     if (!m)
         return -1;
-    m->dest = dest;
-    m->op = op;
-    m->id = id;
-    m->n = n;
-    m->next = NULL;
-    if (n)
-        memcpy(m->p, p, n);
     if (q_tail)
         q_tail->next = m;
     else
@@ -630,8 +640,22 @@ static mpe_link *mt_start(mpe_transport *t, lua_State *L, mpe_progress *progress
     /* Wait for STARTED (or a DEATH: it could not fork), so the pool knows the
      * worker's pid; a rank that died ends the link through on_rank_death. */
     pthread_mutex_lock(&mu);
-    while (!l->started)
-        pthread_cond_wait(&cv, &mu);
+    while (!l->started && !mpe__sig_caught()) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100000000; /* look at signals every 0.1 s */
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&cv, &mu, &until);
+    }
+    if (!l->started) { /* interrupted: the worker, if it comes, is killed */
+        l->killed = 1;
+        enqueue(rank, OP_KILL, l->id, NULL, 0);
+        l->ended = l->started = 1;
+        l->d.status = SIGKILL;
+    }
     *pid = l->pid;
     if (l->pid > 0)
         remember(l->pid, rank);
@@ -937,37 +961,46 @@ static void *bridge_main(void *arg)
     (void)arg;
     mpe_buf in = {0};
     char *dead = calloc((size_t)nranks, 1);
-    int us = 0;
-    int64_t next_check = 0;
+    int64_t next_check = 0, active = now_ns();
     mpe__proc_busy(); /* a fork waits until this thread holds nothing (see mpe__proc_fork) */
     while (dead && !bridge_quit) {
         int busy = 0, src;
-        /* Hand queued messages to MPI, in order. */
+        /* Take the queued messages (accounting them as handed over), then
+         * give them to MPI in order, and read what came, without the lock. */
         pthread_mutex_lock(&mu);
-        while (q_head && pending < PENDING_MAX) {
-            qmsg *m = q_head;
-            q_head = m->next;
-            if (!q_head)
-                q_tail = NULL;
-            if (!dead[m->dest])
-                post(m->dest, m->op, m->id, m->p, m->n);
-            if (m->op == OP_DATA) {
-                mpe_link *l = find_link(m->id);
+        outmsg *q = pending < PENDING_MAX ? q_head : NULL;
+        if (q)
+            q_head = q_tail = NULL;
+        for (outmsg *m = q; m; m = m->next)
+            if (m->p[0] == OP_DATA) {
+                uint32_t id;
+                memcpy(&id, m->p + 1, 4);
+                mpe_link *l = find_link(id);
                 if (l) {
                     int was_full = l->queued >= LINK_MAX;
-                    l->queued -= m->n;
+                    l->queued -= m->n - HDR;
                     if (was_full && l->queued < LINK_MAX)
                         notify(l);
                 }
             }
-            free(m);
+        pthread_mutex_unlock(&mu);
+        while (q) {
+            outmsg *m = q;
+            q = m->next;
+            if (dead[m->dest])
+                free(m);
+            else
+                send_msg(m);
             busy = 1;
         }
         while (take(&in, &src)) {
             busy = 1;
+            pthread_mutex_lock(&mu);
             if (in.n >= HDR)
                 on_message(&in);
+            pthread_mutex_unlock(&mu);
         }
+        pthread_mutex_lock(&mu);
         int64_t now = now_ns();
         if (now >= next_check) {
             next_check = now + 200000000; /* 0.2 s */
@@ -978,16 +1011,16 @@ static void *bridge_main(void *arg)
                 }
         }
         pthread_mutex_unlock(&mu);
-        if (push_sends() && us == 0)
-            busy = 1;
-        us = backoff(busy, us);
+        push_sends();
+        if (busy)
+            active = now_ns();
         mpe__proc_idle(); /* holding nothing: a waiting fork goes now */
-        if (us > 0)
-            nap(wake_fd, us);
+        if (!busy)
+            nap(wake_fd, idle_us(active));
         mpe__proc_busy();
         uint64_t v;
         if (read(wake_fd, &v, sizeof v) > 0)
-            us = 0;
+            active = now_ns();
     }
     /* Quit: tell every rank, then give the messages up to 5 s to leave. */
     for (int k = 1; k < nranks; k++)
@@ -1047,6 +1080,7 @@ int mpe__mpi_start(int *argc, char ***argv, mpe_err *e)
     mpe__proc_set_rank(me);
     ops.rank = me;
     ops.size = nranks;
+    ops.pid = getpid();
     ops.workers = workers_of;
     ops.transport = &transport_mpi;
     ops.where = where;

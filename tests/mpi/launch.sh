@@ -2,6 +2,7 @@
 # launch.sh -- `mpirun -n 3 mpe run ...` end to end: clean exit on every rank,
 # a failing script's status, a rank killed mid-map ends the run naming it,
 # Ctrl-C to mpirun stops every rank and worker. Run by ctest when MPI is on.
+# The Lua here avoids <close>, so it runs under LuaJIT builds too.
 set -u
 MPE_BIN=${MPE_BIN:-build/mpe}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -14,7 +15,7 @@ left() { pgrep -f "$tmp/" | grep -v "^$$\$" | wc -l; }
 # 1. Rank 0 finishes: every rank exits 0, no process is left.
 cat > "$tmp/ok.lua" <<'LUA'
 local mpe = require "mpe"
-local pool <close> = mpe.pool()
+local pool = mpe.pool()
 local r = pool:map(function(x) return x + 1 end, mpe.range(1, 1000))
 print("world", mpe.world().rank, mpe.world().size, r[1000])
 LUA
@@ -32,7 +33,7 @@ echo "ok 2 same script without mpirun"
 # 3. A script error: non-zero status, the message, nothing left.
 cat > "$tmp/err.lua" <<'LUA'
 local mpe = require "mpe"
-local pool <close> = mpe.pool()
+local pool = mpe.pool()
 pool:map(function(x) return x end, mpe.range(1, 10))
 error("script says no")
 LUA
@@ -45,7 +46,7 @@ echo "ok 3 failing script"
 # 4. A rank killed with SIGKILL mid-map ends the run, naming the rank.
 cat > "$tmp/kill.lua" <<'LUA'
 local mpe = require "mpe"
-local pool <close> = mpe.pool{workers = 3}
+local pool = mpe.pool{workers = 3}
 pool:map(function(x)
   local me = mpe.current_process()
   DONE = (DONE or 0) + 1
@@ -73,7 +74,7 @@ echo "ok 4 killed rank ($took s)"
 # 5. Ctrl-C (SIGINT) to mpirun stops every rank and every worker.
 cat > "$tmp/long.lua" <<'LUA'
 local mpe = require "mpe"
-local pool <close> = mpe.pool()
+local pool = mpe.pool()
 print("started") io.stdout:flush()
 pool:map(function(x) local t = mpe.now() + 0.2 while mpe.now() < t do end return x end, mpe.range(1, 100000))
 LUA

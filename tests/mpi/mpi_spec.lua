@@ -113,6 +113,7 @@ describe("mpe under mpirun", function()
   it("fails an item whose worker crashes on another rank with kind crash, and goes on", function()
     local pool <close> = mpe.pool{workers = world.size}
     local r, errs = pool:map(function(x)
+      spin(1e5)
       if mpe.current_process().rank ~= 0 and x % 7 == 0 then os.exit(3) end
       return x
     end, mpe.range(1, 60), {errors = "collect", chunksize = 1})
@@ -128,16 +129,82 @@ describe("mpe under mpirun", function()
         assert.are.equal(i, r[i])
       end
     end
-    assert.is_true(crashes >= 0)
-    local ok, e = pcall(pool.apply, pool, function()
-      if mpe.current_process().rank ~= 0 then
-        local t = require "mpe"
-        t.nothing_here.boom = 1
-      end
-      return 1
-    end)
-    if not ok then assert.truthy(tostring(e):match("nothing_here")) end
+    assert.is_true(crashes > 0, "no item ran on another rank")
     assert.are.same(seq(30), {table.unpack(pool:map(function(x) return x end, seq(30)))})
+  end)
+
+  it("fails crashing and raising items alone through every pool call", function()
+    local pool <close> = mpe.pool{workers = world.size}
+    local function f(x)
+      if x % 7 == 0 then os.exit(5) end
+      if x % 5 == 0 then error("five " .. x) end
+      return x
+    end
+    local function check(i, v, e)
+      if i % 7 == 0 then
+        assert.are.equal("crash", e.kind)
+        assert.are.equal(i, e.index)
+        assert.is_number(e.rank)
+      elseif i % 5 == 0 then
+        assert.are.equal("error", e.kind)
+        assert.truthy(e.message:match("five " .. i))
+        assert.is_number(e.rank)
+      else
+        assert.are.equal(i, v)
+      end
+    end
+    local xs, args = seq(40), {}
+    for i = 1, 40 do args[i] = {i} end
+    local calls = {
+      function() return pool:map(f, xs, {errors = "collect"}) end,
+      function() return pool:starmap(f, args, {errors = "collect"}) end,
+      function() return pool:map_async(f, xs, {errors = "collect"}):get() end,
+      function() return pool:starmap_async(f, args, {errors = "collect"}):get() end,
+    }
+    for _, call in ipairs(calls) do
+      local r, errs = call()
+      for i = 1, 40 do check(i, r[i], errs and errs[i]) end
+    end
+    for _, it in ipairs{"imap", "imap_unordered"} do
+      local seen = 0
+      for i, v, e in pool[it](pool, f, xs, {errors = "collect"}) do
+        check(i, v, e)
+        seen = seen + 1
+      end
+      assert.are.equal(40, seen)
+    end
+    for _, x in ipairs{7, 5} do
+      local ok, e = pcall(pool.apply, pool, f, x)
+      assert.is_false(ok)
+      assert.are.equal(x == 7 and "crash" or "error", e.kind)
+      ok, e = pcall(function() return pool:apply_async(f, {x}):get() end)
+      assert.is_false(ok)
+      assert.are.equal(x == 7 and "crash" or "error", e.kind)
+      assert.is_number(e.rank)
+    end
+    assert.are.equal(3, pool:apply(f, 3))
+  end)
+
+  it("re-runs an item whose worker died, with retries", function()
+    local marker = os.tmpname()
+    os.remove(marker)
+    local pool <close> = mpe.pool{workers = world.size, retries = 1}
+    local r = pool:map(function(x)
+      if x == 11 then
+        local h = io.open(marker)
+        if not h then io.open(marker, "w"):close() os.exit(9) end
+        h:close()
+      end
+      return x
+    end, mpe.range(1, 20), {chunksize = 1})
+    os.remove(marker)
+    assert.are.same(seq(20), {table.unpack(r)})
+  end)
+
+  it("draws a progress bar for a map across ranks and returns its results", function()
+    local pool <close> = mpe.pool{workers = world.size}
+    local r = pool:map(function(x) return -x end, mpe.range(1, 500), {progress = "force"})
+    for i = 1, 500 do assert.are.equal(-i, r[i]) end
   end)
 
   it("kills a task past its timeout on another rank (kind timeout)", function()
@@ -152,7 +219,7 @@ describe("mpe under mpirun", function()
     assert.are.equal(2, errs[2].index)
   end)
 
-  it("re-runs items after a crash with retries, and recycles workers", function()
+  it("recycles workers on every rank (maxtasksperchild)", function()
     local pool <close> = mpe.pool{workers = world.size, maxtasksperchild = 3}
     local xs = seq(100)
     assert.are.same(xs, {table.unpack(pool:map(function(x) return x end, xs, {chunksize = 1}))})
@@ -215,6 +282,20 @@ describe("mpe under mpirun", function()
       else
         assert.are.equal(i, r[i])
       end
+    end
+  end)
+
+  it("keeps a pool made inside a task on that task's rank", function()
+    local pool <close> = mpe.pool{workers = world.size}
+    local r = pool:map(function()
+      local inner = mpe.pool(1)
+      local got = inner:map(function() return mpe.current_process().rank end, {1, 2})
+      inner:close() inner:join()
+      return {mpe.current_process().rank, got[1], got[2]}
+    end, mpe.range(1, 12), {chunksize = 1})
+    for i = 1, 12 do
+      assert.are.equal(r[i][1], r[i][2])
+      assert.are.equal(r[i][1], r[i][3])
     end
   end)
 
