@@ -352,6 +352,10 @@ void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, siz
 int mpe__pool_job_fds(mpe_job *j);
 /* Make the items added so far visible to the dispatcher; finished: no more will come. */
 void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished);
+/* Let the dispatcher use only items before limit (0-based store index; the
+ * default is no limit): imap over a range or a table shows the workers a
+ * window ahead of its consumer, so results never pile up unread. */
+void mpe__pool_job_window(mpe_pool *p, mpe_job *j, lua_Integer limit);
 /* Take the next message (NULL if none); hand it back with mpe__pool_msg_done. */
 mpe_msg *mpe__pool_take(mpe_pool *p);
 /* Whether the message's job is still wanted (not released). Main thread. */

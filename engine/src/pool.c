@@ -300,6 +300,7 @@ mpe_job *mpe__pool_job(mpe_pool *p, int mode, uint64_t fnid, int chunksize, int 
     j->fnid = fnid;
     j->chunksize = chunksize;
     j->raise_first = raise_first;
+    j->limit = LUA_MAXINTEGER;
     pthread_mutex_lock(&p->mu);
     j->id = ++p->next_id;
     for (fnentry *f = p->fns; f; f = f->next)
@@ -426,7 +427,7 @@ void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished)
 {
     pthread_mutex_lock(&p->mu);
     trim(p, j);
-    j->visible = j->count;
+    j->visible = j->count < j->limit ? j->count : j->limit;
     if (finished)
         j->finished = 1;
     mpe__dispatch_enlist(p, j);
@@ -503,6 +504,14 @@ int mpe__pool_wait(mpe_pool *p, double deadline)
     }
     pthread_mutex_unlock(&p->mu);
     return news || deadline < 0 || mpe__proc_now() < deadline;
+}
+
+void mpe__pool_job_window(mpe_pool *p, mpe_job *j, lua_Integer limit)
+{
+    pthread_mutex_lock(&p->mu);
+    j->limit = limit;
+    pthread_mutex_unlock(&p->mu);
+    mpe__pool_publish(p, j, 0);
 }
 
 void mpe__pool_job_progress(mpe_pool *p, mpe_job *j, lua_Integer *done, lua_Integer *count)

@@ -38,6 +38,7 @@ struct mpe_job {
     lua_Integer base;          /* first item still held (earlier ones were trimmed) */
     lua_Integer count;         /* items added (main thread) */
     lua_Integer visible;       /* items the dispatcher may use */
+    lua_Integer limit;         /* visible never passes it (imap's window) */
     int finished;              /* no more items will come */
     lua_Integer cut;           /* first item not yet cut into a chunk */
     range *redo;               /* items to run again, served first */

@@ -175,4 +175,44 @@ describe("pool failure seams", function()
       end)
     end
   end)
+  -- A slow consumer: three results, a second apart, then the loop is left.
+  -- Without back-pressure the workers fill the parent with results while it
+  -- sleeps (hundreds of MB over 10^7 items); with it, a window of results.
+  describe("back-pressure of imap over a range or a table", function()
+    local function rss_mb()
+      local f = io.open("/proc/self/statm")
+      local t = f:read("*a")
+      f:close()
+      return tonumber(t:match("%d+ (%d+)")) * 4096 / 1e6
+    end
+    for _, e in ipairs({"imap", "imap_unordered"}) do
+      for _, input in ipairs({"range", "table"}) do
+        it("holds the memory of a slow consumer (" .. e .. " over a " .. input .. ")", function()
+          local growth, joined = isolated(function()
+            local pool = mpe.pool(2)
+            local items
+            if input == "range" then
+              items = mpe.range(1, 1e7)
+            else
+              items = {}
+              for i = 1, 1e6 do items[i] = i end
+            end
+            collectgarbage()
+            local before = rss_mb()
+            local n, most = 0, 0
+            for _, v in pool[e](pool, function(x) return x end, items) do
+              n = n + 1
+              os.execute("sleep 1")
+              local now = rss_mb() - before
+              if now > most then most = now end
+              if n == 3 then break end
+            end
+            return most, healthy_then_joined(pool)
+          end)
+          assert.is_true(joined)
+          assert.is_true(growth < 40, ("the parent grew by %.0f MB"):format(growth))
+        end)
+      end
+    end
+  end)
 end)
