@@ -173,17 +173,13 @@ static void add_value(lua_State *L, ajob *a, int idx)
         snprintf(root, sizeof root, a->mode == MPE_M_MAP ? "item %lld" : "item %lld args",
                  (long long)a->count + 1);
     lp->scratch.n = 0;
-    for (int k = 0; k < lp->sfds.n; k++)
+    for (int k = 0; k < lp->sfds.n; k++) /* left by an encoding that raised */
         if (lp->sfds.fd[k] >= 0)
             close(lp->sfds.fd[k]);
-    /* Slots the job's earlier items took stay reserved (-1), so this item's
-     * descriptors get the job's next slot numbers. */
-    lp->sfds.n = mpe__pool_job_fds(a->j);
-    for (int k = 0; k < lp->sfds.n; k++)
-        lp->sfds.fd[k] = -1;
+    lp->sfds.n = 0;
     mpe__encode(L, idx, &lp->scratch, root, &lp->sfds);
     mpe__pool_add_enc(L, lp->p, a->j, lp->scratch.p, lp->scratch.n, &lp->sfds);
-    lp->sfds.n = 0; /* the job owns them now */
+    lp->sfds.n = 0; /* the pool took them */
     a->count++;
 }
 
