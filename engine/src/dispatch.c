@@ -206,7 +206,8 @@ static lua_Integer chunk_size(mpe_pool *p, mpe_job *j, lua_Integer avail)
         /* A small first chunk to measure the cost, shared out between the
          * workers when the job is small (two items that wait for each other
          * must not land on one worker). */
-        lua_Integer share = (avail + p->n - 1) / p->n;
+        lua_Integer all = j->finished ? j->visible : avail; /* a share of the whole job */
+        lua_Integer share = (all + p->n - 1) / p->n;
         n = share < 16 ? share : 16;
     }
     else {
@@ -333,13 +334,30 @@ static int feed_one(mpe_pool *p, wslot *w)
     return 0;
 }
 
-static void feed(mpe_pool *p, wslot *w)
+/* Whether w should get one more chunk now: an idle worker always; a busy
+ * one only once the pool knows what items cost (a chunk of unknown cost
+ * could be long: queued behind another, it would wait while a second worker
+ * idles) and while its queue holds less than QUEUE_NS of work. */
+static int wants(const mpe_pool *p, const wslot *w)
 {
-    if (p->stopping || (w->inflight && w->inflight->suspect))
-        return;
-    while (w->ninflight < 2 || (w->ninflight < MAX_INFLIGHT && w->queued_ns < QUEUE_NS))
-        if (!feed_one(p, w))
-            break;
+    if (w->state != W_LIVE || p->stopping || (w->inflight && w->inflight->suspect))
+        return 0;
+    if (w->ninflight == 0)
+        return 1;
+    return p->cost_ns > 0 && w->ninflight < MAX_INFLIGHT && w->queued_ns < QUEUE_NS;
+}
+
+/* The feed step: hand chunks out round-robin, one per pass to each worker
+ * that wants one, so coarse tasks spread over the workers instead of
+ * filling the first worker's queue. */
+static void feed_all(mpe_pool *p)
+{
+    for (int any = 1; any;) {
+        any = 0;
+        for (int i = 0; i < p->n; i++)
+            if (wants(p, &p->w[i]) && feed_one(p, &p->w[i]))
+                any = 1;
+    }
 }
 
 /* ---- outcomes --------------------------------------------------------------------- */
@@ -710,15 +728,11 @@ void *mpe__dispatch_main(void *arg)
     pthread_mutex_lock(&p->mu);
     while (!p->quit) {
         int np = 0;
-        /* One chunk to every idle worker first, then top the queues up. */
-        for (int i = 0; i < p->n; i++)
-            if (p->w[i].state == W_LIVE && p->w[i].ninflight == 0 && !p->stopping)
-                feed_one(p, &p->w[i]);
+        feed_all(p);
         for (int i = 0; i < p->n; i++) {
             wslot *w = &p->w[i];
             if (w->state != W_LIVE)
                 continue;
-            feed(p, w);
             links[np] = w->link;
             want[np] = MPE_T_READ | (w->out.n > w->out_off ? MPE_T_WRITE : 0);
             slot[np++] = i;

@@ -586,7 +586,9 @@ static void handle_frames(wstate *w, int base)
         }
         case MPE_F_CHUNK:
             run_chunk(w, &r, base);
-            if (w->out.n >= FLUSH_BYTES)
+            /* After a chunk, results go once FLUSH_NS passed since the last
+             * write: a finished chunk does not wait for the next one. */
+            if (w->out.n >= FLUSH_BYTES || (w->out.n > 0 && now_ns() - w->last_flush > FLUSH_NS))
                 flush_out(w);
             if (w->cfg->maxtasks > 0 && w->tasks >= w->cfg->maxtasks) {
                 flush_out(w);
