@@ -87,6 +87,64 @@ int mpe__dispatch_frame(mpe_buf *b, unsigned type, uint64_t v)
     return 0;
 }
 
+int mpe__dispatch_frame32(mpe_buf *b, unsigned type, uint32_t v)
+{
+    size_t s = b->n;
+    if (put32(b, 0) || put8(b, type) || put32(b, v))
+        return -1;
+    patch_len(b, s);
+    return 0;
+}
+
+/* ---- shared segments: each sent once to each worker -------------------------- */
+
+static int segs_frame(mpe_buf *b, const uint32_t *ids, int *n)
+{
+    size_t st = b->n;
+    if (put32(b, 0) || put8(b, MPE_F_SEGS) || put32(b, (uint32_t)*n))
+        return -1;
+    for (int q = 0; q < *n; q++)
+        if (put32(b, ids[q]))
+            return -1;
+    patch_len(b, st);
+    *n = 0;
+    return 0;
+}
+
+/* Queue MPE_F_SEGS frames for the segments items [a, e) of j refer to that
+ * w has not been sent yet (at most MPE_MAX_FDS a frame: each frame's
+ * descriptors travel in one message). 0, or -1 on ENOMEM. */
+static int send_segs(mpe_pool *p, wslot *w, mpe_job *j, lua_Integer a, lua_Integer e)
+{
+    if ((size_t)p->nsegs > w->hascap) {
+        size_t cap = (size_t)p->segcap;
+        unsigned char *h = realloc(w->has, cap);
+        if (!h)
+            return -1;
+        memset(h + w->hascap, 0, cap - w->hascap);
+        w->has = h;
+        w->hascap = cap;
+    }
+    uint32_t ids[MPE_MAX_FDS];
+    int n = 0;
+    for (lua_Integer i = a; i < e; i++) {
+        const unsigned char *s = (const unsigned char *)j->items.p + j->off[i - j->base];
+        for (int q = 0; q < s[0]; q++) {
+            const unsigned char *v = s + 1 + 4 * q;
+            uint32_t id = (uint32_t)v[0] | (uint32_t)v[1] << 8 | (uint32_t)v[2] << 16 | (uint32_t)v[3] << 24;
+            if (id >= (uint32_t)p->nsegs || w->has[id] || p->segs[id].fd < 0)
+                continue;
+            w->has[id] = 1;
+            ids[n++] = id;
+            if (n == MPE_MAX_FDS && segs_frame(&w->out, ids, &n) != 0)
+                return -1;
+        }
+    }
+    if (n > 0 && segs_frame(&w->out, ids, &n) != 0)
+        return -1;
+    return 0;
+}
+
 void mpe__dispatch_drop_fdq(wslot *w)
 {
     while (w->fdq_n > 0) {
@@ -148,7 +206,8 @@ static lua_Integer chunk_size(mpe_pool *p, mpe_job *j, lua_Integer avail)
         /* A small first chunk to measure the cost, shared out between the
          * workers when the job is small (two items that wait for each other
          * must not land on one worker). */
-        lua_Integer share = (avail + p->n - 1) / p->n;
+        lua_Integer all = j->finished ? j->visible : avail; /* a share of the whole job */
+        lua_Integer share = (all + p->n - 1) / p->n;
         n = share < 16 ? share : 16;
     }
     else {
@@ -245,14 +304,9 @@ static int feed_one(mpe_pool *p, wslot *w)
         c->got = 0;
         c->suspect = suspect;
         c->next = NULL;
-        if (j->fds.n > 0) {
-            /* The descriptors go alone in their own message, just before. */
-            size_t s = w->out.n;
-            if (mpe__dispatch_frame(&w->out, MPE_F_FDS, j->id) != 0) {
-                free(c);
-                return 0;
-            }
-            (void)s;
+        if (j->nsegs > 0 && send_segs(p, w, j, a, e) != 0) {
+            free(c);
+            return 0;
         }
         if (write_chunk(&w->out, c->id, j, a, e) != 0) {
             free(c);
@@ -280,13 +334,30 @@ static int feed_one(mpe_pool *p, wslot *w)
     return 0;
 }
 
-static void feed(mpe_pool *p, wslot *w)
+/* Whether w should get one more chunk now: an idle worker always; a busy
+ * one only once the pool knows what items cost (a chunk of unknown cost
+ * could be long: queued behind another, it would wait while a second worker
+ * idles) and while its queue holds less than QUEUE_NS of work. */
+static int wants(const mpe_pool *p, const wslot *w)
 {
-    if (p->stopping || (w->inflight && w->inflight->suspect))
-        return;
-    while (w->ninflight < 2 || (w->ninflight < MAX_INFLIGHT && w->queued_ns < QUEUE_NS))
-        if (!feed_one(p, w))
-            break;
+    if (w->state != W_LIVE || p->stopping || (w->inflight && w->inflight->suspect))
+        return 0;
+    if (w->ninflight == 0)
+        return 1;
+    return p->cost_ns > 0 && w->ninflight < MAX_INFLIGHT && w->queued_ns < QUEUE_NS;
+}
+
+/* The feed step: hand chunks out round-robin, one per pass to each worker
+ * that wants one, so coarse tasks spread over the workers instead of
+ * filling the first worker's queue. */
+static void feed_all(mpe_pool *p)
+{
+    for (int any = 1; any;) {
+        any = 0;
+        for (int i = 0; i < p->n; i++)
+            if (wants(p, &p->w[i]) && feed_one(p, &p->w[i]))
+                any = 1;
+    }
 }
 
 /* ---- outcomes --------------------------------------------------------------------- */
@@ -657,15 +728,11 @@ void *mpe__dispatch_main(void *arg)
     pthread_mutex_lock(&p->mu);
     while (!p->quit) {
         int np = 0;
-        /* One chunk to every idle worker first, then top the queues up. */
-        for (int i = 0; i < p->n; i++)
-            if (p->w[i].state == W_LIVE && p->w[i].ninflight == 0 && !p->stopping)
-                feed_one(p, &p->w[i]);
+        feed_all(p);
         for (int i = 0; i < p->n; i++) {
             wslot *w = &p->w[i];
             if (w->state != W_LIVE)
                 continue;
-            feed(p, w);
             links[np] = w->link;
             want[np] = MPE_T_READ | (w->out.n > w->out_off ? MPE_T_WRITE : 0);
             slot[np++] = i;
@@ -688,31 +755,38 @@ void *mpe__dispatch_main(void *arg)
                 const int *fds = NULL;
                 int nfds = 0;
                 size_t len = w->out.n - w->out_off;
-                /* An F_FDS frame travels alone, with the job's descriptors. */
+                int segfds[MPE_MAX_FDS];
+                /* F_FDS and F_SEGS frames travel alone, with their descriptors. */
                 unsigned type;
                 uint32_t flen;
-                /* Stop before the next F_FDS frame: it must start a message of its own. */
+                /* Stop before the next such frame: it must start a message of its own. */
                 for (size_t o = w->out_off; o < w->out.n && mpe__frame_peek(&w->out, o, &type, &flen);
                      o += MPE_FRAME_HDR + flen)
-                    if (type == MPE_F_FDS && o > w->out_off) {
+                    if ((type == MPE_F_FDS || type == MPE_F_SEGS) && o > w->out_off) {
                         len = o - w->out_off;
                         break;
                     }
-                if (mpe__frame_peek(&w->out, w->out_off, &type, &flen) && type == MPE_F_FDS) {
+                if (mpe__frame_peek(&w->out, w->out_off, &type, &flen) &&
+                    (type == MPE_F_FDS || type == MPE_F_SEGS)) {
                     mpe_rd rd;
-                    uint64_t jid = 0;
                     mpe__rd_init(&rd, w->out.p + w->out_off + MPE_FRAME_HDR, flen);
-                    mpe__rd_u64(&rd, &jid);
-                    for (mpe_job *j = p->jobs; j; j = j->next)
-                        if (j->id == jid) {
-                            fds = j->fds.fd;
-                            nfds = j->fds.n;
-                        }
-                    for (fnentry *f = p->fns; f && !fds; f = f->next)
-                        if (f->id == jid) {
-                            fds = f->fds.fd;
-                            nfds = f->fds.n;
-                        }
+                    if (type == MPE_F_FDS) {
+                        uint64_t fid = 0;
+                        mpe__rd_u64(&rd, &fid);
+                        for (fnentry *f = p->fns; f && !fds; f = f->next)
+                            if (f->id == fid) {
+                                fds = f->fds.fd;
+                                nfds = f->fds.n;
+                            }
+                    } else {
+                        /* A job holds its segments while its chunks are out,
+                         * so every id here is still open. */
+                        uint32_t n = 0, id;
+                        mpe__rd_u32(&rd, &n);
+                        for (uint32_t q = 0; q < n && q < MPE_MAX_FDS && mpe__rd_u32(&rd, &id) == 0; q++)
+                            segfds[nfds++] = id < (uint32_t)p->nsegs ? p->segs[id].fd : -1;
+                        fds = segfds;
+                    }
                     len = MPE_FRAME_HDR + flen;
                 }
                 ssize_t sent = p->tp->send(w->link, w->out.p + w->out_off, len, fds, nfds);

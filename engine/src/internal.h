@@ -213,9 +213,13 @@ enum {
     MPE_F_FUNC = 1,  /* [u64 fn id][encoded function]                                      */
     MPE_F_DROP,      /* [u64 fn id]: forget a function                                     */
     MPE_F_CHUNK,     /* [u64 chunk id][u64 job id][u64 fn id][u8 mode][u8 kind][u32 n][payload] */
-    MPE_F_FDS,       /* [u64 job or function id], sent alone with descriptors attached:
-                        they decode that job's items or that function */
-    MPE_F_JOBEND,    /* [u64 job id]: the job is over, close its descriptors               */
+    MPE_F_FDS,       /* [u64 function id], sent alone with descriptors attached: they
+                        decode that function's upvalues */
+    MPE_F_SEGDROP,   /* [u32 segment id]: close the pool's segment id (it may be reused) */
+    MPE_F_SEGS,      /* [u32 n][n x u32 segment id], sent alone with n descriptors
+                        attached: the pool's shared segments by id, each sent once per
+                        worker. Encoded items (MPE_K_ENC) each start with
+                        [varint k][k x u32 segment id]: their descriptor slots 0..k-1 */
     MPE_F_STOP,      /* finish and exit                                                    */
     /* worker -> parent */
     MPE_F_RESULT,    /* [u64 chunk id][u32 from][u32 count][u8 flags][u64 elapsed ns][payload] */
@@ -391,13 +395,17 @@ void mpe__pool_add_range(lua_State *L, mpe_job *j, lua_Integer start, lua_Intege
  * visible (call it as often as useful: workers start on them at once). */
 char *mpe__pool_packed_begin(lua_State *L, mpe_pool *p, mpe_job *j, int kind, size_t count);
 void mpe__pool_packed_commit(mpe_pool *p, mpe_job *j, size_t count, int finished);
+/* fds: the descriptors the item's encoding refers to (slots 0..n-1; may be
+ * NULL). The pool takes them all (each set to -1): a segment it already
+ * knows is closed here, a new one kept, so each distinct segment is held and
+ * sent to each worker once however many items carry it. */
 void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds);
-/* Descriptors a job's items carry so far. An item is encoded against a list
- * that already holds that many slots, so the slot numbers its encoding writes
- * are the job's (workers decode every item with the job's whole list). */
-int mpe__pool_job_fds(mpe_job *j);
 /* Make the items added so far visible to the dispatcher; finished: no more will come. */
 void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished);
+/* Let the dispatcher use only items before limit (0-based store index; the
+ * default is no limit): imap over a range or a table shows the workers a
+ * window ahead of its consumer, so results never pile up unread. */
+void mpe__pool_job_window(mpe_pool *p, mpe_job *j, lua_Integer limit);
 /* Take the next message (NULL if none); hand it back with mpe__pool_msg_done. */
 mpe_msg *mpe__pool_take(mpe_pool *p);
 /* Whether the message's job is still wanted (not released). Main thread. */

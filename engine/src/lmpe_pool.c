@@ -173,17 +173,13 @@ static void add_value(lua_State *L, ajob *a, int idx)
         snprintf(root, sizeof root, a->mode == MPE_M_MAP ? "item %lld" : "item %lld args",
                  (long long)a->count + 1);
     lp->scratch.n = 0;
-    for (int k = 0; k < lp->sfds.n; k++)
+    for (int k = 0; k < lp->sfds.n; k++) /* left by an encoding that raised */
         if (lp->sfds.fd[k] >= 0)
             close(lp->sfds.fd[k]);
-    /* Slots the job's earlier items took stay reserved (-1), so this item's
-     * descriptors get the job's next slot numbers. */
-    lp->sfds.n = mpe__pool_job_fds(a->j);
-    for (int k = 0; k < lp->sfds.n; k++)
-        lp->sfds.fd[k] = -1;
+    lp->sfds.n = 0;
     mpe__encode(L, idx, &lp->scratch, root, lp->remote ? &mpe__codec_remote : &lp->sfds);
     mpe__pool_add_enc(L, lp->p, a->j, lp->scratch.p, lp->scratch.n, &lp->sfds);
-    lp->sfds.n = 0; /* the job owns them now */
+    lp->sfds.n = 0; /* the pool took them */
     a->count++;
 }
 
@@ -440,9 +436,19 @@ static int pool_apply(lua_State *L)
 
 /* ---- imap ------------------------------------------------------------------------------------ */
 
-/* Pull more items from the job's iterator while the window allows. */
+/* Pull more items from the job's iterator while the window allows; over a
+ * range or a table, show the workers more of the stored items. Either way at
+ * most a window of results waits ahead of the consumer. */
 static void imap_feed(lua_State *L, ajob *a)
 {
+    if (a->windowed) {
+        lua_Integer upto = a->yielded + a->window;
+        if (upto - a->shown >= (a->window + 1) / 2) {
+            a->shown = upto;
+            mpe__pool_job_window(a->lp->p, a->j, upto);
+        }
+        return;
+    }
     if (a->finished)
         return;
     lua_Integer room = a->window - (a->count - a->yielded);
@@ -520,6 +526,8 @@ static int imap_next(lua_State *L)
         return 0;
     mpe_sigwatch sw;
     mpe__sig_watch(L, &sw);
+    if (a->windowed)
+        imap_feed(L, a); /* keep the workers a window ahead, not only when the consumer waits */
     for (;;) {
         mpe__sig_check(L, &sw);
         int n = imap_try(L, a);
@@ -550,6 +558,11 @@ static int imap_common(lua_State *L, const char *fname, int what)
     parse_callopts(L, 4, fname, &o, 0);
     ajob *a = new_job(L, lp, 1, 2, what, MPE_M_MAP, &o, 0);
     int ai = lua_gettop(L);
+    if (!lua_isfunction(L, 3)) {
+        a->windowed = 1;
+        a->shown = a->window;
+        mpe__pool_job_window(lp->p, a->j, a->window);
+    }
     mpe__async_setref(L, a->ref, "src", 3);
     lua_newtable(L);
     mpe__async_setref(L, a->ref, "have", -1);
