@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -451,6 +452,7 @@ static struct {
     int rank;
 } history[HISTORY];
 static unsigned nhistory;
+static char *rank_dead;             /* ranks seen dead: no new workers go there */
 static int wake_fd = -1;            /* wakes the bridge */
 static pthread_t bridge;
 static int bridge_started;
@@ -574,13 +576,16 @@ static int encode_init(lua_State *L)
  * a replacement goes where its predecessor died. */
 static int pick_rank(mpe_transport *t)
 {
+    pthread_mutex_lock(&mu);
     for (int k = 0; k < nranks; k++) {
         int r = (t->rr + k) % nranks;
-        if (t->live[r] < t->share[r]) {
+        if (t->live[r] < t->share[r] && !rank_dead[r]) {
+            pthread_mutex_unlock(&mu);
             t->rr = r + 1;
             return r;
         }
     }
+    pthread_mutex_unlock(&mu);
     return me;
 }
 
@@ -939,12 +944,18 @@ static int rank_alive(int r)
     return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
 }
 
-/* Rank r died: say so, and end its links as killed, so the pools blame the
- * items they held (kind "crash"); the launcher ends the run. Called with mu held. */
+/* Rank r died: say so, and end its links as killed: the pools put the items
+ * they held back to run elsewhere (the dispatcher cannot tell which one was
+ * running, so none is blamed), no new worker goes there, and the launcher
+ * ends the run (Open MPI does when a rank dies). Called with mu held. */
 static void on_rank_death(int r)
 {
-    fprintf(stderr, "mpe: rank %d (pid %d on %s) died; its workers' items fail with kind \"crash\"\n", r,
-            (int)pid_of[r], host_of[r]);
+    rank_dead[r] = 1;
+    int n = 0;
+    for (mpe_link *l = remote; l; l = l->next)
+        n += l->rank == r && !l->ended;
+    fprintf(stderr, "mpe: rank %d (pid %d on %s) died with %d pool worker(s); their items go back to the pools\n",
+            r, (int)pid_of[r], host_of[r], n);
     fflush(stderr);
     for (mpe_link *l = remote; l; l = l->next)
         if (l->rank == r && !l->ended) {
@@ -962,8 +973,27 @@ static void *bridge_main(void *arg)
     mpe_buf in = {0};
     char *dead = calloc((size_t)nranks, 1);
     int64_t next_check = 0, active = now_ns();
+    /* The bridge sleeps on its wake eventfd and on a pidfd of every rank on
+     * this host, so it sees such a rank die at once, before the launcher's
+     * SIGTERM ends rank 0: the pools then blame the items it held. */
+    struct pollfd *pf = calloc((size_t)nranks, sizeof *pf);
+    int npf = 0;
+    if (pf) {
+        pf[npf].fd = wake_fd;
+        pf[npf++].events = POLLIN;
+        char host[64] = {0};
+        gethostname(host, sizeof host - 1);
+        for (int k = 1; k < nranks; k++) {
+            int fd = strcmp(host, host_of[k]) == 0 ? (int)syscall(SYS_pidfd_open, pid_of[k], 0) : -1;
+            if (fd >= 0) {
+                mpe__proc_track_fd(fd);
+                pf[npf].fd = fd;
+                pf[npf++].events = POLLIN;
+            }
+        }
+    }
     mpe__proc_busy(); /* a fork waits until this thread holds nothing (see mpe__proc_fork) */
-    while (dead && !bridge_quit) {
+    while (dead && pf && !bridge_quit) {
         int busy = 0, src;
         /* Take the queued messages (accounting them as handed over), then
          * give them to MPI in order, and read what came, without the lock. */
@@ -1015,13 +1045,27 @@ static void *bridge_main(void *arg)
         if (busy)
             active = now_ns();
         mpe__proc_idle(); /* holding nothing: a waiting fork goes now */
-        if (!busy)
-            nap(wake_fd, idle_us(active));
+        if (!busy) {
+            int us = idle_us(active);
+            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)us * 1000};
+            if (ppoll(pf, (nfds_t)npf, &ts, NULL) > 0)
+                for (int k = 1; k < npf; k++)
+                    if (pf[k].revents) { /* a rank on this host ended */
+                        next_check = 0;
+                        pf[k].fd = -pf[k].fd - 1; /* ignored from now on; restored to close */
+                    }
+        }
         mpe__proc_busy();
         uint64_t v;
-        if (read(wake_fd, &v, sizeof v) > 0)
+        if (read(wake_fd, &v, sizeof v) > 0 || next_check == 0)
             active = now_ns();
     }
+    for (int k = 1; k < npf; k++) {
+        int fd = pf[k].fd < 0 ? -pf[k].fd - 1 : pf[k].fd;
+        mpe__proc_untrack_fd(fd);
+        close(fd);
+    }
+    free(pf);
     /* Quit: tell every rank, then give the messages up to 5 s to leave. */
     for (int k = 1; k < nranks; k++)
         if (dead && !dead[k])
@@ -1069,7 +1113,8 @@ int mpe__mpi_start(int *argc, char ***argv, mpe_err *e)
     workers_of = calloc((size_t)nranks, sizeof *workers_of);
     pid_of = calloc((size_t)nranks, sizeof *pid_of);
     host_of = calloc((size_t)nranks, sizeof *host_of);
-    if (!workers_of || !pid_of || !host_of)
+    rank_dead = calloc((size_t)nranks, 1);
+    if (!workers_of || !pid_of || !host_of || !rank_dead)
         return mpe__seterr(e, "not enough memory");
     int mine = mpe__proc_default_workers(), pid = (int)getpid();
     char host[64] = {0};
