@@ -217,6 +217,37 @@ describe("mpe under mpirun", function()
     assert.are.equal(3, r[3])
     assert.are.equal("timeout", errs[2].kind)
     assert.are.equal(2, errs[2].index)
+    -- every item that lands on another rank runs too long there
+    local r3, e3 = pool:map(function(x)
+      if mpe.current_process().rank ~= 0 then while true do end end
+      return x
+    end, mpe.range(1, 6), {errors = "collect", chunksize = 1})
+    local remote = 0
+    for i = 1, 6 do
+      if e3 and e3[i] then
+        assert.are.equal("timeout", e3[i].kind)
+        assert.is_true(e3[i].rank > 0)
+        remote = remote + 1
+      else
+        assert.are.equal(i, r3[i])
+      end
+    end
+    assert.is_true(remote > 0, "no item ran on another rank")
+    -- the same through the other calls; the pool goes on after each
+    local forever = function(x) if x == 2 then while true do end end return x end
+    local r2, e2 = pool:map_async(forever, {1, 2}, {errors = "collect", chunksize = 1}):get()
+    assert.are.equal(1, r2[1])
+    assert.are.equal("timeout", e2[2].kind)
+    local seen = {}
+    for i, v, e in pool:imap_unordered(forever, {1, 2, 3}, {errors = "collect", chunksize = 1}) do
+      seen[i] = e and e.kind or v
+    end
+    assert.are.same({1, "timeout", 3}, seen)
+    local ok, e = pcall(pool.apply, pool, forever, 2)
+    assert.is_false(ok)
+    assert.are.equal("timeout", e.kind)
+    assert.is_number(e.rank)
+    assert.are.equal(5, pool:apply(forever, 5))
   end)
 
   it("recycles workers on every rank (maxtasksperchild)", function()
