@@ -10,16 +10,8 @@ BUILD=${MPE_BUILD_DIR:-$(dirname "$MPE")}
 README=$SRC/README.md
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-pass=0
-fail=0
-check() { # NAME EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        printf 'FAIL: %s\n  expected: %s\n  actual:   %s\n' "$1" "$2" "$3"
-    fi
-}
+# shellcheck source=lib/check.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/check.sh"
 
 # The first ```lua block after "## A first example".
 awk '/^## A first example/ { s = 1 } s && /^```lua/ { b = 1; next } b && /^```/ { exit } b' \

@@ -7,20 +7,12 @@
 # option tables hold.
 # SPDX-License-Identifier: MIT
 set -u
+# shellcheck source=lib/check.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/check.sh"
 MPE=${MPE_BIN:?set MPE_BIN to the mpe binary}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
-pass=0
-fail=0
-check() { # NAME EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        printf 'FAIL: %s\n  expected: %s\n  actual:   %s\n' "$1" "$2" "$3"
-    fi
-}
 run() { # ARGS...: sets rc, out, err
     timeout 60 "$MPE" "$@" </dev/null >out 2>err
     rc=$?

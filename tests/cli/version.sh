@@ -10,16 +10,8 @@ MPE=${MPE_BIN:?set MPE_BIN to the mpe binary}
 SRC=${MPE_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BUILD=${MPE_BUILD_DIR:-$(dirname "$MPE")}
 INTERP=${MPE_LUA_INTERP:-lua5.4}
-pass=0
-fail=0
-check() { # NAME EXPECTED ACTUAL
-    if [[ "$2" == "$3" ]]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        printf 'FAIL: %s\n  expected: %s\n  actual:   %s\n' "$1" "$2" "$3"
-    fi
-}
+# shellcheck source=lib/check.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/check.sh"
 
 v=$(sed -n 's/^project(mpe VERSION \([0-9.]*\) .*/\1/p' "$SRC/CMakeLists.txt")
 check "CMakeLists.txt has project(mpe VERSION X.Y.Z ...)" 1 "$(grep -cE '^[0-9]+\.[0-9]+\.[0-9]+$' <<<"$v")"
