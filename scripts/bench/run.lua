@@ -260,8 +260,13 @@ local BUILDS = {
 local SIDE_LABEL = { mpe = "mpe", serial = "lua5.4", jit = "mpe-jit", serial_jit = "luajit", python = "python" }
 
 local rows = {}
+-- --only NAME also selects the variants of NAME (workloads.lua, `variant`).
+local function wanted(w)
+  return not opt.only or selected[w.name] or (w.variant and selected[w.variant]) or false
+end
+
 for _, w in ipairs(workloads) do
-  if not opt.only or selected[w.name] then
+  if wanted(w) then
     local n = opt.quick and w.quick or w.size
     local workers = w.workers or 2
     local title = string.format(w.title, n)
@@ -397,7 +402,7 @@ print(caption .. ":")
 printrow(header)
 for _, l in ipairs(lines) do printrow(l) end
 for _, w in ipairs(workloads) do
-  if w.note and (not opt.only or selected[w.name]) then print("note: " .. w.note) end
+  if w.note and wanted(w) then print("note: " .. w.note) end
 end
 
 if opt.md then

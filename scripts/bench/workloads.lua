@@ -29,8 +29,8 @@
 --             LuaJIT row runs the same mpe and serial functions.
 --   variant   rows that measure another form of a workload (for example
 --             results written into a shared array with `out =`) are entries of
---             their own; `variant` names the workload they are a form of, for
---             the reader of the table.
+--             their own; `variant` names the workload they are a form of
+--             (--only NAME selects NAME and its variants).
 --   note      one line printed under the table (optional)
 --
 -- ctx.workers is the pool size; ctx.start() and ctx.stop() mark the timed part
