@@ -8,7 +8,9 @@
 --                                 [--no-jit] [--no-scale] [--wait-idle S] [--svg FILE] [--md FILE]
 -- Programs: MPE_BIN (the Lua 5.4 build of mpe; default: the mpe running this
 -- script), MPE_BENCH_LUA (default lua5.4), MPE_JIT_BIN (a LuaJIT build of mpe;
--- no LuaJIT rows without it), MPE_BENCH_LUAJIT (default luajit),
+-- no LuaJIT rows without it), MPE_BENCH_LUAJIT (default luajit), MPE_OLD_BIN
+-- (another Lua 5.4 build, e.g. the one before a change: its own row, measured
+-- in the same rounds against the same serial runs),
 -- MPE_BENCH_PYTHON (default python3). The serial sides load mpe.so from the
 -- directory of their build's mpe (for mpe.now()).
 -- --quick: small sizes, a smoke test of the harness (figures mean little).
@@ -107,6 +109,8 @@ local MPE_JIT = os.getenv("MPE_JIT_BIN")
 if MPE_JIT == "" or not opt.jit then MPE_JIT = nil end
 local jitbindir = MPE_JIT and (MPE_JIT:match("^(.*)/[^/]*$") or ".")
 local LUAJIT = os.getenv("MPE_BENCH_LUAJIT") or "luajit"
+local MPE_OLD = os.getenv("MPE_OLD_BIN")
+if MPE_OLD == "" then MPE_OLD = nil end
 local PYTHON = os.getenv("MPE_BENCH_PYTHON") or "python3"
 local CHILD = dir .. "/child.lua"
 local PEERS = dir .. "/peers"
@@ -116,12 +120,12 @@ local have_python = opt.python and select(2, command_output(PYTHON .. " -c 'impo
 local have_lua = select(2, command_output(LUA .. " -v"))
 local have_luajit = MPE_JIT and select(2, command_output(LUAJIT .. " -v"))
 
--- The sides: "mpe" and "serial" (Lua 5.4), "jit" and "serial_jit" (LuaJIT),
--- "python".
+-- The sides: "mpe" and "serial" (Lua 5.4), "old" (MPE_OLD_BIN), "jit" and
+-- "serial_jit" (LuaJIT), "python".
 local function side_command(side, w, n, workers)
   local args = " " .. w.name .. " " .. n .. " " .. workers
-  if side == "mpe" or side == "jit" then
-    local bin = side == "jit" and MPE_JIT or MPE
+  if side == "mpe" or side == "jit" or side == "old" then
+    local bin = side == "jit" and MPE_JIT or side == "old" and MPE_OLD or MPE
     return TIMEOUT .. shell_quote(bin) .. " run " .. shell_quote(CHILD) .. " mpe" .. args
   elseif side == "serial" or side == "serial_jit" then
     -- mpe.so on the C path gives the serial side the same monotonic clock.
@@ -242,6 +246,7 @@ print(string.format("machine: %d CPUs (%s), mpe.cpu_count() = %d; load average a
 print(string.format("programs: %s (mpe %s), %s, %s", MPE, mpe.version,
   have_lua and (command_output(LUA .. " -v"):gsub("%s+$", "")) or (LUA .. ": not found"),
   have_python and (command_output(PYTHON .. " --version"):gsub("%s+$", "")) or "Python: not run"))
+if MPE_OLD then print("old build rows: " .. MPE_OLD) end
 if MPE_JIT then
   print(string.format("LuaJIT rows: %s (%s), %s", MPE_JIT, (command_output(shell_quote(MPE_JIT) .. " version"):gsub("%s+$", "")),
     have_luajit and (command_output(LUAJIT .. " -v"):gsub("%s+$", "")) or (LUAJIT .. ": not found")))
@@ -254,10 +259,12 @@ print("")
 -- under that build's mpe against the same code in that build's interpreter.
 local BUILDS = {
   { name = "Lua 5.4", mpe = "mpe", serial = "serial", have_serial = have_lua },
+  { name = "Lua 5.4 old", mpe = "old", serial = "serial", have_serial = have_lua, old = true },
   { name = "LuaJIT", mpe = "jit", serial = "serial_jit", have_serial = have_luajit, jit = true },
 }
 
-local SIDE_LABEL = { mpe = "mpe", serial = "lua5.4", jit = "mpe-jit", serial_jit = "luajit", python = "python" }
+local SIDE_LABEL = { mpe = "mpe", serial = "lua5.4", old = "mpe-old", jit = "mpe-jit", serial_jit = "luajit",
+  python = "python" }
 
 local rows = {}
 -- --only NAME also selects the variants of NAME (workloads.lua, `variant`).
@@ -273,10 +280,11 @@ for _, w in ipairs(workloads) do
     print(title .. ":")
     local sides, builds = {}, {}
     for _, b in ipairs(BUILDS) do
-      if not b.jit or (MPE_JIT and w.jit ~= false) then
+      if (b.old and MPE_OLD) or (b.jit and MPE_JIT and w.jit ~= false) or not (b.old or b.jit) then
         builds[#builds + 1] = b
         sides[#sides + 1] = b.mpe
-        if w.serial and b.have_serial then sides[#sides + 1] = b.serial end
+        -- The old build shares the Lua 5.4 row's serial runs.
+        if w.serial and b.have_serial and not b.old then sides[#sides + 1] = b.serial end
       end
     end
     if w.python and have_python then sides[#sides + 1] = "python" end
@@ -331,7 +339,7 @@ local function evaluate(row, stat)
   local serial_name = row.build.jit and "luajit" or "serial"
   if w.figure == "speedup" then
     if s then e.figure = string.format("%.2fx %s", s[stat] / m[stat], serial_name) end
-    if p then e.python = string.format("%s (mpe %.2fx faster)", fmt_time(p[stat]), p[stat] / m[stat]) end
+    if p then e.python = fmt_time(p[stat]) end
     local other = t.against == "python" and p or s
     if other then
       e.value = other[stat] / m[stat]
@@ -349,7 +357,7 @@ local function evaluate(row, stat)
     e.figure = string.format("%.2f ms", ms)
     if p then
       e.python = string.format("%.2f ms", p[stat] / row.n * 1000)
-      e.ratio = string.format("%.2fx faster than Python", p[stat] / m[stat])
+      e.ratio = string.format("%.2fx Python", p[stat] / m[stat])
     end
     e.value = ms
   end

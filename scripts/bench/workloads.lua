@@ -223,6 +223,33 @@ add {
   target = { max_ms = 1 },
 }
 
+-- The same after the script has built a table of about 20 * n MB (small
+-- tables, the shape of loaded data): fork copies the parent's page tables.
+-- scripts/bench/pool_start_heap.lua measures it against the heap size.
+add {
+  name = "pool_start_heap",
+  variant = "pool_start",
+  title = "pool of 2 started and closed after a (20 x %d) MB table",
+  size = 20, quick = 2,
+  mpe = function(n, ctx)
+    local mpe = require "mpe"
+    local data = {}
+    for i = 1, math.floor(n * 20e6 / 120) do data[i] = { i, i * 0.5, "x" } end
+    local started = 0
+    ctx.start()
+    for _ = 1, n do
+      local pool = mpe.pool(ctx.workers)
+      pool:close()
+      pool:join()
+      started = started + pool.started
+    end
+    ctx.stop()
+    return started .. ":" .. #data
+  end,
+  figure = "latency",
+  target = { max_ms = 3 },
+}
+
 -- ---- squares over mpe.range: results moving in bulk ------------------------------
 
 add {
