@@ -49,8 +49,9 @@ else
     if [[ -z "$missing" ]]; then
         ok
     else
+        mapfile -t first < <(head -20 <<<"$missing")
         bad "the mpe command exports every symbol of $soname" \
-            "missing $(grep -c . <<<"$missing") of $nwant:" $(head -20 <<<"$missing")
+            "missing $(grep -c . <<<"$missing") of $nwant:" "${first[@]}"
     fi
 fi
 
