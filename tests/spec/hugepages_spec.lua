@@ -94,4 +94,39 @@ describe("the huge-page allocator", function()
       ("AnonHugePages %d kB -> %d kB after a 64 MB array"):format(before, after))
     assert.are.equal(4000000, #t)
   end)
+
+  it("leaves the heap on small pages with MPE_HUGEPAGES=0", function()
+    -- Only in "madvise" mode can the difference be seen: with "always" the
+    -- kernel uses huge pages without being asked.
+    local mpe_bin = os.getenv("MPE_BIN")
+    if thp_mode() ~= "madvise" or not anon_huge_kb() or not mpe_bin then
+      pending("needs THP in madvise mode and MPE_BIN")
+      return
+    end
+    local code = [[
+      local function huge()
+        local f = io.open("/proc/self/smaps_rollup")
+        local kb = tonumber(f:read("a"):match("AnonHugePages:%s*(%d+)"))
+        f:close()
+        return kb
+      end
+      collectgarbage("stop")
+      local before = huge()
+      local t = {}
+      for i = 1, 4000000 do t[i] = i end
+      print("delta=" .. (huge() - before))
+    ]]
+    local function delta(env)
+      local h = io.popen(env .. " " .. mpe_bin .. " -e '" .. code .. "' 2>&1")
+      local out = h:read("a")
+      h:close()
+      return tonumber(out:match("delta=(%-?%d+)")), out
+    end
+    local off, out_off = delta("MPE_HUGEPAGES=0")
+    local on, out_on = delta("MPE_HUGEPAGES=1")
+    assert(off, out_off)
+    assert(on, out_on)
+    assert.are.equal(0, off)
+    assert.is_true(on >= 8 * 1024, "with huge pages: " .. out_on)
+  end)
 end)
