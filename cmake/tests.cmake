@@ -43,6 +43,13 @@ if(EXISTS ${PROJECT_SOURCE_DIR}/tests/faultlib.c)
                         LIBRARY_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
 endif()
 
+# A C module that uses the Lua API as lpeg-like modules do, linked against no
+# Lua library (tests/spec/cmodule_spec.lua: it must load under `mpe run` too).
+add_library(mpe_apimod MODULE tests/apimod.c)
+target_include_directories(mpe_apimod PRIVATE ${LUA_INCLUDE_DIRS})
+set_target_properties(mpe_apimod PROPERTIES OUTPUT_NAME apimod PREFIX ""
+                      LIBRARY_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+
 # busted specs, each under two runners. Under the sanitizers only `mpe run` is
 # used: a stock interpreter cannot load an ASan-instrumented module.
 # busted re-runs itself as `<lua> busted --ignore-lua <its own arguments>`

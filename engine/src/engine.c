@@ -55,6 +55,8 @@ MPE_API mpe_engine *mpe_new(const mpe_options *opts)
         free(e);
         return NULL;
     }
+    /* Before the script allocates anything (luaopen_mpe would be too late). */
+    mpe__alloc_hugepages(e->L);
     if (opts && opts->workers > 0) {
         char n[16];
         snprintf(n, sizeof n, "%d", opts->workers);

@@ -721,6 +721,14 @@ int mpe__error_timeout(lua_State *L, const char *what, double seconds);
  * value = <the original value if it was not a string> }. */
 int mpe__error_handler(lua_State *L);
 
+/* ---- the Lua heap on huge pages (alloc.c) ----------------------------------
+ * Wrap L's allocator (delegating every call to it) with one that advises the
+ * kernel to back the heap with transparent huge pages, so that fork copies
+ * fewer page-table entries. Called by mpe_new and luaopen_mpe; does nothing
+ * when THP is off, when MPE_HUGEPAGES=0, when L is wrapped already, or when
+ * another allocator of this process is wrapped. Cannot fail. */
+void mpe__alloc_hugepages(lua_State *L);
+
 /* ---- the Lua module (lmpe*.c) ---------------------------------------------
  * luaopen_mpe builds the module table and calls each part's opener with the
  * module table on top of the stack; an opener adds its functions and

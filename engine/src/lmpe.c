@@ -231,6 +231,7 @@ double mpe__opt_timeout(lua_State *L, int arg, const char *fname)
 
 MPE_API int luaopen_mpe(lua_State *L)
 {
+    mpe__alloc_hugepages(L);
     lua_createtable(L, 0, 48);
     lua_pushstring(L, MPE_VERSION_STRING);
     lua_setfield(L, -2, "version");
