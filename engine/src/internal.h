@@ -162,6 +162,12 @@ double mpe__proc_now(void);
 /* The next number for a default child name ("Process-N"): counts the children
  * this OS process has numbered, from 1; a forked child starts again at 1. */
 int mpe__proc_next_number(void);
+/* This process's place among the children its parent forked (1, 2, ... in
+ * fork order, pool workers and mpe.process alike); 0 if mpe did not fork it. */
+uint64_t mpe__proc_ordinal(void);
+/* In a forked child: give math.random a stream of its own, derived from the
+ * inherited stream and mpe__proc_ordinal() (rand.c). Cannot fail. */
+void mpe__rand_reseed(lua_State *L);
 /* "SIGKILL" for 9 and so on for the common signals; NULL for others. */
 const char *mpe__proc_signal_name(int sig);
 

@@ -281,6 +281,7 @@ static int l_start(lua_State *L)
     }
     if (pid == 0) {
         mpe__proc_set_identity(lua_tostring(L, 2), 0);
+        mpe__rand_reseed(L);
         mpe__process_run(L, &lp->p, n);
     }
     set_live(L, 1, 1);
