@@ -252,6 +252,8 @@ int main(int argc, char **argv)
              * Closing the state terminates the pools and processes it holds. */
             int sig = mpe_signal(e);
             mpe_close(e);
+            if (!sig)
+                sig = mpe__sig_caught(); /* came while closing ended a process it waited for */
             if (sig) {
                 fflush(stdout);
                 fprintf(stderr, "%s\n", sig == SIGINT ? "mpe: interrupted by SIGINT"

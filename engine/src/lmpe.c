@@ -244,5 +244,8 @@ MPE_API int luaopen_mpe(lua_State *L)
     mpe__open_shm(L);
     mpe__open_sync(L);
     mpe__open_ipc(L);
+    /* In lua5.4 and luajit, lua.c's SIGINT handler only hooks the state: so
+     * that a process still running at exit is not waited for after Ctrl-C. */
+    mpe__sig_record();
     return 1;
 }

@@ -252,6 +252,28 @@ static int l_process(lua_State *L)
 
 /* ---- methods ----------------------------------------------------------------------- */
 
+/* Reap this process's children that have exited, joined or not, as Python's
+ * start() does: their zombie goes, their channel and pidfd are closed, and
+ * they leave the table of live processes, so an unreferenced one can be
+ * collected. What they sent stays for result(). Never waits. */
+static void reap_finished(lua_State *L)
+{
+    push_regtable(L, &LIVE_KEY, 0);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        lprocess *lp = luaL_testudata(L, -1, PROCESS_MT);
+        /* Clearing a field during lua_next is allowed; adding one is not. */
+        if (lp && !lp->closed && lp->p.creator == getpid() && !lp->p.reaped &&
+            mpe__process_join(&lp->p, 0, NULL, NULL) == MPE_WAIT_OK) {
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, -4);
+        }
+    }
+    lua_pop(L, 1);
+}
+
 /* p:start() -> p. Forks; the child runs target(unpack(args)) and never returns here. */
 static int l_start(lua_State *L)
 {
@@ -272,6 +294,7 @@ static int l_start(lua_State *L)
         lua_rawgeti(L, 4, i);
     lua_remove(L, 4); /* stack: p, name, target, args... */
 
+    reap_finished(L);
     mpe_err e;
     lp->started = 1; /* set before fork so the child's copy is "started" too */
     pid_t pid = mpe__process_start(&lp->p, &e);
@@ -296,12 +319,17 @@ static int join(lua_State *L, lprocess *lp, double timeout, const char *method)
         return 1;
     checkowner(L, lp, method);
     mpe_err e;
-    int r = mpe__process_join(&lp->p, timeout, &e);
-    if (r < 0)
+    mpe_sigwatch sw;
+    mpe__sig_watch(L, &sw);
+    mpe_waitctl w = {mpe__sig_changed, &sw};
+    int r = mpe__process_join(&lp->p, timeout, &w, &e);
+    if (r == MPE_WAIT_INTERRUPTED)
+        mpe__sig_check(L, &sw); /* raises: the child goes on, as after a timeout */
+    if (r == MPE_WAIT_ERROR)
         return luaL_error(L, "mpe: process:%s: %s: %s", method, process_name(L, 1), e.msg);
-    if (r == 1)
+    if (r == MPE_WAIT_OK)
         set_live(L, 1, 0);
-    return r;
+    return r == MPE_WAIT_OK;
 }
 
 /* p:join([timeout]) -> true once the child exited, false on timeout. */

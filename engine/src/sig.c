@@ -50,6 +50,37 @@ int mpe__sig_caught(void)
     return caught;
 }
 
+/* ---- the recorder, for interpreters that handle SIGINT themselves -------------- */
+
+static volatile sig_atomic_t seen;
+static struct sigaction chained; /* the handler the recorder stands in front of */
+
+static void recorder(int sig)
+{
+    int saved = errno;
+    seen = sig;
+    chained.sa_handler(sig); /* lua.c's laction: hooks the state, resets SIGINT to SIG_DFL */
+    errno = saved;
+}
+
+void mpe__sig_record(void)
+{
+    struct sigaction cur;
+    if (sigaction(SIGINT, NULL, &cur) != 0 || (cur.sa_flags & SA_SIGINFO) ||
+        cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN || cur.sa_handler == handler ||
+        cur.sa_handler == recorder)
+        return;
+    chained = cur;
+    struct sigaction sa = cur;
+    sa.sa_handler = recorder;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+int mpe__sig_seen(void)
+{
+    return caught ? caught : seen;
+}
+
 const char *mpe__sig_message(int sig)
 {
     return sig == SIGINT ? "mpe: interrupted by SIGINT" : "mpe: terminated by SIGTERM";

@@ -421,10 +421,13 @@ local rows = {
   {"closed pipe end:recv(0)", function() return closed.conn:recv(0) end, "mpe: attempt to use a closed mpe.Connection"},
   {"pipe:send(1), other end closed", function() return closed.lone:send(1) end, "mpe: pipe: the other end is closed"},
   {"pipe:recv(), other end closed", function() return closed.lone:recv(1) end, "mpe: pipe: the other end is closed"},
-  {"dict.x = co", function() D.x = co end, "mpe: cannot send coroutine at value"},
-  {"dict[nil] = 1", function() D[nil] = 1 end, "mpe: dict[]=: the key must be a string, number or boolean, got nil"},
-  {"dict[nan] = 1", function() D[0 / 0] = 1 end, "mpe: dict[]=: the key is NaN"},
-  {"dict.get = 1", function() D.get = 1 end, "mpe: dict[]=: 'get' is a method name: use d:set(\"get\", v)"},
+  {"dict:set('x', co)", function() D:set("x", co) end, "mpe: cannot send coroutine at value"},
+  {"dict:set(nil, 1)", function() D:set(nil, 1) end, "mpe: dict:set: the key must be a string, number or boolean, got nil"},
+  {"dict:set(nan, 1)", function() D:set(0 / 0, 1) end, "mpe: dict:set: the key is NaN"},
+  {"dict.x = 1", function() D.x = 1 end, "mpe: dict[]=: cannot assign to a dict: write data with d:set(k, v)"},
+  {"dict.get = 1", function() D.get = 1 end, "mpe: dict[]=: cannot assign to a dict: write data with d:set(k, v)"},
+  {"dict.x", function() return D.x end,
+   "mpe: dict[]: key \"x\" is not a method: read data with d:get(k) (indexing a dict gives only its methods)"},
   {"dict:update('k', 1)", function() return D:update("k", 1) end, "mpe: dict:update: argument 2 must be a function, got 1"},
   {"dict:update('k')", function() return D:update("k") end, "mpe: dict:update: argument 2 must be a function, got nil"},
   {"dict:set({}, 1)", function() return D:set({}, 1) end,
@@ -510,7 +513,7 @@ describe("bad input:", function()
     assert.are.equal("ok", Q:get(1))
     C1:send("ping")
     assert.are.equal("ping", C2:recv(1))
-    D.k = 1
-    assert.are.equal(1, D.k)
+    D:set("k", 1)
+    assert.are.equal(1, D:get("k"))
   end)
 end)
