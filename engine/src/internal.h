@@ -767,6 +767,11 @@ int mpe__fail(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 
 /* The value at idx for "got X" in messages: numbers as themselves, strings
  * quoted, anything else its type name. The string lives on the stack. */
 const char *mpe__got(lua_State *L, int idx);
+/* The number a message gives the argument at stack index idx of the function
+ * named fname: for a method ("pool:map") self is not counted, as Lua counts
+ * for a call with ':' (argument 1 is the first after self); self itself is
+ * named "self" in messages. */
+int mpe__argno(const char *fname, int idx);
 /* luaL_typename, but "mpe.range" etc. for mpe's own userdata (from __name). */
 const char *mpe__typename(lua_State *L, int idx);
 /* Optional timeout argument: nil/none -> -1 (wait forever), a number >= 0 ->

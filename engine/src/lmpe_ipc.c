@@ -74,8 +74,9 @@ static void *checkud(lua_State *L, int idx, const char *mt, const char *fname)
 {
     void *u = luaL_testudata(L, idx, mt);
     if (!u)
-        mpe__fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s", fname,
-             idx, mt, mpe__typename(L, idx));
+        mpe__fail(L, "mpe: %s: %s must be an %s (call methods with a colon), got %s", fname,
+                  idx == 1 ? "self" : lua_pushfstring(L, "argument %d", mpe__argno(fname, idx)), mt,
+                  mpe__typename(L, idx));
     return u;
 }
 

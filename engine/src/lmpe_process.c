@@ -89,7 +89,7 @@ static lprocess *checkprocess(lua_State *L, int idx, const char *method)
         lua_pop(L, 2);
     }
     if (!lp)
-        luaL_error(L, "mpe: process:%s: argument 1 must be an mpe.Process (call it as p:%s()), got %s",
+        luaL_error(L, "mpe: process:%s: self must be an mpe.Process (call it as p:%s()), got %s",
                    method, method, mpe__typename(L, idx));
     if (lp->closed)
         luaL_error(L, "mpe: process:%s: attempt to use a closed process (%s)", method,
@@ -173,23 +173,23 @@ static int parse_options(lua_State *L, int *daemon)
     lua_getfield(L, 1, "target"); /* 2 */
     if (!is_callable(L, 2))
         luaL_error(L, "mpe: process: option 'target' must be a function (or callable), got %s",
-                   mpe__typename(L, 2));
+                   mpe__got(L, 2));
     lua_getfield(L, 1, "args"); /* 3 */
     if (lua_isnil(L, 3))
         lua_newtable(L);
     else if (lua_type(L, 3) != LUA_TTABLE)
-        luaL_error(L, "mpe: process: option 'args' must be a table, got %s", mpe__typename(L, 3));
+        luaL_error(L, "mpe: process: option 'args' must be a table, got %s", mpe__got(L, 3));
     else
         copy_args(L, 3);
     lua_replace(L, 3);
     lua_getfield(L, 1, "name"); /* 4 */
     if (!lua_isnil(L, 4) && (lua_type(L, 4) != LUA_TSTRING || lua_rawlen(L, 4) == 0))
         luaL_error(L, "mpe: process: option 'name' must be a non-empty string, got %s",
-                   lua_type(L, 4) == LUA_TSTRING ? "an empty string" : mpe__typename(L, 4));
+                   lua_type(L, 4) == LUA_TSTRING ? "an empty string" : mpe__got(L, 4));
     lua_getfield(L, 1, "daemon"); /* 5 */
     if (!lua_isnil(L, 5) && lua_type(L, 5) != LUA_TBOOLEAN)
         luaL_error(L, "mpe: process: option 'daemon' must be a boolean, got %s",
-                   mpe__typename(L, 5));
+                   mpe__got(L, 5));
     *daemon = lua_toboolean(L, 5);
     lua_pop(L, 1);
     return 0;
@@ -208,7 +208,7 @@ static int l_process(lua_State *L)
     } else {
         if (!is_callable(L, 1))
             return luaL_error(L, "mpe: process: argument 1 must be a function or an options "
-                                 "table, got %s", mpe__typename(L, 1));
+                                 "table, got %s", mpe__got(L, 1));
         lua_createtable(L, nargs - 1, 1);
         for (int i = 2; i <= nargs; i++) {
             lua_pushvalue(L, i);

@@ -179,10 +179,10 @@ describe("mpe.queue", function()
     assert.truthy(errmsg(mpe.queue, "x"):find("got \"x\"", 1, true))
     assert.truthy(errmsg(mpe.queue, { maxsize = 1.5 }):find("option maxsize must be a non-negative integer", 1, true))
     assert.equal("mpe: queue: unknown option 'max_size' (options: maxsize, bytes)", errmsg(mpe.queue, { max_size = 10 }))
-    assert.equal("mpe: queue:put: argument 1 must be an mpe.Queue (call methods with a colon), got number",
+    assert.equal("mpe: queue:put: self must be an mpe.Queue (call methods with a colon), got number",
                  errmsg(q.put, 5))
     assert.equal("mpe: queue:put: argument 1 (the item) is missing", errmsg(q.put, q))
-    assert.truthy(errmsg(q.get, q, "soon"):find("mpe: queue:get: argument 2 (timeout) must be a number", 1, true))
+    assert.truthy(errmsg(q.get, q, "soon"):find("mpe: queue:get: argument 1 (timeout) must be a number", 1, true))
     assert.truthy(errmsg(q.get, q, -1):find("between 0 and 1e9", 1, true))
     assert.truthy(errmsg(q.put, q, coroutine.create(print)):find("cannot send coroutine", 1, true))
     assert.equal(0, q:qsize()) -- a failed encode puts nothing
@@ -408,8 +408,8 @@ describe("mpe.pipe", function()
     assert.equal("mpe: attempt to use a closed mpe.Connection", errmsg(c1.send, c1, 1))
     assert.equal("mpe: attempt to use a closed mpe.Connection", errmsg(c1.recv, c1))
     assert.equal("mpe: connection:send: argument 1 (the value) is missing", errmsg(c2.send, c2))
-    assert.truthy(errmsg(c2.recv, c2, "x"):find("argument 2 (timeout)", 1, true))
-    assert.equal("mpe: connection:poll: argument 1 must be an mpe.Connection (call methods with a colon), got no value",
+    assert.truthy(errmsg(c2.recv, c2, "x"):find("argument 1 (timeout)", 1, true))
+    assert.equal("mpe: connection:poll: self must be an mpe.Connection (call methods with a colon), got no value",
                  errmsg(c2.poll))
   end)
 
@@ -509,7 +509,7 @@ describe("mpe.dict", function()
     assert.truthy(errmsg(d.set, d, "co", coroutine.create(print)):find("cannot send coroutine", 1, true))
     assert.equal(0, #d)
     assert.equal("mpe: dict:update: argument 2 must be a function, got 5", errmsg(d.update, d, "k", 5))
-    assert.equal("mpe: dict:get: argument 1 must be an mpe.Dict (call methods with a colon), got string",
+    assert.equal("mpe: dict:get: self must be an mpe.Dict (call methods with a colon), got string",
                  errmsg(d.get, "k"))
     -- a value refused half-way through its encoding keeps no descriptor
     local big = mpe.array("double", 1000) -- a segment of its own

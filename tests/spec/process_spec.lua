@@ -415,19 +415,19 @@ describe("mpe.process", function()
       assert.has_error(function() mpe.process() end,
         "mpe: process: argument 1 must be a function or an options table, got no value")
       assert.has_error(function() mpe.process(5) end,
-        "mpe: process: argument 1 must be a function or an options table, got number")
+        "mpe: process: argument 1 must be a function or an options table, got 5")
       assert.has_error(function() mpe.process{ tagret = print } end,
         "mpe: process: unknown option 'tagret'")
       assert.has_error(function() mpe.process{ args = {} } end,
         "mpe: process: option 'target' must be a function (or callable), got nil")
       assert.has_error(function() mpe.process{ target = print, args = 5 } end,
-        "mpe: process: option 'args' must be a table, got number")
+        "mpe: process: option 'args' must be a table, got 5")
       assert.has_error(function() mpe.process{ target = print, name = "" } end,
         "mpe: process: option 'name' must be a non-empty string, got an empty string")
       assert.has_error(function() mpe.process{ target = print, name = 3 } end,
-        "mpe: process: option 'name' must be a non-empty string, got number")
+        "mpe: process: option 'name' must be a non-empty string, got 3")
       assert.has_error(function() mpe.process{ target = print, daemon = 1 } end,
-        "mpe: process: option 'daemon' must be a boolean, got number")
+        "mpe: process: option 'daemon' must be a boolean, got 1")
       assert.has_error(function() mpe.process({ target = print }, 1) end,
         "mpe: process: an options table takes no further arguments (got 1); put them in option 'args'")
     end)
@@ -447,9 +447,9 @@ describe("mpe.process", function()
       local p = mpe.process(function() end)
       p:start()
       assert.has_error(function() p.join("x") end,
-        "mpe: process:join: argument 1 must be an mpe.Process (call it as p:join()), got string")
+        "mpe: process:join: self must be an mpe.Process (call it as p:join()), got string")
       assert.has_error(function() p:join("x") end,
-        "mpe: process:join: argument 2 (timeout) must be a number of seconds, got string")
+        "mpe: process:join: argument 1 (timeout) must be a number of seconds, got \"x\"")
       assert.has_error(function() p:join(-1) end)
       finish(p)
     end)
