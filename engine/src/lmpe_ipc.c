@@ -156,14 +156,21 @@ static int queue_release(lua_State *L)
     return 0;
 }
 
-/* close(): closed for every process (put raises, get raises once it is
- * empty), and this handle released. Idempotent. */
+/* close() -> items left: closed for every process (put raises, get drains
+ * what is left, then raises), and this handle released. Idempotent (0). */
 static int queue_close(lua_State *L)
 {
     queueud *u = checkud(L, 1, QUEUE_MT, "queue:close");
-    if (u->o)
+    lua_Integer left = 0;
+    if (u->o) {
         mpe__queue_close(u->o);
-    return queue_release(L);
+        left = (lua_Integer)mpe__queue_size(u->o);
+    }
+    queue_release(L);
+    /* Nothing is discarded by close: other handles take what is left. The
+     * count tells a closer that may hold the last handle what it leaves. */
+    lua_pushinteger(L, left);
+    return 1;
 }
 
 static int queue_result(lua_State *L, int r, const mpe_err *e, double timeout, const char *fname)

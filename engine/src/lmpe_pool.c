@@ -606,6 +606,14 @@ static int pool_close_meta(lua_State *L)
         return pool_terminate(L);
     }
     lua_settop(L, 1);
+    if (lp->broken) {
+        /* The initializer failed: every call on the pool has raised that
+         * failure, and every pending result holds it, so the scope's normal
+         * end must not raise it once more (a pcall already caught it).
+         * Deliver what is pending (callbacks), then end the workers. */
+        mpe__async_pump(L, lp);
+        return pool_terminate(L);
+    }
     pool_close(L);
     return pool_join(L);
 }

@@ -159,6 +159,45 @@ describe("mpe.queue", function()
     assert.equal("mpe: queue is closed", errmsg(q2.get, q2))
   end)
 
+  -- Issue 10.7: close discards nothing. Items queued before it are drained by
+  -- every other handle (processes and pool workers, with and without a
+  -- timeout); close returns how many were left, so a closer holding the last
+  -- handle knows what it leaves behind.
+  it("close: items queued before it are drained by other handles; it returns how many", function()
+    local q = mpe.queue()
+    for i = 1, 5 do q:put(i) end
+    local gate, done = mpe.event(), mpe.event()
+    -- A process takes two (without and with a timeout), a pool worker three.
+    local p = spawn(function()
+      gate:wait(20)
+      local got = { q:get(), q:get(20) }
+      done:wait(20)
+      local ok, err = pcall(q.get, q, 1)
+      return got, ok, tostring(err)
+    end)
+    local pool = mpe.pool(1)
+    local w = pool:apply_async(function()
+      gate:wait(20)
+      local got = { q:get(20), q:get(20), q:get(20) }
+      done:set()
+      return got
+    end, {})
+    assert.equal(5, q:close())
+    assert.equal(0, q:close()) -- already released
+    gate:set()
+    local got, ok, err = finish(p)
+    local wgot = w:get(30)
+    pool:close()
+    pool:join()
+    assert.is_false(ok)
+    assert.equal("mpe: queue is closed", err)
+    local all = {}
+    for _, v in ipairs(got) do all[#all + 1] = v end
+    for _, v in ipairs(wgot) do all[#all + 1] = v end
+    table.sort(all)
+    assert.same({ 1, 2, 3, 4, 5 }, all)
+  end)
+
   it("raises on a closed handle; close and collection are idempotent", function()
     local q = mpe.queue()
     q:close()
