@@ -720,10 +720,7 @@ end)
 -- so this end sends no more and the reader gets an error for the partial
 -- message instead of a corrupt stream.
 describe("a pipe send stopped by a signal", function()
-  local LUA_INTERP = os.getenv("MPE_LUA_INTERP") or "lua5.4"
-  local SANITIZED = os.getenv("MPE_SANITIZE") == "1"
-  local BUILD = os.getenv("MPE_BUILD_DIR") or "build"
-  local MPE_BIN = os.getenv("MPE_BIN") or (BUILD .. "/mpe")
+  local script_runner = require "runscript"
   local script = [[
 local mpe = require "mpe"
 local a, b = mpe.pipe()
@@ -737,16 +734,8 @@ print("send: " .. tostring(ok) .. " " .. tostring(err))
 print("again: " .. select(2, pcall(a.send, a, "y")))
 print("recv: " .. select(2, pcall(b.recv, b, 1)))
 ]]
-  local function run(cmd)
-    local path = os.tmpname()
-    local f = assert(io.open(path, "w"))
-    f:write(script)
-    f:close()
-    local h = io.popen("timeout -s KILL 60 " .. cmd .. " " .. path .. " 2>&1; echo \"status=$?\"")
-    local out = h:read("*a")
-    h:close()
-    os.remove(path)
-    return out, tonumber(out:match("status=(%d+)%s*$"))
+  local function run(runner)
+    return script_runner.run(script_runner.command(runner), script, 60)
   end
   -- LuaJIT runs the interrupt's hook at the caller's next instruction, past
   -- the pcall around send: the script ends there, so only the exit is checked.
@@ -760,15 +749,15 @@ print("recv: " .. select(2, pcall(b.recv, b, 1)))
   end
 
   it("under mpe run", function()
-    local out, status = run(MPE_BIN .. " run")
+    local out, status = run("mpe")
     assert.equal(130, status, out)
     assert.matches("mpe: interrupted by SIGINT", out, 1, true)
     check(out)
   end)
 
-  if not SANITIZED then
+  if not script_runner.SANITIZED then
     it("under the stock interpreter", function()
-      local out, status = run("env LUA_CPATH='" .. BUILD .. "/?.so;;' " .. LUA_INTERP)
+      local out, status = run("lua")
       assert.matches("interrupted!", out, 1, true)
       assert.equal(LUAJIT and 1 or 0, status, out)
       check(out)

@@ -635,9 +635,7 @@ end)
 -- wait stops, the child is ended, and the parent exits with the signal's
 -- status (`mpe run`) or lua.c's "interrupted!" (the stock interpreter).
 describe("signals while waiting for a process", function()
-  local LUA_INTERP = os.getenv("MPE_LUA_INTERP") or "lua5.4"
-  local SANITIZED = os.getenv("MPE_SANITIZE") == "1"
-  local BUILD = os.getenv("MPE_BUILD_DIR") or "build"
+  local script_runner = require "runscript"
 
   -- The script writes its child's pid to PIDFILE; a background shell sends
   -- the signal to the parent alone once the child is there.
@@ -654,17 +652,8 @@ local function started(p)
   return p
 end
 ]]):format(pidfile, sig) .. body
-    local path = os.tmpname()
-    local f = assert(io.open(path, "w"))
-    f:write(code)
-    f:close()
     os.remove(pidfile)
-    local cmd = runner == "mpe" and (MPE_BIN .. " run " .. path)
-      or ("env LUA_CPATH='" .. BUILD .. "/?.so;;' " .. LUA_INTERP .. " " .. path)
-    local h = io.popen("timeout -s KILL 30 " .. cmd .. " 2>&1; echo \"status=$?\"")
-    local out = h:read("*a")
-    h:close()
-    os.remove(path)
+    local out, status = script_runner.run(script_runner.command(runner), code, 30)
     local pf = io.open(pidfile)
     local child = pf and tonumber(pf:read("*a"))
     if pf then pf:close() end
@@ -675,7 +664,7 @@ end
       if not child or not pid_running(child) then break end
       os.execute("sleep 0.1")
     end
-    return out, tonumber(out:match("status=(%d+)%s*$")), child
+    return out, status, child
   end
 
   local waits = {
@@ -696,7 +685,7 @@ end
       assert.equal(143, status, out)
       assert.is_false(pid_running(child))
     end)
-    if not SANITIZED then
+    if not script_runner.SANITIZED then
       it("SIGINT stops " .. w[1] .. " under the stock interpreter", function()
         local out, status, child = run("lua", "INT", w[2])
         assert.are_not.equal(137, status, out) -- not the timeout's SIGKILL
@@ -706,7 +695,7 @@ end
     end
   end
 
-  if not SANITIZED then
+  if not script_runner.SANITIZED then
     it("SIGINT in Lua code, then the exit-time join, under the stock interpreter", function()
       local out, status, child = run("lua", "INT", [[
 P = started(mpe.process(spin):start())
@@ -723,9 +712,7 @@ end)
 -- the creator's children that have exited and closes their descriptors, as
 -- Python's start() does, so they cannot pile up.
 describe("processes that are never joined", function()
-  local LUA_INTERP = os.getenv("MPE_LUA_INTERP") or "lua5.4"
-  local SANITIZED = os.getenv("MPE_SANITIZE") == "1"
-  local BUILD = os.getenv("MPE_BUILD_DIR") or "build"
+  local script_runner = require "runscript"
   local script = [[
 local mpe = require "mpe"
 local function state(pid)
@@ -751,28 +738,19 @@ for _ in f:read("*a"):gmatch("%d+") do zombies = zombies + 1 end
 f:close()
 print("started 300, children left " .. zombies .. ", last result " .. last:result())
 ]]
-  local function run(cmd)
-    local path = os.tmpname()
-    local f = assert(io.open(path, "w"))
-    f:write(script)
-    f:close()
-    local h = io.popen("ulimit -n 64; timeout -s KILL 120 " .. cmd .. " " .. path ..
-                       " 2>&1; echo \"status=$?\"")
-    local out = h:read("*a")
-    h:close()
-    os.remove(path)
-    return out, tonumber(out:match("status=(%d+)%s*$"))
+  local function run(runner)
+    return script_runner.run(script_runner.command(runner), script, 120, "ulimit -n 64; ")
   end
 
   it("300 under ulimit -n 64, under mpe run", function()
-    local out, status = run(MPE_BIN .. " run")
+    local out, status = run("mpe")
     assert.equal(0, status, out)
     assert.matches("started 300, children left [01], last result 300", out)
   end)
 
-  if not SANITIZED then
+  if not script_runner.SANITIZED then
     it("300 under ulimit -n 64, under the stock interpreter", function()
-      local out, status = run("env LUA_CPATH='" .. BUILD .. "/?.so;;' " .. LUA_INTERP)
+      local out, status = run("lua")
       assert.equal(0, status, out)
       assert.matches("started 300, children left [01], last result 300", out)
     end)
