@@ -13,6 +13,7 @@
 
 /* Process-wide by nature: a signal is delivered to the process. */
 static volatile sig_atomic_t caught;
+static volatile sig_atomic_t seen; /* SIGINT noticed under a stock interpreter (recorder, hook) */
 static lua_State *volatile hooked;
 
 static void stop_hook(lua_State *L, lua_Debug *ar)
@@ -52,7 +53,6 @@ int mpe__sig_caught(void)
 
 /* ---- the recorder, for interpreters that handle SIGINT themselves -------------- */
 
-static volatile sig_atomic_t seen;
 static struct sigaction chained; /* the handler the recorder stands in front of */
 
 static void recorder(int sig)
@@ -127,6 +127,7 @@ void mpe__sig_check(lua_State *L, const mpe_sigwatch *w)
      * wait in C it cannot fire, so stop waiting and say so ourselves. */
     if (mpe__sig_changed((void *)w)) {
         lua_sethook(L, NULL, 0, 0);
+        seen = SIGINT; /* for the exit-time release, should the recorder have been replaced */
         luaL_error(L, "interrupted!");
     }
 }
