@@ -3,7 +3,13 @@
  *
  * A host program either adds mpe to a lua_State it owns (luaopen_mpe) or lets
  * mpe create one (mpe_new). Every function here is safe to call only from the
- * thread that created the engine. */
+ * thread that created the engine.
+ *
+ * NULL pointers: an engine argument may be NULL (what a failed mpe_new gave):
+ * the call then fails (-1, NULL, "not enough memory" from mpe_errmsg) or does
+ * nothing (mpe_close). Other NULL pointers are refused with -1 and a message
+ * in mpe_errmsg unless the function says what NULL means. luaopen_mpe needs a
+ * valid lua_State, as every lua_CFunction does. */
 #ifndef MPE_H
 #define MPE_H
 
@@ -39,11 +45,13 @@ MPE_API lua_State *mpe_state(mpe_engine *e);
 
 /* Run a script file (path "-" or NULL: standard input) with the global `arg`
  * set as lua5.4 sets it (arg[0] = path, arg[1..argc] = argv). Returns 0, or -1
- * with the error message and traceback in mpe_errmsg(e). */
+ * with the error message and traceback in mpe_errmsg(e). argv may be NULL only
+ * when argc <= 0. */
 MPE_API int mpe_dofile(mpe_engine *e, const char *path, int argc, char **argv);
 
 /* Run a string of Lua code named chunkname (NULL: "=(string)"). Returns 0, or
- * -1 with the message and traceback in mpe_errmsg(e). */
+ * -1 with the message and traceback in mpe_errmsg(e); code NULL gives -1 and
+ * "mpe_dostring: code is NULL". */
 MPE_API int mpe_dostring(mpe_engine *e, const char *code, const char *chunkname);
 
 /* Make SIGINT and SIGTERM stop the script the engine runs: it ends with an
@@ -52,7 +60,8 @@ MPE_API int mpe_dostring(mpe_engine *e, const char *code, const char *chunkname)
  * (default action). Returns 0, or -1 with the reason in mpe_errmsg(e). */
 MPE_API int mpe_handle_signals(mpe_engine *e);
 
-/* The signal that stopped the script (SIGINT, SIGTERM), or 0. */
+/* The signal that stopped the script (SIGINT, SIGTERM), or 0. Process-wide:
+ * e is not used and may be NULL. */
 MPE_API int mpe_signal(mpe_engine *e);
 
 /* The message of the last failure, or "" if none. Owned by the engine; valid

@@ -211,9 +211,11 @@ int main(int argc, char **argv)
         /* Stopped by a signal: one line, and the shell's status for it.
          * Closing the state terminates the pools and processes it holds. */
         int sig = mpe_signal(e);
+        mpe_close(e);
+        e = NULL;
+        if (!sig)
+            sig = mpe__sig_caught(); /* came while closing ended a process it waited for */
         if (sig) {
-            mpe_close(e);
-            e = NULL;
             fflush(stdout);
             fprintf(stderr, "%s\n", sig == SIGINT ? "mpe: interrupted by SIGINT"
                                                      : "mpe: terminated by SIGTERM");

@@ -322,7 +322,7 @@ add {
     local function work(p, m)
       for i = 1, m do
         local k = p .. ":" .. (i % 100)
-        if i % 2 == 0 then d[k] = i else local _ = d[k] end
+        if i % 2 == 0 then d:set(k, i) else local _ = d:get(k) end
       end
     end
     local half = math.floor(n / 2)

@@ -51,6 +51,22 @@ else
     fi
 fi
 
+# "Random numbers in workers": the sweep seeded per task prints the same
+# figure with 1 and 2 workers; "Shared dicts": the word count prints what its
+# `-->` comment says.
+section() { awk -v h="$1" '$0 == h { s = 1 } s && /^```lua/ { b = 1; next } b && /^```/ { exit } b' "$README"; }
+section "## Random numbers in workers" >"$tmp/sweep.lua"
+section "## Shared dicts: data through methods only" >"$tmp/dict.lua"
+check "README has the sweep and dict examples" 1 "$([[ -s $tmp/sweep.lua && -s $tmp/dict.lua ]] && echo 1 || echo 0)"
+if [[ ${MPE_LUA_INTERP:-lua5.4} != luajit ]]; then
+    one=$(cd "$tmp" && timeout 60 "$MPE" run -j 1 sweep.lua 2>&1 </dev/null)
+    two=$(cd "$tmp" && timeout 60 "$MPE" run -j 2 sweep.lua 2>&1 </dev/null)
+    check "the sweep prints a number" 1 "$([[ $one =~ ^3\.1[0-9]*$ ]] && echo 1 || echo 0)"
+    check "the sweep gives the same figure with 1 and 2 workers" "$one" "$two"
+    out=$(cd "$tmp" && timeout 60 "$MPE" run dict.lua 2>&1 </dev/null | head -n 1)
+    check "the dict example's counts" "$(sed -n 's/.*--> *//p' "$tmp/dict.lua" | squeeze)" "$(squeeze <<<"$out")"
+fi
+
 # The test command: the ```sh block after "Run the tests:", run by .ci/run step (a).
 cmd=$(awk '/^Run the tests:/ { s = 1 } s && /^```sh/ { b = 1; next } b && /^```/ { exit } b' "$README")
 check "README's test command" "ctest --test-dir build --output-on-failure -j2" "$cmd"

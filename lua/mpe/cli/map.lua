@@ -79,16 +79,62 @@ end
 
 local encode_value
 
-local function encode_string(s)
-  return '"' .. s:gsub('[%c"\\]', escape_char) .. '"'
+-- JSON text is Unicode, a Lua string is bytes: a byte that does not belong to
+-- a well-formed UTF-8 sequence (a stray continuation byte, a truncated or
+-- overlong sequence, a surrogate, above U+10FFFF) is REPLACED by U+FFFD, one
+-- per byte, as Python's errors="replace" does, so that every line is valid
+-- JSON; the rest of the string is kept as it is.
+local REPLACEMENT = "\239\191\189"
+local function utf8_clean(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, n, i, start = {}, #s, 1, 1
+  while i <= n do
+    local c = byte(s, i)
+    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2 or (c >= 0xE0 and c <= 0xEF) and 3
+                or (c >= 0xF0 and c <= 0xF4) and 4 or 0
+    local ok = len > 0 and i + len - 1 <= n
+    for k = 1, ok and len - 1 or 0 do
+      local b = byte(s, i + k)
+      if b < 0x80 or b > 0xBF then ok = false break end
+    end
+    if ok and len > 2 then -- overlong forms, surrogates, beyond U+10FFFF
+      local b = byte(s, i + 1)
+      ok = not ((c == 0xE0 and b < 0xA0) or (c == 0xED and b > 0x9F) or (c == 0xF0 and b < 0x90)
+                or (c == 0xF4 and b > 0x8F))
+    end
+    if ok then
+      i = i + len
+    else
+      out[#out + 1] = s:sub(start, i - 1)
+      out[#out + 1] = REPLACEMENT
+      i = i + 1
+      start = i
+    end
+  end
+  out[#out + 1] = s:sub(start)
+  return concat(out)
 end
 
+local function encode_string(s)
+  return '"' .. utf8_clean(s):gsub('[%c"\\]', escape_char) .. '"'
+end
+
+-- Integers as integers (all 64 bits), floats as the shortest text that reads
+-- back as the same float (0.1, not 0.10000000000000001), -0.0 with its sign;
+-- a float with an integral value below 2^53 is written as an integer.
+local math_type = math.type or function() return "float" end
 local function encode_number(x)
+  if math_type(x) == "integer" then return format("%d", x) end
   if x ~= x or x == math.huge or x == -math.huge then
     error("cannot write " .. tostring(x) .. " as JSON", 0)
   end
+  if x == 0 and 1 / x < 0 then return "-0.0" end
   if x == math.floor(x) and x > -2^53 and x < 2^53 then
     return format("%d", x)
+  end
+  for digits = 15, 16 do
+    local s = format("%." .. digits .. "g", x)
+    if tonumber(s) == x then return s end
   end
   return format("%.17g", x)
 end
