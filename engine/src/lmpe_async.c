@@ -491,7 +491,7 @@ static ajob *checkasync(lua_State *L, const char *fname)
 {
     ajob *a = luaL_testudata(L, 1, ASYNC_MT);
     if (!a)
-        luaL_error(L, "mpe: %s: argument 1 must be an mpe.AsyncResult (call it with ':'), got %s",
+        luaL_error(L, "mpe: %s: self must be an mpe.AsyncResult (call it with ':'), got %s",
                    fname, mpe__typename(L, 1));
     if (!a->j)
         luaL_error(L, "mpe: %s: this result was released", fname);
