@@ -23,7 +23,7 @@ static const char usage_text[] =
     "       mpe version                           print the version\n"
     "       mpe help                              print this help\n"
     "options:\n"
-    "  -j N   default number of workers for pools (exported as env MPE_WORKERS)\n"
+    "  -j N   default number of workers for pools (exported as env MPE_WORKERS; 0: inline)\n"
     "  --     end of options\n"
     "exit status: 0 ok, 1 the script failed, 2 usage\n";
 
@@ -54,14 +54,15 @@ typedef struct cmdline {
     const char **code;
 } cmdline;
 
-/* -j N: a worker count from 1 to 1024; exported as MPE_WORKERS so that every
- * pool the script (or its children) creates uses it by default. */
+/* -j N: a worker count from 0 to 1024; exported as MPE_WORKERS so that every
+ * pool the script (or its children) creates uses it by default (0: inline
+ * pools, every task in the calling process). */
 static int set_workers(const char *s)
 {
     char *end, buf[16];
     errno = 0;
     long n = strtol(s, &end, 10);
-    if (errno || end == s || *end || n < 1 || n > 1024)
+    if (errno || end == s || *end || n < 0 || n > 1024)
         return -1;
     snprintf(buf, sizeof buf, "%ld", n);
     setenv("MPE_WORKERS", buf, 1);
@@ -84,9 +85,9 @@ static int parse(cmdline *c, int is_run)
         if (strncmp(a, "-j", 2) == 0) {
             const char *n = a[2] ? a + 2 : (i + 1 < c->argc ? c->argv[++i] : NULL);
             if (!n)
-                return usage("-j needs a worker count from 1 to 1024");
+                return usage("-j needs a worker count from 0 to 1024");
             if (set_workers(n) != 0)
-                return usage("-j needs a worker count from 1 to 1024, got '%s'", n);
+                return usage("-j needs a worker count from 0 to 1024, got '%s'", n);
         } else if (strcmp(a, "-e") == 0 && !is_run) {
             if (i + 1 >= c->argc)
                 return usage("-e needs a string of Lua code");

@@ -522,6 +522,7 @@ void mpe__async_open(lua_State *L)
                                              {"wait", async_wait},
                                              {"ready", async_ready},
                                              {"successful", async_successful},
+                                             {"cancel", mpe__async_cancel}, /* lmpe_wait.c */
                                              {NULL, NULL}};
     luaL_newmetatable(L, ASYNC_MT);
     lua_newtable(L);

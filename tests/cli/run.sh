@@ -303,6 +303,21 @@ else
     echo "note: unreadable-script case skipped (root without setpriv)" >&2
 fi
 
+# ---- -j 0: inline pools (every task in the calling process) -----------------------------
+
+cat >inline.lua <<'EOF'
+local mpe = require "mpe"
+local pool = mpe.pool()
+local me = mpe.current_process().pid
+local pids = pool:map(function() return mpe.current_process().pid end, {1, 2, 3})
+print(pool.workers, pids[1] == me and pids[2] == me and pids[3] == me, os.getenv("MPE_WORKERS"))
+EOF
+run_mpe run -j 0 inline.lua
+expect_eq "-j 0: status" 0 "$rc"
+expect_eq "-j 0: an inline pool, tasks in the script's own process" "0	true	0" "$out"
+run_mpe run -j0 inline.lua
+expect_eq "-j0: an inline pool" "0	true	0" "$out"
+
 # ---- usage errors: status 2 -------------------------------------------------------------
 
 expect_usage "run without a script" "run needs a script" run
@@ -311,13 +326,12 @@ expect_usage "unknown option" "unknown option '-x'" run -x args.lua
 expect_usage "unknown option before -e" "unknown option '-q'" -q -e 'print(1)'
 expect_usage "-e given to run" "unknown option '-e'" run -e 'print(1)' args.lua
 expect_usage "-j without a number" "-j needs a worker count" run -j
-expect_usage "-j with a script, no number" "-j needs a worker count from 1 to 1024, got 'args.lua'" run -j args.lua
-expect_usage "-j 0" "-j needs a worker count from 1 to 1024, got '0'" run -j 0 args.lua
-expect_usage "-j -1" "-j needs a worker count from 1 to 1024, got '-1'" run -j -1 args.lua
-expect_usage "-j abc" "-j needs a worker count from 1 to 1024, got 'abc'" run -j abc args.lua
-expect_usage "-j 2x" "-j needs a worker count from 1 to 1024, got '2x'" run -j 2x args.lua
-expect_usage "-j 1025" "-j needs a worker count from 1 to 1024, got '1025'" run -j 1025 args.lua
-expect_usage "-j ''" "-j needs a worker count from 1 to 1024, got ''" run -j '' args.lua
+expect_usage "-j with a script, no number" "-j needs a worker count from 0 to 1024, got 'args.lua'" run -j args.lua
+expect_usage "-j -1" "-j needs a worker count from 0 to 1024, got '-1'" run -j -1 args.lua
+expect_usage "-j abc" "-j needs a worker count from 0 to 1024, got 'abc'" run -j abc args.lua
+expect_usage "-j 2x" "-j needs a worker count from 0 to 1024, got '2x'" run -j 2x args.lua
+expect_usage "-j 1025" "-j needs a worker count from 0 to 1024, got '1025'" run -j 1025 args.lua
+expect_usage "-j ''" "-j needs a worker count from 0 to 1024, got ''" run -j '' args.lua
 expect_usage "unknown command" "unknown command 'frob'" frob
 expect_usage "a script without run" "unknown command 'args.lua' (to run a script: mpe run args.lua)" args.lua
 expect_usage "-e without code" "-e needs a string of Lua code" -e
