@@ -80,7 +80,8 @@ static int collect(lua_State *L, int idx, const char *fname)
             lua_pop(L, 1);
         }
         lua_pushvalue(L, o);
-        if (lua_rawget(L, seen) == LUA_TNIL) {
+        lua_rawget(L, seen);
+        if (lua_isnil(L, -1)) {
             lua_pushvalue(L, o);
             lua_pushboolean(L, 1);
             lua_rawset(L, seen);
@@ -339,7 +340,8 @@ static int l_wait(lua_State *L)
     for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, list, i);
         lua_pushvalue(L, -1);
-        int in_done = lua_rawget(L, isdone) != LUA_TNIL;
+        lua_rawget(L, isdone);
+        int in_done = !lua_isnil(L, -1);
         lua_pop(L, 1);
         lua_rawseti(L, in_done ? isdone + 1 : isdone + 2, in_done ? ++d : ++p);
     }
