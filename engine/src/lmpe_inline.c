@@ -24,29 +24,60 @@ static void close_fds(mpe_fds *fds)
     fds->n = 0;
 }
 
-/* Encode argument 1 (named root in messages, argument 2) into a buffer and a
- * descriptor list, both owned by boxes on the stack, so an encoding that
- * raises half way leaks nothing. */
-static mpe_buf *encode_arg(lua_State *L, mpe_fds **fds)
+/* The boxes copy and sendable encode into, kept as upvalues 1 and 2 of
+ * both so that a copy costs no allocation once the buffer has grown;
+ * upvalue 3 says whether they are in use. They are in use only during one
+ * encode and decode, but the decoder can run Lua (a finalizer), which could
+ * copy again: such a nested call, or any call after an encoding raised half
+ * way (which leaves the flag set), gets boxes of its own on the stack;
+ * reset() (at each pool call) clears the flag and what a raise left. */
+typedef struct scratch {
+    mpe_buf *b;
+    mpe_fds *fds;
+    int *busy;
+} scratch;
+
+#define SCRATCH_KEEP (1u << 20) /* a buffer grown past this is freed after use */
+
+/* Encode argument 1 (named root in messages, argument 2). */
+static void encode_arg(lua_State *L, scratch *s)
 {
     const char *root = luaL_optstring(L, 2, "value");
     lua_settop(L, 2);
-    mpe_buf *b = mpe__buf_box(L);
-    *fds = mpe__fds_box(L);
-    mpe__encode(L, 1, b, root, *fds);
-    return b;
+    s->busy = lua_touserdata(L, lua_upvalueindex(3));
+    if (*s->busy) {
+        s->b = mpe__buf_box(L);
+        s->fds = mpe__fds_box(L);
+        s->busy = NULL;
+    } else {
+        s->b = lua_touserdata(L, lua_upvalueindex(1));
+        s->fds = lua_touserdata(L, lua_upvalueindex(2));
+        s->b->n = 0;
+        *s->busy = 1;
+    }
+    mpe__encode(L, 1, s->b, root, s->fds);
+}
+
+static void release(scratch *s)
+{
+    close_fds(s->fds);
+    if (s->busy) {
+        if (s->b->cap > SCRATCH_KEEP)
+            mpe__buf_free(s->b);
+        *s->busy = 0;
+    }
 }
 
 /* copy(v, root) -> a copy of v through the codec, as a worker would get it;
  * shared objects' descriptors travel in the list, as between processes. */
 static int l_copy(lua_State *L)
 {
-    mpe_fds *fds;
-    mpe_buf *b = encode_arg(L, &fds);
+    scratch s;
+    encode_arg(L, &s);
     mpe_rd r;
-    mpe__rd_init(&r, b->p, b->n);
-    mpe__decode(L, &r, fds);
-    close_fds(fds);
+    mpe__rd_init(&r, s.b->p, s.b->n);
+    mpe__decode(L, &r, s.fds);
+    release(&s);
     return 1;
 }
 
@@ -54,9 +85,19 @@ static int l_copy(lua_State *L)
  * be sent; the bytes are dropped. */
 static int l_sendable(lua_State *L)
 {
-    mpe_fds *fds;
-    encode_arg(L, &fds);
-    close_fds(fds);
+    scratch s;
+    encode_arg(L, &s);
+    release(&s);
+    return 0;
+}
+
+/* reset(): forget what an encoding that raised left in the shared boxes. */
+static int l_reset(lua_State *L)
+{
+    mpe_buf *b = lua_touserdata(L, lua_upvalueindex(1));
+    close_fds(lua_touserdata(L, lua_upvalueindex(2)));
+    b->n = 0;
+    *(int *)lua_touserdata(L, lua_upvalueindex(3)) = 0;
     return 0;
 }
 
@@ -106,13 +147,17 @@ static void push_helpers(lua_State *L)
     if (lua_istable(L, -1))
         return;
     lua_pop(L, 1);
-    static const luaL_Reg fns[] = {{"copy", l_copy},         {"sendable", l_sendable},
-                                   {"typename", l_typename},
-                                   {"timeout", l_timeout},   {"pid", l_pid},
-                                   {"now", l_now},           {"handler", mpe__error_handler},
-                                   {NULL, NULL}};
-    lua_createtable(L, 0, 8);
+    static const luaL_Reg fns[] = {{"typename", l_typename}, {"timeout", l_timeout},
+                                   {"pid", l_pid},           {"now", l_now},
+                                   {"handler", mpe__error_handler}, {NULL, NULL}};
+    static const luaL_Reg shared[] = {{"copy", l_copy}, {"sendable", l_sendable},
+                                      {"reset", l_reset}, {NULL, NULL}};
+    lua_createtable(L, 0, 10);
     luaL_setfuncs(L, fns, 0);
+    mpe__buf_box(L);
+    mpe__fds_box(L);
+    *(int *)lua_newuserdatauv(L, sizeof(int), 0) = 0;
+    luaL_setfuncs(L, shared, 3);
     luaL_getmetatable(L, "mpe.Error");
     lua_setfield(L, -2, "Error");
     lua_pushlightuserdata(L, (void *)&HELPERS_KEY);

@@ -23,7 +23,7 @@
 -- and retries (a crash ends the caller itself) are checked, kept, and have no
 -- effect. The initializer runs once, in the caller, when the pool is created.
 -- h is the C side's helper table (lmpe_inline.c): copy, handler, typename,
--- sendable (an encode whose bytes are dropped: the function's check), timeout,
+-- sendable (an encode whose bytes are dropped: the function's check), reset, timeout,
 -- Error, now, pid.
 local M = {}
 
@@ -58,6 +58,7 @@ end
 
 local function openpool(self, fname)
   checkpool(self, fname)
+  h.reset() -- the copy boxes: whatever an earlier raise left in them
   if self._state ~= "open" then err("mpe: %s: the pool is %s", fname, self._state) end
   if self._broken then error(self._broken, 0) end
   return self

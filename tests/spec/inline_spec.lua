@@ -313,6 +313,20 @@ describe("inline pool", function()
       assert.are.equal(0, ran)
     end)
 
+    it("an item that cannot be sent half way leaves the next calls working, shared objects included", function()
+      local q = mpe.queue()
+      local ok = pcall(inline.map, inline, print, { { q = q, bad = coroutine.create(print) } })
+      assert.is_false(ok)
+      local r = inline:map(function(t) t.q:put(t.v) return t.v end, { { q = q, v = 1 }, { q = q, v = 2 } })
+      assert.are.same({ 1, 2, n = 2 }, r)
+      assert.are.equal(1, q:get(5))
+      assert.are.equal(2, q:get(5))
+      -- a task that copies through its own inline pool, inside a copy-using call
+      assert.are.same({ { 2, n = 1 }, n = 1 }, inline:map(function(x)
+        return mpe.pool(0):map(function(y) return y * 2 end, x)
+      end, { { 1 } }))
+    end)
+
     it("empty inputs give empty results and run callbacks", function()
       local got
       assert.are.same({ n = 0 }, inline:map(print, {}))
