@@ -161,7 +161,7 @@ run map -e 'return function(l) return l end' "$T" > /dev/null 2> "$T/err"
 grep -q "cannot read $T: Is a directory" "$T/err" || bad "directory input: message: $(cat "$T/err")"
 
 # ---- usage errors: exit 2 ------------------------------------------------------------
-for args in "--bogus -e x" "-e x -f y" "" "-j 0 -e x" "-j two -e x" "--chunk-lines 0 -e x" "-e"; do
+for args in "--bogus -e x" "-e x -f y" "" "-j -1 -e x" "-j 1025 -e x" "-j two -e x" "--chunk-lines 0 -e x" "-e"; do
     # shellcheck disable=SC2086
     run map $args < /dev/null > /dev/null 2> "$T/err"
     rc=$?

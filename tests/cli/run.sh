@@ -51,14 +51,18 @@ expect_has() { # NAME NEEDLE HAYSTACK
 expect_lacks() { # NAME NEEDLE HAYSTACK
     if [[ "$3" != *"$2"* ]]; then ok; else bad "$1" "expected not to contain: $2" "actual: $3"; fi
 }
-# A bad command line: exit status 2, the message, and the usage on stderr.
+# A bad command line: exit status 2, and on stderr two lines: "mpe run: MESSAGE"
+# ("mpe: MESSAGE" outside a subcommand), then the usage with a pointer to the help.
 expect_usage() { # NAME MESSAGE ARGS...
-    local name=$1 msg=$2
+    local name=$1 msg=$2 prefix="mpe: " topic=-e
     shift 2
+    [[ ${1:-} == run ]] && prefix="mpe run: " topic=run
     run_mpe "$@"
     expect_eq "$name: status" 2 "$rc"
-    expect_has "$name: message" "mpe: $msg" "$err"
-    expect_has "$name: usage" "usage: mpe run" "$err"
+    expect_has "$name: message" "$prefix$msg" "$(head -n 1 <<<"$err")"
+    expect_has "$name: usage" "usage: mpe" "$(sed -n 2p <<<"$err")"
+    [[ $prefix == "mpe run: " ]] && expect_has "$name: hint" "(more: mpe help $topic)" "$err"
+    expect_eq "$name: two lines" 2 "$(wc -l <<<"$err")"
     expect_eq "$name: no stdout" "" "$out"
 }
 
@@ -320,8 +324,8 @@ expect_eq "-j0: an inline pool" "0	true	0" "$out"
 
 # ---- usage errors: status 2 -------------------------------------------------------------
 
-expect_usage "run without a script" "run needs a script" run
-expect_usage "run -j 2 without a script" "run needs a script" run -j 2
+expect_usage "run without a script" "give the script to run" run
+expect_usage "run -j 2 without a script" "give the script to run" run -j 2
 expect_usage "unknown option" "unknown option '-x'" run -x args.lua
 expect_usage "unknown option before -e" "unknown option '-q'" -q -e 'print(1)'
 expect_usage "-e given to run" "unknown option '-e'" run -e 'print(1)' args.lua

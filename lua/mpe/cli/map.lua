@@ -29,9 +29,13 @@ local MAX_AUTO_LINES = 4096     -- the adaptive K stays within 1 .. this
 local TARGET_ITEM_S = 0.004    -- the adaptive K aims at items of about 4 ms
 local SEGMENT_BYTES = 16 * 1048576 -- input per imap call
 
-local usage_text = [[
-usage: mpe map [-j N] [--unordered] [--chunk-lines K] [--json] [--keep-going]
-               [--progress] (-e CODE | -f FILE) [INPUT...]
+local args = require "mpe.cli.args"
+
+-- The command line (parsed by mpe.cli.args, as every subcommand's).
+M.spec = {
+  name = "map",
+  usage = "mpe map [-j N] [options] (-e CODE | -f FILE) [INPUT...]",
+  help = [[
   CODE (or the file FILE) is Lua code that returns a function; mpe map applies
   it to every line of the inputs (files, or '-' for stdin; stdin when none is
   given), without the line's newline (a trailing \r is removed too), in
@@ -39,7 +43,10 @@ usage: mpe map [-j N] [--unordered] [--chunk-lines K] [--json] [--keep-going]
   A nil result writes nothing; strings, numbers and booleans are written as
   text; a table is an error unless --json is given.
 options:
-  -j N               worker processes (default: env MPE_WORKERS, else the CPUs)
+  -e CODE            the Lua code that returns the function
+  -f FILE            the same, from a file
+  -j N, --jobs N     worker processes (default: env MPE_WORKERS, else the CPUs;
+                     0: no worker processes, lines run in mpe map itself)
   --unordered        write results as they complete, not in input order
   --chunk-lines K    lines sent to a worker at a time (default: adapts, from
                      1 up to 4096, so that a batch takes about 4 ms)
@@ -49,7 +56,18 @@ options:
                      (env MPE_PROGRESS=force draws it anyway)
   -h, --help         print this help
 exit status: 0 ok, 1 a line failed (its file and line number are on stderr),
-2 usage]]
+2 usage]],
+  options = {
+    { "-e", value = "CODE", key = "code", missing = "-e needs a string of Lua code" },
+    { "-f", value = "FILE", key = "file" },
+    { "-j", "--jobs", value = "N", key = "workers", check = args.workers },
+    { nil, "--unordered" },
+    { nil, "--chunk-lines", value = "K", check = args.count("--chunk-lines", "a line count", 1, 1048576) },
+    { nil, "--json" },
+    { "-k", "--keep-going" },
+    { nil, "--progress" },
+  },
+}
 
 -- ---- a small JSON encoder (results of --json) ------------------------------------
 
@@ -288,72 +306,16 @@ local function say(msg)
   io.stderr:write(msg, "\n")
 end
 
-local function usage(msg)
-  if msg then io.stderr:write("mpe map: ", msg, "\n") end
-  io.stderr:write(usage_text, "\n")
-  return 2
-end
-
 -- Parse the words after `map`. Returns an options table, or nil and the exit
 -- status (2 for usage errors, 0 after --help).
-local function parse(args)
-  local o = { inputs = {} }
-  local i, n = 1, #args
-  local function value(flag, inline)
-    if inline then return inline end
-    i = i + 1
-    if i > n then return nil, usage(flag .. " needs a value") end
-    return args[i]
-  end
-  while i <= n do
-    local a = args[i]
-    if a == "--" then
-      for j = i + 1, n do o.inputs[#o.inputs + 1] = args[j] end
-      break
-    elseif a == "-" or sub(a, 1, 1) ~= "-" then
-      o.inputs[#o.inputs + 1] = a
-    elseif a == "-h" or a == "--help" then
-      io.stdout:write(usage_text, "\n")
-      return nil, 0
-    elseif a == "--unordered" then
-      o.unordered = true
-    elseif a == "--json" then
-      o.json = true
-    elseif a == "--keep-going" or a == "-k" then
-      o.keep_going = true
-    elseif a == "--progress" then
-      o.progress = true
-    elseif a == "-e" or a == "-f" then
-      local v, st = value(a)
-      if not v then return nil, st end
-      if o.code or o.file then return nil, usage("give one of -e CODE and -f FILE, not both") end
-      if a == "-e" then o.code = v else o.file = v end
-    elseif sub(a, 1, 2) == "-j" or a == "--jobs" or sub(a, 1, 7) == "--jobs=" then
-      local inline = (sub(a, 1, 2) == "-j" and #a > 2) and sub(a, 3)
-                     or (sub(a, 1, 7) == "--jobs=" and sub(a, 8)) or nil
-      local v, st = value("-j", inline)
-      if not v then return nil, st end
-      local w = tonumber(v)
-      if not w or w ~= math.floor(w) or w < 1 or w > 1024 then
-        return nil, usage("-j needs a worker count from 1 to 1024, got '" .. v .. "'")
-      end
-      o.workers = w
-    elseif a == "--chunk-lines" or sub(a, 1, 14) == "--chunk-lines=" then
-      local v, st = value("--chunk-lines", a ~= "--chunk-lines" and sub(a, 15) or nil)
-      if not v then return nil, st end
-      local c = tonumber(v)
-      if not c or c ~= math.floor(c) or c < 1 or c > 1048576 then
-        return nil, usage("--chunk-lines needs a line count from 1 to 1048576, got '" .. v .. "'")
-      end
-      o.chunk_lines = c
-    else
-      return nil, usage("unknown option '" .. a .. "'")
-    end
-    i = i + 1
-  end
+local function parse(words)
+  local o, status = args.parse(M.spec, words)
+  if not o then return nil, status end
+  if o.code and o.file then return nil, args.fail(M.spec, "give one of -e CODE and -f FILE, not both") end
   if not o.code and not o.file then
-    return nil, usage("give the function: -e CODE or -f FILE")
+    return nil, args.fail(M.spec, "give the function: -e CODE or -f FILE")
   end
+  o.inputs = o.positional
   return o
 end
 

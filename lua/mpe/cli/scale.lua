@@ -14,8 +14,30 @@ local M = {}
 
 local format = string.format
 
-local usage_text = [[
-usage: mpe scale [-j 1,2,4,...] [--repeat R] [--svg FILE] [--csv FILE] script.lua [args...]
+local args = require "mpe.cli.args"
+
+-- A check for -j LIST: worker counts (0 to 1024; 0: inline pools, the serial
+-- baseline), commas between, each once.
+local function worker_list(v)
+  local list, seen = {}, {}
+  for word in (v .. ","):gmatch("([^,]*),") do
+    local w = tonumber(word)
+    if not w or w ~= math.floor(w) or w < 0 or w > 1024 then
+      return nil, "-j needs worker counts from 0 to 1024 separated by commas, got '" .. v .. "'"
+    end
+    if not seen[w] then
+      seen[w] = true
+      list[#list + 1] = w
+    end
+  end
+  return list
+end
+
+-- The command line (parsed by mpe.cli.args, as every subcommand's).
+M.spec = {
+  name = "scale",
+  usage = "mpe scale [-j 1,2,4,...] [--repeat R] [--svg FILE] [--csv FILE] script.lua [args...]",
+  help = [[
   Runs `mpe run script.lua args...` R times at each worker count, with env
   MPE_WORKERS set to the count (pools created without a size use it; an
   argument written {workers} is replaced by the count as well), and prints
@@ -25,75 +47,29 @@ usage: mpe scale [-j 1,2,4,...] [--repeat R] [--svg FILE] [--csv FILE] script.lu
   output is discarded; a failing run stops mpe scale with its error output
   and exit status 1.
 options:
-  -j LIST        worker counts 0-1024, comma-separated (default 1,2,...,CPUs; at least 1,2)
-  --repeat R     runs per worker count (default 3)
-  --svg FILE     write a chart of speedup against workers, with the ideal line
-  --csv FILE     write the raw runs: workers,run,seconds
-  -h, --help     print this help
-exit status: 0 ok, 1 a run failed, 2 usage]]
+  -j LIST, --jobs LIST  worker counts, comma-separated (default 1,2,...,CPUs; at least 1,2)
+  --repeat R            runs per worker count (default 3)
+  --svg FILE            write a chart of speedup against workers, with the ideal line
+  --csv FILE            write the raw runs: workers,run,seconds
+  -h, --help            print this help
+exit status: 0 ok, 1 a run failed, 2 usage]],
+  stop = true,
+  options = {
+    { "-j", "--jobs", value = "LIST", key = "workers", check = worker_list },
+    { nil, "--repeat", value = "R", key = "rep", check = args.count("--repeat", "a count", 1, 1000) },
+    { nil, "--svg", value = "FILE" },
+    { nil, "--csv", value = "FILE" },
+  },
+}
 
-local function usage(msg)
-  if msg then io.stderr:write("mpe scale: ", msg, "\n") end
-  io.stderr:write(usage_text, "\n")
-  return 2
-end
-
-local function parse(args)
-  local o = { rep = 3 }
-  local i, n = 1, #args
-  local function value(flag, inline)
-    if inline and inline ~= "" then return inline end
-    i = i + 1
-    if i > n then return nil, usage(flag .. " needs a value") end
-    return args[i]
-  end
-  while i <= n do
-    local a = args[i]
-    if a == "--" then
-      i = i + 1
-      break
-    elseif a:sub(1, 1) ~= "-" or a == "-" then
-      break
-    elseif a == "-h" or a == "--help" then
-      io.stdout:write(usage_text, "\n")
-      return nil, 0
-    elseif a:sub(1, 2) == "-j" then
-      local v, st = value("-j", a:sub(3))
-      if not v then return nil, st end
-      local list, seen = {}, {}
-      for word in (v .. ","):gmatch("([^,]*),") do
-        local w = tonumber(word)
-        if not w or w ~= math.floor(w) or w < 0 or w > 1024 then
-          return nil, usage("-j needs worker counts from 0 to 1024 separated by commas, got '" .. v .. "'")
-        end
-        if not seen[w] then
-          seen[w] = true
-          list[#list + 1] = w
-        end
-      end
-      o.workers = list
-    elseif a == "--repeat" or a:sub(1, 9) == "--repeat=" then
-      local v, st = value("--repeat", a:sub(10))
-      if not v then return nil, st end
-      local r = tonumber(v)
-      if not r or r ~= math.floor(r) or r < 1 or r > 1000 then
-        return nil, usage("--repeat needs a count from 1 to 1000, got '" .. v .. "'")
-      end
-      o.rep = r
-    elseif a == "--svg" or a == "--csv" or a:sub(1, 6) == "--svg=" or a:sub(1, 6) == "--csv=" then
-      local flag = a:sub(1, 5)
-      local v, st = value(flag, a:sub(7))
-      if not v then return nil, st end
-      o[flag:sub(3)] = v
-    else
-      return nil, usage("unknown option '" .. a .. "'")
-    end
-    i = i + 1
-  end
-  if i > n then return nil, usage("give the script to run") end
-  o.script = args[i]
+local function parse(words)
+  local o, status = args.parse(M.spec, words)
+  if not o then return nil, status end
+  if #o.positional == 0 then return nil, args.fail(M.spec, "give the script to run") end
+  o.rep = o.rep or 3
+  o.script = o.positional[1]
   o.args = {}
-  for j = i + 1, n do o.args[#o.args + 1] = args[j] end
+  for j = 2, #o.positional do o.args[#o.args + 1] = o.positional[j] end
   return o
 end
 
