@@ -30,16 +30,19 @@ local function gated(ev)
   end
 end
 
+-- Blocked tasks go to a pool of their own (hold), so that the other tasks
+-- never wait behind them: a worker may have several tasks queued, and which
+-- worker gets a task is the dispatcher's choice.
 describe("mpe.as_completed", function()
-  local pool
-  setup(function() pool = mpe.pool(2) end)
-  teardown(function() pool:terminate() end)
+  local pool, hold
+  setup(function() pool, hold = mpe.pool(2), mpe.pool(1) end)
+  teardown(function() pool:terminate() hold:terminate() end)
 
   for _, s in ipairs(submitters) do
     local name, submit, value = s[1], s[2], s[3]
     it(name .. ": yields each result once, as it completes", function()
       local ev = mpe.event()
-      local slow = submit(pool, gated(ev), 1)
+      local slow = submit(hold, gated(ev), 1)
       local fast = submit(pool, function(x) return x end, 2)
       local it = mpe.as_completed({ slow, fast, fast })
       assert.are.equal(fast, it())     -- the slow one cannot finish before ev is set
@@ -54,7 +57,7 @@ describe("mpe.as_completed", function()
       local ev = mpe.event()
       local done = submit(pool, function(x) return x end, 1)
       done:wait(60)
-      local slow = submit(pool, gated(ev), 2)
+      local slow = submit(hold, gated(ev), 2)
       local it = mpe.as_completed({ done, slow }, 0.05)
       assert.are.equal(done, it())
       local ok, err = pcall(it)
@@ -128,9 +131,9 @@ describe("mpe.as_completed", function()
 end)
 
 describe("mpe.wait", function()
-  local pool
-  setup(function() pool = mpe.pool(2) end)
-  teardown(function() pool:terminate() end)
+  local pool, hold
+  setup(function() pool, hold = mpe.pool(2), mpe.pool(1) end)
+  teardown(function() pool:terminate() hold:terminate() end)
 
   for _, s in ipairs(submitters) do
     local name, submit, value = s[1], s[2], s[3]
@@ -145,7 +148,7 @@ describe("mpe.wait", function()
 
     it(name .. ": first = true returns at the first completed", function()
       local ev = mpe.event()
-      local slow = submit(pool, gated(ev), 1)
+      local slow = submit(hold, gated(ev), 1)
       local fast = submit(pool, function(x) return x end, 2)
       local done, pending = mpe.wait({ slow, fast }, { first = true })
       assert.are.same({ fast }, done)
@@ -159,7 +162,7 @@ describe("mpe.wait", function()
 
     it(name .. ": FIRST_EXCEPTION returns at the first failure", function()
       local ev = mpe.event()
-      local slow = submit(pool, gated(ev), 1)
+      local slow = submit(hold, gated(ev), 1)
       local bad = submit(pool, function() error("bad") end, 2)
       local done, pending = mpe.wait({ slow, bad }, { return_when = "FIRST_EXCEPTION" })
       assert.are.same({ bad }, done)
@@ -171,7 +174,7 @@ describe("mpe.wait", function()
 
     it(name .. ": a timeout returns what is done, never raises", function()
       local ev = mpe.event()
-      local slow = submit(pool, gated(ev), 1)
+      local slow = submit(hold, gated(ev), 1)
       local done, pending = mpe.wait({ slow }, { timeout = 0.05 })
       assert.are.same({}, done)
       assert.are.same({ slow }, pending)
