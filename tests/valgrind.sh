@@ -67,10 +67,10 @@ local arr = mpe.array("double", 1000)
 pool:map(function(i) arr[i] = i / 2 end, mpe.range(1, 1000))
 assert(arr:sum() == 1000 * 1001 / 4)
 local q, d = mpe.queue(), mpe.dict()
-pool:map(function(i) q:put(i) d[i] = i * 3 end, mpe.range(1, 20))
+pool:map(function(i) q:put(i) d:set(i, i * 3) end, mpe.range(1, 20))
 local got = 0
 for _ = 1, 20 do got = got + q:get(10) end
-assert(got == 210 and d[20] == 60)
+assert(got == 210 and d:get(20) == 60)
 local ok, e = pcall(pool.map, pool, function(x) if x == 3 then error("boom") end return x end, {1, 2, 3})
 assert(not ok and e.index == 3)
 local _, errs = pool:map(function(x) if x == 2 then os.exit(3) end return x end, {1, 2, 3},

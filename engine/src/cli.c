@@ -1,47 +1,17 @@
 /* cli.c -- the `mpe` command: a thin client of the C API in mpe.h.
  * SPDX-License-Identifier: MIT
  *
- * Subcommands run, -e, version and help live here; map and scale are written
- * in Lua (the embedded modules mpe.cli.map and mpe.cli.scale) and started from
- * here. `arg` and the main chunk's `...` are set as lua5.4 sets them. Exit
- * status: 0 ok, 1 the script failed, 2 usage. */
-#include <errno.h>
-#include <stdarg.h>
+ * The command line is parsed in Lua, by the embedded mpe.cli.main with the
+ * parser every subcommand shares (mpe.cli.args): help, usage errors and the
+ * options behave alike everywhere. run and -e run here, through the C API;
+ * map and scale are written in Lua (mpe.cli.map, mpe.cli.scale) and started
+ * from here. `arg` and the main chunk's `...` are set as lua5.4 sets them.
+ * Exit status: 0 ok, 1 the script failed, 2 usage. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "internal.h"
-
-static const char usage_text[] =
-    "usage: mpe run [-j N] script.lua [args...]   run a script ('-' reads it from stdin)\n"
-    "       mpe [-j N] -e CODE [args...]          run a string of Lua code (-e may repeat)\n"
-    "       mpe map [-j N] [--unordered] (-e CODE | -f FILE) [INPUT...]\n"
-    "                                             apply a Lua function to each input line\n"
-    "       mpe scale [-j 1,2,4] [--repeat R] [--svg FILE] [--csv FILE] script.lua [args...]\n"
-    "                                             run a workload at several worker counts\n"
-    "       mpe version                           print the version\n"
-    "       mpe help                              print this help\n"
-    "options:\n"
-    "  -j N   default number of workers for pools (exported as env MPE_WORKERS)\n"
-    "  --     end of options\n"
-    "exit status: 0 ok, 1 the script failed, 2 usage\n";
-
-/* Print "mpe: <message>" (if fmt) and the usage on stderr; returns exit status 2. */
-static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int usage(const char *fmt, ...)
-{
-    if (fmt) {
-        va_list ap;
-        va_start(ap, fmt);
-        fputs("mpe: ", stderr);
-        vfprintf(stderr, fmt, ap);
-        fputc('\n', stderr);
-        va_end(ap);
-    }
-    fputs(usage_text, stderr);
-    return 2;
-}
 
 /* The command line, parsed. Words argv[1 .. first_arg-1] are mpe's own; the
  * script's arguments start at argv[first_arg]. */
@@ -50,60 +20,68 @@ typedef struct cmdline {
     char **argv;
     int script;         /* `run`: index of the script path ("-": stdin); -e: 0 */
     int first_arg;      /* index of the first script argument */
-    int ncode;          /* -e options, in order, in code[] */
-    const char **code;
+    int ncode;          /* -e options, in order, in code[] (copies, freed by main) */
+    char **code;
+    char module[32];    /* map, scale: the Lua module that runs it, else "" */
+    int version;        /* print the version */
+    int status;         /* >= 0: exit with it now (help printed, or a usage error) */
 } cmdline;
 
-/* -j N: a worker count from 1 to 1024; exported as MPE_WORKERS so that every
- * pool the script (or its children) creates uses it by default. */
-static int set_workers(const char *s)
+static int field_int(lua_State *L, const char *name, int dflt)
 {
-    char *end, buf[16];
-    errno = 0;
-    long n = strtol(s, &end, 10);
-    if (errno || end == s || *end || n < 1 || n > 1024)
-        return -1;
-    snprintf(buf, sizeof buf, "%ld", n);
-    setenv("MPE_WORKERS", buf, 1);
-    return 0;
+    lua_getfield(L, -1, name);
+    int v = lua_isnumber(L, -1) ? (int)lua_tointeger(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
 }
 
-/* Parse `mpe run [options] script args...` (is_run) or `mpe [options] args...`.
- * Returns 0, or prints the usage and returns 2. */
-static int parse(cmdline *c, int is_run)
+/* Parse the command line in Lua, by mpe.cli.main.parse (the parser every
+ * subcommand shares, lua/mpe/cli/args.lua), and copy its answer into the
+ * cmdline. -j N is exported as MPE_WORKERS, so that every pool the script (or
+ * its children) creates uses it by default. */
+static int parse_in_lua(lua_State *L)
 {
-    int i = is_run ? 2 : 1;
-    for (; i < c->argc; i++) {
-        const char *a = c->argv[i];
-        if (a[0] != '-' || a[1] == '\0')
-            break; /* the script, or "-" for stdin */
-        if (strcmp(a, "--") == 0) {
-            i++;
-            break;
-        }
-        if (strncmp(a, "-j", 2) == 0) {
-            const char *n = a[2] ? a + 2 : (i + 1 < c->argc ? c->argv[++i] : NULL);
-            if (!n)
-                return usage("-j needs a worker count from 1 to 1024");
-            if (set_workers(n) != 0)
-                return usage("-j needs a worker count from 1 to 1024, got '%s'", n);
-        } else if (strcmp(a, "-e") == 0 && !is_run) {
-            if (i + 1 >= c->argc)
-                return usage("-e needs a string of Lua code");
-            c->code[c->ncode++] = c->argv[++i];
-        } else {
-            return usage("unknown option '%s'", a);
-        }
+    cmdline *c = lua_touserdata(L, 1);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "mpe"); /* installs the embedded modules in package.preload */
+    lua_call(L, 1, 0);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "mpe.cli.main");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "parse");
+    lua_createtable(L, c->argc, 0);
+    for (int i = 1; i < c->argc; i++) {
+        lua_pushstring(L, c->argv[i]);
+        lua_rawseti(L, -2, i);
     }
-    if (is_run) {
-        if (i >= c->argc)
-            return usage("run needs a script (or '-' for stdin)");
-        c->script = i;
-        c->first_arg = i + 1;
-    } else {
-        if (c->ncode == 0)
-            return usage("nothing to run: give -e CODE, or use 'mpe run script.lua'");
-        c->first_arg = i;
+    lua_call(L, 1, 1);
+    c->status = field_int(L, "status", -1);
+    lua_getfield(L, -1, "version");
+    c->version = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, -1, "module");
+    if (lua_isstring(L, -1))
+        snprintf(c->module, sizeof c->module, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    c->script = field_int(L, "script", 0);
+    c->first_arg = c->script ? c->script + 1 : field_int(L, "first", c->argc);
+    int workers = field_int(L, "workers", -1);
+    if (workers >= 0) {
+        char buf[16];
+        snprintf(buf, sizeof buf, "%d", workers);
+        setenv("MPE_WORKERS", buf, 1);
+    }
+    lua_getfield(L, -1, "code");
+    if (lua_istable(L, -1)) {
+        int n = (int)lua_rawlen(L, -1);
+        for (int k = 1; k <= n && c->ncode < c->argc; k++) {
+            lua_rawgeti(L, -1, k);
+            char *s = strdup(luaL_checkstring(L, -1));
+            if (!s)
+                return luaL_error(L, "not enough memory");
+            c->code[c->ncode++] = s;
+            lua_pop(L, 1);
+        }
     }
     return 0;
 }
@@ -198,68 +176,55 @@ static int run(mpe_engine *e, cmdline *c, const char *module)
     return 0;
 }
 
-static int has_suffix(const char *s, const char *suffix)
+/* The version line: mpe's and the Lua it runs on. */
+static void print_version(void)
 {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
+#ifdef MPE_LUAJIT
+    printf("mpe %s (%s)\n", MPE_VERSION_STRING, LUAJIT_VERSION);
+#else
+    printf("mpe %s (%s)\n", MPE_VERSION_STRING, LUA_RELEASE);
+#endif
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2)
-        return usage(NULL);
-    const char *cmd = argv[1];
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
-#ifdef MPE_LUAJIT
-        printf("mpe %s (%s)\n", MPE_VERSION_STRING, LUAJIT_VERSION);
-#else
-        printf("mpe %s (%s)\n", MPE_VERSION_STRING, LUA_RELEASE);
-#endif
-        return 0;
-    }
-    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-        fputs(usage_text, stdout);
-        return 0;
-    }
-
-    int is_run = strcmp(cmd, "run") == 0;
-    const char *module = strcmp(cmd, "map") == 0     ? "mpe.cli.map"
-                         : strcmp(cmd, "scale") == 0 ? "mpe.cli.scale"
-                                                     : NULL;
-    if (!is_run && !module && cmd[0] != '-') {
-        if (has_suffix(cmd, ".lua"))
-            return usage("unknown command '%s' (to run a script: mpe run %s)", cmd, cmd);
-        return usage("unknown command '%s'", cmd);
-    }
-    cmdline c = {argc, argv, 0, 0, 0, NULL};
+    cmdline c = {argc, argv, 0, 0, 0, NULL, "", 0, -1};
     c.code = calloc((size_t)argc, sizeof *c.code);
-    if (!c.code) {
-        fputs("mpe: not enough memory\n", stderr);
+    mpe_engine *e = c.code ? mpe_new(NULL) : NULL;
+    if (!e) {
+        fputs("mpe: cannot create a Lua state: not enough memory\n", stderr);
+        free(c.code);
         return 1;
     }
-    int status = module ? 0 : parse(&c, is_run);
-    if (status == 0) {
-        mpe_engine *e = mpe_new(NULL);
-        if (!e) {
-            fputs("mpe: cannot create a Lua state: not enough memory\n", stderr);
-            status = 1;
-        } else if (mpe_handle_signals(e) != 0) {
-            status = report(e);
-            mpe_close(e);
-        } else {
-            status = run(e, &c, module) == 0 ? 0 : report(e);
-            /* Stopped by a signal: one line, and the shell's status for it.
-             * Closing the state terminates the pools and processes it holds. */
-            int sig = mpe_signal(e);
-            mpe_close(e);
-            if (sig) {
-                fflush(stdout);
-                fprintf(stderr, "%s\n", sig == SIGINT ? "mpe: interrupted by SIGINT"
-                                                         : "mpe: terminated by SIGTERM");
-                status = 128 + sig;
-            }
+    int status;
+    if (mpe__engine_run(e, parse_in_lua, &c) != 0) {
+        status = report(e);
+    } else if (c.status >= 0) {
+        status = c.status;
+    } else if (c.version) {
+        print_version();
+        status = 0;
+    } else if (mpe_handle_signals(e) != 0) {
+        status = report(e);
+    } else {
+        status = run(e, &c, c.module[0] ? c.module : NULL) == 0 ? 0 : report(e);
+        /* Stopped by a signal: one line, and the shell's status for it.
+         * Closing the state terminates the pools and processes it holds. */
+        int sig = mpe_signal(e);
+        mpe_close(e);
+        e = NULL;
+        if (!sig)
+            sig = mpe__sig_caught(); /* came while closing ended a process it waited for */
+        if (sig) {
+            fflush(stdout);
+            fprintf(stderr, "%s\n", sig == SIGINT ? "mpe: interrupted by SIGINT"
+                                                     : "mpe: terminated by SIGTERM");
+            status = 128 + sig;
         }
     }
+    mpe_close(e);
+    for (int k = 0; k < c.ncode; k++)
+        free(c.code[k]);
     free(c.code);
     return status;
 }

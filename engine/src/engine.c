@@ -55,6 +55,8 @@ MPE_API mpe_engine *mpe_new(const mpe_options *opts)
         free(e);
         return NULL;
     }
+    /* Before the script allocates anything (luaopen_mpe would be too late). */
+    mpe__alloc_hugepages(e->L);
     if (opts && opts->workers > 0) {
         char n[16];
         snprintf(n, sizeof n, "%d", opts->workers);
@@ -76,7 +78,7 @@ MPE_API mpe_engine *mpe_new(const mpe_options *opts)
 
 MPE_API lua_State *mpe_state(mpe_engine *e)
 {
-    return e->L;
+    return e ? e->L : NULL;
 }
 
 /* Message handler (lua.c's): the message as a string, followed by a
@@ -168,6 +170,14 @@ static int prepare_file(lua_State *L)
 
 MPE_API int mpe_dofile(mpe_engine *e, const char *path, int argc, char **argv)
 {
+    if (!e)
+        return -1;
+    if (!argv && argc > 0) {
+        char msg[80];
+        snprintf(msg, sizeof msg, "mpe_dofile: argv is NULL but argc is %d", argc);
+        set_errmsg(e, msg);
+        return -1;
+    }
     struct dofile_args a = {path, argc > 0 ? argc : 0, argv};
     return mpe__engine_run(e, prepare_file, &a);
 }
@@ -186,12 +196,20 @@ static int prepare_string(lua_State *L)
 
 MPE_API int mpe_dostring(mpe_engine *e, const char *code, const char *chunkname)
 {
+    if (!e)
+        return -1;
+    if (!code) {
+        set_errmsg(e, "mpe_dostring: code is NULL");
+        return -1;
+    }
     struct dostring_args a = {code, chunkname ? chunkname : "=(string)"};
     return mpe__engine_run(e, prepare_string, &a);
 }
 
 MPE_API int mpe_handle_signals(mpe_engine *e)
 {
+    if (!e)
+        return -1;
     mpe_err err;
     if (mpe__sig_install(e->L, &err) != 0) {
         set_errmsg(e, err.msg);
@@ -208,6 +226,8 @@ MPE_API int mpe_signal(mpe_engine *e)
 
 MPE_API const char *mpe_errmsg(mpe_engine *e)
 {
+    if (!e)
+        return "not enough memory"; /* the only way mpe_new gives NULL */
     if (e->errmsg)
         return e->errmsg;
     return e->nomem ? "not enough memory" : "";

@@ -162,6 +162,12 @@ double mpe__proc_now(void);
 /* The next number for a default child name ("Process-N"): counts the children
  * this OS process has numbered, from 1; a forked child starts again at 1. */
 int mpe__proc_next_number(void);
+/* This process's place among the children its parent forked (1, 2, ... in
+ * fork order, pool workers and mpe.process alike); 0 if mpe did not fork it. */
+uint64_t mpe__proc_ordinal(void);
+/* In a forked child: give math.random a stream of its own, derived from the
+ * inherited stream and mpe__proc_ordinal() (rand.c). Cannot fail. */
+void mpe__rand_reseed(lua_State *L);
 /* "SIGKILL" for 9 and so on for the common signals; NULL for others. */
 const char *mpe__proc_signal_name(int sig);
 
@@ -279,9 +285,12 @@ pid_t mpe__process_start(mpe_process *p, mpe_err *e);
  * returned, 1 if it raised. Never returns. */
 _Noreturn void mpe__process_run(lua_State *L, mpe_process *p, int nargs);
 /* Wait up to timeout seconds (< 0: forever) for the child to exit, reading its
- * payload meanwhile (it may exceed a socket buffer). Returns 1 once the child
- * is reaped, 0 on timeout, -1 with e set. Creator only. */
-int mpe__process_join(mpe_process *p, double timeout, mpe_err *e);
+ * payload meanwhile (it may exceed a socket buffer). Returns MPE_WAIT_OK (1)
+ * once the child is reaped, MPE_WAIT_TIMEOUT (0), MPE_WAIT_INTERRUPTED when w
+ * (may be NULL) says stop, which it is asked at least every 100 ms, or
+ * MPE_WAIT_ERROR (-1) with e set. Creator only. */
+struct mpe_waitctl;
+int mpe__process_join(mpe_process *p, double timeout, const struct mpe_waitctl *w, mpe_err *e);
 /* Send sig unless the child was already reaped. Returns 0 or -1 with e set. */
 int mpe__process_signal(mpe_process *p, int sig, mpe_err *e);
 /* Python's exitcode: 0 and *code set once reaped (the exit status, or
@@ -295,7 +304,8 @@ void mpe__process_describe(const mpe_process *p, char *out, size_t size);
  * MPE_PROCESS_NOTHING, nothing pushed, if no complete payload arrived. */
 int mpe__process_outcome(lua_State *L, mpe_process *p, int *nvalues);
 /* Release p. In its creator, a child still running is first ended: joined
- * (daemon 0), or sent SIGTERM, given 1 s, then SIGKILL and reaped (daemon 1).
+ * (daemon 0), or sent SIGTERM, given 1 s, then SIGKILL and reaped (daemon 1,
+ * or once a signal has come: mpe__sig_seen, also during the join).
  * Elsewhere only local memory is freed. Idempotent. */
 void mpe__process_release(mpe_process *p, int daemon);
 
@@ -372,13 +382,11 @@ void mpe__pool_msg_done(mpe_pool *p, mpe_msg *m);
 /* Wait until a message arrives, a worker needs replacing, or the deadline
  * (monotonic seconds; <0 none) passes. Returns 1 if there may be news, 0 on timeout. */
 int mpe__pool_wait(mpe_pool *p, double deadline);
-/* Cancel j if none of its items has reached a worker yet: it is withdrawn
- * and will never run (async:cancel of a task still queued). Returns 1 if so,
- * 0 when some item was handed out already (it then runs to its end unless
- * mpe__pool_job_cancel stops handing out the rest). */
-int mpe__pool_job_cancel_pending(mpe_pool *p, mpe_job *j);
 /* Stop running j (errors = "raise" failed, or abandoned). */
 void mpe__pool_job_cancel(mpe_pool *p, mpe_job *j);
+/* Withdraw j if no worker was ever handed any of its items (pool_cancel.c):
+ * returns 1 and cancels it, or 0 and changes nothing. */
+int mpe__pool_job_withdraw(mpe_pool *p, mpe_job *j);
 /* The caller no longer needs j; freed once no chunk or message refers to it. */
 void mpe__pool_job_release(mpe_pool *p, mpe_job *j);
 /* Stop the workers: gracefully (STOP after pending work) or now (SIGKILL),
@@ -639,12 +647,15 @@ typedef struct mpe_pipe {
     size_t off;
     int *q, nq, capq; /* received descriptors not yet handed out, in order */
     int eof;
+    int cut; /* a send stopped mid-frame: this end's sending side is shut down */
 } mpe_pipe;
 void mpe__pipe_init(mpe_pipe *p);
 /* Two connected ends. 0, or -1 with e set. */
 int mpe__pipe_pair(mpe_pipe *a, mpe_pipe *b, mpe_err *e);
 /* Send one frame (fds are closed in every case). Blocks while the socket is
- * full; w is asked only before the first byte goes. MPE_WAIT_OK,
+ * full, asking w every 100 ms. Interrupted after the first byte went, the
+ * frame cannot be finished: the sending side is shut down (the receiver gets
+ * an error for the partial frame) and later sends fail. MPE_WAIT_OK,
  * MPE_WAIT_INTERRUPTED, MPE_IPC_CLOSED or MPE_WAIT_ERROR. */
 int mpe__pipe_send(mpe_pipe *p, const void *data, size_t n, mpe_fds *fds, const mpe_waitctl *w,
                    mpe_err *e);
@@ -689,6 +700,13 @@ int mpe__dict_clear(mpe_shm_obj *o, mpe_err *e);
 int mpe__sig_install(lua_State *L, mpe_err *e);
 /* The signal caught (SIGINT, SIGTERM), or 0. */
 int mpe__sig_caught(void);
+/* In a stock interpreter: put a recorder in front of the host's own SIGINT
+ * handler (lua.c's), which it still calls, so that mpe knows the script was
+ * interrupted even when the signal came while Lua code ran. Does nothing if
+ * SIGINT has no handler (its default ends the process) or is mpe's own. */
+void mpe__sig_record(void);
+/* A signal came: mpe__sig_caught(), or SIGINT seen by the recorder; 0 if none. */
+int mpe__sig_seen(void);
 /* "mpe: interrupted by SIGINT" / "mpe: terminated by SIGTERM". */
 const char *mpe__sig_message(int sig);
 /* Raise the error for the caught signal. */
@@ -734,6 +752,14 @@ int mpe__error_timeout(lua_State *L, const char *what, double seconds);
  * value = <the original value if it was not a string> }. */
 int mpe__error_handler(lua_State *L);
 
+/* ---- the Lua heap on huge pages (alloc.c) ----------------------------------
+ * Wrap L's allocator (delegating every call to it) with one that advises the
+ * kernel to back the heap with transparent huge pages, so that fork copies
+ * fewer page-table entries. Called by mpe_new and luaopen_mpe; does nothing
+ * when THP is off, when MPE_HUGEPAGES=0, when L is wrapped already, or when
+ * another allocator of this process is wrapped. Cannot fail. */
+void mpe__alloc_hugepages(lua_State *L);
+
 /* ---- the Lua module (lmpe*.c) ---------------------------------------------
  * luaopen_mpe builds the module table and calls each part's opener with the
  * module table on top of the stack; an opener adds its functions and
@@ -760,6 +786,11 @@ int mpe__fail(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 
 /* The value at idx for "got X" in messages: numbers as themselves, strings
  * quoted, anything else its type name. The string lives on the stack. */
 const char *mpe__got(lua_State *L, int idx);
+/* The number a message gives the argument at stack index idx of the function
+ * named fname: for a method ("pool:map") self is not counted, as Lua counts
+ * for a call with ':' (argument 1 is the first after self); self itself is
+ * named "self" in messages. */
+int mpe__argno(const char *fname, int idx);
 /* luaL_typename, but "mpe.range" etc. for mpe's own userdata (from __name). */
 const char *mpe__typename(lua_State *L, int idx);
 /* Optional timeout argument: nil/none -> -1 (wait forever), a number >= 0 ->

@@ -205,6 +205,8 @@ const char *mpe__got(lua_State *L, int idx)
 {
     switch (lua_type(L, idx)) {
     case LUA_TNUMBER:
+        if (lua_tonumber(L, idx) != lua_tonumber(L, idx))
+            return "nan"; /* printf says "-nan" or "nan" depending on the sign bit */
         return luaL_tolstring(L, idx, NULL);
     case LUA_TSTRING:
         return lua_pushfstring(L, "\"%s\"", lua_tostring(L, idx));
@@ -213,17 +215,22 @@ const char *mpe__got(lua_State *L, int idx)
     }
 }
 
+int mpe__argno(const char *fname, int idx)
+{
+    return strchr(fname, ':') ? idx - 1 : idx;
+}
+
 double mpe__opt_timeout(lua_State *L, int arg, const char *fname)
 {
     if (lua_isnoneornil(L, arg))
         return -1;
     if (lua_type(L, arg) != LUA_TNUMBER)
         luaL_error(L, "mpe: %s: argument %d (timeout) must be a number of seconds, got %s", fname,
-                   arg, mpe__typename(L, arg));
+                   mpe__argno(fname, arg), mpe__got(L, arg));
     double t = lua_tonumber(L, arg);
     if (!(t >= 0) || isinf(t) || t > 1e9)
-        luaL_error(L, "mpe: %s: argument %d (timeout) must be between 0 and 1e9 seconds, got %f",
-                   fname, arg, t);
+        luaL_error(L, "mpe: %s: argument %d (timeout) must be between 0 and 1e9 seconds, got %s",
+                   fname, mpe__argno(fname, arg), mpe__got(L, arg));
     return t;
 }
 
@@ -231,6 +238,7 @@ double mpe__opt_timeout(lua_State *L, int arg, const char *fname)
 
 MPE_API int luaopen_mpe(lua_State *L)
 {
+    mpe__alloc_hugepages(L);
     lua_createtable(L, 0, 48);
     lua_pushstring(L, MPE_VERSION_STRING);
     lua_setfield(L, -2, "version");
@@ -244,5 +252,8 @@ MPE_API int luaopen_mpe(lua_State *L)
     mpe__open_shm(L);
     mpe__open_sync(L);
     mpe__open_ipc(L);
+    /* In lua5.4 and luajit, lua.c's SIGINT handler only hooks the state: so
+     * that a process still running at exit is not waited for after Ctrl-C. */
+    mpe__sig_record();
     return 1;
 }

@@ -74,8 +74,9 @@ static void *checkud(lua_State *L, int idx, const char *mt, const char *fname)
 {
     void *u = luaL_testudata(L, idx, mt);
     if (!u)
-        mpe__fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s", fname,
-             idx, mt, mpe__typename(L, idx));
+        mpe__fail(L, "mpe: %s: %s must be an %s (call methods with a colon), got %s", fname,
+                  idx == 1 ? "self" : lua_pushfstring(L, "argument %d", mpe__argno(fname, idx)), mt,
+                  mpe__typename(L, idx));
     return u;
 }
 
@@ -155,14 +156,21 @@ static int queue_release(lua_State *L)
     return 0;
 }
 
-/* close(): closed for every process (put raises, get raises once it is
- * empty), and this handle released. Idempotent. */
+/* close() -> items left: closed for every process (put raises, get drains
+ * what is left, then raises), and this handle released. Idempotent (0). */
 static int queue_close(lua_State *L)
 {
     queueud *u = checkud(L, 1, QUEUE_MT, "queue:close");
-    if (u->o)
+    lua_Integer left = 0;
+    if (u->o) {
         mpe__queue_close(u->o);
-    return queue_release(L);
+        left = (lua_Integer)mpe__queue_size(u->o);
+    }
+    queue_release(L);
+    /* Nothing is discarded by close: other handles take what is left. The
+     * count tells a closer that may hold the last handle what it leaves. */
+    lua_pushinteger(L, left);
+    return 1;
 }
 
 static int queue_result(lua_State *L, int r, const mpe_err *e, double timeout, const char *fname)
@@ -576,7 +584,10 @@ static int dict_set(lua_State *L)
     return 0;
 }
 
-/* d[k]: methods first (an upvalue holds the method table), then the key. */
+/* Indexing a dict gives its methods and nothing else: data is read and
+ * written only through d:get, d:set and d:update (and listed by pairs,
+ * keys, totable), so no key, "get" or "keys" included, is ever shadowed by a
+ * method (README, "Dicts"). The method table is upvalue 1. */
 static int dict_index(lua_State *L)
 {
     if (lua_type(L, 2) == LUA_TSTRING) {
@@ -586,26 +597,16 @@ static int dict_index(lua_State *L)
             return 1;
         lua_pop(L, 1);
     }
-    dictud *u = checkdict(L, 1, "dict[]");
-    u->buf.n = 0;
-    put_key(L, 2, &u->buf, "dict[]");
-    dict_fetch(L, u, u->buf.n, "dict[]");
-    return 1;
+    checkdict(L, 1, "dict[]");
+    lua_pushvalue(L, 2);
+    return mpe__fail(L, "mpe: dict[]: key %s is not a method: read data with d:get(k) (indexing "
+                        "a dict gives only its methods)", mpe__got(L, -1));
 }
 
 static int dict_newindex(lua_State *L)
 {
-    dictud *u = checkdict(L, 1, "dict[]=");
-    if (lua_type(L, 2) == LUA_TSTRING) {
-        lua_pushvalue(L, 2);
-        lua_rawget(L, lua_upvalueindex(1));
-        if (!lua_isnil(L, -1))
-            mpe__fail(L, "mpe: dict[]=: '%s' is a method name: use d:set(\"%s\", v)", lua_tostring(L, 2),
-                 lua_tostring(L, 2));
-        lua_pop(L, 1);
-    }
-    dict_store(L, u, 2, 3, "dict[]=");
-    return 0;
+    checkdict(L, 1, "dict[]=");
+    return mpe__fail(L, "mpe: dict[]=: cannot assign to a dict: write data with d:set(k, v)");
 }
 
 /* update's work, run under lua_pcall while the caller holds the lock:

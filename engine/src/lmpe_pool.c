@@ -18,7 +18,7 @@ static lpool *checkpool(lua_State *L, const char *fname)
 {
     lpool *lp = luaL_testudata(L, 1, POOL_MT);
     if (!lp)
-        luaL_error(L, "mpe: %s: argument 1 must be an mpe.Pool (call it with ':'), got %s", fname,
+        luaL_error(L, "mpe: %s: self must be an mpe.Pool (call it with ':'), got %s", fname,
                    mpe__typename(L, 1));
     if (lp->owner != getpid())
         luaL_error(L, "mpe: %s: this pool belongs to process %d; a forked child cannot use it",
@@ -65,15 +65,15 @@ static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o
     if (lua_isnoneornil(L, idx))
         return;
     if (!lua_istable(L, idx))
-        luaL_error(L, "mpe: %s: argument %d (options) must be a table, got %s", fname, idx,
-                   mpe__typename(L, idx));
+        luaL_error(L, "mpe: %s: argument %d (options) must be a table, got %s", fname,
+                   mpe__argno(fname, idx), mpe__got(L, idx));
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
         if (k && strcmp(k, "chunksize") == 0) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > (1 << 20))
                 luaL_error(L, "mpe: %s: option 'chunksize' must be an integer from 1 to 1048576, got %s",
-                           fname, lua_isinteger(L, -1) ? lua_tostring(L, -1) : mpe__typename(L, -1));
+                           fname, mpe__got(L, -1));
             o->chunksize = (int)lua_tointeger(L, -1);
         } else if (k && strcmp(k, "errors") == 0) {
             const char *v = lua_tostring(L, -1);
@@ -83,7 +83,7 @@ static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o
         } else if (k && allow_cb && (strcmp(k, "callback") == 0 || strcmp(k, "error_callback") == 0)) {
             if (!is_callable(L, lua_gettop(L)))
                 luaL_error(L, "mpe: %s: option '%s' must be a function, got %s", fname, k,
-                           mpe__typename(L, -1));
+                           mpe__got(L, -1));
         } else if (k && strcmp(k, "progress") == 0) {
             /* drawn by progress_tick through lua/mpe/progress.lua */
             int t = lua_type(L, -1);
@@ -93,12 +93,12 @@ static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o
                 o->progress = lua_toboolean(L, -1);
             else
                 luaL_error(L, "mpe: %s: option 'progress' must be true, false or \"force\", got %s",
-                           fname, t == LUA_TSTRING ? lua_tostring(L, -1) : mpe__typename(L, -1));
+                           fname, mpe__got(L, -1));
         } else if (k && strcmp(k, "window") == 0) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > IMAP_WINDOW)
                 luaL_error(L, "mpe: %s: option 'window' must be an integer from 1 to %d, got %s",
                            fname, IMAP_WINDOW,
-                           lua_isinteger(L, -1) ? lua_tostring(L, -1) : mpe__typename(L, -1));
+                           mpe__got(L, -1));
             o->window = lua_tointeger(L, -1);
         } else
             luaL_error(L, "mpe: %s: unknown option '%s'", fname,
@@ -259,14 +259,14 @@ static void check_items(lua_State *L, int idx, const char *fname)
 {
     if (!lua_istable(L, idx) && !mpe__range_test(L, idx) && !lua_isfunction(L, idx))
         luaL_error(L, "mpe: %s: argument %d must be a table, mpe.range or function, got %s", fname,
-                   idx, mpe__typename(L, idx));
+                   mpe__argno(fname, idx), mpe__got(L, idx));
 }
 
 static void check_fn(lua_State *L, int idx, const char *fname)
 {
     if (!lua_isfunction(L, idx))
-        luaL_error(L, "mpe: %s: argument %d must be a function, got %s", fname, idx,
-                   mpe__typename(L, idx));
+        luaL_error(L, "mpe: %s: argument %d must be a function, got %s", fname,
+                   mpe__argno(fname, idx), mpe__got(L, idx));
 }
 
 /* Items at idx into a's job. limit: pull at most this many from an iterator
@@ -398,8 +398,8 @@ static int pool_apply_async(lua_State *L)
     lpool *lp = openpool(L, "pool:apply_async");
     check_fn(L, 2, "pool:apply_async");
     if (!lua_isnoneornil(L, 3) && !lua_istable(L, 3))
-        return luaL_error(L, "mpe: pool:apply_async: argument 3 (args) must be a table, got %s",
-                          mpe__typename(L, 3));
+        return luaL_error(L, "mpe: pool:apply_async: argument 2 (args) must be a table, got %s",
+                          mpe__got(L, 3));
     callopts o;
     parse_callopts(L, 4, "pool:apply_async", &o, 1);
     o.chunksize = 0;
@@ -674,6 +674,14 @@ static int pool_close_meta(lua_State *L)
         return pool_terminate(L);
     }
     lua_settop(L, 1);
+    if (lp->broken) {
+        /* The initializer failed: every call on the pool has raised that
+         * failure, and every pending result holds it, so the scope's normal
+         * end must not raise it once more (a pcall already caught it).
+         * Deliver what is pending (callbacks), then end the workers. */
+        mpe__async_pump(L, lp);
+        return pool_terminate(L);
+    }
     pool_close(L);
     return pool_join(L);
 }
@@ -713,11 +721,12 @@ static int pool_new(lua_State *L)
 {
     mpe_pool_opts o = {.workers = 0, .init_ref = LUA_NOREF, .initargs_ref = LUA_NOREF,
                        .handler = mpe__error_handler};
-    int init = 0, initargs = 0;
+    int init = 0, initargs = 0, given = 0; /* given: a worker count was passed (0 = inline) */
     if (lua_isinteger(L, 1)) {
         o.workers = (int)lua_tointeger(L, 1);
-        if (lua_tointeger(L, 1) < 1 || lua_tointeger(L, 1) > 1024)
-            return luaL_error(L, "mpe: pool: argument 1 (workers) must be from 1 to 1024, got %d",
+        given = 1;
+        if (lua_tointeger(L, 1) < 0 || lua_tointeger(L, 1) > 1024)
+            return luaL_error(L, "mpe: pool: argument 1 (workers) must be from 0 to 1024, got %d",
                               (int)lua_tointeger(L, 1));
     } else if (lua_istable(L, 1)) {
         lua_pushnil(L);
@@ -725,35 +734,36 @@ static int pool_new(lua_State *L)
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
             int v = lua_gettop(L);
             if (k && strcmp(k, "workers") == 0) {
-                if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 1 || lua_tointeger(L, v) > 1024)
-                    return luaL_error(L, "mpe: pool: option 'workers' must be an integer from 1 to 1024, got %s",
-                                      lua_isinteger(L, v) ? lua_tostring(L, v) : mpe__typename(L, v));
+                if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 0 || lua_tointeger(L, v) > 1024)
+                    return luaL_error(L, "mpe: pool: option 'workers' must be an integer from 0 to 1024, got %s",
+                                      mpe__got(L, v));
                 o.workers = (int)lua_tointeger(L, v);
+                given = 1;
             } else if (k && strcmp(k, "maxtasksperchild") == 0) {
                 if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 1)
                     return luaL_error(L, "mpe: pool: option 'maxtasksperchild' must be a positive integer, got %s",
-                                      lua_isinteger(L, v) ? lua_tostring(L, v) : mpe__typename(L, v));
+                                      mpe__got(L, v));
                 o.maxtasks = lua_tointeger(L, v) > (1 << 30) ? (1 << 30) : (int)lua_tointeger(L, v);
             } else if (k && strcmp(k, "timeout") == 0) {
                 if (lua_type(L, v) != LUA_TNUMBER || !(lua_tonumber(L, v) > 0) ||
                     !(lua_tonumber(L, v) <= 1e9))
                     return luaL_error(L, "mpe: pool: option 'timeout' must be a positive number of seconds, got %s",
-                                      mpe__typename(L, v));
+                                      mpe__got(L, v));
                 o.timeout = lua_tonumber(L, v);
             } else if (k && strcmp(k, "retries") == 0) {
                 if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 0 || lua_tointeger(L, v) > 1000)
                     return luaL_error(L, "mpe: pool: option 'retries' must be an integer from 0 to 1000, got %s",
-                                      lua_isinteger(L, v) ? lua_tostring(L, v) : mpe__typename(L, v));
+                                      mpe__got(L, v));
                 o.retries = (int)lua_tointeger(L, v);
             } else if (k && strcmp(k, "initializer") == 0) {
                 if (!is_callable(L, v))
                     return luaL_error(L, "mpe: pool: option 'initializer' must be a function, got %s",
-                                      mpe__typename(L, v));
+                                      mpe__got(L, v));
                 init = 1;
             } else if (k && strcmp(k, "initargs") == 0) {
                 if (!lua_istable(L, v))
                     return luaL_error(L, "mpe: pool: option 'initargs' must be a table, got %s",
-                                      mpe__typename(L, v));
+                                      mpe__got(L, v));
                 initargs = 1;
             } else
                 return luaL_error(L, "mpe: pool: unknown option '%s'", k ? k : luaL_tolstring(L, -2, NULL));
@@ -761,7 +771,9 @@ static int pool_new(lua_State *L)
         }
     } else if (!lua_isnoneornil(L, 1))
         return luaL_error(L, "mpe: pool: argument 1 must be a worker count or an options table, got %s",
-                          mpe__typename(L, 1));
+                          mpe__got(L, 1));
+    if (o.workers == 0 && (given || mpe__inline_default()))
+        return mpe__inline_pool(L); /* lmpe_inline.c: tasks run in the caller */
     if (o.workers == 0)
         o.workers = mpe__proc_default_workers();
     lpool *lp = lua_newuserdatauv(L, sizeof *lp, 0);
@@ -850,4 +862,5 @@ void mpe__open_pool(lua_State *L)
     lua_pushcfunction(L, pool_new);
     lua_setfield(L, -2, "pool");
     mpe__open_range(L);
+    mpe__open_wait(L); /* lmpe_wait.c: as_completed, wait */
 }

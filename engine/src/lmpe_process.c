@@ -89,7 +89,7 @@ static lprocess *checkprocess(lua_State *L, int idx, const char *method)
         lua_pop(L, 2);
     }
     if (!lp)
-        luaL_error(L, "mpe: process:%s: argument 1 must be an mpe.Process (call it as p:%s()), got %s",
+        luaL_error(L, "mpe: process:%s: self must be an mpe.Process (call it as p:%s()), got %s",
                    method, method, mpe__typename(L, idx));
     if (lp->closed)
         luaL_error(L, "mpe: process:%s: attempt to use a closed process (%s)", method,
@@ -173,23 +173,23 @@ static int parse_options(lua_State *L, int *daemon)
     lua_getfield(L, 1, "target"); /* 2 */
     if (!is_callable(L, 2))
         luaL_error(L, "mpe: process: option 'target' must be a function (or callable), got %s",
-                   mpe__typename(L, 2));
+                   mpe__got(L, 2));
     lua_getfield(L, 1, "args"); /* 3 */
     if (lua_isnil(L, 3))
         lua_newtable(L);
     else if (lua_type(L, 3) != LUA_TTABLE)
-        luaL_error(L, "mpe: process: option 'args' must be a table, got %s", mpe__typename(L, 3));
+        luaL_error(L, "mpe: process: option 'args' must be a table, got %s", mpe__got(L, 3));
     else
         copy_args(L, 3);
     lua_replace(L, 3);
     lua_getfield(L, 1, "name"); /* 4 */
     if (!lua_isnil(L, 4) && (lua_type(L, 4) != LUA_TSTRING || lua_rawlen(L, 4) == 0))
         luaL_error(L, "mpe: process: option 'name' must be a non-empty string, got %s",
-                   lua_type(L, 4) == LUA_TSTRING ? "an empty string" : mpe__typename(L, 4));
+                   lua_type(L, 4) == LUA_TSTRING ? "an empty string" : mpe__got(L, 4));
     lua_getfield(L, 1, "daemon"); /* 5 */
     if (!lua_isnil(L, 5) && lua_type(L, 5) != LUA_TBOOLEAN)
         luaL_error(L, "mpe: process: option 'daemon' must be a boolean, got %s",
-                   mpe__typename(L, 5));
+                   mpe__got(L, 5));
     *daemon = lua_toboolean(L, 5);
     lua_pop(L, 1);
     return 0;
@@ -208,7 +208,7 @@ static int l_process(lua_State *L)
     } else {
         if (!is_callable(L, 1))
             return luaL_error(L, "mpe: process: argument 1 must be a function or an options "
-                                 "table, got %s", mpe__typename(L, 1));
+                                 "table, got %s", mpe__got(L, 1));
         lua_createtable(L, nargs - 1, 1);
         for (int i = 2; i <= nargs; i++) {
             lua_pushvalue(L, i);
@@ -252,6 +252,28 @@ static int l_process(lua_State *L)
 
 /* ---- methods ----------------------------------------------------------------------- */
 
+/* Reap this process's children that have exited, joined or not, as Python's
+ * start() does: their zombie goes, their channel and pidfd are closed, and
+ * they leave the table of live processes, so an unreferenced one can be
+ * collected. What they sent stays for result(). Never waits. */
+static void reap_finished(lua_State *L)
+{
+    push_regtable(L, &LIVE_KEY, 0);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        lprocess *lp = luaL_testudata(L, -1, PROCESS_MT);
+        /* Clearing a field during lua_next is allowed; adding one is not. */
+        if (lp && !lp->closed && lp->p.creator == getpid() && !lp->p.reaped &&
+            mpe__process_join(&lp->p, 0, NULL, NULL) == MPE_WAIT_OK) {
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, -4);
+        }
+    }
+    lua_pop(L, 1);
+}
+
 /* p:start() -> p. Forks; the child runs target(unpack(args)) and never returns here. */
 static int l_start(lua_State *L)
 {
@@ -272,6 +294,7 @@ static int l_start(lua_State *L)
         lua_rawgeti(L, 4, i);
     lua_remove(L, 4); /* stack: p, name, target, args... */
 
+    reap_finished(L);
     mpe_err e;
     lp->started = 1; /* set before fork so the child's copy is "started" too */
     lp->p.handler = mpe__error_handler;
@@ -282,6 +305,7 @@ static int l_start(lua_State *L)
     }
     if (pid == 0) {
         mpe__proc_set_identity(lua_tostring(L, 2), 0);
+        mpe__rand_reseed(L);
         mpe__process_run(L, &lp->p, n);
     }
     set_live(L, 1, 1);
@@ -296,12 +320,17 @@ static int join(lua_State *L, lprocess *lp, double timeout, const char *method)
         return 1;
     checkowner(L, lp, method);
     mpe_err e;
-    int r = mpe__process_join(&lp->p, timeout, &e);
-    if (r < 0)
+    mpe_sigwatch sw;
+    mpe__sig_watch(L, &sw);
+    mpe_waitctl w = {mpe__sig_changed, &sw};
+    int r = mpe__process_join(&lp->p, timeout, &w, &e);
+    if (r == MPE_WAIT_INTERRUPTED)
+        mpe__sig_check(L, &sw); /* raises: the child goes on, as after a timeout */
+    if (r == MPE_WAIT_ERROR)
         return luaL_error(L, "mpe: process:%s: %s: %s", method, process_name(L, 1), e.msg);
-    if (r == 1)
+    if (r == MPE_WAIT_OK)
         set_live(L, 1, 0);
-    return r;
+    return r == MPE_WAIT_OK;
 }
 
 /* p:join([timeout]) -> true once the child exited, false on timeout. */

@@ -19,7 +19,7 @@ static int range_new(lua_State *L)
         if (!lua_isinteger(L, i) &&
             !(lua_type(L, i) == LUA_TNUMBER && d == floor(d) && d >= -9.2e18 && d <= 9.2e18))
             return luaL_error(L, "mpe: range: argument %d must be an integer, got %s", i,
-                              mpe__typename(L, i));
+                              mpe__got(L, i));
     }
     /* Integers as they are: through a double, maxinteger would round up and overflow. */
     first = lua_isinteger(L, 1) ? lua_tointeger(L, 1) : (lua_Integer)lua_tonumber(L, 1);

@@ -57,8 +57,9 @@ static mpe_shm_obj *checkobj(lua_State *L, int idx, const char *mt, const char *
 {
     shmud *u = toshm(L, idx, mt);
     if (!u)
-        mpe__fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s",
-                   fname, idx, mt, mpe__typename(L, idx));
+        mpe__fail(L, "mpe: %s: %s must be an %s (call methods with a colon), got %s", fname,
+                  idx == 1 ? "self" : lua_pushfstring(L, "argument %d", mpe__argno(fname, idx)), mt,
+                  mpe__typename(L, idx));
     if (!u->o)
         mpe__fail(L, "mpe: attempt to use a closed %s", mt);
     return u->o;

@@ -58,8 +58,9 @@ static syncud *checkud(lua_State *L, int idx, const char *mt, const char *fname)
 {
     syncud *u = toud(L, idx);
     if (!is_type(u, mt))
-        mpe__fail(L, "mpe: %s: argument %d must be an %s (call methods with a colon), got %s", fname,
-             idx, mt, mpe__typename(L, idx));
+        mpe__fail(L, "mpe: %s: %s must be an %s (call methods with a colon), got %s", fname,
+                  idx == 1 ? "self" : lua_pushfstring(L, "argument %d", mpe__argno(fname, idx)), mt,
+                  mpe__typename(L, idx));
     if (!u->o)
         mpe__fail(L, "mpe: attempt to use a closed %s", mt);
     return u;
@@ -70,8 +71,9 @@ static mpe_shm_obj *checklock(lua_State *L, int idx, const char *method)
 {
     syncud *u = toud(L, idx);
     if (!is_type(u, LOCK_MT) && !is_type(u, RLOCK_MT))
-        mpe__fail(L, "mpe: lock:%s: argument %d must be an mpe.Lock or mpe.RLock (call methods with a "
-                "colon), got %s", method, idx, mpe__typename(L, idx));
+        mpe__fail(L, "mpe: lock:%s: %s must be an mpe.Lock or mpe.RLock (call methods with a "
+                  "colon), got %s", method,
+                  idx == 1 ? "self" : lua_pushfstring(L, "argument %d", idx - 1), mpe__typename(L, idx));
     if (!u->o)
         mpe__fail(L, "mpe: attempt to use a closed %s", u->mt);
     return u->o;

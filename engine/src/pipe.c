@@ -95,6 +95,12 @@ int mpe__pipe_send(mpe_pipe *p, const void *data, size_t n, mpe_fds *fds, const 
 {
     int rc = MPE_WAIT_OK;
     unsigned char hdr[FRAME_HDR];
+    if (p->cut) {
+        mpe__seterr(e, "an earlier send from this end was interrupted in the middle of a message, "
+                       "so this end can send no more");
+        rc = MPE_WAIT_ERROR;
+        goto out;
+    }
     if (n > UINT32_MAX) {
         mpe__seterr(e, "a message of %zu bytes is too large (at most 4 GiB)", n);
         rc = MPE_WAIT_ERROR;
@@ -153,9 +159,15 @@ int mpe__pipe_send(mpe_pipe *p, const void *data, size_t n, mpe_fds *fds, const 
             rc = MPE_WAIT_ERROR;
             goto out;
         }
-        /* Full: wait for the reader. Once a frame has started it must be
-         * finished, or the stream would be corrupt: no interrupt then. */
-        rc = wait_fd(p->fd, POLLOUT, -1, sent == 0 ? w : NULL);
+        /* Full: wait for the reader. A frame that has started cannot be
+         * taken back, so a signal now ends this end's sending for good:
+         * shut down, the receiver sees the frame cut short, not a corrupt
+         * stream; better than a send nobody can stop (Ctrl-C, SIGTERM). */
+        rc = wait_fd(p->fd, POLLOUT, -1, w);
+        if (rc == MPE_WAIT_INTERRUPTED && sent > 0) {
+            shutdown(p->fd, SHUT_WR);
+            p->cut = 1;
+        }
         if (rc != MPE_WAIT_OK)
             goto out;
     }
@@ -237,6 +249,11 @@ int mpe__pipe_recv(mpe_pipe *p, double timeout, const mpe_waitctl *w, const void
             (p->in.n - p->off >= FRAME_HDR && p->in.n - p->off - FRAME_HDR >= len)) {
             /* Bytes complete but descriptors short: they were lost on the way. */
             mpe__seterr(e, "malformed message (%u descriptors)", (unsigned)nfds);
+            return MPE_WAIT_ERROR;
+        }
+        if (p->eof && p->in.n > p->off) {
+            mpe__seterr(e, "the other end stopped in the middle of a message (%zu bytes of it came)",
+                        p->in.n - p->off);
             return MPE_WAIT_ERROR;
         }
         if (p->eof)

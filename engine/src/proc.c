@@ -28,6 +28,8 @@
 static char *ident_name;      /* NULL: "MainProcess" */
 static int ident_worker;      /* pool slot, 0 if not a pool worker */
 static int children_created;  /* processes this OS process has numbered */
+static uint64_t forks;        /* children this OS process has forked */
+static uint64_t ordinal;      /* this process among its parent's forks; 0: not forked by mpe */
 
 void mpe__proc_set_identity(const char *name, int worker)
 {
@@ -52,6 +54,11 @@ int mpe__proc_worker(void)
 int mpe__proc_next_number(void)
 {
     return ++children_created;
+}
+
+uint64_t mpe__proc_ordinal(void)
+{
+    return ordinal;
 }
 
 /* ---- descriptors only the parent may hold ---------------------------------------
@@ -145,7 +152,7 @@ void mpe__proc_untrack_fd(int fd)
 /* ---- fork ---------------------------------------------------------------------- */
 
 /* Runs in the child with every signal blocked, before any other code. */
-static void child_setup(pid_t parent)
+static void child_setup(pid_t parent, uint64_t nth)
 {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
@@ -180,6 +187,8 @@ static void child_setup(pid_t parent)
     }
     ntracked = 0;
     children_created = 0;
+    ordinal = nth; /* numbered by the parent in fork order, counting afresh here */
+    forks = 0;
     /* The child has one thread: a fresh mutex, not the copy held across fork. */
     pthread_mutex_init(&track_mu, NULL);
 }
@@ -199,10 +208,11 @@ pid_t mpe__proc_fork(mpe_err *e)
     pthread_once(&fork_rw_once, fork_rw_init);
     pthread_rwlock_wrlock(&fork_rw);
     pthread_mutex_lock(&track_mu);
+    uint64_t nth = forks + 1;
     pid_t pid = fork();
     if (pid == 0) {
         fork_rw_init(); /* the child has one thread: a fresh lock, not the held copy */
-        child_setup(parent);
+        child_setup(parent, nth);
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         return 0;
     }
@@ -214,6 +224,7 @@ pid_t mpe__proc_fork(mpe_err *e)
         errno = saved;
         return mpe__seterr(e, "fork(): %s", strerror(saved));
     }
+    forks = nth;
     return pid;
 }
 

@@ -297,27 +297,33 @@ static int try_reap(mpe_process *p, mpe_err *e)
     return 1;
 }
 
-int mpe__process_join(mpe_process *p, double timeout, mpe_err *e)
+int mpe__process_join(mpe_process *p, double timeout, const mpe_waitctl *w, mpe_err *e)
 {
     double deadline = timeout >= 0 ? mpe__proc_now() + timeout : 0;
     int nap_ms = 1;
     for (;;) {
         int r = try_reap(p, e);
         if (r < 0 || drain(p, e) != 0)
-            return -1;
+            return MPE_WAIT_ERROR;
         if (r == 1) {
             /* The child is gone and everything it wrote has been read; a
              * descriptor someone else still holds must not keep us waiting. */
             close_tracked(&p->fd);
-            return 1;
+            return MPE_WAIT_OK;
         }
+        if (w && w->interrupted && w->interrupted(w->ud))
+            return MPE_WAIT_INTERRUPTED;
         int wait_ms = -1;
         if (timeout >= 0) {
             double left = deadline - mpe__proc_now();
             if (left <= 0)
-                return 0;
+                return MPE_WAIT_TIMEOUT;
             wait_ms = left * 1000 >= INT_MAX ? INT_MAX : (int)ceil(left * 1000);
         }
+        /* A signal may come between the check above and poll: look again
+         * within 100 ms rather than only when the child exits. */
+        if (w && (wait_ms < 0 || wait_ms > 100))
+            wait_ms = 100;
         struct pollfd pf[2];
         nfds_t n = 0;
         if (p->fd >= 0)
@@ -407,6 +413,12 @@ int mpe__process_outcome(lua_State *L, mpe_process *p, int *nvalues)
     return MPE_PROCESS_RETURNED;
 }
 
+static int signalled(void *ud)
+{
+    (void)ud;
+    return mpe__sig_seen();
+}
+
 void mpe__process_release(mpe_process *p, int daemon)
 {
     if (p->pid > 0 && p->creator == getpid()) {
@@ -414,15 +426,14 @@ void mpe__process_release(mpe_process *p, int daemon)
         mpe__buf_free(&p->payload);
         close_received(p);
         p->discard = 1;
-        if (!p->reaped) {
-            if (daemon || mpe__sig_caught()) { /* after Ctrl-C or SIGTERM, nobody waits */
-                mpe__process_signal(p, SIGTERM, NULL);
-                if (mpe__process_join(p, 1.0, NULL) == 0) {
-                    mpe__process_signal(p, SIGKILL, NULL);
-                    mpe__process_join(p, -1, NULL);
-                }
-            } else {
-                mpe__process_join(p, -1, NULL);
+        /* A non-daemon child is waited for, until it exits or a signal
+         * comes; after Ctrl-C or SIGTERM nobody waits: it is ended. */
+        mpe_waitctl w = {signalled, NULL};
+        if (!p->reaped && (daemon || mpe__process_join(p, -1, &w, NULL) == MPE_WAIT_INTERRUPTED)) {
+            mpe__process_signal(p, SIGTERM, NULL);
+            if (mpe__process_join(p, 1.0, NULL, NULL) == MPE_WAIT_TIMEOUT) {
+                mpe__process_signal(p, SIGKILL, NULL);
+                mpe__process_join(p, -1, NULL, NULL);
             }
         }
         close_tracked(&p->fd);

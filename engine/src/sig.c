@@ -13,6 +13,7 @@
 
 /* Process-wide by nature: a signal is delivered to the process. */
 static volatile sig_atomic_t caught;
+static volatile sig_atomic_t seen; /* SIGINT noticed under a stock interpreter (recorder, hook) */
 static lua_State *volatile hooked;
 
 static void stop_hook(lua_State *L, lua_Debug *ar)
@@ -48,6 +49,36 @@ int mpe__sig_install(lua_State *L, mpe_err *e)
 int mpe__sig_caught(void)
 {
     return caught;
+}
+
+/* ---- the recorder, for interpreters that handle SIGINT themselves -------------- */
+
+static struct sigaction chained; /* the handler the recorder stands in front of */
+
+static void recorder(int sig)
+{
+    int saved = errno;
+    seen = sig;
+    chained.sa_handler(sig); /* lua.c's laction: hooks the state, resets SIGINT to SIG_DFL */
+    errno = saved;
+}
+
+void mpe__sig_record(void)
+{
+    struct sigaction cur;
+    if (sigaction(SIGINT, NULL, &cur) != 0 || (cur.sa_flags & SA_SIGINFO) ||
+        cur.sa_handler == SIG_DFL || cur.sa_handler == SIG_IGN || cur.sa_handler == handler ||
+        cur.sa_handler == recorder)
+        return;
+    chained = cur;
+    struct sigaction sa = cur;
+    sa.sa_handler = recorder;
+    sigaction(SIGINT, &sa, NULL);
+}
+
+int mpe__sig_seen(void)
+{
+    return caught ? caught : seen;
 }
 
 const char *mpe__sig_message(int sig)
@@ -96,6 +127,7 @@ void mpe__sig_check(lua_State *L, const mpe_sigwatch *w)
      * wait in C it cannot fire, so stop waiting and say so ourselves. */
     if (mpe__sig_changed((void *)w)) {
         lua_sethook(L, NULL, 0, 0);
+        seen = SIGINT; /* for the exit-time release, should the recorder have been replaced */
         luaL_error(L, "interrupted!");
     }
 }

@@ -621,6 +621,7 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
     char name[32];
     snprintf(name, sizeof name, "PoolWorker-%d", cfg->number);
     mpe__proc_set_identity(name, cfg->slot);
+    mpe__rand_reseed(L); /* before the initializer, which may seed on its own */
     /* Ctrl-C reaches the whole process group: the parent alone decides what
      * it means (it stops the pool), so a worker does not die of it mid-item. */
     signal(SIGINT, SIG_IGN);

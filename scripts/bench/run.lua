@@ -1,10 +1,18 @@
 -- run.lua -- the benchmark harness: every workload of workloads.lua measured,
--- in one run, with mpe's pool, serial Lua 5.4 and Python 3 multiprocessing;
--- medians of R runs, each run in a fresh process; figures and ratios printed
--- against the targets of DESIGN.md; then a scaling run (log loop at 1, 2 and 4
--- workers) drawn as an SVG chart.
+-- in one run, with mpe's pool, serial Lua 5.4 and Python 3 multiprocessing,
+-- and, when MPE_JIT_BIN names a LuaJIT build of mpe, that build's pool
+-- against serial `luajit`; medians of R runs, each run in a fresh process;
+-- one table of figures and ratios against the targets (issue 13); then a
+-- scaling run (log loop at 1, 2 and 4 workers) drawn as an SVG chart.
 --   mpe run scripts/bench/run.lua [--quick] [--runs R] [--only a,b] [--no-python]
---                                 [--no-scale] [--wait-idle S] [--svg FILE] [--md FILE]
+--                                 [--no-jit] [--no-scale] [--wait-idle S] [--svg FILE] [--md FILE]
+-- Programs: MPE_BIN (the Lua 5.4 build of mpe; default: the mpe running this
+-- script), MPE_BENCH_LUA (default lua5.4), MPE_JIT_BIN (a LuaJIT build of mpe;
+-- no LuaJIT rows without it), MPE_BENCH_LUAJIT (default luajit), MPE_OLD_BIN
+-- (another Lua 5.4 build, e.g. the one before a change: its own row, measured
+-- in the same rounds against the same serial runs),
+-- MPE_BENCH_PYTHON (default python3). The serial sides load mpe.so from the
+-- directory of their build's mpe (for mpe.now()).
 -- --quick: small sizes, a smoke test of the harness (figures mean little).
 -- The sides of a workload run in interleaved rounds (mpe, serial, Python, then
 -- again), so that a change of load during the run hits them alike. On a shared
@@ -27,7 +35,7 @@ local chart = require "chart"
 
 -- ---- options ---------------------------------------------------------------------
 
-local opt = { runs = 3, python = true, scale = true }
+local opt = { runs = 3, python = true, jit = true, scale = true }
 do
   local i = 1
   while arg[i] do
@@ -36,12 +44,13 @@ do
     elseif a == "--runs" then i = i + 1; opt.runs = math.tointeger(tonumber(arg[i]))
     elseif a == "--only" then i = i + 1; opt.only = arg[i]
     elseif a == "--no-python" then opt.python = false
+    elseif a == "--no-jit" then opt.jit = false
     elseif a == "--no-scale" then opt.scale = false
     elseif a == "--svg" then i = i + 1; opt.svg = arg[i]
     elseif a == "--md" then i = i + 1; opt.md = arg[i]
     elseif a == "--wait-idle" then i = i + 1; opt.wait_idle = tonumber(arg[i])
     elseif a == "--help" or a == "-h" then
-      print("usage: mpe run scripts/bench/run.lua [--quick] [--runs R] [--only a,b] [--no-python] [--no-scale] [--wait-idle S] [--svg FILE] [--md FILE]")
+      print("usage: mpe run scripts/bench/run.lua [--quick] [--runs R] [--only a,b] [--no-python] [--no-jit] [--no-scale] [--wait-idle S] [--svg FILE] [--md FILE]")
       os.exit(0)
     else
       io.stderr:write("run.lua: unknown option '" .. tostring(a) .. "' (try --help)\n")
@@ -96,6 +105,12 @@ if not MPE then
 end
 local bindir = MPE:match("^(.*)/[^/]*$") or "."
 local LUA = os.getenv("MPE_BENCH_LUA") or "lua5.4"
+local MPE_JIT = os.getenv("MPE_JIT_BIN")
+if MPE_JIT == "" or not opt.jit then MPE_JIT = nil end
+local jitbindir = MPE_JIT and (MPE_JIT:match("^(.*)/[^/]*$") or ".")
+local LUAJIT = os.getenv("MPE_BENCH_LUAJIT") or "luajit"
+local MPE_OLD = os.getenv("MPE_OLD_BIN")
+if MPE_OLD == "" then MPE_OLD = nil end
 local PYTHON = os.getenv("MPE_BENCH_PYTHON") or "python3"
 local CHILD = dir .. "/child.lua"
 local PEERS = dir .. "/peers"
@@ -103,14 +118,20 @@ local TIMEOUT = "timeout 900 "
 
 local have_python = opt.python and select(2, command_output(PYTHON .. " -c 'import multiprocessing'"))
 local have_lua = select(2, command_output(LUA .. " -v"))
+local have_luajit = MPE_JIT and select(2, command_output(LUAJIT .. " -v"))
 
+-- The sides: "mpe" and "serial" (Lua 5.4), "old" (MPE_OLD_BIN), "jit" and
+-- "serial_jit" (LuaJIT), "python".
 local function side_command(side, w, n, workers)
-  if side == "mpe" then
-    return TIMEOUT .. shell_quote(MPE) .. " run " .. shell_quote(CHILD) .. " mpe " .. w.name .. " " .. n .. " " .. workers
-  elseif side == "serial" then
+  local args = " " .. w.name .. " " .. n .. " " .. workers
+  if side == "mpe" or side == "jit" or side == "old" then
+    local bin = side == "jit" and MPE_JIT or side == "old" and MPE_OLD or MPE
+    return TIMEOUT .. shell_quote(bin) .. " run " .. shell_quote(CHILD) .. " mpe" .. args
+  elseif side == "serial" or side == "serial_jit" then
     -- mpe.so on the C path gives the serial side the same monotonic clock.
-    return "LUA_CPATH=" .. shell_quote(bindir .. "/?.so;;") .. " " .. TIMEOUT .. LUA .. " " ..
-      shell_quote(CHILD) .. " serial " .. w.name .. " " .. n .. " " .. workers
+    local jit = side == "serial_jit"
+    return "LUA_CPATH=" .. shell_quote((jit and jitbindir or bindir) .. "/?.so;;") .. " " .. TIMEOUT ..
+      (jit and LUAJIT or LUA) .. " " .. shell_quote(CHILD) .. " serial" .. args
   else
     return "cd " .. shell_quote(PEERS) .. " && " .. TIMEOUT .. PYTHON .. " " .. w.python .. " " .. n .. " " .. workers
   end
@@ -225,50 +246,85 @@ print(string.format("machine: %d CPUs (%s), mpe.cpu_count() = %d; load average a
 print(string.format("programs: %s (mpe %s), %s, %s", MPE, mpe.version,
   have_lua and (command_output(LUA .. " -v"):gsub("%s+$", "")) or (LUA .. ": not found"),
   have_python and (command_output(PYTHON .. " --version"):gsub("%s+$", "")) or "Python: not run"))
+if MPE_OLD then print("old build rows: " .. MPE_OLD) end
+if MPE_JIT then
+  print(string.format("LuaJIT rows: %s (%s), %s", MPE_JIT, (command_output(shell_quote(MPE_JIT) .. " version"):gsub("%s+$", "")),
+    have_luajit and (command_output(LUAJIT .. " -v"):gsub("%s+$", "")) or (LUAJIT .. ": not found")))
+end
 print("")
 
 -- ---- the workloads -------------------------------------------------------------------
 
+-- The builds a workload is measured with, each a row of the table: the pool
+-- under that build's mpe against the same code in that build's interpreter.
+local BUILDS = {
+  { name = "Lua 5.4", mpe = "mpe", serial = "serial", have_serial = have_lua },
+  { name = "Lua 5.4 old", mpe = "old", serial = "serial", have_serial = have_lua, old = true },
+  { name = "LuaJIT", mpe = "jit", serial = "serial_jit", have_serial = have_luajit, jit = true },
+}
+
+local SIDE_LABEL = { mpe = "mpe", serial = "lua5.4", old = "mpe-old", jit = "mpe-jit", serial_jit = "luajit",
+  python = "python" }
+
 local rows = {}
+-- --only NAME also selects the variants of NAME (workloads.lua, `variant`).
+local function wanted(w)
+  return not opt.only or selected[w.name] or (w.variant and selected[w.variant]) or false
+end
+
 for _, w in ipairs(workloads) do
-  if not opt.only or selected[w.name] then
+  if wanted(w) then
     local n = opt.quick and w.quick or w.size
     local workers = w.workers or 2
-    local row = { w = w, n = n, workers = workers, title = string.format(w.title, n) }
-    print(row.title .. ":")
-    local sides = { "mpe" }
-    if w.serial and have_lua then sides[#sides + 1] = "serial" end
+    local title = string.format(w.title, n)
+    print(title .. ":")
+    local sides, builds = {}, {}
+    for _, b in ipairs(BUILDS) do
+      if (b.old and MPE_OLD) or (b.jit and MPE_JIT and w.jit ~= false) or not (b.old or b.jit) then
+        builds[#builds + 1] = b
+        sides[#sides + 1] = b.mpe
+        -- The old build shares the Lua 5.4 row's serial runs.
+        if w.serial and b.have_serial and not b.old then sides[#sides + 1] = b.serial end
+      end
+    end
     if w.python and have_python then sides[#sides + 1] = "python" end
     local plan = {}
     for i, side in ipairs(sides) do plan[i] = { key = side, side = side, w = w, n = n, workers = workers } end
     local got = measure_rounds(plan)
+    local res_of = {}
     for _, side in ipairs(sides) do
       local res = got[side]
       if not res.failed then
-        row[side] = res
+        res_of[side] = res
         local ts = {}
         for i, t in ipairs(res.times) do ts[i] = fmt_time(t) end
-        print(string.format("  %-7s median %-10s best %-10s runs: %s%s", side, fmt_time(res.median), fmt_time(res.min),
-          table.concat(ts, ", "), res.clock == "wall" and "" or " (CPU clock: mpe.so not found)"))
+        print(string.format("  %-8s median %-10s best %-10s runs: %s%s", SIDE_LABEL[side], fmt_time(res.median),
+          fmt_time(res.min), table.concat(ts, ", "), res.clock == "wall" and "" or " (CPU clock: mpe.so not found)"))
       else
         failures = failures + 1
-        print(string.format("  %-7s FAILED: %s", side, res.failed))
+        print(string.format("  %-8s FAILED: %s", SIDE_LABEL[side], res.failed))
       end
     end
-    -- The sides must agree on the result.
-    local ref
+    -- Every side, of every build, must agree on the result.
+    local ref, mismatch
     for _, side in ipairs(sides) do
-      if row[side] then
-        if ref and row[side].check ~= ref.check then
-          row.mismatch = true
+      local res = res_of[side]
+      if res then
+        if ref and res.check ~= ref.check then
+          mismatch = true
           failures = failures + 1
-          print(string.format("  CHECK MISMATCH: %s gave %s, %s gave %s", ref.side, ref.check, side, row[side].check))
+          print(string.format("  CHECK MISMATCH: %s gave %s, %s gave %s", SIDE_LABEL[ref.side], ref.check,
+            SIDE_LABEL[side], res.check))
         end
-        ref = ref or { side = side, check = row[side].check }
+        ref = ref or { side = side, check = res.check }
       end
     end
-    if ref and not row.mismatch then print("  check: " .. ref.check .. (#sides > 1 and " (all sides agree)" or "")) end
-    rows[#rows + 1] = row
+    if ref and not mismatch then print("  check: " .. ref.check .. (#sides > 1 and " (all sides agree)" or "")) end
+    for _, b in ipairs(builds) do
+      rows[#rows + 1] = { w = w, n = n, workers = workers, title = title, build = b, mismatch = mismatch,
+        mpe = res_of[b.mpe], serial = res_of[b.serial], python = res_of.python,
+        target = b.jit and (w.jit and w.jit.target) or (not b.jit and w.target) or nil }
+    end
   end
 end
 
@@ -279,14 +335,15 @@ local function evaluate(row, stat)
   local w, m, s, p = row.w, row.mpe, row.serial, row.python
   local e = { figure = "-", python = "-", target = "-", ratio = "-", status = "-" }
   if not m then return e end
-  local t = w.target or {}
+  local t = row.target or {}
+  local serial_name = row.build.jit and "luajit" or "serial"
   if w.figure == "speedup" then
-    if s then e.figure = string.format("%.2fx serial", s[stat] / m[stat]) end
-    if p then e.python = string.format("%s (mpe %.2fx faster)", fmt_time(p[stat]), p[stat] / m[stat]) end
+    if s then e.figure = string.format("%.2fx %s", s[stat] / m[stat], serial_name) end
+    if p then e.python = fmt_time(p[stat]) end
     local other = t.against == "python" and p or s
     if other then
       e.value = other[stat] / m[stat]
-      e.ratio = string.format("%.2fx %s", e.value, t.against == "python" and "Python" or "serial")
+      e.ratio = string.format("%.2fx %s", e.value, t.against == "python" and "Python" or serial_name)
     end
   elseif w.figure == "rate" then
     e.figure = fmt_rate(row.n / m[stat])
@@ -300,12 +357,12 @@ local function evaluate(row, stat)
     e.figure = string.format("%.2f ms", ms)
     if p then
       e.python = string.format("%.2f ms", p[stat] / row.n * 1000)
-      e.ratio = string.format("%.2fx faster than Python", p[stat] / m[stat])
+      e.ratio = string.format("%.2fx Python", p[stat] / m[stat])
     end
     e.value = ms
   end
   if t.min then
-    e.target = string.format(">= %g%s", t.min, t.against == "python" and "x Python" or "x serial")
+    e.target = string.format(">= %g%s", t.min, t.against == "python" and "x Python" or ("x " .. serial_name))
     if e.value then e.status = e.value >= t.min and "met" or string.format("short: %.0f%%", 100 * e.value / t.min) end
   elseif t.max_ms then
     e.target = string.format("<= %g ms", t.max_ms)
@@ -317,48 +374,51 @@ end
 
 local function pad(s, n) return s .. string.rep(" ", math.max(0, n - #s)) end
 
+-- "median (best)", or the median alone when both read the same.
+local function both(med, best)
+  if med == best or best == "-" then return med end
+  return med .. " (" .. best .. ")"
+end
+
 print("")
 print(string.format("load average at end: %s%s", loadavg(),
   opt.wait_idle and string.format("; waited %.0f s for idle CPUs, %d run(s) started without", waited, never_idle) or ""))
-local header = { "workload", "mpe", "serial Lua 5.4", "Python Pool", "figure", "vs target", "target", "status" }
-local widths = { 46, 10, 14, 28, 14, 24, 15, 14 }
-local tables = {}
-for _, stat in ipairs { "median", "min" } do
-  local lines = {}
-  for _, row in ipairs(rows) do
-    local e = evaluate(row, stat)
-    lines[#lines + 1] = { row.title, fmt_time(row.mpe and row.mpe[stat]), fmt_time(row.serial and row.serial[stat]),
-      e.python, e.figure, e.ratio, e.target, e.status }
-  end
-  tables[#tables + 1] = { stat = stat, lines = lines }
+-- One table: each cell is the median of the runs and, in parentheses, the best
+-- (the figure least disturbed by other jobs); the status is the median's.
+local header = { "workload", "build", "mpe", "serial", "Python Pool", "figure", "vs target", "target", "status" }
+local lines = {}
+for _, row in ipairs(rows) do
+  local med, best = evaluate(row, "median"), evaluate(row, "min")
+  lines[#lines + 1] = { row.title, row.build.name,
+    both(fmt_time(row.mpe and row.mpe.median), fmt_time(row.mpe and row.mpe.min)),
+    both(fmt_time(row.serial and row.serial.median), fmt_time(row.serial and row.serial.min)),
+    both(med.python, best.python), both(med.figure, best.figure), both(med.ratio, best.ratio), med.target, med.status }
+end
+local widths = {}
+for i, h in ipairs(header) do
+  widths[i] = #h
+  for _, l in ipairs(lines) do widths[i] = math.max(widths[i], #l[i]) end
 end
 local function printrow(cells)
   local out = {}
   for i, c in ipairs(cells) do out[i] = pad(c, widths[i]) end
-  print((table.concat(out, " "):gsub("%s+$", "")))
+  print((table.concat(out, "  "):gsub("%s+$", "")))
 end
-local captions = {
-  median = string.format("figures from the medians of %d runs", opt.runs),
-  min = string.format("figures from the best of %d runs (least disturbed by other jobs)", opt.runs),
-}
-for _, tb in ipairs(tables) do
-  print("")
-  print(captions[tb.stat] .. ":")
-  printrow(header)
-  for _, l in ipairs(tb.lines) do printrow(l) end
-end
-for _, row in ipairs(rows) do
-  if row.w.note then print("note: " .. row.w.note) end
+local caption = string.format("medians of %d runs (best of %d in parentheses), 2 workers unless the workload says", opt.runs, opt.runs)
+print("")
+print(caption .. ":")
+printrow(header)
+for _, l in ipairs(lines) do printrow(l) end
+for _, w in ipairs(workloads) do
+  if w.note and wanted(w) then print("note: " .. w.note) end
 end
 
 if opt.md then
   local f = assert(io.open(opt.md, "w"))
-  for _, tb in ipairs(tables) do
-    f:write("\n" .. captions[tb.stat] .. ":\n\n")
-    f:write("| " .. table.concat(header, " | ") .. " |\n")
-    f:write("|" .. string.rep("---|", #header) .. "\n")
-    for _, l in ipairs(tb.lines) do f:write("| " .. table.concat(l, " | ") .. " |\n") end
-  end
+  f:write(caption .. ":\n\n")
+  f:write("| " .. table.concat(header, " | ") .. " |\n")
+  f:write("|" .. string.rep("---|", #header) .. "\n")
+  for _, l in ipairs(lines) do f:write("| " .. table.concat(l, " | ") .. " |\n") end
   f:close()
   print("wrote " .. opt.md)
 end

@@ -8,7 +8,7 @@ local results = mpe.dict()
 
 local function doubler(number)
   local me = mpe.current_process()
-  results[me.pid] = { number = number, doubled = number * 2, name = me.name }
+  results:set(me.pid, { number = number, doubled = number * 2, name = me.name })
   results:update("reported", function(n) return (n or 0) + 1 end)
 end
 
@@ -21,8 +21,8 @@ end
 for _, p in ipairs(procs) do p:join() end
 
 for _, p in ipairs(procs) do
-  local r = results[p.pid]
+  local r = results:get(p.pid)
   print(string.format("%s: %d doubled to %d", r.name, r.number, r.doubled))
 end
-print(string.format("processes that reported: %d", results.reported))
+print(string.format("processes that reported: %d", results:get("reported")))
 print(string.format("entries in the dict: %d (one per process, and the counter)", #results))

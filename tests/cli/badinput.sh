@@ -133,7 +133,7 @@ row is "map: second input missing" 1 "mpe map: cannot open missing.txt: No such 
     map -f fn.lua in.txt missing.txt
 row is "map: unknown flag" 2 "mpe map: unknown option '--frob'" map --frob -f fn.lua
 row is "map: -f without a value" 2 "mpe map: -f needs a value" map -f
-row is "map: -j swallowing -f" 2 "mpe map: -j needs a worker count from 1 to 1024, got '-f'" map -j -f fn.lua
+row is "map: -j swallowing -f" 2 "mpe map: -j needs a worker count from 0 to 1024, got '-f'" map -j -f fn.lua
 row is "map: --chunk-lines x" 2 "mpe map: --chunk-lines needs a line count from 1 to 1048576, got 'x'" \
     map --chunk-lines x -f fn.lua
 row is "map: both -e and -f" 2 "mpe map: give one of -e CODE and -f FILE, not both" map -e "return print" -f fn.lua
@@ -143,7 +143,7 @@ row is "scale: missing script" 1 "mpe scale: cannot open missing.lua: No such fi
 row is "scale: a directory" 1 "mpe scale: cannot read adir: Is a directory" scale -j 1 --repeat 1 adir
 row has "scale: syntax error" 1 "mpe: syntax3.lua:3: unexpected symbol near '='" scale -j 1 --repeat 1 syntax3.lua
 row is "scale: unknown flag" 2 "mpe scale: unknown option '--frob'" scale --frob boom.lua
-row is "scale: empty -j" 2 "mpe scale: -j needs worker counts from 1 to 1024 separated by commas, got ''" \
+row is "scale: empty -j" 2 "mpe scale: -j needs worker counts from 0 to 1024 separated by commas, got ''" \
     scale -j "" empty.lua
 row is "scale: --repeat x" 2 "mpe scale: --repeat needs a count from 1 to 1000, got 'x'" scale --repeat x empty.lua
 row is "scale: --svg into a missing directory" 1 \
@@ -156,8 +156,8 @@ row is "scale: --csv into a missing directory" 1 \
 # ---- the command line itself ------------------------------------------------------------
 row is "no command" 2 "usage: mpe run [-j N] script.lua [args...]   run a script ('-' reads it from stdin)"
 row is "unknown command" 2 "mpe: unknown command 'frob'" frob
-row is "run without a script" 2 "mpe: run needs a script (or '-' for stdin)" run
-row is "run -j without a count" 2 "mpe: -j needs a worker count from 1 to 1024" run -j
+row is "run without a script" 2 "mpe run: give the script to run (or '-' for stdin)" run
+row is "run -j without a count" 2 "mpe run: -j needs a worker count from 0 to 1024" run -j
 
 # ---- unreadable files ---------------------------------------------------------------------
 # chmod 000 stops nobody when the tests run as root: run those rows as the

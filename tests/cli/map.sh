@@ -104,6 +104,26 @@ if command -v python3 >/dev/null; then
 fi
 printf 'x\n' | run map --json -e 'return function(l) return l end' > "$T/out"
 [ "$(cat "$T/out")" = '"x"' ] || bad "json string: got $(cat "$T/out")"
+# Issue 10.7: numbers exactly (integers as integers, the shortest float that
+# reads back, -0.0 keeps its sign) and bytes that are not UTF-8 replaced by
+# U+FFFD, one per byte, so every line is valid JSON.
+printf 'x\n' | run map --json -e 'return function() return {math.maxinteger or 2^63, math.mininteger or -2^63, -0.0, 0.1,
+    1/3, 1e300, 2^53, 3.0, -7} end' > "$T/out" || bad "json numbers: exit $?"
+if [ "$("$MPE" -e 'print(math.type and "5.4" or "jit")')" = 5.4 ]; then
+    want='[9223372036854775807,-9223372036854775808,-0.0,0.1,0.3333333333333333,1e+300,9007199254740992,3,-7]'
+else # LuaJIT: every number is a double
+    want='[9.223372036854776e+18,-9.223372036854776e+18,-0.0,0.1,0.3333333333333333,1e+300,9007199254740992,3,-7]'
+fi
+[ "$(cat "$T/out")" = "$want" ] || bad "json numbers: got $(cat "$T/out")"
+printf 'ok \xff \xc3\xa9 \xe2\x82 \xed\xa0\x80 \xf0\x9f\x98\x80 \xc0\xaf\n' |
+    run map --json -e 'return function(l) return {[l] = l} end' > "$T/out" || bad "json utf-8: exit $?"
+r=$'\xef\xbf\xbd'
+want="ok $r é $r$r $r$r$r 😀 $r$r"
+[ "$(cat "$T/out")" = "{\"$want\":\"$want\"}" ] || bad "json utf-8: got $(cat "$T/out")"
+if command -v python3 >/dev/null; then
+    python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1], encoding="utf-8", errors="strict")]' \
+        "$T/out" || bad "json utf-8: not JSON"
+fi
 
 # ---- failures: exit 1, the file and line number, output before it ------------------
 run map -j 2 --chunk-lines 7 -e 'return function(l) if l == "500" then error("bad line") end return l end' \
@@ -161,7 +181,7 @@ run map -e 'return function(l) return l end' "$T" > /dev/null 2> "$T/err"
 grep -q "cannot read $T: Is a directory" "$T/err" || bad "directory input: message: $(cat "$T/err")"
 
 # ---- usage errors: exit 2 ------------------------------------------------------------
-for args in "--bogus -e x" "-e x -f y" "" "-j 0 -e x" "-j two -e x" "--chunk-lines 0 -e x" "-e"; do
+for args in "--bogus -e x" "-e x -f y" "" "-j -1 -e x" "-j 1025 -e x" "-j two -e x" "--chunk-lines 0 -e x" "-e"; do
     # shellcheck disable=SC2086
     run map $args < /dev/null > /dev/null 2> "$T/err"
     rc=$?

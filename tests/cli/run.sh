@@ -51,14 +51,18 @@ expect_has() { # NAME NEEDLE HAYSTACK
 expect_lacks() { # NAME NEEDLE HAYSTACK
     if [[ "$3" != *"$2"* ]]; then ok; else bad "$1" "expected not to contain: $2" "actual: $3"; fi
 }
-# A bad command line: exit status 2, the message, and the usage on stderr.
+# A bad command line: exit status 2, and on stderr two lines: "mpe run: MESSAGE"
+# ("mpe: MESSAGE" outside a subcommand), then the usage with a pointer to the help.
 expect_usage() { # NAME MESSAGE ARGS...
-    local name=$1 msg=$2
+    local name=$1 msg=$2 prefix="mpe: " topic=-e
     shift 2
+    [[ ${1:-} == run ]] && prefix="mpe run: " topic=run
     run_mpe "$@"
     expect_eq "$name: status" 2 "$rc"
-    expect_has "$name: message" "mpe: $msg" "$err"
-    expect_has "$name: usage" "usage: mpe run" "$err"
+    expect_has "$name: message" "$prefix$msg" "$(head -n 1 <<<"$err")"
+    expect_has "$name: usage" "usage: mpe" "$(sed -n 2p <<<"$err")"
+    [[ $prefix == "mpe run: " ]] && expect_has "$name: hint" "(more: mpe help $topic)" "$err"
+    expect_eq "$name: two lines" 2 "$(wc -l <<<"$err")"
     expect_eq "$name: no stdout" "" "$out"
 }
 
@@ -303,21 +307,35 @@ else
     echo "note: unreadable-script case skipped (root without setpriv)" >&2
 fi
 
+# ---- -j 0: inline pools (every task in the calling process) -----------------------------
+
+cat >inline.lua <<'EOF'
+local mpe = require "mpe"
+local pool = mpe.pool()
+local me = mpe.current_process().pid
+local pids = pool:map(function() return mpe.current_process().pid end, {1, 2, 3})
+print(pool.workers, pids[1] == me and pids[2] == me and pids[3] == me, os.getenv("MPE_WORKERS"))
+EOF
+run_mpe run -j 0 inline.lua
+expect_eq "-j 0: status" 0 "$rc"
+expect_eq "-j 0: an inline pool, tasks in the script's own process" "0	true	0" "$out"
+run_mpe run -j0 inline.lua
+expect_eq "-j0: an inline pool" "0	true	0" "$out"
+
 # ---- usage errors: status 2 -------------------------------------------------------------
 
-expect_usage "run without a script" "run needs a script" run
-expect_usage "run -j 2 without a script" "run needs a script" run -j 2
+expect_usage "run without a script" "give the script to run" run
+expect_usage "run -j 2 without a script" "give the script to run" run -j 2
 expect_usage "unknown option" "unknown option '-x'" run -x args.lua
 expect_usage "unknown option before -e" "unknown option '-q'" -q -e 'print(1)'
 expect_usage "-e given to run" "unknown option '-e'" run -e 'print(1)' args.lua
 expect_usage "-j without a number" "-j needs a worker count" run -j
-expect_usage "-j with a script, no number" "-j needs a worker count from 1 to 1024, got 'args.lua'" run -j args.lua
-expect_usage "-j 0" "-j needs a worker count from 1 to 1024, got '0'" run -j 0 args.lua
-expect_usage "-j -1" "-j needs a worker count from 1 to 1024, got '-1'" run -j -1 args.lua
-expect_usage "-j abc" "-j needs a worker count from 1 to 1024, got 'abc'" run -j abc args.lua
-expect_usage "-j 2x" "-j needs a worker count from 1 to 1024, got '2x'" run -j 2x args.lua
-expect_usage "-j 1025" "-j needs a worker count from 1 to 1024, got '1025'" run -j 1025 args.lua
-expect_usage "-j ''" "-j needs a worker count from 1 to 1024, got ''" run -j '' args.lua
+expect_usage "-j with a script, no number" "-j needs a worker count from 0 to 1024, got 'args.lua'" run -j args.lua
+expect_usage "-j -1" "-j needs a worker count from 0 to 1024, got '-1'" run -j -1 args.lua
+expect_usage "-j abc" "-j needs a worker count from 0 to 1024, got 'abc'" run -j abc args.lua
+expect_usage "-j 2x" "-j needs a worker count from 0 to 1024, got '2x'" run -j 2x args.lua
+expect_usage "-j 1025" "-j needs a worker count from 0 to 1024, got '1025'" run -j 1025 args.lua
+expect_usage "-j ''" "-j needs a worker count from 0 to 1024, got ''" run -j '' args.lua
 expect_usage "unknown command" "unknown command 'frob'" frob
 expect_usage "a script without run" "unknown command 'args.lua' (to run a script: mpe run args.lua)" args.lua
 expect_usage "-e without code" "-e needs a string of Lua code" -e

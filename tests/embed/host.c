@@ -47,6 +47,17 @@ int main(int argc, char **argv)
     if (mpe_dostring(e, "this is not lua", "=syntax") == 0 || !strstr(mpe_errmsg(e), "syntax"))
         return fail("mpe_dostring of bad syntax", e);
 
+    /* NULL pointers are refused with a message, never dereferenced (issue 10.7). */
+    if (mpe_dostring(e, NULL, "=null") != -1 || !strstr(mpe_errmsg(e), "mpe_dostring: code is NULL"))
+        return fail("mpe_dostring with NULL code", e);
+    if (mpe_dofile(e, "host.lua", 2, NULL) != -1 ||
+        !strstr(mpe_errmsg(e), "mpe_dofile: argv is NULL but argc is 2"))
+        return fail("mpe_dofile with NULL argv", e);
+    if (mpe_dostring(NULL, "x = 1", NULL) != -1 || mpe_dofile(NULL, NULL, 0, NULL) != -1 ||
+        mpe_handle_signals(NULL) != -1 || mpe_state(NULL) != NULL ||
+        strcmp(mpe_errmsg(NULL), "not enough memory") != 0)
+        return fail("a NULL engine", NULL);
+
     if (mpe_dofile(e, argv[1], argc - 2, argv + 2) != 0)
         return fail(argv[1], e);
 

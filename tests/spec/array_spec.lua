@@ -206,7 +206,7 @@ describe("mpe.array", function()
 
   it("names the object when called with a dot", function()
     local a = mpe.array("int32", 3)
-    assert.equal("mpe: array:fill: argument 1 must be an mpe.Array (call methods with a colon), got number",
+    assert.equal("mpe: array:fill: self must be an mpe.Array (call methods with a colon), got number",
       errmsg(a.fill, 5))
   end)
 

@@ -179,8 +179,8 @@ describe("fault injection:", function()
       lock:release()
       q:put("still here")
       assert.are.equal("still here", q:get(5))
-      d.k = "v"
-      assert.are.equal("v", d.k)
+      d:set("k", "v")
+      assert.are.equal("v", d:get("k"))
       local s = map(pool, function(x) return arr[x] * 10 end, {1, 2, 3, 4})
       assert.are.same({10, 20, 30, 40, n = 4}, s)
       fresh_map(pool)
@@ -468,6 +468,37 @@ describe("fault injection:", function()
       fresh_map(pool)
     end)
 
+    -- Issue 10.7: the failure, once caught by pcall, is not raised again (with
+    -- a second traceback) when the pool's <close> scope ends normally.
+    it("that raises, caught by pcall in a <close> scope, is not raised again at the scope's end", function()
+      if _VERSION ~= "Lua 5.4" then return end -- <close> is Lua 5.4's
+      local scope = assert(load([[
+        local mpe, call = ...
+        local caught
+        do
+          local pool <close> = mpe.pool{workers = 1, initializer = function() error("init broke") end}
+          local ok, e = pcall(call, pool)
+          caught = not ok and e.kind == "error" and e.message:find("pool initializer failed", 1, true) ~= nil
+        end
+        return caught
+      ]]))
+      local f = function(x) return x end
+      for name, call in pairs({
+        map = function(p) return p:map(f, {1}) end,
+        starmap = function(p) return p:starmap(f, {{1}}) end,
+        map_async = function(p) return p:map_async(f, {1}):get(20) end,
+        starmap_async = function(p) return p:starmap_async(f, {{1}}):get(20) end,
+        apply = function(p) return p:apply(f, 1) end,
+        apply_async = function(p) return p:apply_async(f, {1}):get(20) end,
+        imap = function(p) for _ in p:imap(f, {1}) do end end,
+        imap_unordered = function(p) for _ in p:imap_unordered(f, {1}) do end end,
+      }) do
+        local ok, caught = pcall(scope, mpe, call)
+        assert.is_true(ok, name .. ": the scope's end raised: " .. tostring(caught))
+        assert.is_true(caught, name)
+      end
+    end)
+
     it("whose worker exits fails the calls with kind crash instead of restarting workers for ever", function()
       pool:terminate()
       pool = mpe.pool{workers = 2, initializer = function() os.exit(4) end}
@@ -632,16 +663,16 @@ describe("fault injection:", function()
 
     it("inside dict:update: the update is not applied and the dict goes on", function()
       local d = mpe.dict()
-      d.k = 1
+      d:set("k", 1)
       local r, errs = collect(pool, function()
         d:update("k", function() os.exit(3) end)
       end, 1)
       local _, e = only_failure(errs)
       assert.are.equal("crash", e.kind)
-      assert.are.equal(1, d.k)
+      assert.are.equal(1, d:get("k"))
       assert.are.equal(2, d:update("k", function(v) return v + 1 end))
       map(pool, function() d:update("k", function(v) return v + 1 end) end, mpe.range(1, 100))
-      assert.are.equal(102, d.k)
+      assert.are.equal(102, d:get("k"))
       fresh_map(pool)
     end)
 

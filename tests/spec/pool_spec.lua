@@ -518,22 +518,22 @@ describe("mpe.pool", function()
     end)
 
     it("rejects bad options with messages that say what and where", function()
-      assert.has_error(function() mpe.pool(0) end, "mpe: pool: argument 1 (workers) must be from 1 to 1024, got 0")
+      assert.has_error(function() mpe.pool(-1) end, "mpe: pool: argument 1 (workers) must be from 0 to 1024, got -1")
       assert.has_error(function() mpe.pool{wokers = 2} end, "mpe: pool: unknown option 'wokers'")
       assert.has_error(function() mpe.pool("x") end,
-        "mpe: pool: argument 1 must be a worker count or an options table, got string")
+        "mpe: pool: argument 1 must be a worker count or an options table, got \"x\"")
       assert.has_error(function() mpe.pool{timeout = -1} end,
-        "mpe: pool: option 'timeout' must be a positive number of seconds, got number")
+        "mpe: pool: option 'timeout' must be a positive number of seconds, got -1")
       assert.has_error(function() pool:map(function() end, nil) end,
-        "mpe: pool:map: argument 3 must be a table, mpe.range or function, got nil")
+        "mpe: pool:map: argument 2 must be a table, mpe.range or function, got nil")
       assert.has_error(function() pool:map(nil, {}) end,
-        "mpe: pool:map: argument 2 must be a function, got nil")
+        "mpe: pool:map: argument 1 must be a function, got nil")
       assert.has_error(function() pool:map(function() end, {}, {chunksize = 0}) end,
         "mpe: pool:map: option 'chunksize' must be an integer from 1 to 1048576, got 0")
       assert.has_error(function() pool:map(function() end, {}, {errors = "ignore"}) end,
         'mpe: pool:map: option \'errors\' must be "raise" or "collect"')
       assert.has_error(function() pool.map({}, function() end, {}) end,
-        "mpe: pool:map: argument 1 must be an mpe.Pool (call it with ':'), got table")
+        "mpe: pool:map: self must be an mpe.Pool (call it with ':'), got table")
     end)
 
     it("says which value cannot be sent", function()
@@ -629,7 +629,7 @@ describe("mpe.range", function()
 
   it("rejects a zero step and non-integers", function()
     assert.has_error(function() mpe.range(1, 10, 0) end, "mpe: range: argument 3 (step) must not be 0")
-    assert.has_error(function() mpe.range(1.5, 10) end, "mpe: range: argument 1 must be an integer, got number")
-    assert.has_error(function() mpe.range("a", 10) end, "mpe: range: argument 1 must be an integer, got string")
+    assert.has_error(function() mpe.range(1.5, 10) end, "mpe: range: argument 1 must be an integer, got 1.5")
+    assert.has_error(function() mpe.range("a", 10) end, "mpe: range: argument 1 must be an integer, got \"a\"")
   end)
 end)

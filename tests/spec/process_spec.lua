@@ -415,19 +415,19 @@ describe("mpe.process", function()
       assert.has_error(function() mpe.process() end,
         "mpe: process: argument 1 must be a function or an options table, got no value")
       assert.has_error(function() mpe.process(5) end,
-        "mpe: process: argument 1 must be a function or an options table, got number")
+        "mpe: process: argument 1 must be a function or an options table, got 5")
       assert.has_error(function() mpe.process{ tagret = print } end,
         "mpe: process: unknown option 'tagret'")
       assert.has_error(function() mpe.process{ args = {} } end,
         "mpe: process: option 'target' must be a function (or callable), got nil")
       assert.has_error(function() mpe.process{ target = print, args = 5 } end,
-        "mpe: process: option 'args' must be a table, got number")
+        "mpe: process: option 'args' must be a table, got 5")
       assert.has_error(function() mpe.process{ target = print, name = "" } end,
         "mpe: process: option 'name' must be a non-empty string, got an empty string")
       assert.has_error(function() mpe.process{ target = print, name = 3 } end,
-        "mpe: process: option 'name' must be a non-empty string, got number")
+        "mpe: process: option 'name' must be a non-empty string, got 3")
       assert.has_error(function() mpe.process{ target = print, daemon = 1 } end,
-        "mpe: process: option 'daemon' must be a boolean, got number")
+        "mpe: process: option 'daemon' must be a boolean, got 1")
       assert.has_error(function() mpe.process({ target = print }, 1) end,
         "mpe: process: an options table takes no further arguments (got 1); put them in option 'args'")
     end)
@@ -447,9 +447,9 @@ describe("mpe.process", function()
       local p = mpe.process(function() end)
       p:start()
       assert.has_error(function() p.join("x") end,
-        "mpe: process:join: argument 1 must be an mpe.Process (call it as p:join()), got string")
+        "mpe: process:join: self must be an mpe.Process (call it as p:join()), got string")
       assert.has_error(function() p:join("x") end,
-        "mpe: process:join: argument 2 (timeout) must be a number of seconds, got string")
+        "mpe: process:join: argument 1 (timeout) must be a number of seconds, got \"x\"")
       assert.has_error(function() p:join(-1) end)
       finish(p)
     end)
@@ -628,5 +628,145 @@ describe("mpe.cpu_count", function()
     assert.equal("number", type(n))
     assert.is_true(n >= 1)
     assert.equal(n, math.floor(n))
+  end)
+end)
+
+-- Signals to the parent alone while it waits for a process (issue 10.2): the
+-- wait stops, the child is ended, and the parent exits with the signal's
+-- status (`mpe run`) or lua.c's "interrupted!" (the stock interpreter).
+describe("signals while waiting for a process", function()
+  local script_runner = require "runscript"
+
+  -- The script writes its child's pid to PIDFILE; a background shell sends
+  -- the signal to the parent alone once the child is there.
+  local function run(runner, sig, body)
+    local pidfile = os.tmpname()
+    local code = ([[
+local mpe = require "mpe"
+local PIDFILE = %q
+local function spin() while true do end end
+local function started(p)
+  local f = assert(io.open(PIDFILE, "w")) f:write(p.pid) f:close()
+  os.execute("(while [ ! -s " .. PIDFILE .. " ]; do sleep 0.05; done; sleep 0.3; kill -%s "
+             .. mpe.current_process().pid .. ") &")
+  return p
+end
+]]):format(pidfile, sig) .. body
+    os.remove(pidfile)
+    local out, status = script_runner.run(script_runner.command(runner), code, 30)
+    local pf = io.open(pidfile)
+    local child = pf and tonumber(pf:read("*a"))
+    if pf then pf:close() end
+    os.remove(pidfile)
+    -- The child is gone soon after (reaped by the parent, or killed at its
+    -- death); bounded, never asserting how soon.
+    for _ = 1, 100 do
+      if not child or not pid_running(child) then break end
+      os.execute("sleep 0.1")
+    end
+    return out, status, child
+  end
+
+  local waits = {
+    {"p:join()", "started(mpe.process(spin):start()):join()"},
+    {"p:result()", "started(mpe.process(spin):start()):result()"},
+    {"the exit-time join of a non-daemon process", "P = started(mpe.process(spin):start())"},
+  }
+  for _, w in ipairs(waits) do
+    it("SIGINT stops " .. w[1] .. " under mpe run", function()
+      local out, status, child = run("mpe", "INT", w[2])
+      assert.equal(130, status, out)
+      assert.matches("mpe: interrupted by SIGINT", out)
+      assert.is_number(child)
+      assert.is_false(pid_running(child))
+    end)
+    it("SIGTERM stops " .. w[1] .. " under mpe run", function()
+      local out, status, child = run("mpe", "TERM", w[2])
+      assert.equal(143, status, out)
+      assert.is_false(pid_running(child))
+    end)
+    if not script_runner.SANITIZED then
+      it("SIGINT stops " .. w[1] .. " under the stock interpreter", function()
+        local out, status, child = run("lua", "INT", w[2])
+        assert.are_not.equal(137, status, out) -- not the timeout's SIGKILL
+        assert.is_number(child)
+        assert.is_false(pid_running(child))
+      end)
+    end
+  end
+
+  if not script_runner.SANITIZED then
+    it("SIGINT in Lua code, then the exit-time join, under the stock interpreter", function()
+      local out, status, child = run("lua", "INT", [[
+P = started(mpe.process(spin):start())
+if jit then jit.off() end -- LuaJIT runs no hook in a compiled loop (RELIABILITY.md, Caveats)
+while true do end]])
+      assert.equal(1, status, out)
+      assert.matches("interrupted!", out)
+      assert.is_false(pid_running(child))
+    end)
+  end
+end)
+
+-- Processes started and never joined (issue 10.4): each start() first reaps
+-- the creator's children that have exited and closes their descriptors, as
+-- Python's start() does, so they cannot pile up.
+describe("processes that are never joined", function()
+  local script_runner = require "runscript"
+  local script = [[
+local mpe = require "mpe"
+local function state(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return nil end
+  local s = f:read("*a") f:close()
+  return s:match("%) (%a)")
+end
+local last
+for i = 1, 300 do
+  local p = mpe.process(function() return i end):start()
+  -- Wait (bounded) until the child has exited: a zombie nobody joined.
+  for _ = 1, 2000 do
+    if state(p.pid) == "Z" then break end
+    os.execute("sleep 0.005")
+  end
+  last = p
+end
+local self = mpe.current_process().pid
+local f = assert(io.open("/proc/" .. self .. "/task/" .. self .. "/children"))
+local zombies = 0
+for _ in f:read("*a"):gmatch("%d+") do zombies = zombies + 1 end
+f:close()
+print("started 300, children left " .. zombies .. ", last result " .. last:result())
+]]
+  local function run(runner)
+    return script_runner.run(script_runner.command(runner), script, 120, "ulimit -n 64; ")
+  end
+
+  it("300 under ulimit -n 64, under mpe run", function()
+    local out, status = run("mpe")
+    assert.equal(0, status, out)
+    assert.matches("started 300, children left [01], last result 300", out)
+  end)
+
+  if not script_runner.SANITIZED then
+    it("300 under ulimit -n 64, under the stock interpreter", function()
+      local out, status = run("lua")
+      assert.equal(0, status, out)
+      assert.matches("started 300, children left [01], last result 300", out)
+    end)
+  end
+
+  it("a reaped process still gives its result and exit code", function()
+    local p = mpe.process(function() return "kept", 42 end):start()
+    local pid = p.pid
+    for _ = 1, 2000 do
+      if not pid_running(pid) then break end
+      os.execute("sleep 0.005")
+    end
+    local q = mpe.process(function() end):start() -- reaps p
+    assert.equal(0, p.exitcode)
+    assert.is_false(pid_exists(pid))
+    assert.same({"kept", 42}, {p:result()})
+    q:join()
   end)
 end)

@@ -29,9 +29,13 @@ local MAX_AUTO_LINES = 4096     -- the adaptive K stays within 1 .. this
 local TARGET_ITEM_S = 0.004    -- the adaptive K aims at items of about 4 ms
 local SEGMENT_BYTES = 16 * 1048576 -- input per imap call
 
-local usage_text = [[
-usage: mpe map [-j N] [--unordered] [--chunk-lines K] [--json] [--keep-going]
-               [--progress] (-e CODE | -f FILE) [INPUT...]
+local args = require "mpe.cli.args"
+
+-- The command line (parsed by mpe.cli.args, as every subcommand's).
+M.spec = {
+  name = "map",
+  usage = "mpe map [-j N] [options] (-e CODE | -f FILE) [INPUT...]",
+  help = [[
   CODE (or the file FILE) is Lua code that returns a function; mpe map applies
   it to every line of the inputs (files, or '-' for stdin; stdin when none is
   given), without the line's newline (a trailing \r is removed too), in
@@ -39,7 +43,10 @@ usage: mpe map [-j N] [--unordered] [--chunk-lines K] [--json] [--keep-going]
   A nil result writes nothing; strings, numbers and booleans are written as
   text; a table is an error unless --json is given.
 options:
-  -j N               worker processes (default: env MPE_WORKERS, else the CPUs)
+  -e CODE            the Lua code that returns the function
+  -f FILE            the same, from a file
+  -j N, --jobs N     worker processes (default: env MPE_WORKERS, else the CPUs;
+                     0: no worker processes, lines run in mpe map itself)
   --unordered        write results as they complete, not in input order
   --chunk-lines K    lines sent to a worker at a time (default: adapts, from
                      1 up to 4096, so that a batch takes about 4 ms)
@@ -49,7 +56,18 @@ options:
                      (env MPE_PROGRESS=force draws it anyway)
   -h, --help         print this help
 exit status: 0 ok, 1 a line failed (its file and line number are on stderr),
-2 usage]]
+2 usage]],
+  options = {
+    { "-e", value = "CODE", key = "code", missing = "-e needs a string of Lua code" },
+    { "-f", value = "FILE", key = "file" },
+    { "-j", "--jobs", value = "N", key = "workers", check = args.workers },
+    { nil, "--unordered" },
+    { nil, "--chunk-lines", value = "K", check = args.count("--chunk-lines", "a line count", 1, 1048576) },
+    { nil, "--json" },
+    { "-k", "--keep-going" },
+    { nil, "--progress" },
+  },
+}
 
 -- ---- a small JSON encoder (results of --json) ------------------------------------
 
@@ -61,16 +79,62 @@ end
 
 local encode_value
 
-local function encode_string(s)
-  return '"' .. s:gsub('[%c"\\]', escape_char) .. '"'
+-- JSON text is Unicode, a Lua string is bytes: a byte that does not belong to
+-- a well-formed UTF-8 sequence (a stray continuation byte, a truncated or
+-- overlong sequence, a surrogate, above U+10FFFF) is REPLACED by U+FFFD, one
+-- per byte, as Python's errors="replace" does, so that every line is valid
+-- JSON; the rest of the string is kept as it is.
+local REPLACEMENT = "\239\191\189"
+local function utf8_clean(s)
+  if not s:find("[\128-\255]") then return s end
+  local out, n, i, start = {}, #s, 1, 1
+  while i <= n do
+    local c = byte(s, i)
+    local len = c < 0x80 and 1 or (c >= 0xC2 and c <= 0xDF) and 2 or (c >= 0xE0 and c <= 0xEF) and 3
+                or (c >= 0xF0 and c <= 0xF4) and 4 or 0
+    local ok = len > 0 and i + len - 1 <= n
+    for k = 1, ok and len - 1 or 0 do
+      local b = byte(s, i + k)
+      if b < 0x80 or b > 0xBF then ok = false break end
+    end
+    if ok and len > 2 then -- overlong forms, surrogates, beyond U+10FFFF
+      local b = byte(s, i + 1)
+      ok = not ((c == 0xE0 and b < 0xA0) or (c == 0xED and b > 0x9F) or (c == 0xF0 and b < 0x90)
+                or (c == 0xF4 and b > 0x8F))
+    end
+    if ok then
+      i = i + len
+    else
+      out[#out + 1] = s:sub(start, i - 1)
+      out[#out + 1] = REPLACEMENT
+      i = i + 1
+      start = i
+    end
+  end
+  out[#out + 1] = s:sub(start)
+  return concat(out)
 end
 
+local function encode_string(s)
+  return '"' .. utf8_clean(s):gsub('[%c"\\]', escape_char) .. '"'
+end
+
+-- Integers as integers (all 64 bits), floats as the shortest text that reads
+-- back as the same float (0.1, not 0.10000000000000001), -0.0 with its sign;
+-- a float with an integral value below 2^53 is written as an integer.
+local math_type = math.type or function() return "float" end
 local function encode_number(x)
+  if math_type(x) == "integer" then return format("%d", x) end
   if x ~= x or x == math.huge or x == -math.huge then
     error("cannot write " .. tostring(x) .. " as JSON", 0)
   end
+  if x == 0 and 1 / x < 0 then return "-0.0" end
   if x == math.floor(x) and x > -2^53 and x < 2^53 then
     return format("%d", x)
+  end
+  for digits = 15, 16 do
+    local s = format("%." .. digits .. "g", x)
+    if tonumber(s) == x then return s end
   end
   return format("%.17g", x)
 end
@@ -288,72 +352,16 @@ local function say(msg)
   io.stderr:write(msg, "\n")
 end
 
-local function usage(msg)
-  if msg then io.stderr:write("mpe map: ", msg, "\n") end
-  io.stderr:write(usage_text, "\n")
-  return 2
-end
-
 -- Parse the words after `map`. Returns an options table, or nil and the exit
 -- status (2 for usage errors, 0 after --help).
-local function parse(args)
-  local o = { inputs = {} }
-  local i, n = 1, #args
-  local function value(flag, inline)
-    if inline then return inline end
-    i = i + 1
-    if i > n then return nil, usage(flag .. " needs a value") end
-    return args[i]
-  end
-  while i <= n do
-    local a = args[i]
-    if a == "--" then
-      for j = i + 1, n do o.inputs[#o.inputs + 1] = args[j] end
-      break
-    elseif a == "-" or sub(a, 1, 1) ~= "-" then
-      o.inputs[#o.inputs + 1] = a
-    elseif a == "-h" or a == "--help" then
-      io.stdout:write(usage_text, "\n")
-      return nil, 0
-    elseif a == "--unordered" then
-      o.unordered = true
-    elseif a == "--json" then
-      o.json = true
-    elseif a == "--keep-going" or a == "-k" then
-      o.keep_going = true
-    elseif a == "--progress" then
-      o.progress = true
-    elseif a == "-e" or a == "-f" then
-      local v, st = value(a)
-      if not v then return nil, st end
-      if o.code or o.file then return nil, usage("give one of -e CODE and -f FILE, not both") end
-      if a == "-e" then o.code = v else o.file = v end
-    elseif sub(a, 1, 2) == "-j" or a == "--jobs" or sub(a, 1, 7) == "--jobs=" then
-      local inline = (sub(a, 1, 2) == "-j" and #a > 2) and sub(a, 3)
-                     or (sub(a, 1, 7) == "--jobs=" and sub(a, 8)) or nil
-      local v, st = value("-j", inline)
-      if not v then return nil, st end
-      local w = tonumber(v)
-      if not w or w ~= math.floor(w) or w < 1 or w > 1024 then
-        return nil, usage("-j needs a worker count from 1 to 1024, got '" .. v .. "'")
-      end
-      o.workers = w
-    elseif a == "--chunk-lines" or sub(a, 1, 14) == "--chunk-lines=" then
-      local v, st = value("--chunk-lines", a ~= "--chunk-lines" and sub(a, 15) or nil)
-      if not v then return nil, st end
-      local c = tonumber(v)
-      if not c or c ~= math.floor(c) or c < 1 or c > 1048576 then
-        return nil, usage("--chunk-lines needs a line count from 1 to 1048576, got '" .. v .. "'")
-      end
-      o.chunk_lines = c
-    else
-      return nil, usage("unknown option '" .. a .. "'")
-    end
-    i = i + 1
-  end
+local function parse(words)
+  local o, status = args.parse(M.spec, words)
+  if not o then return nil, status end
+  if o.code and o.file then return nil, args.fail(M.spec, "give one of -e CODE and -f FILE, not both") end
   if not o.code and not o.file then
-    return nil, usage("give the function: -e CODE or -f FILE")
+    return nil, args.fail(M.spec, "give the function: -e CODE or -f FILE")
   end
+  o.inputs = o.positional
   return o
 end
 

@@ -14,84 +14,62 @@ local M = {}
 
 local format = string.format
 
-local usage_text = [[
-usage: mpe scale [-j 1,2,4,...] [--repeat R] [--svg FILE] [--csv FILE] script.lua [args...]
+local args = require "mpe.cli.args"
+
+-- A check for -j LIST: worker counts (0 to 1024; 0: inline pools, the serial
+-- baseline), commas between, each once.
+local function worker_list(v)
+  local list, seen = {}, {}
+  for word in (v .. ","):gmatch("([^,]*),") do
+    local w = tonumber(word)
+    if not w or w ~= math.floor(w) or w < 0 or w > 1024 then
+      return nil, "-j needs worker counts from 0 to 1024 separated by commas, got '" .. v .. "'"
+    end
+    if not seen[w] then
+      seen[w] = true
+      list[#list + 1] = w
+    end
+  end
+  return list
+end
+
+-- The command line (parsed by mpe.cli.args, as every subcommand's).
+M.spec = {
+  name = "scale",
+  usage = "mpe scale [-j 1,2,4,...] [--repeat R] [--svg FILE] [--csv FILE] script.lua [args...]",
+  help = [[
   Runs `mpe run script.lua args...` R times at each worker count, with env
   MPE_WORKERS set to the count (pools created without a size use it; an
   argument written {workers} is replaced by the count as well), and prints
   the median wall time, its min-max, the speedup over the first count and the
-  efficiency. The script's output is discarded; a failing run stops mpe scale
-  with its error output and exit status 1.
+  efficiency. Count 0 runs the pools inline (every task in the script's own
+  process): -j 0,1,2,... measures against a true serial baseline. The script's
+  output is discarded; a failing run stops mpe scale with its error output
+  and exit status 1.
 options:
-  -j LIST        worker counts, comma-separated (default 1,2,...,CPUs; at least 1,2)
-  --repeat R     runs per worker count (default 3)
-  --svg FILE     write a chart of speedup against workers, with the ideal line
-  --csv FILE     write the raw runs: workers,run,seconds
-  -h, --help     print this help
-exit status: 0 ok, 1 a run failed, 2 usage]]
+  -j LIST, --jobs LIST  worker counts, comma-separated (default 1,2,...,CPUs; at least 1,2)
+  --repeat R            runs per worker count (default 3)
+  --svg FILE            write a chart of speedup against workers, with the ideal line
+  --csv FILE            write the raw runs: workers,run,seconds
+  -h, --help            print this help
+exit status: 0 ok, 1 a run failed, 2 usage]],
+  stop = true,
+  options = {
+    { "-j", "--jobs", value = "LIST", key = "workers", check = worker_list },
+    { nil, "--repeat", value = "R", key = "rep", check = args.count("--repeat", "a count", 1, 1000) },
+    { nil, "--svg", value = "FILE" },
+    { nil, "--csv", value = "FILE" },
+  },
+}
 
-local function usage(msg)
-  if msg then io.stderr:write("mpe scale: ", msg, "\n") end
-  io.stderr:write(usage_text, "\n")
-  return 2
-end
-
-local function parse(args)
-  local o = { rep = 3 }
-  local i, n = 1, #args
-  local function value(flag, inline)
-    if inline and inline ~= "" then return inline end
-    i = i + 1
-    if i > n then return nil, usage(flag .. " needs a value") end
-    return args[i]
-  end
-  while i <= n do
-    local a = args[i]
-    if a == "--" then
-      i = i + 1
-      break
-    elseif a:sub(1, 1) ~= "-" or a == "-" then
-      break
-    elseif a == "-h" or a == "--help" then
-      io.stdout:write(usage_text, "\n")
-      return nil, 0
-    elseif a:sub(1, 2) == "-j" then
-      local v, st = value("-j", a:sub(3))
-      if not v then return nil, st end
-      local list, seen = {}, {}
-      for word in (v .. ","):gmatch("([^,]*),") do
-        local w = tonumber(word)
-        if not w or w ~= math.floor(w) or w < 1 or w > 1024 then
-          return nil, usage("-j needs worker counts from 1 to 1024 separated by commas, got '" .. v .. "'")
-        end
-        if not seen[w] then
-          seen[w] = true
-          list[#list + 1] = w
-        end
-      end
-      o.workers = list
-    elseif a == "--repeat" or a:sub(1, 9) == "--repeat=" then
-      local v, st = value("--repeat", a:sub(10))
-      if not v then return nil, st end
-      local r = tonumber(v)
-      if not r or r ~= math.floor(r) or r < 1 or r > 1000 then
-        return nil, usage("--repeat needs a count from 1 to 1000, got '" .. v .. "'")
-      end
-      o.rep = r
-    elseif a == "--svg" or a == "--csv" or a:sub(1, 6) == "--svg=" or a:sub(1, 6) == "--csv=" then
-      local flag = a:sub(1, 5)
-      local v, st = value(flag, a:sub(7))
-      if not v then return nil, st end
-      o[flag:sub(3)] = v
-    else
-      return nil, usage("unknown option '" .. a .. "'")
-    end
-    i = i + 1
-  end
-  if i > n then return nil, usage("give the script to run") end
-  o.script = args[i]
+local function parse(words)
+  local o, status = args.parse(M.spec, words)
+  if not o then return nil, status end
+  if #o.positional == 0 then return nil, args.fail(M.spec, "give the script to run") end
+  o.rep = o.rep or 3
+  o.script = o.positional[1]
   o.args = {}
-  for j = i + 1, n do o.args[#o.args + 1] = args[j] end
+  for j = 2, #o.positional do o.args[#o.args + 1] = o.positional[j] end
   return o
 end
 
@@ -155,12 +133,13 @@ function M.svg(rows, title, subtitle, cpus)
   local left, right, top, bottom = 64, 24, 74, 56
   local pw, ph = W - left - right, H - top - bottom
   local base = rows[1].workers
-  local xmax, ymax = base, 1
+  local unit = math.max(base, 1) -- an inline (0) baseline is one process: the ideal is x / 1
+  local xmax, ymax = unit, 1
   for _, r in ipairs(rows) do
     if r.workers > xmax then xmax = r.workers end
     if r.smax > ymax then ymax = r.smax end
   end
-  local ideal_top = xmax / base
+  local ideal_top = xmax / unit
   if ideal_top > ymax then ymax = ideal_top end
   local ystep = tick_step(ymax, 6)
   ymax = math.ceil(ymax / ystep - 1e-9) * ystep
@@ -198,11 +177,12 @@ function M.svg(rows, title, subtitle, cpus)
   w('<line x1="%s" y1="%s" x2="%s" y2="%s" stroke="#333"/>', f1(X(xlo)), f1(Y(0)), f1(X(xhi)), f1(Y(0)))
   w('<line x1="%s" y1="%s" x2="%s" y2="%s" stroke="#333"/>', f1(X(xlo)), f1(Y(0)), f1(X(xlo)), f1(Y(ymax)))
   w('<text x="%s" y="%d" text-anchor="middle">workers (MPE_WORKERS)</text>', f1(left + pw / 2), H - 14)
-  w('<text x="16" y="%s" text-anchor="middle" transform="rotate(-90 16 %s)">speedup over %d worker%s</text>',
-    f1(top + ph / 2), f1(top + ph / 2), base, base == 1 and "" or "s")
+  w('<text x="16" y="%s" text-anchor="middle" transform="rotate(-90 16 %s)">speedup over %s</text>',
+    f1(top + ph / 2), f1(top + ph / 2),
+    base == 0 and "the inline run" or format("%d worker%s", base, base == 1 and "" or "s"))
   -- ideal: speedup proportional to the workers, 1 at the first count
   w('<line class="ideal" x1="%s" y1="%s" x2="%s" y2="%s" stroke="#999" stroke-width="1.5" ' ..
-    'stroke-dasharray="6 4"/>', f1(X(0)), f1(Y(0)), f1(X(xmax)), f1(Y(xmax / base)))
+    'stroke-dasharray="6 4"/>', f1(X(0)), f1(Y(0)), f1(X(xmax)), f1(Y(xmax / unit)))
   -- past the CPUs there are, more workers only share them
   if cpus and cpus >= base and cpus < xmax then
     w('<line class="cpus" x1="%s" y1="%s" x2="%s" y2="%s" stroke="#d08000" stroke-width="1" ' ..
@@ -313,7 +293,8 @@ function M.main(args)
     base = base or { workers = n, median = med }
     local row = { workers = n, median = med, min = lo, max = hi, speedup = base.median / med,
                   smin = base.median / hi, smax = base.median / lo }
-    row.efficiency = row.speedup * base.workers / n
+    -- speedup per process against the baseline's; 0 workers (inline) is one process
+    row.efficiency = row.speedup * math.max(base.workers, 1) / math.max(n, 1)
     rows[#rows + 1] = row
     io.stdout:write(format("%7d  %9.3f  %-17s  %7.2f  %9.0f%%\n", n, med, format("%.3f-%.3f", lo, hi),
                            row.speedup, 100 * row.efficiency))

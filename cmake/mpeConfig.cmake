@@ -1,0 +1,48 @@
+# mpeConfig.cmake -- find_package(mpe [COMPONENTS lua5.4 | luajit]).
+# SPDX-License-Identifier: MIT
+#
+# Imported targets: mpe::lua5.4 and mpe::luajit (libmpe, shared, for that Lua),
+# mpe::lua5.4-static and mpe::luajit-static, and mpe::mpe: the first requested
+# component, else Lua 5.4 when installed, else LuaJIT. Each links its Lua.
+include(CMakeFindDependencyMacro)
+find_dependency(Threads)
+
+set(_mpe_flavours lua5.4 luajit)
+foreach(_f ${_mpe_flavours})
+  if(NOT TARGET mpe::${_f} AND EXISTS ${CMAKE_CURRENT_LIST_DIR}/mpe-${_f}-targets.cmake)
+    include(${CMAKE_CURRENT_LIST_DIR}/mpe-${_f}-targets.cmake)
+  endif()
+endforeach()
+
+set(_mpe_default "")
+foreach(_c ${mpe_FIND_COMPONENTS})
+  if(TARGET mpe::${_c})
+    set(mpe_${_c}_FOUND TRUE)
+    if(NOT _mpe_default)
+      set(_mpe_default ${_c})
+    endif()
+  else()
+    set(mpe_${_c}_FOUND FALSE)
+    if(mpe_FIND_REQUIRED_${_c})
+      set(mpe_FOUND FALSE)
+      set(mpe_NOT_FOUND_MESSAGE "mpe for ${_c} is not installed (${CMAKE_CURRENT_LIST_DIR} has no mpe-${_c}-targets.cmake)")
+    endif()
+  endif()
+endforeach()
+if(NOT _mpe_default)
+  foreach(_f ${_mpe_flavours})
+    if(TARGET mpe::${_f} AND NOT _mpe_default)
+      set(_mpe_default ${_f})
+    endif()
+  endforeach()
+endif()
+if(NOT _mpe_default)
+  set(mpe_FOUND FALSE)
+  set(mpe_NOT_FOUND_MESSAGE "no mpe flavour installed under ${CMAKE_CURRENT_LIST_DIR}")
+elseif(NOT TARGET mpe::mpe)
+  add_library(mpe::mpe INTERFACE IMPORTED)
+  set_target_properties(mpe::mpe PROPERTIES INTERFACE_LINK_LIBRARIES mpe::${_mpe_default})
+  set(mpe_LUA ${_mpe_default})
+endif()
+unset(_mpe_default)
+unset(_mpe_flavours)
