@@ -229,7 +229,8 @@ static lworker *open_worker(lua_State *L, mpe_transport *t, uint32_t id, mpe_rd 
     mpe_worker_cfg cfg = {.tp = sp, .slot = (int)slot, .number = (int)number,
                           .maxtasks = (int)maxtasks, .timeouts = w->timeout > 0,
                           .timeout = w->timeout, .init_ref = LUA_NOREF,
-                          .initargs_ref = LUA_NOREF, .remote = 1};
+                          .initargs_ref = LUA_NOREF, .remote = 1,
+                          .handler = mpe__error_handler};
     void *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (page != MAP_FAILED)
         w->prog = cfg.progress = page;

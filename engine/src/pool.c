@@ -72,6 +72,7 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     c.cfg.initargs_ref = p->o.initargs_ref;
     c.cfg.progress = &p->progress[i];
     c.cfg.tp = p->tp;
+    c.cfg.handler = p->o.handler;
     memset((void *)&p->progress[i], 0, sizeof p->progress[i]);
     pid_t pid;
     mpe_link *link = p->tp->start(p->t, L, &p->progress[i], worker_entry, &c, &pid, e);
@@ -604,14 +605,6 @@ void mpe__pool_job_window(mpe_pool *p, mpe_job *j, lua_Integer limit)
     mpe__pool_publish(p, j, 0);
 }
 
-void mpe__pool_job_progress(mpe_pool *p, mpe_job *j, lua_Integer *done, lua_Integer *count)
-{
-    pthread_mutex_lock(&p->mu);
-    *done = j->done;
-    *count = j->finished ? j->visible : -1;
-    pthread_mutex_unlock(&p->mu);
-}
-
 void mpe__pool_job_cancel(mpe_pool *p, mpe_job *j)
 {
     pthread_mutex_lock(&p->mu);
@@ -669,16 +662,6 @@ void mpe__pool_job_release(mpe_pool *p, mpe_job *j)
     /* Messages still queued for it are dropped by the reader (released jobs). */
     mpe__dispatch_maybe_free(p, j);
     pthread_mutex_unlock(&p->mu);
-}
-
-int mpe__pool_alive(mpe_pool *p)
-{
-    pthread_mutex_lock(&p->mu);
-    int n = 0;
-    for (int i = 0; i < p->n; i++)
-        n += p->w[i].state == W_LIVE;
-    pthread_mutex_unlock(&p->mu);
-    return n;
 }
 
 int mpe__pool_started(mpe_pool *p)
