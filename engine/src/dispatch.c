@@ -817,7 +817,11 @@ void *mpe__dispatch_main(void *arg)
                      * item fails (kind "error"), the worker is replaced. */
                     w->oom = 1;
                     p->tp->kill(w->link);
-                } else if (got == 0 || (got < 0 && err != EAGAIN && err != EWOULDBLOCK && err != ENOMEM))
+                } else if (got == 0 || (got < 0 && err != EAGAIN && err != EWOULDBLOCK &&
+                                        (err != ENOMEM || w->oom)))
+                    /* Still no memory after the kill: what the dead worker left
+                     * in its channel cannot be read, and the channel stays
+                     * readable, so waiting for its EOF would spin for ever. */
                     on_death(p, w);
             }
         }

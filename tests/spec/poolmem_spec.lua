@@ -35,16 +35,13 @@ local function isolated(body, seconds)
 end
 
 describe("pool failure seams", function()
-  -- The parent runs out of memory receiving a 40 MB result: ulimit -v caps
+  -- The parent runs out of memory receiving an 80 MB result: ulimit -v caps
   -- the address space, and the parent fills most of it after the workers
   -- were forked (they do not share that ballast), so the worker can build
-  -- and send the result but the parent cannot take it in. Sanitizer builds
-  -- reserve terabytes of address space and cannot run under ulimit -v; nor
-  -- can LuaJIT's allocator build the ballast there.
-  -- The parent runs out of memory receiving a 120 MB result: ulimit -v caps
-  -- the address space, and the parent fills most of it after the workers
-  -- were forked (they do not share that ballast), so the worker can build
-  -- and send the result but the parent cannot take it in. Sanitizer builds
+  -- and send the result but the parent cannot take it in. With these sizes
+  -- the parent fails part-way through the frame, after the worker was killed
+  -- with data still in its channel (the dispatcher once spun on that channel
+  -- for ever). Sanitizer builds
   -- reserve terabytes of address space and cannot run under ulimit -v; nor
   -- can LuaJIT's allocator build the ballast there.
   describe("running out of memory in the parent", function()
@@ -62,8 +59,8 @@ describe("pool failure seams", function()
           local mpe = require "mpe"
           local through = require("poolfail_through")
           local pool = mpe.pool(2)
-          local ballast = {string.rep("b", 200 * 1024 * 1024), string.rep("c", 200 * 1024 * 1024)}
-          local big = function(x) if x == 2 then return string.rep("x", 120 * 1024 * 1024) end return x end
+          local ballast = {string.rep("b", 100 * 1024 * 1024), string.rep("c", 100 * 1024 * 1024)}
+          local big = function(x) if x == 2 then return string.rep("x", 80 * 1024 * 1024) end return x end
           local ok, err = pcall(through, pool, %q, big, {{1}, {2}, {3}})
           print("first", ok, type(err) == "table" and err.kind, tostring(err):sub(1, 300))
           ballast = nil
@@ -76,7 +73,7 @@ describe("pool failure seams", function()
           print("joined")
         ]]):format(os.getenv("MPE_SOURCE_DIR") and (os.getenv("MPE_SOURCE_DIR") .. "/tests/spec/?.lua") or "tests/spec/?.lua", e))
         h:close()
-        local p = io.popen("ulimit -v 700000; timeout -s KILL 120 " .. MPE_BIN .. " run " .. f .. " 2>&1")
+        local p = io.popen("ulimit -v 400000; timeout -s KILL 120 " .. MPE_BIN .. " run " .. f .. " 2>&1")
         local out = p:read("*a")
         p:close()
         os.remove(f)
