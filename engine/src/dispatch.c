@@ -6,7 +6,6 @@
  * It never touches Lua (only the main thread does) and holds p->mu except
  * while it sleeps in poll. Bytes move only through the transport. */
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -88,6 +87,64 @@ int mpe__dispatch_frame(mpe_buf *b, unsigned type, uint64_t v)
     return 0;
 }
 
+int mpe__dispatch_frame32(mpe_buf *b, unsigned type, uint32_t v)
+{
+    size_t s = b->n;
+    if (put32(b, 0) || put8(b, type) || put32(b, v))
+        return -1;
+    patch_len(b, s);
+    return 0;
+}
+
+/* ---- shared segments: each sent once to each worker -------------------------- */
+
+static int segs_frame(mpe_buf *b, const uint32_t *ids, int *n)
+{
+    size_t st = b->n;
+    if (put32(b, 0) || put8(b, MPE_F_SEGS) || put32(b, (uint32_t)*n))
+        return -1;
+    for (int q = 0; q < *n; q++)
+        if (put32(b, ids[q]))
+            return -1;
+    patch_len(b, st);
+    *n = 0;
+    return 0;
+}
+
+/* Queue MPE_F_SEGS frames for the segments items [a, e) of j refer to that
+ * w has not been sent yet (at most MPE_MAX_FDS a frame: each frame's
+ * descriptors travel in one message). 0, or -1 on ENOMEM. */
+static int send_segs(mpe_pool *p, wslot *w, mpe_job *j, lua_Integer a, lua_Integer e)
+{
+    if ((size_t)p->nsegs > w->hascap) {
+        size_t cap = (size_t)p->segcap;
+        unsigned char *h = realloc(w->has, cap);
+        if (!h)
+            return -1;
+        memset(h + w->hascap, 0, cap - w->hascap);
+        w->has = h;
+        w->hascap = cap;
+    }
+    uint32_t ids[MPE_MAX_FDS];
+    int n = 0;
+    for (lua_Integer i = a; i < e; i++) {
+        const unsigned char *s = (const unsigned char *)j->items.p + j->off[i - j->base];
+        for (int q = 0; q < s[0]; q++) {
+            const unsigned char *v = s + 1 + 4 * q;
+            uint32_t id = (uint32_t)v[0] | (uint32_t)v[1] << 8 | (uint32_t)v[2] << 16 | (uint32_t)v[3] << 24;
+            if (id >= (uint32_t)p->nsegs || w->has[id] || p->segs[id].fd < 0)
+                continue;
+            w->has[id] = 1;
+            ids[n++] = id;
+            if (n == MPE_MAX_FDS && segs_frame(&w->out, ids, &n) != 0)
+                return -1;
+        }
+    }
+    if (n > 0 && segs_frame(&w->out, ids, &n) != 0)
+        return -1;
+    return 0;
+}
+
 void mpe__dispatch_drop_fdq(wslot *w)
 {
     while (w->fdq_n > 0) {
@@ -149,7 +206,8 @@ static lua_Integer chunk_size(mpe_pool *p, mpe_job *j, lua_Integer avail)
         /* A small first chunk to measure the cost, shared out between the
          * workers when the job is small (two items that wait for each other
          * must not land on one worker). */
-        lua_Integer share = (avail + p->n - 1) / p->n;
+        lua_Integer all = j->finished ? j->visible : avail; /* a share of the whole job */
+        lua_Integer share = (all + p->n - 1) / p->n;
         n = share < 16 ? share : 16;
     }
     else {
@@ -246,14 +304,9 @@ static int feed_one(mpe_pool *p, wslot *w)
         c->got = 0;
         c->suspect = suspect;
         c->next = NULL;
-        if (j->fds.n > 0) {
-            /* The descriptors go alone in their own message, just before. */
-            size_t s = w->out.n;
-            if (mpe__dispatch_frame(&w->out, MPE_F_FDS, j->id) != 0) {
-                free(c);
-                return 0;
-            }
-            (void)s;
+        if (j->nsegs > 0 && send_segs(p, w, j, a, e) != 0) {
+            free(c);
+            return 0;
         }
         if (write_chunk(&w->out, c->id, j, a, e) != 0) {
             free(c);
@@ -281,13 +334,30 @@ static int feed_one(mpe_pool *p, wslot *w)
     return 0;
 }
 
-static void feed(mpe_pool *p, wslot *w)
+/* Whether w should get one more chunk now: an idle worker always; a busy
+ * one only once the pool knows what items cost (a chunk of unknown cost
+ * could be long: queued behind another, it would wait while a second worker
+ * idles) and while its queue holds less than QUEUE_NS of work. */
+static int wants(const mpe_pool *p, const wslot *w)
 {
-    if (p->stopping || (w->inflight && w->inflight->suspect))
-        return;
-    while (w->ninflight < 2 || (w->ninflight < MAX_INFLIGHT && w->queued_ns < QUEUE_NS))
-        if (!feed_one(p, w))
-            break;
+    if (w->state != W_LIVE || p->stopping || (w->inflight && w->inflight->suspect))
+        return 0;
+    if (w->ninflight == 0)
+        return 1;
+    return p->cost_ns > 0 && w->ninflight < MAX_INFLIGHT && w->queued_ns < QUEUE_NS;
+}
+
+/* The feed step: hand chunks out round-robin, one per pass to each worker
+ * that wants one, so coarse tasks spread over the workers instead of
+ * filling the first worker's queue. */
+static void feed_all(mpe_pool *p)
+{
+    for (int any = 1; any;) {
+        any = 0;
+        for (int i = 0; i < p->n; i++)
+            if (wants(p, &p->w[i]) && feed_one(p, &p->w[i]))
+                any = 1;
+    }
 }
 
 /* ---- outcomes --------------------------------------------------------------------- */
@@ -360,7 +430,7 @@ static int retry_item(mpe_pool *p, mpe_job *j, lua_Integer i)
     return 1;
 }
 
-static void describe_status(char *s, size_t n, int st, int timed_out, double timeout)
+static void describe_status(char *s, size_t n, int st, int timed_out, int oom, double timeout)
 {
     static const struct {
         int sig;
@@ -370,6 +440,10 @@ static void describe_status(char *s, size_t n, int st, int timed_out, double tim
                  {SIGPIPE, "SIGPIPE"}, {SIGILL, "SIGILL"},   {SIGXCPU, "SIGXCPU"}};
     if (timed_out) {
         snprintf(s, n, "mpe: timeout: task ran longer than %g s; its worker was killed", timeout);
+        return;
+    }
+    if (oom) {
+        snprintf(s, n, "mpe: not enough memory in the parent to receive the task's result; its worker was killed");
         return;
     }
     if (WIFSIGNALED(st)) {
@@ -389,24 +463,21 @@ static void describe_status(char *s, size_t n, int st, int timed_out, double tim
 
 /* Worker w is gone (EOF on its channel). Reap it, blame the item it was
  * running, put the rest of its chunks back, and ask for a replacement. */
-static void on_death(mpe_pool *p, wslot *w, int idx)
+static void on_death(mpe_pool *p, wslot *w)
 {
+    mpe_progress pg;
+    p->tp->progress(w->link, &pg);
     int st = 0;
-    pid_t r;
-    do
-        r = waitpid(w->pid, &st, 0);
-    while (r < 0 && errno == EINTR);
-    mpe__proc_untrack_fd(w->fd);
-    close(w->fd);
-    w->fd = -1;
+    p->tp->reap(w->link, &st);
+    w->link = NULL;
     mpe__dispatch_drop_fdq(w);
-    int64_t running = p->progress[idx].chunk;
-    int32_t item = p->progress[idx].item;
-    int ready = p->progress[idx].ready;
+    int64_t running = pg.chunk;
+    int32_t item = pg.item;
+    int ready = pg.ready;
     /* An exit status 0 with chunks still out is a death too (it was not asked to stop). */
     int crashed = !(WIFEXITED(st) && WEXITSTATUS(st) == 0) || w->inflight != NULL;
     char text[192];
-    describe_status(text, sizeof text, st, w->timed_out, p->o.timeout);
+    describe_status(text, sizeof text, st, w->timed_out, w->oom, p->o.timeout);
     int blamed = 0;
     for (chunk *c = w->inflight, *next; c; c = next) {
         next = c->next;
@@ -417,13 +488,15 @@ static void on_death(mpe_pool *p, wslot *w, int idx)
             bad = c->a + item; /* it died running this item */
         else if (c->suspect && c == w->inflight && from < c->b)
             bad = from; /* it ran this item alone and died right after it */
+        else if (w->oom && c == w->inflight && from < c->b)
+            bad = from; /* killed while sending this item's result */
         if (bad >= 0) {
             blamed = 1;
             redo(p, j, bad + 1, c->b, 0);
-            if (!j->cancelled && !j->released && retry_item(p, j, bad))
+            if (!j->cancelled && !j->released && !w->oom && retry_item(p, j, bad))
                 redo(p, j, bad, bad + 1, 0);
             else
-                fail_item(p, w, j, bad, w->timed_out ? "timeout" : "crash", text);
+                fail_item(p, w, j, bad, w->oom ? "error" : w->timed_out ? "timeout" : "crash", text);
             redo(p, j, from, bad, 0);
         } else
             /* It died between items (or before its chunk began): run them
@@ -508,6 +581,24 @@ static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
     if (!j->cancelled && !j->released) {
         size_t plen = len - r.pos;
         mpe_msg *m = malloc(sizeof *m + plen);
+        if (!m && count > 0) {
+            /* No room for the results: their items fail, never silently vanish. */
+            mpe_msg *f = calloc(1, sizeof *f);
+            if (f) {
+                f->type = MPE_MSG_FAIL;
+                f->job = j;
+                f->index = c->a + from + 1;
+                f->count = count;
+                f->worker = w->number;
+                f->pid = w->pid;
+                f->kind = "error";
+                snprintf(f->text, sizeof f->text,
+                         "mpe: not enough memory in the parent to receive %u result(s) (%zu bytes)", count, plen);
+                post(p, f);
+                if (j->raise_first)
+                    j->cancelled = 1;
+            }
+        }
         if (m) {
             memset(m, 0, sizeof *m);
             m->type = MPE_MSG_RESULT;
@@ -580,7 +671,7 @@ static void read_frames(mpe_pool *p, wslot *w)
             uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
             if ((h[4] != MPE_F_RESULT && h[4] != MPE_F_INITFAIL) || n > (1u << 30)) {
                 w->broken = 1;
-                kill(w->pid, SIGKILL);
+                p->tp->kill(w->link);
                 break;
             }
         }
@@ -609,10 +700,11 @@ static void check_timeouts(mpe_pool *p, int64_t now)
         wslot *w = &p->w[i];
         if (w->state != W_LIVE || w->timed_out)
             continue;
-        int64_t c = __atomic_load_n(&p->progress[i].chunk, __ATOMIC_ACQUIRE);
-        if (c != 0 && now - p->progress[i].started_ns > (int64_t)(p->o.timeout * 1e9)) {
+        mpe_progress pg;
+        p->tp->progress(w->link, &pg);
+        if (pg.chunk != 0 && now - pg.started_ns > (int64_t)(p->o.timeout * 1e9)) {
             w->timed_out = 1;
-            kill(w->pid, SIGKILL);
+            p->tp->kill(w->link);
         }
     }
 }
@@ -620,95 +712,95 @@ static void check_timeouts(mpe_pool *p, int64_t now)
 void *mpe__dispatch_main(void *arg)
 {
     mpe_pool *p = arg;
-    mpe__proc_busy(); /* idle only while asleep in poll (see mpe__proc_fork) */
-    struct pollfd *pf = calloc((size_t)p->n + 1, sizeof *pf);
-    int *slot = calloc((size_t)p->n + 1, sizeof *slot);
-    if (!pf || !slot) {
-        free(pf);
+    mpe__proc_busy(); /* idle only while asleep in the transport's wait (see mpe__proc_fork) */
+    mpe_link **links = calloc((size_t)p->n, sizeof *links);
+    unsigned *want = calloc((size_t)p->n, sizeof *want);
+    unsigned *ev = calloc((size_t)p->n, sizeof *ev);
+    int *slot = calloc((size_t)p->n, sizeof *slot);
+    if (!links || !want || !ev || !slot) {
+        free(links);
+        free(want);
+        free(ev);
         free(slot);
         mpe__proc_idle();
         return NULL;
     }
     pthread_mutex_lock(&p->mu);
     while (!p->quit) {
-        int np = 1;
-        pf[0].fd = p->efd;
-        pf[0].events = POLLIN;
-        /* One chunk to every idle worker first, then top the queues up. */
-        for (int i = 0; i < p->n; i++)
-            if (p->w[i].state == W_LIVE && p->w[i].ninflight == 0 && !p->stopping)
-                feed_one(p, &p->w[i]);
+        int np = 0;
+        feed_all(p);
         for (int i = 0; i < p->n; i++) {
             wslot *w = &p->w[i];
             if (w->state != W_LIVE)
                 continue;
-            feed(p, w);
-            pf[np].fd = w->fd;
-            pf[np].events = POLLIN | (w->out.n > w->out_off ? POLLOUT : 0);
+            links[np] = w->link;
+            want[np] = MPE_T_READ | (w->out.n > w->out_off ? MPE_T_WRITE : 0);
             slot[np++] = i;
         }
         int ms = p->o.timeout > 0 ? 20 : 500;
         p->dispatcher_idle = 1;
         pthread_mutex_unlock(&p->mu);
-        mpe__proc_idle(); /* asleep in poll, holding nothing: a fork may happen now */
-        int r = poll(pf, (nfds_t)np, ms);
+        mpe__proc_idle(); /* asleep in wait, holding nothing: a fork may happen now */
+        int r = p->tp->wait(p->t, links, want, ev, np, p->efd, ms);
         mpe__proc_busy();
         pthread_mutex_lock(&p->mu);
         p->dispatcher_idle = 0;
-        if (r < 0 && errno != EINTR)
+        if (r < 0)
             break;
-        if (r > 0 && (pf[0].revents & POLLIN)) {
-            uint64_t v;
-            ssize_t rr = read(p->efd, &v, sizeof v);
-            (void)rr;
-        }
-        for (int k = 1; r > 0 && k < np; k++) {
+        for (int k = 0; r > 0 && k < np; k++) {
             wslot *w = &p->w[slot[k]];
             if (w->state != W_LIVE)
                 continue;
-            if (pf[k].revents & POLLOUT) {
+            if (ev[k] & MPE_T_WRITE) {
                 const int *fds = NULL;
                 int nfds = 0;
                 size_t len = w->out.n - w->out_off;
-                /* An F_FDS frame travels alone, with the job's descriptors. */
+                int segfds[MPE_MAX_FDS];
+                /* F_FDS and F_SEGS frames travel alone, with their descriptors. */
                 unsigned type;
                 uint32_t flen;
-                /* Stop before the next F_FDS frame: it must start a message of its own. */
+                /* Stop before the next such frame: it must start a message of its own. */
                 for (size_t o = w->out_off; o < w->out.n && mpe__frame_peek(&w->out, o, &type, &flen);
                      o += MPE_FRAME_HDR + flen)
-                    if (type == MPE_F_FDS && o > w->out_off) {
+                    if ((type == MPE_F_FDS || type == MPE_F_SEGS) && o > w->out_off) {
                         len = o - w->out_off;
                         break;
                     }
-                if (mpe__frame_peek(&w->out, w->out_off, &type, &flen) && type == MPE_F_FDS) {
+                if (mpe__frame_peek(&w->out, w->out_off, &type, &flen) &&
+                    (type == MPE_F_FDS || type == MPE_F_SEGS)) {
                     mpe_rd rd;
-                    uint64_t jid = 0;
                     mpe__rd_init(&rd, w->out.p + w->out_off + MPE_FRAME_HDR, flen);
-                    mpe__rd_u64(&rd, &jid);
-                    for (mpe_job *j = p->jobs; j; j = j->next)
-                        if (j->id == jid) {
-                            fds = j->fds.fd;
-                            nfds = j->fds.n;
-                        }
-                    for (fnentry *f = p->fns; f && !fds; f = f->next)
-                        if (f->id == jid) {
-                            fds = f->fds.fd;
-                            nfds = f->fds.n;
-                        }
+                    if (type == MPE_F_FDS) {
+                        uint64_t fid = 0;
+                        mpe__rd_u64(&rd, &fid);
+                        for (fnentry *f = p->fns; f && !fds; f = f->next)
+                            if (f->id == fid) {
+                                fds = f->fds.fd;
+                                nfds = f->fds.n;
+                            }
+                    } else {
+                        /* A job holds its segments while its chunks are out,
+                         * so every id here is still open. */
+                        uint32_t n = 0, id;
+                        mpe__rd_u32(&rd, &n);
+                        for (uint32_t q = 0; q < n && q < MPE_MAX_FDS && mpe__rd_u32(&rd, &id) == 0; q++)
+                            segfds[nfds++] = id < (uint32_t)p->nsegs ? p->segs[id].fd : -1;
+                        fds = segfds;
+                    }
                     len = MPE_FRAME_HDR + flen;
                 }
-                ssize_t sent = mpe__transport_send(w->fd, w->out.p + w->out_off, len, fds, nfds);
+                ssize_t sent = p->tp->send(w->link, w->out.p + w->out_off, len, fds, nfds);
                 if (sent > 0) {
                     w->out_off += (size_t)sent;
                     if (w->out_off == w->out.n)
                         w->out.n = w->out_off = 0;
                 }
             }
-            if (pf[k].revents & (POLLIN | POLLHUP | POLLERR)) {
+            if (ev[k] & MPE_T_READ) {
                 ssize_t got;
                 do {
                     mpe_fds set = {.n = 0};
-                    got = mpe__transport_recv(w->fd, &w->in, &set, 0);
+                    got = p->tp->recv(w->link, &w->in, &set);
                     if (set.n > 0) {
                         if (w->fdq_n < 8) {
                             w->fdq[(w->fdq_head + w->fdq_n) % 8] = set;
@@ -718,15 +810,23 @@ void *mpe__dispatch_main(void *arg)
                                 close(set.fd[q]);
                     }
                 } while (got > 0 && w->in.n < (4u << 20) && w->fdq_n < 8);
+                int err = got < 0 ? errno : 0;
                 read_frames(p, w);
-                if (got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
-                    on_death(p, w, slot[k]);
+                if (got < 0 && err == ENOMEM && !w->oom) {
+                    /* The parent cannot take in what this worker sends: its
+                     * item fails (kind "error"), the worker is replaced. */
+                    w->oom = 1;
+                    p->tp->kill(w->link);
+                } else if (got == 0 || (got < 0 && err != EAGAIN && err != EWOULDBLOCK && err != ENOMEM))
+                    on_death(p, w);
             }
         }
         check_timeouts(p, now_ns());
     }
     pthread_mutex_unlock(&p->mu);
-    free(pf);
+    free(links);
+    free(want);
+    free(ev);
     free(slot);
     mpe__proc_idle();
     return NULL;

@@ -180,9 +180,13 @@ enum {
     MPE_F_FUNC = 1,  /* [u64 fn id][encoded function]                                      */
     MPE_F_DROP,      /* [u64 fn id]: forget a function                                     */
     MPE_F_CHUNK,     /* [u64 chunk id][u64 job id][u64 fn id][u8 mode][u8 kind][u32 n][payload] */
-    MPE_F_FDS,       /* [u64 job or function id], sent alone with descriptors attached:
-                        they decode that job's items or that function */
-    MPE_F_JOBEND,    /* [u64 job id]: the job is over, close its descriptors               */
+    MPE_F_FDS,       /* [u64 function id], sent alone with descriptors attached: they
+                        decode that function's upvalues */
+    MPE_F_SEGDROP,   /* [u32 segment id]: close the pool's segment id (it may be reused) */
+    MPE_F_SEGS,      /* [u32 n][n x u32 segment id], sent alone with n descriptors
+                        attached: the pool's shared segments by id, each sent once per
+                        worker. Encoded items (MPE_K_ENC) each start with
+                        [varint k][k x u32 segment id]: their descriptor slots 0..k-1 */
     MPE_F_STOP,      /* finish and exit                                                    */
     /* worker -> parent */
     MPE_F_RESULT,    /* [u64 chunk id][u32 from][u32 count][u8 flags][u64 elapsed ns][payload] */
@@ -210,8 +214,11 @@ typedef struct mpe_progress {
     volatile int32_t ready;      /* the initializer is done: deaths now are the items' */
 } mpe_progress;
 
+struct mpe_link;
+struct mpe_transport_ops;
 typedef struct mpe_worker_cfg {
-    int fd;                /* the worker's end of its channel */
+    const struct mpe_transport_ops *tp; /* how it talks to the pool */
+    struct mpe_link *link; /* its end of its channel */
     int slot;              /* 1..n */
     int number;            /* K in PoolWorker-K */
     int maxtasks;          /* exit after this many items (0: never) */
@@ -225,11 +232,8 @@ typedef struct mpe_worker_cfg {
  * until STOP, EOF or its task budget. Never returns. */
 void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg) __attribute__((noreturn));
 
-/* Transport (fork/socketpair). Spawn forks a worker with a channel: the child
- * calls run(L, child_fd, ud) and never returns; the parent gets the pid and
- * its end (non-blocking, close-on-fork-tracked) in *fd. Returns -1 and sets e. */
-pid_t mpe__transport_spawn(lua_State *L, int *fd, void (*run)(lua_State *, int, void *), void *ud,
-                           mpe_err *e);
+/* Transport primitives over a stream socket (transport.c); the pool reaches
+ * its workers through transport.h's operation table built on them. */
 /* Send up to n bytes without blocking, with nfds descriptors attached to the
  * first byte. Returns bytes sent (0 when the channel is full), -1 on error. */
 ssize_t mpe__transport_send(int fd, const void *p, size_t n, const int *fds, int nfds);
@@ -315,6 +319,7 @@ typedef struct mpe_pool_opts {
     double timeout;    /* seconds one item may run; <= 0: no limit */
     int retries;       /* re-runs of an item whose worker died */
     int init_ref, initargs_ref; /* registry refs, or LUA_NOREF */
+    const struct mpe_transport_ops *transport; /* NULL: the socketpair backend (transport.h) */
 } mpe_pool_opts;
 
 /* A message for the main thread: results of some items, or a failure. */
@@ -324,11 +329,11 @@ typedef struct mpe_msg {
     int type;
     mpe_job *job;          /* NULL for INITFAIL */
     lua_Integer index;     /* input index (1-based) of the first item concerned */
-    uint32_t count;        /* RESULT: items in data */
+    uint32_t count;        /* RESULT: items in data; FAIL: items concerned (0 means 1) */
     unsigned flags;        /* RESULT: MPE_R_* */
     int worker;            /* the worker's number K (PoolWorker-K) */
     pid_t pid;
-    const char *kind;      /* FAIL: "crash" or "timeout" */
+    const char *kind;      /* FAIL: "crash", "timeout" or "error" (the parent ran out of memory) */
     char text[192];        /* FAIL: what happened */
     mpe_fds fds;           /* descriptors that came with the results */
     size_t len;
@@ -354,13 +359,17 @@ void mpe__pool_add_range(lua_State *L, mpe_job *j, lua_Integer start, lua_Intege
  * visible (call it as often as useful: workers start on them at once). */
 char *mpe__pool_packed_begin(lua_State *L, mpe_pool *p, mpe_job *j, int kind, size_t count);
 void mpe__pool_packed_commit(mpe_pool *p, mpe_job *j, size_t count, int finished);
+/* fds: the descriptors the item's encoding refers to (slots 0..n-1; may be
+ * NULL). The pool takes them all (each set to -1): a segment it already
+ * knows is closed here, a new one kept, so each distinct segment is held and
+ * sent to each worker once however many items carry it. */
 void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds);
-/* Descriptors a job's items carry so far. An item is encoded against a list
- * that already holds that many slots, so the slot numbers its encoding writes
- * are the job's (workers decode every item with the job's whole list). */
-int mpe__pool_job_fds(mpe_job *j);
 /* Make the items added so far visible to the dispatcher; finished: no more will come. */
 void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished);
+/* Let the dispatcher use only items before limit (0-based store index; the
+ * default is no limit): imap over a range or a table shows the workers a
+ * window ahead of its consumer, so results never pile up unread. */
+void mpe__pool_job_window(mpe_pool *p, mpe_job *j, lua_Integer limit);
 /* Take the next message (NULL if none); hand it back with mpe__pool_msg_done. */
 mpe_msg *mpe__pool_take(mpe_pool *p);
 /* Whether the message's job is still wanted (not released). Main thread. */

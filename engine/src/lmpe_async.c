@@ -100,11 +100,14 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
     if (m->type == MPE_MSG_FAIL) {
         char text[256];
         snprintf(text, sizeof text, "%s", m->text);
-        mpe_failure f = {.kind = m->kind, .index = a->what == A_APPLY ? 0 : m->index,
-                         .pid = m->pid, .worker = m->worker, .message = text};
-        mpe__error_push(L, &f);
-        add_failure(L, a, m->index);
-        a->delivered++;
+        uint32_t n = m->count > 0 ? m->count : 1;
+        for (uint32_t k = 0; k < n; k++) {
+            mpe_failure f = {.kind = m->kind, .index = a->what == A_APPLY ? 0 : m->index + k,
+                             .pid = m->pid, .worker = m->worker, .message = text};
+            mpe__error_push(L, &f);
+            add_failure(L, a, m->index + k);
+            a->delivered++;
+        }
         lua_settop(L, top);
         return;
     }
@@ -281,6 +284,56 @@ static void fail_all(lua_State *L, lpool *lp, int done, int *ndone)
     lua_pop(L, 1);
 }
 
+static int deliver_p(lua_State *L)
+{
+    deliver(L, lua_touserdata(L, 1), lua_touserdata(L, 2));
+    return 0;
+}
+
+static int lost_error_p(lua_State *L)
+{
+    const mpe_msg *m = lua_touserdata(L, 1);
+    ajob *a = lua_touserdata(L, 2);
+    char text[256];
+    snprintf(text, sizeof text, "mpe: %s while receiving the result of %s %lld (%zu bytes)",
+             lua_isstring(L, 3) ? lua_tostring(L, 3) : "an error", a->what == A_APPLY ? "the call" : "item",
+             (long long)m->index, m->len);
+    mpe_failure f = {.kind = "error", .index = a->what == A_APPLY ? 0 : m->index, .pid = m->pid,
+                     .worker = m->worker, .message = text};
+    mpe__error_push(L, &f);
+    return 1;
+}
+
+/* Decoding message m for a raised (typically "not enough memory": the parent
+ * could not hold a result). The job fails as a whole with an error object of
+ * kind "error", so get raises it, waits and join return, and the rest of its
+ * results are dropped. Pops the error at the top. */
+static void lost(lua_State *L, ajob *a, mpe_msg *m)
+{
+    int err = lua_gettop(L);
+    lua_pushcfunction(L, lost_error_p);
+    lua_pushlightuserdata(L, m);
+    lua_pushlightuserdata(L, a);
+    lua_pushvalue(L, err);
+    if (lua_pcall(L, 3, 1, 0) == LUA_OK)
+        lua_replace(L, err);
+    else
+        lua_pop(L, 1); /* keep the original error: no memory even for the message */
+    a->failed = 1;
+    a->collect = 0;
+    a->lost = 1;
+    a->complete = 1;
+    mpe__async_setref(L, a->ref, "first_error", err);
+    lua_settop(L, err - 1);
+    mpe__pool_job_cancel(a->lp->p, a->j);
+}
+
+static int run_callbacks_p(lua_State *L)
+{
+    mpe__async_run_callbacks(L, lua_touserdata(L, 1));
+    return 0;
+}
+
 /* Read every message that has arrived and run the callbacks of the jobs it
  * completed. Main thread; may raise (a callback's error). */
 void mpe__async_pump(lua_State *L, lpool *lp)
@@ -326,7 +379,11 @@ void mpe__async_pump(lua_State *L, lpool *lp)
         lua_rawget(L, jobs);
         ajob *a = lua_touserdata(L, -1);
         if (a && !a->complete) {
-            deliver(L, a, m);
+            lua_pushcfunction(L, deliver_p);
+            lua_pushlightuserdata(L, a);
+            lua_pushlightuserdata(L, m);
+            if (lua_pcall(L, 2, 0, 0) != LUA_OK)
+                lost(L, a, m); /* pops the error */
             mpe__async_check_complete(L, a);
             if (a->complete) {
                 lua_pushvalue(L, -1);
@@ -336,12 +393,27 @@ void mpe__async_pump(lua_State *L, lpool *lp)
         lua_pop(L, 1);
         mpe__pool_msg_done(lp->p, m);
     }
+    /* Every completed job's callbacks run now, even when one raises: the
+     * first error is raised after the others ran (their get() already
+     * returns, so their callbacks must not wait until join). */
+    lua_pushnil(L);
+    int first_err = lua_gettop(L);
     for (int i = 1; i <= ndone; i++) {
         lua_rawgeti(L, done, i);
         ajob *a = lua_touserdata(L, -1);
         mpe__async_unroute(L, a);
-        mpe__async_run_callbacks(L, a);
-        lua_pop(L, 1);
+        lua_pushcfunction(L, run_callbacks_p);
+        lua_insert(L, -2);
+        if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+            if (lua_isnil(L, first_err))
+                lua_replace(L, first_err);
+            else
+                lua_pop(L, 1);
+        }
+    }
+    if (!lua_isnil(L, first_err)) {
+        lua_pushvalue(L, first_err);
+        lua_error(L);
     }
     lua_settop(L, top);
 }

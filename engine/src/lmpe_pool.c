@@ -6,6 +6,7 @@
  * item stores, and lmpe_async.c turns result messages back into Lua values,
  * on the main thread only. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -165,18 +166,20 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
 static void add_value(lua_State *L, ajob *a, int idx)
 {
     lpool *lp = a->lp;
+    char root[48]; /* the path an unsendable value is named by: which item, then where in it */
+    if (a->mode == MPE_M_APPLY)
+        snprintf(root, sizeof root, "args");
+    else
+        snprintf(root, sizeof root, a->mode == MPE_M_MAP ? "item %lld" : "item %lld args",
+                 (long long)a->count + 1);
     lp->scratch.n = 0;
-    for (int k = 0; k < lp->sfds.n; k++)
+    for (int k = 0; k < lp->sfds.n; k++) /* left by an encoding that raised */
         if (lp->sfds.fd[k] >= 0)
             close(lp->sfds.fd[k]);
-    /* Slots the job's earlier items took stay reserved (-1), so this item's
-     * descriptors get the job's next slot numbers. */
-    lp->sfds.n = mpe__pool_job_fds(a->j);
-    for (int k = 0; k < lp->sfds.n; k++)
-        lp->sfds.fd[k] = -1;
-    mpe__encode(L, idx, &lp->scratch, a->mode == MPE_M_MAP ? "item" : "args", &lp->sfds);
+    lp->sfds.n = 0;
+    mpe__encode(L, idx, &lp->scratch, root, &lp->sfds);
     mpe__pool_add_enc(L, lp->p, a->j, lp->scratch.p, lp->scratch.n, &lp->sfds);
-    lp->sfds.n = 0; /* the job owns them now */
+    lp->sfds.n = 0; /* the pool took them */
     a->count++;
 }
 
@@ -294,6 +297,54 @@ static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
     mpe__async_check_complete(L, a);
 }
 
+/* ---- one abort path for every submission --------------------------------------------------- */
+
+/* Withdraw a job whose submission stopped half-way: out of the routing table
+ * and released in the engine (items already handed out finish unseen, and it
+ * is freed when nothing refers to it), so the pool is as before the call and
+ * join does not wait for a job that will never be complete. */
+static void abort_job(lua_State *L, ajob *a)
+{
+    mpe__async_unroute(L, a);
+    mpe__pool_job_release(a->lp->p, a->j);
+    a->j = NULL;
+    a->complete = 1;
+}
+
+typedef enum { S_ITEMS, S_VALUE } submit_what;
+
+/* The body of a submission, run protected: [1] the ajob, [2] the items or
+ * the arguments table, [3] how (S_*), [4] the iterator limit. */
+static int submit_body(lua_State *L)
+{
+    ajob *a = lua_touserdata(L, 1);
+    if ((submit_what)lua_tointeger(L, 3) == S_VALUE) {
+        add_value(L, a, 2);
+        a->finished = 1;
+        mpe__pool_publish(a->lp->p, a->j, 1);
+    } else
+        add_items(L, a, 2, (lua_Integer)lua_tointeger(L, 4));
+    return 0;
+}
+
+/* Fill a's job from the value at idx. Any error on the way (an unsendable
+ * item, an iterator that raises, memory) goes through abort_job and is then
+ * raised as it was. */
+static void submit(lua_State *L, ajob *a, int idx, submit_what what, lua_Integer limit)
+{
+    idx = lua_absindex(L, idx);
+    int ai = lua_gettop(L); /* new_job left the ajob on top */
+    lua_pushcfunction(L, submit_body);
+    lua_pushvalue(L, ai);
+    lua_pushvalue(L, idx);
+    lua_pushinteger(L, what);
+    lua_pushinteger(L, (lua_Integer)limit);
+    if (lua_pcall(L, 4, 0, 0) != LUA_OK) {
+        abort_job(L, a);
+        lua_error(L);
+    }
+}
+
 /* pool:map_async / starmap_async (and the synchronous forms below). */
 static int submit_map(lua_State *L, const char *fname, int mode, int allow_cb)
 {
@@ -303,7 +354,7 @@ static int submit_map(lua_State *L, const char *fname, int mode, int allow_cb)
     callopts o;
     parse_callopts(L, 4, fname, &o, allow_cb);
     ajob *a = new_job(L, lp, 1, 2, A_MAP, mode, &o, allow_cb ? 4 : 0);
-    add_items(L, a, 3, -1);
+    submit(L, a, 3, S_ITEMS, -1);
     if (a->complete) { /* no items at all */
         mpe__async_unroute(L, a);
         mpe__async_run_callbacks(L, a);
@@ -357,9 +408,7 @@ static int pool_apply_async(lua_State *L)
         lua_replace(L, 3);
     }
     ajob *a = new_job(L, lp, 1, 2, A_APPLY, MPE_M_APPLY, &o, 4);
-    add_value(L, a, 3);
-    a->finished = 1;
-    mpe__pool_publish(lp->p, a->j, 1);
+    submit(L, a, 3, S_VALUE, 0);
     return 1;
 }
 
@@ -379,9 +428,7 @@ static int pool_apply(lua_State *L)
     callopts o = {0};
     ajob *a = new_job(L, lp, 1, 2, A_APPLY, MPE_M_APPLY, &o, 0);
     int ai = lua_gettop(L);
-    add_value(L, a, args);
-    a->finished = 1;
-    mpe__pool_publish(lp->p, a->j, 1);
+    submit(L, a, args, S_VALUE, 0);
     mpe__async_wait(L, a, -1);
     lua_settop(L, ai);
     return mpe__async_push_values(L, a);
@@ -389,9 +436,19 @@ static int pool_apply(lua_State *L)
 
 /* ---- imap ------------------------------------------------------------------------------------ */
 
-/* Pull more items from the job's iterator while the window allows. */
+/* Pull more items from the job's iterator while the window allows; over a
+ * range or a table, show the workers more of the stored items. Either way at
+ * most a window of results waits ahead of the consumer. */
 static void imap_feed(lua_State *L, ajob *a)
 {
+    if (a->windowed) {
+        lua_Integer upto = a->yielded + a->window;
+        if (upto - a->shown >= (a->window + 1) / 2) {
+            a->shown = upto;
+            mpe__pool_job_window(a->lp->p, a->j, upto);
+        }
+        return;
+    }
     if (a->finished)
         return;
     lua_Integer room = a->window - (a->count - a->yielded);
@@ -469,6 +526,8 @@ static int imap_next(lua_State *L)
         return 0;
     mpe_sigwatch sw;
     mpe__sig_watch(L, &sw);
+    if (a->windowed)
+        imap_feed(L, a); /* keep the workers a window ahead, not only when the consumer waits */
     for (;;) {
         mpe__sig_check(L, &sw);
         int n = imap_try(L, a);
@@ -479,6 +538,10 @@ static int imap_next(lua_State *L)
         imap_feed(L, a);
         mpe__async_pump(L, a->lp);
         mpe__async_raise_if_broken(L, a->lp);
+        if (a->lost) { /* a result could not be received: the iteration fails */
+            mpe__async_getref(L, a->ref, "first_error");
+            return lua_error(L);
+        }
         n = imap_try(L, a);
         if (n != 0)
             return n > 0 ? n : 0;
@@ -495,11 +558,16 @@ static int imap_common(lua_State *L, const char *fname, int what)
     parse_callopts(L, 4, fname, &o, 0);
     ajob *a = new_job(L, lp, 1, 2, what, MPE_M_MAP, &o, 0);
     int ai = lua_gettop(L);
+    if (!lua_isfunction(L, 3)) {
+        a->windowed = 1;
+        a->shown = a->window;
+        mpe__pool_job_window(lp->p, a->j, a->window);
+    }
     mpe__async_setref(L, a->ref, "src", 3);
     lua_newtable(L);
     mpe__async_setref(L, a->ref, "have", -1);
     lua_pop(L, 1);
-    add_items(L, a, 3, a->window);
+    submit(L, a, 3, S_ITEMS, a->window);
     if (a->complete) /* no items at all */
         mpe__async_unroute(L, a);
     lua_pushvalue(L, ai);

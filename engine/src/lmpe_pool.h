@@ -37,12 +37,15 @@ typedef struct ajob {
     lua_Integer delivered;
     int failed;          /* a failure was delivered (raise mode: the job is over) */
     int complete;
+    int lost;            /* a result could not be received (memory): the job failed as a whole */
     int callbacks_run;
     lua_Integer yielded; /* imap: items handed to the consumer */
     lua_Integer qhead, qtail; /* imap_unordered: completed indices waiting */
     int src_done;
     lua_Integer nres;    /* apply: number of return values */
     lua_Integer window;  /* imap: items pulled ahead of the consumer (option 'window') */
+    int windowed;        /* imap over a range or a table: stored whole, shown a window at a time */
+    lua_Integer shown;   /* windowed: items the workers may run (the engine job's limit) */
     int progress;        /* option progress = true | "force": fields.progress is the bar's state */
     double progress_next; /* clock before which the bar is not redrawn */
 } ajob;

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,10 +46,10 @@ typedef struct spawn_ctx {
     mpe_worker_cfg cfg;
 } spawn_ctx;
 
-static void worker_entry(lua_State *L, int fd, void *ud)
+static void worker_entry(lua_State *L, mpe_link *self, void *ud)
 {
     spawn_ctx *c = ud;
-    c->cfg.fd = fd;
+    c->cfg.link = self;
     mpe__worker_main(L, &c->cfg);
 }
 
@@ -67,23 +68,27 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     c.cfg.init_ref = p->o.init_ref;
     c.cfg.initargs_ref = p->o.initargs_ref;
     c.cfg.progress = &p->progress[i];
+    c.cfg.tp = p->tp;
     memset((void *)&p->progress[i], 0, sizeof p->progress[i]);
-    int fd;
-    pid_t pid = mpe__transport_spawn(L, &fd, worker_entry, &c, e);
-    if (pid < 0)
+    pid_t pid;
+    mpe_link *link = p->tp->start(p->t, L, &p->progress[i], worker_entry, &c, &pid, e);
+    if (!link)
         return -1;
     pthread_mutex_lock(&p->mu);
     wslot *w = &p->w[i];
     w->state = W_LIVE;
     w->pid = pid;
-    w->fd = fd;
+    w->link = link;
     w->number = c.cfg.number;
     w->ninflight = 0;
     w->queued_ns = 0;
     w->assigned = 0;
     w->timed_out = 0;
     w->broken = 0;
+    w->oom = 0;
     w->in.n = w->out.n = w->out_off = 0;
+    if (w->has)
+        memset(w->has, 0, w->hascap); /* a new worker knows no segment */
     w->fdq_head = w->fdq_n = 0;
     int failed = 0;
     for (fnentry *f = p->fns; f; f = f->next)
@@ -133,6 +138,7 @@ mpe_pool *mpe__pool_new(lua_State *L, const mpe_pool_opts *o, mpe_err *e)
     p->n = o->workers;
     p->owner = getpid();
     p->efd = -1;
+    p->tp = o->transport ? o->transport : &mpe__transport_socketpair;
     pthread_mutex_init(&p->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -151,8 +157,9 @@ mpe_pool *mpe__pool_new(lua_State *L, const mpe_pool_opts *o, mpe_err *e)
         mpe__seterr(e, "pool: not enough memory");
         goto fail;
     }
-    for (int i = 0; i < p->n; i++)
-        p->w[i].fd = -1;
+    p->t = p->tp->open(p->n, e);
+    if (!p->t)
+        goto fail;
     p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (p->efd < 0) {
         mpe__seterr(e, "pool: eventfd: %s", strerror(errno));
@@ -296,6 +303,7 @@ mpe_job *mpe__pool_job(mpe_pool *p, int mode, uint64_t fnid, int chunksize, int 
     j->fnid = fnid;
     j->chunksize = chunksize;
     j->raise_first = raise_first;
+    j->limit = LUA_MAXINTEGER;
     pthread_mutex_lock(&p->mu);
     j->id = ++p->next_id;
     for (fnentry *f = p->fns; f; f = f->next)
@@ -340,11 +348,102 @@ void mpe__pool_packed_commit(mpe_pool *p, mpe_job *j, size_t count, int finished
     mpe__pool_publish(p, j, finished);
 }
 
+/* The pool's id for the segment behind fd, which the pool takes (closed if
+ * the segment is known already); j gets a reference. -1 on ENOMEM (fd then
+ * still the caller's) or when fstat fails (fd closed). Under p->mu. */
+static int seg_intern(mpe_pool *p, mpe_job *j, int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return -1;
+    }
+    int id = -1;
+    if (p->seg_hint < p->nsegs && p->segs[p->seg_hint].fd >= 0 && p->segs[p->seg_hint].ino == st.st_ino &&
+        p->segs[p->seg_hint].dev == st.st_dev)
+        id = p->seg_hint;
+    for (int i = 0; id < 0 && i < p->nsegs; i++)
+        if (p->segs[i].fd >= 0 && p->segs[i].ino == st.st_ino && p->segs[i].dev == st.st_dev)
+            id = i;
+    if (j->nsegs == j->segcap) {
+        int cap = j->segcap ? 2 * j->segcap : 4;
+        uint32_t *g = realloc(j->segs, (size_t)cap * sizeof *g);
+        if (!g)
+            return -1;
+        j->segs = g;
+        j->segcap = cap;
+    }
+    if (id >= 0) {
+        close(fd);
+    } else {
+        for (int i = 0; id < 0 && i < p->nsegs; i++)
+            if (p->segs[i].fd < 0)
+                id = i;
+        if (id < 0) {
+            if (p->nsegs == p->segcap) {
+                int cap = p->segcap ? 2 * p->segcap : 16;
+                pseg *g = realloc(p->segs, (size_t)cap * sizeof *g);
+                if (!g)
+                    return -1;
+                p->segs = g;
+                p->segcap = cap;
+            }
+            id = p->nsegs++;
+        }
+        p->segs[id] = (pseg){.fd = fd, .dev = st.st_dev, .ino = st.st_ino, .refs = 0};
+    }
+    p->seg_hint = id;
+    int known = 0;
+    for (int i = j->nsegs - 1; i >= 0 && !known; i--)
+        known = j->segs[i] == (uint32_t)id;
+    if (!known) {
+        j->segs[j->nsegs++] = (uint32_t)id;
+        p->segs[id].refs++;
+    }
+    return id;
+}
+
+/* Drop j's references to the pool's segments; a segment nobody refers to is
+ * closed and its id freed, workers told to close theirs. Under p->mu. */
+static void seg_release(mpe_pool *p, mpe_job *j, int mine)
+{
+    for (int k = 0; k < j->nsegs; k++) {
+        pseg *g = &p->segs[j->segs[k]];
+        if (--g->refs > 0)
+            continue;
+        if (mine)
+            close(g->fd);
+        g->fd = -1;
+        for (int i = 0; i < p->n; i++) {
+            wslot *w = &p->w[i];
+            if (j->segs[k] < w->hascap && w->has[j->segs[k]]) {
+                w->has[j->segs[k]] = 0;
+                if (w->state == W_LIVE && mine)
+                    mpe__dispatch_frame32(&w->out, MPE_F_SEGDROP, j->segs[k]);
+            }
+        }
+    }
+    free(j->segs);
+    j->segs = NULL;
+    j->nsegs = j->segcap = 0;
+}
+
 void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds)
 {
     j->kind = MPE_K_ENC;
+    uint32_t ids[MPE_MAX_FDS];
+    int k = fds ? fds->n : 0;
     /* The store may move while the dispatcher copies from it: hold the lock. */
     pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < k; i++) {
+        int id = seg_intern(p, j, fds->fd[i]);
+        if (id < 0 && errno == ENOMEM) {
+            pthread_mutex_unlock(&p->mu);
+            luaL_error(L, "mpe: not enough memory for the items");
+        }
+        fds->fd[i] = -1;
+        ids[i] = (uint32_t)(id < 0 ? UINT32_MAX : (uint32_t)id);
+    }
     size_t need = (size_t)(j->count - j->base) + 2;
     if (need > j->offcap) {
         size_t cap = j->offcap ? j->offcap * 2 : 4; /* most jobs of one item are apply calls */
@@ -358,31 +457,24 @@ void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, siz
         j->off = o;
         j->offcap = cap;
     }
-    if (mpe__buf_grow(&j->items, n) != 0) {
+    /* [varint k][k x u32 segment id][encoding]: k < 128, so one varint byte. */
+    size_t head = 1 + 4 * (size_t)k;
+    if (mpe__buf_grow(&j->items, head + n) != 0) {
         pthread_mutex_unlock(&p->mu);
         luaL_error(L, "mpe: not enough memory for the items");
     }
     if (j->count == j->base)
         j->off[0] = j->items.n;
-    memcpy(j->items.p + j->items.n, s, n);
-    j->items.n += n;
+    unsigned char *d = (unsigned char *)j->items.p + j->items.n;
+    *d++ = (unsigned char)k;
+    for (int i = 0; i < k; i++)
+        for (int b = 0; b < 4; b++)
+            *d++ = (unsigned char)(ids[i] >> (8 * b));
+    memcpy(d, s, n);
+    j->items.n += head + n;
     j->count++;
     j->off[j->count - j->base] = j->items.n;
-    /* fds is the job's list as the item's encoding saw it (see
-     * mpe__pool_job_fds): the job takes the descriptors the item added. */
-    if (fds)
-        for (int i = j->fds.n; i < fds->n; i++) {
-            j->fds.fd[i] = fds->fd[i];
-            fds->fd[i] = -1;
-        }
-    if (fds && fds->n > j->fds.n)
-        j->fds.n = fds->n;
     pthread_mutex_unlock(&p->mu);
-}
-
-int mpe__pool_job_fds(mpe_job *j)
-{
-    return j->fds.n; /* written by the main thread only */
 }
 
 /* Drop stored items that no chunk can need again, so that a stream through
@@ -422,7 +514,7 @@ void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished)
 {
     pthread_mutex_lock(&p->mu);
     trim(p, j);
-    j->visible = j->count;
+    j->visible = j->count < j->limit ? j->count : j->limit;
     if (finished)
         j->finished = 1;
     mpe__dispatch_enlist(p, j);
@@ -501,6 +593,14 @@ int mpe__pool_wait(mpe_pool *p, double deadline)
     return news || deadline < 0 || mpe__proc_now() < deadline;
 }
 
+void mpe__pool_job_window(mpe_pool *p, mpe_job *j, lua_Integer limit)
+{
+    pthread_mutex_lock(&p->mu);
+    j->limit = limit;
+    pthread_mutex_unlock(&p->mu);
+    mpe__pool_publish(p, j, 0);
+}
+
 void mpe__pool_job_progress(mpe_pool *p, mpe_job *j, lua_Integer *done, lua_Integer *count)
 {
     pthread_mutex_lock(&p->mu);
@@ -542,12 +642,7 @@ void mpe__pool_free_job(mpe_pool *p, mpe_job *j)
     for (fnentry *f = p->fns; f; f = f->next)
         if (f->id == j->fnid)
             f->jobs--;
-    if (j->fds.n > 0)
-        for (int i = 0; i < p->n; i++)
-            if (p->w[i].state == W_LIVE)
-                mpe__dispatch_frame(&p->w[i].out, MPE_F_JOBEND, j->id);
-    for (int i = 0; i < j->fds.n; i++)
-        close(j->fds.fd[i]);
+    seg_release(p, j, p->owner == getpid());
     while (j->redo) {
         range *r = j->redo;
         j->redo = r->next;
@@ -602,7 +697,7 @@ void mpe__pool_stop(mpe_pool *p, int now)
         if (w->state != W_LIVE)
             continue;
         if (now)
-            kill(w->pid, SIGKILL);
+            p->tp->kill(w->link);
         else
             mpe__dispatch_frame(&w->out, MPE_F_STOP, 0);
     }
@@ -621,7 +716,7 @@ void mpe__pool_stop(mpe_pool *p, int now)
         if (mpe__proc_now() > give_up) {
             for (int i = 0; i < p->n; i++)
                 if (p->w[i].state == W_LIVE)
-                    kill(p->w[i].pid, SIGKILL);
+                    p->tp->kill(p->w[i].link);
             give_up = mpe__proc_now() + 10;
         }
         struct timespec ts;
@@ -647,13 +742,10 @@ void mpe__pool_stop(mpe_pool *p, int now)
     for (int i = 0; i < p->n; i++) {
         wslot *w = &p->w[i];
         if (w->state == W_LIVE) {
-            kill(w->pid, SIGKILL);
             int st;
-            while (waitpid(w->pid, &st, 0) < 0 && errno == EINTR)
-                ;
-            mpe__proc_untrack_fd(w->fd);
-            close(w->fd);
-            w->fd = -1;
+            p->tp->kill(w->link);
+            p->tp->reap(w->link, &st);
+            w->link = NULL;
             w->state = W_GONE;
         }
     }
@@ -683,14 +775,14 @@ void mpe__pool_free(mpe_pool *p)
         }
         if (mine)
             mpe__dispatch_drop_fdq(w);
+        else if (w->state == W_LIVE)
+            p->tp->forget(w->link); /* the worker is the creator's */
         mpe__buf_free(&w->in);
         mpe__buf_free(&w->out);
     }
     while (p->jobs) {
         mpe_job *j = p->jobs;
-        if (!mine)
-            j->fds.n = 0; /* a forked copy does not own the descriptors */
-        mpe__pool_free_job(p, j);   /* unlinks j from p->jobs */
+        mpe__pool_free_job(p, j);   /* unlinks j from p->jobs (a forked copy closes nothing) */
     }
     while (p->fns) {
         fnentry *f = p->fns;
@@ -706,6 +798,11 @@ void mpe__pool_free(mpe_pool *p)
     }
     if (p->progress)
         munmap(p->progress, p->progress_len);
+    if (p->t)
+        p->tp->close(p->t);
+    for (int i = 0; p->w && i < p->n; i++)
+        free(p->w[i].has); /* after the jobs: releasing their segments reads it */
+    free(p->segs);
     free(p->w);
     if (mine) {
         pthread_mutex_destroy(&p->mu);

@@ -7,7 +7,8 @@
 #define MPE_POOL_H
 
 #include <pthread.h>
-#include "internal.h"
+#include <sys/types.h>
+#include "transport.h"
 
 #define TARGET_CHUNK_NS 4e6     /* aim for chunks of about 4 ms */
 #define QUEUE_NS 8e6            /* keep about 8 ms of work queued per worker */
@@ -38,6 +39,7 @@ struct mpe_job {
     lua_Integer base;          /* first item still held (earlier ones were trimmed) */
     lua_Integer count;         /* items added (main thread) */
     lua_Integer visible;       /* items the dispatcher may use */
+    lua_Integer limit;         /* visible never passes it (imap's window) */
     int finished;              /* no more items will come */
     lua_Integer cut;           /* first item not yet cut into a chunk */
     range *redo;               /* items to run again, served first */
@@ -45,7 +47,8 @@ struct mpe_job {
     int cancelled, released;
     int refs;                  /* chunks in flight + messages queued */
     double per_item_ns;        /* measured cost (EWMA), 0 = unknown */
-    mpe_fds fds;               /* descriptors the items need; sent to every worker */
+    uint32_t *segs;            /* pool segment ids its items refer to (one reference each) */
+    int nsegs, segcap;
     attempt *attempts;
     struct mpe_job *next, *prev; /* all jobs of the pool */
     struct mpe_job *wnext;     /* jobs with items no worker holds yet */
@@ -64,19 +67,32 @@ enum { W_EMPTY, W_LIVE, W_GONE };
 
 typedef struct wslot {
     int state;
-    pid_t pid;
-    int fd, number;
+    pid_t pid;         /* for messages; the worker is reached through link */
+    mpe_link *link;
+    int number;
     chunk *inflight, *last;
     int ninflight;
     double queued_ns;  /* estimated work in flight */
     long assigned;     /* items sent, for maxtasksperchild */
     int timed_out;
     int broken;        /* it sent a malformed frame and was killed */
+    int oom;           /* the parent had no memory for what it sent: killed */
     mpe_buf in, out;
     size_t out_off;
+    unsigned char *has; /* has[id]: pool segment id was sent to it (MPE_F_SEGS) */
+    size_t hascap;
     mpe_fds fdq[8];    /* descriptor sets received, in order, for MPE_R_FDS frames */
     int fdq_head, fdq_n;
 } wslot;
+
+/* A shared segment that items carry, held once by the pool however many
+ * items and jobs refer to it; its id is its index in mpe_pool.segs. */
+typedef struct pseg {
+    int fd;            /* -1: a free id */
+    dev_t dev;
+    ino_t ino;
+    int refs;          /* jobs referring to it */
+} pseg;
 
 typedef struct fnentry {
     uint64_t id;
@@ -96,6 +112,8 @@ struct mpe_pool {
     int dispatcher_idle; /* it is (about to be) in poll */
     pid_t owner;
     mpe_pool_opts o;
+    const mpe_transport_ops *tp; /* how workers are reached (transport.h) */
+    mpe_transport *t;
     int n;
     wslot *w;
     mpe_progress *progress; /* shared with the workers: one slot each */
@@ -107,6 +125,8 @@ struct mpe_pool {
     mpe_job *work, *work_last; /* FIFO of jobs with undistributed items */
     uint64_t next_id;
     mpe_msg *inbox, *inbox_last;
+    pseg *segs;
+    int nsegs, segcap, seg_hint; /* seg_hint: the last id found, tried first */
     fnentry *fns;
     int nfns;
     double cost_ns;         /* pool-wide per-item cost estimate */
@@ -121,6 +141,7 @@ void mpe__dispatch_drop_fdq(wslot *w);                  /* close descriptor sets
 /* Frames built without Lua (the dispatcher may not raise): 0, or -1 on ENOMEM. */
 int mpe__dispatch_put(mpe_buf *b, const void *s, size_t n);
 int mpe__dispatch_frame(mpe_buf *b, unsigned type, uint64_t v); /* [hdr][u64 v] */
+int mpe__dispatch_frame32(mpe_buf *b, unsigned type, uint32_t v); /* [hdr][u32 v] */
 
 /* pool.c */
 void mpe__pool_free_job(mpe_pool *p, mpe_job *j);      /* unlink and free j, now */

@@ -2,45 +2,20 @@
  * socketpair per worker carrying framed messages, with descriptor passing.
  * SPDX-License-Identifier: MIT
  *
- * The scheduler (pool.c) and the worker loop (worker.c) use only the
- * functions here, so another transport (MPI) can replace this file. */
+ * Two layers: descriptor-level primitives (mpe__transport_send, _send_all,
+ * _recv, _wait; process.c uses them too), and on top of them the socketpair
+ * backend of transport.h's operation table, which is all the scheduler and
+ * the worker loop call, so that another backend (MPI) plugs in beside it. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
-#include "internal.h"
-
-pid_t mpe__transport_spawn(lua_State *L, int *fd, void (*run)(lua_State *, int, void *), void *ud,
-                           mpe_err *e)
-{
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-        return mpe__seterr(e, "socketpair: %s", strerror(errno));
-    /* Larger buffers let a worker queue more results before it blocks. */
-    int sz = 1 << 20;
-    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-    setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
-    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
-    pid_t pid = mpe__proc_fork(e);
-    if (pid < 0) {
-        close(sv[0]);
-        close(sv[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        close(sv[0]);
-        run(L, sv[1], ud);
-        _exit(0); /* run never returns; this only keeps the contract visible */
-    }
-    close(sv[1]);
-    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
-    mpe__proc_track_fd(sv[0]);
-    *fd = sv[0];
-    return pid;
-}
+#include "transport.h"
 
 static ssize_t send_some(int fd, const void *p, size_t n, const int *fds, int nfds, int flags)
 {
@@ -167,3 +142,188 @@ void mpe__frame_end(mpe_buf *b, size_t start)
     for (int i = 0; i < 4; i++)
         s[i] = (unsigned char)(n >> (8 * i));
 }
+
+/* ---- the socketpair backend of transport.h ------------------------------------------ */
+
+struct mpe_link {
+    int fd;                 /* the parent's end (the child's own link: its end) */
+    pid_t pid;
+    mpe_progress *progress; /* the shared slot the worker writes */
+};
+
+struct mpe_transport {
+    int n;
+    struct pollfd *pf; /* wakefd + one per link, reused by every wait */
+};
+
+static mpe_transport *sp_open(int n, mpe_err *e)
+{
+    mpe_transport *t = calloc(1, sizeof *t);
+    if (t)
+        t->pf = calloc((size_t)n + 1, sizeof *t->pf);
+    if (!t || !t->pf) {
+        free(t);
+        mpe__seterr(e, "pool: not enough memory");
+        return NULL;
+    }
+    t->n = n;
+    return t;
+}
+
+static void sp_close(mpe_transport *t)
+{
+    if (t)
+        free(t->pf);
+    free(t);
+}
+
+static mpe_link *sp_start(mpe_transport *t, lua_State *L, mpe_progress *progress, mpe_worker_fn run,
+                          void *ud, pid_t *pid, mpe_err *e)
+{
+    (void)t;
+    mpe_link *l = malloc(sizeof *l); /* before the fork: nothing can fail after it */
+    if (!l) {
+        mpe__seterr(e, "pool: not enough memory");
+        return NULL;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        mpe__seterr(e, "socketpair: %s", strerror(errno));
+        free(l);
+        return NULL;
+    }
+    /* Larger buffers let a worker queue more results before it blocks. */
+    int sz = 1 << 20;
+    for (int k = 0; k < 2; k++) {
+        setsockopt(sv[k], SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+        setsockopt(sv[k], SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    }
+    pid_t c = mpe__proc_fork(e);
+    if (c < 0) {
+        close(sv[0]);
+        close(sv[1]);
+        free(l);
+        return NULL;
+    }
+    if (c == 0) {
+        close(sv[0]);
+        l->fd = sv[1];
+        l->pid = getpid();
+        l->progress = progress;
+        run(L, l, ud);
+        _exit(0); /* run never returns; this only keeps the contract visible */
+    }
+    close(sv[1]);
+    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+    mpe__proc_track_fd(sv[0]);
+    l->fd = sv[0];
+    l->pid = c;
+    l->progress = progress;
+    *pid = c;
+    return l;
+}
+
+static ssize_t sp_send(mpe_link *l, const void *p, size_t n, const int *fds, int nfds)
+{
+    return mpe__transport_send(l->fd, p, n, fds, nfds);
+}
+
+static ssize_t sp_recv(mpe_link *l, mpe_buf *b, mpe_fds *fds)
+{
+    return mpe__transport_recv(l->fd, b, fds, 0);
+}
+
+static int sp_wait(mpe_transport *t, mpe_link *const *links, const unsigned *want, unsigned *ev, int n,
+                   int wakefd, int ms)
+{
+    struct pollfd *pf = t->pf;
+    int np = 0;
+    if (wakefd >= 0) {
+        pf[np].fd = wakefd;
+        pf[np++].events = POLLIN;
+    }
+    int first = np;
+    for (int i = 0; i < n; i++) {
+        pf[np].fd = links[i]->fd;
+        pf[np++].events = (short)(POLLIN | ((want[i] & MPE_T_WRITE) ? POLLOUT : 0));
+        ev[i] = 0;
+    }
+    int r;
+    do
+        r = poll(pf, (nfds_t)np, ms);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -1;
+    if (wakefd >= 0 && (pf[0].revents & POLLIN)) {
+        uint64_t v;
+        ssize_t rr = read(wakefd, &v, sizeof v);
+        (void)rr; /* drained: the next write wakes us again */
+    }
+    int ready = 0;
+    for (int i = 0; i < n; i++) {
+        short re = pf[first + i].revents;
+        if (re & (POLLIN | POLLHUP | POLLERR))
+            ev[i] |= MPE_T_READ;
+        if (re & POLLOUT)
+            ev[i] |= MPE_T_WRITE;
+        ready += ev[i] != 0;
+    }
+    return ready;
+}
+
+static void sp_kill(mpe_link *l)
+{
+    kill(l->pid, SIGKILL);
+}
+
+static void sp_reap(mpe_link *l, int *status)
+{
+    int st = 0;
+    pid_t r;
+    do
+        r = waitpid(l->pid, &st, 0);
+    while (r < 0 && errno == EINTR);
+    mpe__proc_untrack_fd(l->fd);
+    close(l->fd);
+    *status = st;
+    free(l);
+}
+
+static void sp_forget(mpe_link *l)
+{
+    free(l);
+}
+
+static void sp_progress(mpe_link *l, mpe_progress *out)
+{
+    out->chunk = __atomic_load_n(&l->progress->chunk, __ATOMIC_ACQUIRE);
+    out->item = l->progress->item;
+    out->started_ns = l->progress->started_ns;
+    out->ready = l->progress->ready;
+}
+
+static int sp_send_all(mpe_link *self, const void *p, size_t n, const int *fds, int nfds)
+{
+    return mpe__transport_send_all(self->fd, p, n, fds, nfds);
+}
+
+static ssize_t sp_child_recv(mpe_link *self, mpe_buf *b, mpe_fds *fds, int block)
+{
+    return mpe__transport_recv(self->fd, b, fds, block);
+}
+
+const mpe_transport_ops mpe__transport_socketpair = {
+    .name = "socketpair",
+    .open = sp_open,
+    .close = sp_close,
+    .start = sp_start,
+    .send = sp_send,
+    .recv = sp_recv,
+    .wait = sp_wait,
+    .kill = sp_kill,
+    .reap = sp_reap,
+    .forget = sp_forget,
+    .progress = sp_progress,
+    .send_all = sp_send_all,
+    .child_recv = sp_child_recv,
+};

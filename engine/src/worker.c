@@ -17,15 +17,14 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-#include "internal.h"
+#include "transport.h"
 
 #define FLUSH_BYTES (256 * 1024)
 #define FLUSH_NS 2000000
-#define MAX_KEYED 64 /* descriptor sets kept for jobs and functions */
 #define MAX_QUEUED 16
 
 typedef struct keyed_fds {
-    uint64_t key; /* a job or function id */
+    uint64_t key; /* a function id */
     mpe_fds fds;
 } keyed_fds;
 
@@ -47,14 +46,15 @@ typedef struct wstate {
     uint32_t from, count; /* the segment: items [from, from + count) */
     mpe_rd *items;
     int64_t rstart, rstep;
-    mpe_fds *itemfds; /* the job's descriptors, or NULL */
     /* clock */
     int64_t last_flush, chunk_start, last_check;
     int tick_every, tick_left;
     long tasks;       /* items run, for maxtasksperchild */
     int inherited;    /* stack levels below the worker loop, copied from the parent by fork */
-    keyed_fds keyed[MAX_KEYED];
-    int nkeyed;
+    keyed_fds *keyed; /* descriptor sets of functions' upvalues */
+    int nkeyed, keyedcap;
+    int *segfd;       /* the pool's shared segments by id (MPE_F_SEGS), -1 where none */
+    int nsegfd;
     mpe_fds queued[MAX_QUEUED]; /* descriptor sets received, not yet claimed by an F_FDS frame */
     int qhead, qn;
 } wstate;
@@ -84,7 +84,7 @@ static void malformed(const char *what)
 
 static void send_or_exit(wstate *w, const void *p, size_t n, const mpe_fds *fds)
 {
-    if (mpe__transport_send_all(w->cfg->fd, p, n, fds ? fds->fd : NULL, fds ? fds->n : 0) != 0)
+    if (w->cfg->tp->send_all(w->cfg->link, p, n, fds ? fds->fd : NULL, fds ? fds->n : 0) != 0)
         _exit(0); /* the parent is gone: nobody wants the results */
 }
 
@@ -211,15 +211,30 @@ static void push_item(wstate *w)
         lua_pushnumber(L, v);
         break;
     }
-    default:
-        if (w->itemfds) { /* each decode gets its own duplicates of the job's descriptors */
-            mpe_fds tmp = {.n = 0};
-            for (int k = 0; k < w->itemfds->n; k++)
-                tmp.fd[tmp.n++] = w->itemfds->fd[k] >= 0 ? dup(w->itemfds->fd[k]) : -1;
-            mpe__decode(L, w->items, &tmp);
-            close_fds(&tmp);
-        } else
+    default: {
+        /* [u8 k][k x u32 segment id][encoding]: descriptor slot q of the item is
+         * segment ids[q]; each decode gets its own duplicates. */
+        unsigned k;
+        if (mpe__rd_u8(w->items, &k) || k > MPE_MAX_FDS)
+            malformed("chunk");
+        if (k == 0) {
             mpe__decode(L, w->items, NULL);
+            break;
+        }
+        mpe_fds tmp = {.n = 0};
+        for (unsigned q = 0; q < k; q++) {
+            uint32_t id;
+            if (mpe__rd_u32(w->items, &id))
+                malformed("chunk");
+            tmp.fd[tmp.n++] = id < (uint32_t)w->nsegfd && w->segfd[id] >= 0 ? dup(w->segfd[id]) : -1;
+        }
+        /* A decode that raises (a missing descriptor) must not leak the duplicates. */
+        mpe_fds *box = mpe__fds_box(L);
+        *box = tmp;
+        mpe__decode(L, w->items, box);
+        close_fds(box);   /* the decode attached what it needed */
+        lua_remove(L, -2); /* the box */
+    }
     }
 }
 
@@ -277,6 +292,10 @@ static int run_items(lua_State *L)
         lua_settop(L, base);
         w->count++;
         w->tasks++;
+        /* Descriptors travel at most MPE_MAX_FDS a message: results carrying
+         * many distinct segments go in several. */
+        if (w->rfds.n >= MPE_MAX_FDS / 2)
+            close_segment(w, 0);
     }
     return 0;
 }
@@ -392,8 +411,7 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
     w->from = 0;
     w->count = 0;
     w->items = r;
-    keyed_fds *k = find_keyed(w, job);
-    w->itemfds = k ? &k->fds : NULL;
+    (void)job;
     w->chunk_start = w->last_check = now_ns();
     if (kind == MPE_K_RANGE) {
         uint64_t a, s;
@@ -508,23 +526,69 @@ static void handle_frames(wstate *w, int base)
             mpe_fds got = w->queued[w->qhead];
             w->qhead = (w->qhead + 1) % MAX_QUEUED;
             w->qn--;
-            if (find_keyed(w, id) || w->nkeyed == MAX_KEYED)
-                close_fds(&got); /* already known (sent with every chunk of a job) */
+            if (find_keyed(w, id))
+                close_fds(&got); /* already known */
             else {
+                if (w->nkeyed == w->keyedcap) {
+                    int cap = w->keyedcap ? 2 * w->keyedcap : 8;
+                    keyed_fds *g = realloc(w->keyed, (size_t)cap * sizeof *g);
+                    if (!g)
+                        malformed("descriptor (no memory)");
+                    w->keyed = g;
+                    w->keyedcap = cap;
+                }
                 w->keyed[w->nkeyed].key = id;
                 w->keyed[w->nkeyed].fds = got;
                 w->nkeyed++;
             }
             break;
         }
-        case MPE_F_JOBEND:
-            if (mpe__rd_u64(&r, &id))
-                malformed("jobend");
-            drop_keyed(w, id);
+        case MPE_F_SEGS: {
+            /* Claims the oldest descriptor set received, as F_FDS does. */
+            uint32_t n, sid;
+            if (mpe__rd_u32(&r, &n) || w->qn == 0)
+                malformed("segments");
+            mpe_fds got = w->queued[w->qhead];
+            w->qhead = (w->qhead + 1) % MAX_QUEUED;
+            w->qn--;
+            if (n != (uint32_t)got.n)
+                malformed("segments");
+            for (uint32_t q = 0; q < n; q++) {
+                if (mpe__rd_u32(&r, &sid) || sid > (1u << 24))
+                    malformed("segments");
+                if ((int)sid >= w->nsegfd) {
+                    int cap = w->nsegfd ? 2 * w->nsegfd : 16;
+                    while (cap <= (int)sid)
+                        cap *= 2;
+                    int *g = realloc(w->segfd, (size_t)cap * sizeof *g);
+                    if (!g)
+                        malformed("segments (no memory)");
+                    for (int i = w->nsegfd; i < cap; i++)
+                        g[i] = -1;
+                    w->segfd = g;
+                    w->nsegfd = cap;
+                }
+                if (w->segfd[sid] >= 0)
+                    close(w->segfd[sid]);
+                w->segfd[sid] = got.fd[q];
+            }
             break;
+        }
+        case MPE_F_SEGDROP: {
+            uint32_t sid;
+            if (mpe__rd_u32(&r, &sid))
+                malformed("segdrop");
+            if ((int)sid < w->nsegfd && w->segfd[sid] >= 0) {
+                close(w->segfd[sid]);
+                w->segfd[sid] = -1;
+            }
+            break;
+        }
         case MPE_F_CHUNK:
             run_chunk(w, &r, base);
-            if (w->out.n >= FLUSH_BYTES)
+            /* After a chunk, results go once FLUSH_NS passed since the last
+             * write: a finished chunk does not wait for the next one. */
+            if (w->out.n >= FLUSH_BYTES || (w->out.n > 0 && now_ns() - w->last_flush > FLUSH_NS))
                 flush_out(w);
             if (w->cfg->maxtasks > 0 && w->tasks >= w->cfg->maxtasks) {
                 flush_out(w);
@@ -579,10 +643,10 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
     for (;;) {
         handle_frames(&w, base);
         mpe_fds got = {.n = 0};
-        ssize_t rd = mpe__transport_recv(cfg->fd, &w.in, &got, 0);
+        ssize_t rd = cfg->tp->child_recv(cfg->link, &w.in, &got, 0);
         if (rd < 0 && errno == EAGAIN) {
             flush_out(&w); /* nothing more to do for now: let the parent have the results */
-            rd = mpe__transport_recv(cfg->fd, &w.in, &got, 1);
+            rd = cfg->tp->child_recv(cfg->link, &w.in, &got, 1);
         }
         if (rd <= 0) {
             fflush(NULL);
