@@ -383,6 +383,9 @@ int mpe__pool_wait(mpe_pool *p, double deadline);
 void mpe__pool_job_progress(mpe_pool *p, mpe_job *j, lua_Integer *done, lua_Integer *count);
 /* Stop running j (errors = "raise" failed, or abandoned). */
 void mpe__pool_job_cancel(mpe_pool *p, mpe_job *j);
+/* Withdraw j if no worker was ever handed any of its items (pool_cancel.c):
+ * returns 1 and cancels it, or 0 and changes nothing. */
+int mpe__pool_job_withdraw(mpe_pool *p, mpe_job *j);
 /* The caller no longer needs j; freed once no chunk or message refers to it. */
 void mpe__pool_job_release(mpe_pool *p, mpe_job *j);
 /* Workers alive now, and whether an initializer failure broke the pool. */

@@ -487,7 +487,7 @@ void mpe__async_run_callbacks(lua_State *L, ajob *a)
 
 /* ---- async results ------------------------------------------------------------------------ */
 
-static ajob *checkasync(lua_State *L, const char *fname)
+ajob *mpe__async_check(lua_State *L, const char *fname)
 {
     ajob *a = luaL_testudata(L, 1, ASYNC_MT);
     if (!a)
@@ -540,7 +540,7 @@ int mpe__async_push_values(lua_State *L, ajob *a)
 
 static int async_get(lua_State *L)
 {
-    ajob *a = checkasync(L, "async:get");
+    ajob *a = mpe__async_check(L, "async:get");
     double t = mpe__opt_timeout(L, 2, "async:get");
     if (!mpe__async_wait(L, a, t < 0 ? -1 : mpe__proc_now() + t))
         return mpe__error_timeout(L, "waiting for the result", t);
@@ -549,7 +549,7 @@ static int async_get(lua_State *L)
 
 static int async_wait(lua_State *L)
 {
-    ajob *a = checkasync(L, "async:wait");
+    ajob *a = mpe__async_check(L, "async:wait");
     double t = mpe__opt_timeout(L, 2, "async:wait");
     lua_pushboolean(L, mpe__async_wait(L, a, t < 0 ? -1 : mpe__proc_now() + t));
     return 1;
@@ -557,7 +557,7 @@ static int async_wait(lua_State *L)
 
 static int async_ready(lua_State *L)
 {
-    ajob *a = checkasync(L, "async:ready");
+    ajob *a = mpe__async_check(L, "async:ready");
     if (!a->complete && a->lp->state != P_TERMINATED)
         mpe__async_pump(L, a->lp);
     lua_pushboolean(L, a->complete);
@@ -566,7 +566,7 @@ static int async_ready(lua_State *L)
 
 static int async_successful(lua_State *L)
 {
-    ajob *a = checkasync(L, "async:successful");
+    ajob *a = mpe__async_check(L, "async:successful");
     if (!a->complete && a->lp->state != P_TERMINATED)
         mpe__async_pump(L, a->lp);
     if (!a->complete)
@@ -594,6 +594,7 @@ void mpe__async_open(lua_State *L)
                                              {"wait", async_wait},
                                              {"ready", async_ready},
                                              {"successful", async_successful},
+                                             {"cancel", mpe__async_cancel}, /* lmpe_wait.c */
                                              {NULL, NULL}};
     luaL_newmetatable(L, ASYNC_MT);
     lua_newtable(L);

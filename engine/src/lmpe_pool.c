@@ -720,11 +720,12 @@ static int pool_tostring(lua_State *L)
 static int pool_new(lua_State *L)
 {
     mpe_pool_opts o = {.workers = 0, .init_ref = LUA_NOREF, .initargs_ref = LUA_NOREF};
-    int init = 0, initargs = 0;
+    int init = 0, initargs = 0, given = 0; /* given: a worker count was passed (0 = inline) */
     if (lua_isinteger(L, 1)) {
         o.workers = (int)lua_tointeger(L, 1);
-        if (lua_tointeger(L, 1) < 1 || lua_tointeger(L, 1) > 1024)
-            return luaL_error(L, "mpe: pool: argument 1 (workers) must be from 1 to 1024, got %d",
+        given = 1;
+        if (lua_tointeger(L, 1) < 0 || lua_tointeger(L, 1) > 1024)
+            return luaL_error(L, "mpe: pool: argument 1 (workers) must be from 0 to 1024, got %d",
                               (int)lua_tointeger(L, 1));
     } else if (lua_istable(L, 1)) {
         lua_pushnil(L);
@@ -732,10 +733,11 @@ static int pool_new(lua_State *L)
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
             int v = lua_gettop(L);
             if (k && strcmp(k, "workers") == 0) {
-                if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 1 || lua_tointeger(L, v) > 1024)
-                    return luaL_error(L, "mpe: pool: option 'workers' must be an integer from 1 to 1024, got %s",
+                if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 0 || lua_tointeger(L, v) > 1024)
+                    return luaL_error(L, "mpe: pool: option 'workers' must be an integer from 0 to 1024, got %s",
                                       mpe__got(L, v));
                 o.workers = (int)lua_tointeger(L, v);
+                given = 1;
             } else if (k && strcmp(k, "maxtasksperchild") == 0) {
                 if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 1)
                     return luaL_error(L, "mpe: pool: option 'maxtasksperchild' must be a positive integer, got %s",
@@ -769,6 +771,8 @@ static int pool_new(lua_State *L)
     } else if (!lua_isnoneornil(L, 1))
         return luaL_error(L, "mpe: pool: argument 1 must be a worker count or an options table, got %s",
                           mpe__got(L, 1));
+    if (o.workers == 0 && (given || mpe__inline_default()))
+        return mpe__inline_pool(L); /* lmpe_inline.c: tasks run in the caller */
     if (o.workers == 0)
         o.workers = mpe__proc_default_workers();
     lpool *lp = lua_newuserdatauv(L, sizeof *lp, 0);
@@ -857,4 +861,5 @@ void mpe__open_pool(lua_State *L)
     lua_pushcfunction(L, pool_new);
     lua_setfield(L, -2, "pool");
     mpe__open_range(L);
+    mpe__open_wait(L); /* lmpe_wait.c: as_completed, wait */
 }

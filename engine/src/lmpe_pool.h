@@ -67,4 +67,16 @@ int mpe__async_push_values(lua_State *L, ajob *a);
 void mpe__async_progress(lua_State *L, ajob *a, int final);
 void mpe__async_open(lua_State *L); /* the mpe.AsyncResult metatable */
 
+/* lmpe_wait.c: mpe.as_completed, mpe.wait (added to the module table on top)
+ * and async:cancel (a method of mpe.AsyncResult). */
+void mpe__open_wait(lua_State *L);
+/* The one checker of mpe.AsyncResult methods: self at index 1, usable by this process. */
+ajob *mpe__async_check(lua_State *L, const char *fname);
+int mpe__async_cancel(lua_State *L);
+/* lmpe_inline.c: mpe.pool's inline form (workers = 0); argument 1 is
+ * mpe.pool's, already checked. Returns 1 (the pool). */
+int mpe__inline_pool(lua_State *L);
+/* Whether MPE_WORKERS asks for inline pools ("0"). */
+int mpe__inline_default(void);
+
 #endif

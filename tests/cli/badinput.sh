@@ -143,7 +143,7 @@ row is "scale: missing script" 1 "mpe scale: cannot open missing.lua: No such fi
 row is "scale: a directory" 1 "mpe scale: cannot read adir: Is a directory" scale -j 1 --repeat 1 adir
 row has "scale: syntax error" 1 "mpe: syntax3.lua:3: unexpected symbol near '='" scale -j 1 --repeat 1 syntax3.lua
 row is "scale: unknown flag" 2 "mpe scale: unknown option '--frob'" scale --frob boom.lua
-row is "scale: empty -j" 2 "mpe scale: -j needs worker counts from 1 to 1024 separated by commas, got ''" \
+row is "scale: empty -j" 2 "mpe scale: -j needs worker counts from 0 to 1024 separated by commas, got ''" \
     scale -j "" empty.lua
 row is "scale: --repeat x" 2 "mpe scale: --repeat needs a count from 1 to 1000, got 'x'" scale --repeat x empty.lua
 row is "scale: --svg into a missing directory" 1 \

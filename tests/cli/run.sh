@@ -307,6 +307,21 @@ else
     echo "note: unreadable-script case skipped (root without setpriv)" >&2
 fi
 
+# ---- -j 0: inline pools (every task in the calling process) -----------------------------
+
+cat >inline.lua <<'EOF'
+local mpe = require "mpe"
+local pool = mpe.pool()
+local me = mpe.current_process().pid
+local pids = pool:map(function() return mpe.current_process().pid end, {1, 2, 3})
+print(pool.workers, pids[1] == me and pids[2] == me and pids[3] == me, os.getenv("MPE_WORKERS"))
+EOF
+run_mpe run -j 0 inline.lua
+expect_eq "-j 0: status" 0 "$rc"
+expect_eq "-j 0: an inline pool, tasks in the script's own process" "0	true	0" "$out"
+run_mpe run -j0 inline.lua
+expect_eq "-j0: an inline pool" "0	true	0" "$out"
+
 # ---- usage errors: status 2 -------------------------------------------------------------
 
 expect_usage "run without a script" "give the script to run" run

@@ -73,6 +73,27 @@ for word in ("workers", "speedup", "measured", "ideal", "small.lua"):
     assert word in texts, word
 EOF
 
+# -j 0: the inline pool as a serial baseline (speedup 1.00 and 100% on its row,
+# the SVG's ideal line from it), then one worker
+rm -f "$T"/seen-*
+run scale -j 0,1 --repeat 1 --svg "$T/z.svg" "$T/small.lua" "$T" '{workers}' > "$T/out" 2> "$T/err"
+rc=$?
+[ $rc -eq 0 ] || bad "-j 0,1: exit $rc: $(cat "$T/err")"
+[ "$(cat "$T/seen-0-0" 2>/dev/null)" = "0 0" ] || bad "-j 0: the run's pool was not inline: '$(cat "$T/seen-0-0" 2>/dev/null)'"
+[ "$(cat "$T/seen-1-1" 2>/dev/null)" = "1 1" ] || bad "-j 0,1: the 1-worker run: '$(cat "$T/seen-1-1" 2>/dev/null)'"
+grep -Eq '^ +0 +[0-9.]+ +[0-9.]+-[0-9.]+ +1\.00 +100%$' "$T/out" || bad "row for 0 workers: $(cat "$T/out")"
+grep -Eq '^ +1 +[0-9.]+ +[0-9.]+-[0-9.]+ +[0-9.]+ +[0-9]+%$' "$T/out" || bad "row for 1 worker after 0: $(cat "$T/out")"
+python3 - "$T/z.svg" <<'EOF' || bad "svg with an inline baseline"
+import sys, xml.etree.ElementTree as ET
+ns = {"s": "http://www.w3.org/2000/svg"}
+root = ET.parse(sys.argv[1]).getroot()
+points = root.findall(".//s:circle[@class='point']", ns)
+assert [int(p.get("data-workers")) for p in points] == [0, 1], [p.attrib for p in points]
+assert float(points[0].get("data-speedup")) == 1.0
+texts = " ".join(t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text"))
+assert "speedup over the inline run" in texts, texts
+EOF
+
 # default counts: 1..CPUs, at least 1 and 2
 rm -f "$T"/seen-*
 run scale --repeat 1 "$T/small.lua" "$T" > "$T/out" 2> "$T/err" || bad "default -j: exit $?: $(cat "$T/err")"
@@ -89,7 +110,7 @@ run scale --repeat 1 "$T/missing.lua" > /dev/null 2> "$T/err"
 [ $? -eq 1 ] || bad "missing script: exit status"
 
 # usage errors: exit 2
-for args in "" "--bogus $T/small.lua" "-j 0 $T/small.lua" "-j 1,x $T/small.lua" "--repeat 0 $T/small.lua" "--svg"; do
+for args in "" "--bogus $T/small.lua" "-j -1 $T/small.lua" "-j 1,x $T/small.lua" "--repeat 0 $T/small.lua" "--svg"; do
     # shellcheck disable=SC2086
     run scale $args > /dev/null 2> "$T/err"
     rc=$?

@@ -118,9 +118,8 @@ local rows = {
   {"mpe.register('x', 5)", function() return mpe.register("x", 5) end, "mpe: register: argument 2 must be a table, got number"},
 
   -- mpe.pool -----------------------------------------------------------------------
-  {"mpe.pool(0)", function() return mpe.pool(0) end, "mpe: pool: argument 1 (workers) must be from 1 to 1024, got 0"},
-  {"mpe.pool(-1)", function() return mpe.pool(-1) end, "mpe: pool: argument 1 (workers) must be from 1 to 1024, got -1"},
-  {"mpe.pool(2000)", function() return mpe.pool(2000) end, "mpe: pool: argument 1 (workers) must be from 1 to 1024, got 2000"},
+  {"mpe.pool(-1)", function() return mpe.pool(-1) end, "mpe: pool: argument 1 (workers) must be from 0 to 1024, got -1"},
+  {"mpe.pool(2000)", function() return mpe.pool(2000) end, "mpe: pool: argument 1 (workers) must be from 0 to 1024, got 2000"},
   {"mpe.pool(1.5)", function() return mpe.pool(1.5) end,
    "mpe: pool: argument 1 must be a worker count or an options table, got 1.5"},
   {"mpe.pool('x')", function() return mpe.pool("x") end,
@@ -129,9 +128,13 @@ local rows = {
   {"mpe.pool{[1] = 2}", function() return mpe.pool{2} end, "mpe: pool: unknown option '1'"},
   {"mpe.pool{chunksize}", function() return mpe.pool{chunksize = 2} end, "mpe: pool: unknown option 'chunksize'"},
   {"mpe.pool{workers = '2'}", function() return mpe.pool{workers = "2"} end,
-   "mpe: pool: option 'workers' must be an integer from 1 to 1024, got \"2\""},
-  {"mpe.pool{workers = 0}", function() return mpe.pool{workers = 0} end,
-   "mpe: pool: option 'workers' must be an integer from 1 to 1024, got 0"},
+   "mpe: pool: option 'workers' must be an integer from 0 to 1024, got \"2\""},
+  {"mpe.pool{workers = -1}", function() return mpe.pool{workers = -1} end,
+   "mpe: pool: option 'workers' must be an integer from 0 to 1024, got -1"},
+  {"mpe.pool{workers = 0, timeout = 0}", function() return mpe.pool{workers = 0, timeout = 0} end,
+   "mpe: pool: option 'timeout' must be a positive number of seconds"},
+  {"mpe.pool{workers = 0, maxtasksperchild = 0}", function() return mpe.pool{workers = 0, maxtasksperchild = 0} end,
+   "mpe: pool: option 'maxtasksperchild' must be a positive integer, got 0"},
   {"mpe.pool{maxtasksperchild = 0}", function() return mpe.pool{maxtasksperchild = 0} end,
    "mpe: pool: option 'maxtasksperchild' must be a positive integer, got 0"},
   {"mpe.pool{maxtasksperchild = 'x'}", function() return mpe.pool{maxtasksperchild = "x"} end,
@@ -241,6 +244,46 @@ local rows = {
    "mpe: async:successful: the result is not ready yet"},
   {"async:get() of a terminated pool", function() return Aterm:get() end,
    "mpe: the pool was terminated before this work finished"},
+  {"async.cancel(1)", function() return A.cancel(1) end,
+   "mpe: async:cancel: self must be an mpe.AsyncResult (call it with ':'), got number"},
+  {"async.cancel()", function() return A.cancel() end,
+   "mpe: async:cancel: self must be an mpe.AsyncResult (call it with ':'), got no value"},
+
+  -- mpe.as_completed / mpe.wait ----------------------------------------------------------
+  {"mpe.as_completed()", function() return mpe.as_completed() end,
+   "mpe: as_completed: argument 1 must be a table of async results or processes, got no value"},
+  {"mpe.as_completed(A)", function() return mpe.as_completed(A) end,
+   "mpe: as_completed: argument 1 must be a table of async results or processes, got mpe.AsyncResult"},
+  {"mpe.as_completed({1})", function() return mpe.as_completed({1}) end,
+   "mpe: as_completed: item 1 of argument 1 must be an mpe.AsyncResult or mpe.Process, got 1"},
+  {"mpe.as_completed({A, P})", function() return mpe.as_completed({A, P}) end,
+   "mpe: as_completed: item 2 of argument 1 must be an mpe.AsyncResult or mpe.Process, got mpe.Pool"},
+  {"mpe.as_completed({unstarted})", function() return mpe.as_completed({Pr}) end,
+   "mpe: as_completed: item 1 of argument 1 is a process that was not started"},
+  {"mpe.as_completed({A}, 'x')", function() return mpe.as_completed({A}, "x") end,
+   "mpe: as_completed: argument 2 (timeout) must be a number of seconds, got \"x\""},
+  {"mpe.as_completed({A}, -1)", function() return mpe.as_completed({A}, -1) end,
+   "mpe: as_completed: argument 2 (timeout) must be between 0 and 1e9 seconds"},
+  {"mpe.as_completed({slow}, 0) expires", function() for _ in mpe.as_completed({Aslow}, 0) do end end,
+   "mpe: timeout: as_completed: 1 of 1 still pending"},
+  {"mpe.wait()", function() return mpe.wait() end,
+   "mpe: wait: argument 1 must be a table of async results or processes, got no value"},
+  {"mpe.wait({{}})", function() return mpe.wait({{}}) end,
+   "mpe: wait: item 1 of argument 1 must be an mpe.AsyncResult or mpe.Process, got table"},
+  {"mpe.wait({unstarted})", function() return mpe.wait({Pr}) end,
+   "mpe: wait: item 1 of argument 1 is a process that was not started"},
+  {"mpe.wait({A}, 5)", function() return mpe.wait({A}, 5) end, "mpe: wait: argument 2 (options) must be a table, got 5"},
+  {"mpe.wait timeout 'x'", function() return mpe.wait({A}, {timeout = "x"}) end,
+   "mpe: wait: option 'timeout' must be a number of seconds from 0 to 1e9, got \"x\""},
+  {"mpe.wait timeout -1", function() return mpe.wait({A}, {timeout = -1}) end,
+   "mpe: wait: option 'timeout' must be a number of seconds from 0 to 1e9, got -1"},
+  {"mpe.wait first 1", function() return mpe.wait({A}, {first = 1}) end,
+   "mpe: wait: option 'first' must be a boolean, got 1"},
+  {"mpe.wait return_when", function() return mpe.wait({A}, {return_when = "first"}) end,
+   "mpe: wait: option 'return_when' must be \"FIRST_COMPLETED\", \"FIRST_EXCEPTION\" or \"ALL_COMPLETED\", got \"first\""},
+  {"mpe.wait first and return_when", function() return mpe.wait({A}, {first = true, return_when = "ALL_COMPLETED"}) end,
+   "mpe: wait: options 'first' and 'return_when' cannot be given together"},
+  {"mpe.wait foo", function() return mpe.wait({A}, {foo = 1}) end, "mpe: wait: unknown option 'foo'"},
 
   -- mpe.process ------------------------------------------------------------------------
   {"mpe.process()", function() return mpe.process() end,
@@ -452,6 +495,11 @@ end
 -- Valid calls with every optional argument left out.
 local minimal = {
   {"mpe.pool()", function() local p = mpe.pool() local n = p.workers p:terminate() return n >= 1 end},
+  {"mpe.pool(0)", function() local p = mpe.pool(0) local n = p.workers p:terminate() return n == 0 end},
+  {"mpe.pool{workers = 0}", function() local p = mpe.pool{workers = 0} return p:apply(function() return 1 end) == 1 end},
+  {"mpe.as_completed(list)", function() local f = mpe.as_completed({A}) return f() == A and f() == nil end},
+  {"mpe.wait(list)", function() local d, p = mpe.wait({A}) return d[1] == A and #p == 0 end},
+  {"async:cancel()", function() return A:cancel() == false end},
   {"pool:apply_async(f)", function() return P:apply_async(function() return 7 end):get() == 7 end},
   {"pool:apply_async(f, nil, nil)", function() return P:apply_async(function() return 8 end, nil, nil):get() == 8 end},
   {"pool:map_async(f, items)", function() return P:map_async(function(x) return x end, {3}):get()[1] == 3 end},
@@ -468,6 +516,26 @@ local minimal = {
   {"process:join()", function() local p = mpe.process(function() end) p:start() return p:join() == true end},
 }
 
+-- Row runner: the call raises, with a message that starts with "mpe: " and
+-- contains the expected text.
+local function check_rows(list, accept)
+  for _, row in ipairs(list) do
+    local what, call, expected, defect = row[1], row[2], row[3], row[4]
+    local it = (defect and not KNOWN_BUGS) and function(name) pending(name .. " [known defect: " .. defect .. "]") end or it
+    if not accept or accept(what) then
+      it(what .. " raises '" .. expected .. "'", function()
+        local ok, err = pcall(call)
+        assert.is_false(ok, what .. " did not raise")
+        local msg = tostring(err)
+        -- Lua may put "chunk:line: " in front; what follows starts with "mpe: ".
+        local body = msg:gsub("^[^\n]-:%d+: ", "", 1)
+        assert.are.equal("mpe: ", body:sub(1, 5), "message does not start with 'mpe: ': " .. msg)
+        assert.truthy(msg:find(expected, 1, true), "expected '" .. expected .. "' in: " .. msg)
+      end)
+    end
+  end
+end
+
 describe("bad input:", function()
   setup(make_objects)
 
@@ -478,19 +546,7 @@ describe("bad input:", function()
     -- A condition rows leave held is released by its row; nothing else holds.
   end)
 
-  for _, row in ipairs(rows) do
-    local what, call, expected, defect = row[1], row[2], row[3], row[4]
-    local it = (defect and not KNOWN_BUGS) and function(name) pending(name .. " [known defect: " .. defect .. "]") end or it
-    it(what .. " raises '" .. expected .. "'", function()
-      local ok, err = pcall(call)
-      assert.is_false(ok, what .. " did not raise")
-      local msg = tostring(err)
-      -- Lua may put "chunk:line: " in front; what follows starts with "mpe: ".
-      local body = msg:gsub("^[^\n]-:%d+: ", "", 1)
-      assert.are.equal("mpe: ", body:sub(1, 5), "message does not start with 'mpe: ': " .. msg)
-      assert.truthy(msg:find(expected, 1, true), "expected '" .. expected .. "' in: " .. msg)
-    end)
-  end
+  check_rows(rows)
 
   describe("optional arguments", function()
     for _, row in ipairs(minimal) do
@@ -515,5 +571,33 @@ describe("bad input:", function()
     assert.are.equal("ping", C2:recv(1))
     D:set("k", 1)
     assert.are.equal(1, D:get("k"))
+  end)
+end)
+
+-- An inline pool (workers = 0) and its results take the same misuse with the
+-- same messages: every pool and async row runs again with P, Pclosed, Pterm,
+-- Pjoined and A replaced by inline ones (the rows read them when called).
+-- Left out: the two rows about work still running or cut off by terminate,
+-- which an inline pool never has (its tasks are over when a call returns).
+describe("bad input, inline pool:", function()
+  setup(function()
+    P = mpe.pool(0)
+    A = P:map_async(function(x) return x end, {1})
+    Pclosed = mpe.pool{workers = 0}
+    Pclosed:close()
+    Pterm = mpe.pool(0)
+    Pterm:terminate()
+    Pjoined = mpe.pool(0)
+    Pjoined:close()
+    Pjoined:join()
+  end)
+
+  check_rows(rows, function(what)
+    if what == "async:successful() not ready" or what == "async:get() of a terminated pool" then return false end
+    return what:match("^pool[:.]") or what:match("^%a+ pool[:.]") or what:match("^async[:.]")
+  end)
+
+  it("leaves the inline pool usable after the errors", function()
+    assert.are.same({2, n = 1}, P:map(function(x) return x + 1 end, {1}))
   end)
 end)

@@ -518,7 +518,7 @@ describe("mpe.pool", function()
     end)
 
     it("rejects bad options with messages that say what and where", function()
-      assert.has_error(function() mpe.pool(0) end, "mpe: pool: argument 1 (workers) must be from 1 to 1024, got 0")
+      assert.has_error(function() mpe.pool(-1) end, "mpe: pool: argument 1 (workers) must be from 0 to 1024, got -1")
       assert.has_error(function() mpe.pool{wokers = 2} end, "mpe: pool: unknown option 'wokers'")
       assert.has_error(function() mpe.pool("x") end,
         "mpe: pool: argument 1 must be a worker count or an options table, got \"x\"")

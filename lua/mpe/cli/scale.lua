@@ -16,13 +16,14 @@ local format = string.format
 
 local args = require "mpe.cli.args"
 
--- A check for -j LIST: worker counts (1 to 1024), commas between, each once.
+-- A check for -j LIST: worker counts (0 to 1024; 0: inline pools, the serial
+-- baseline), commas between, each once.
 local function worker_list(v)
   local list, seen = {}, {}
   for word in (v .. ","):gmatch("([^,]*),") do
     local w = tonumber(word)
-    if not w or w ~= math.floor(w) or w < 1 or w > 1024 then
-      return nil, "-j needs worker counts from 1 to 1024 separated by commas, got '" .. v .. "'"
+    if not w or w ~= math.floor(w) or w < 0 or w > 1024 then
+      return nil, "-j needs worker counts from 0 to 1024 separated by commas, got '" .. v .. "'"
     end
     if not seen[w] then
       seen[w] = true
@@ -41,8 +42,10 @@ M.spec = {
   MPE_WORKERS set to the count (pools created without a size use it; an
   argument written {workers} is replaced by the count as well), and prints
   the median wall time, its min-max, the speedup over the first count and the
-  efficiency. The script's output is discarded; a failing run stops mpe scale
-  with its error output and exit status 1.
+  efficiency. Count 0 runs the pools inline (every task in the script's own
+  process): -j 0,1,2,... measures against a true serial baseline. The script's
+  output is discarded; a failing run stops mpe scale with its error output
+  and exit status 1.
 options:
   -j LIST, --jobs LIST  worker counts, comma-separated (default 1,2,...,CPUs; at least 1,2)
   --repeat R            runs per worker count (default 3)
@@ -130,12 +133,13 @@ function M.svg(rows, title, subtitle, cpus)
   local left, right, top, bottom = 64, 24, 74, 56
   local pw, ph = W - left - right, H - top - bottom
   local base = rows[1].workers
-  local xmax, ymax = base, 1
+  local unit = math.max(base, 1) -- an inline (0) baseline is one process: the ideal is x / 1
+  local xmax, ymax = unit, 1
   for _, r in ipairs(rows) do
     if r.workers > xmax then xmax = r.workers end
     if r.smax > ymax then ymax = r.smax end
   end
-  local ideal_top = xmax / base
+  local ideal_top = xmax / unit
   if ideal_top > ymax then ymax = ideal_top end
   local ystep = tick_step(ymax, 6)
   ymax = math.ceil(ymax / ystep - 1e-9) * ystep
@@ -173,11 +177,12 @@ function M.svg(rows, title, subtitle, cpus)
   w('<line x1="%s" y1="%s" x2="%s" y2="%s" stroke="#333"/>', f1(X(xlo)), f1(Y(0)), f1(X(xhi)), f1(Y(0)))
   w('<line x1="%s" y1="%s" x2="%s" y2="%s" stroke="#333"/>', f1(X(xlo)), f1(Y(0)), f1(X(xlo)), f1(Y(ymax)))
   w('<text x="%s" y="%d" text-anchor="middle">workers (MPE_WORKERS)</text>', f1(left + pw / 2), H - 14)
-  w('<text x="16" y="%s" text-anchor="middle" transform="rotate(-90 16 %s)">speedup over %d worker%s</text>',
-    f1(top + ph / 2), f1(top + ph / 2), base, base == 1 and "" or "s")
+  w('<text x="16" y="%s" text-anchor="middle" transform="rotate(-90 16 %s)">speedup over %s</text>',
+    f1(top + ph / 2), f1(top + ph / 2),
+    base == 0 and "the inline run" or format("%d worker%s", base, base == 1 and "" or "s"))
   -- ideal: speedup proportional to the workers, 1 at the first count
   w('<line class="ideal" x1="%s" y1="%s" x2="%s" y2="%s" stroke="#999" stroke-width="1.5" ' ..
-    'stroke-dasharray="6 4"/>', f1(X(0)), f1(Y(0)), f1(X(xmax)), f1(Y(xmax / base)))
+    'stroke-dasharray="6 4"/>', f1(X(0)), f1(Y(0)), f1(X(xmax)), f1(Y(xmax / unit)))
   -- past the CPUs there are, more workers only share them
   if cpus and cpus >= base and cpus < xmax then
     w('<line class="cpus" x1="%s" y1="%s" x2="%s" y2="%s" stroke="#d08000" stroke-width="1" ' ..
@@ -288,7 +293,8 @@ function M.main(args)
     base = base or { workers = n, median = med }
     local row = { workers = n, median = med, min = lo, max = hi, speedup = base.median / med,
                   smin = base.median / hi, smax = base.median / lo }
-    row.efficiency = row.speedup * base.workers / n
+    -- speedup per process against the baseline's; 0 workers (inline) is one process
+    row.efficiency = row.speedup * math.max(base.workers, 1) / math.max(n, 1)
     rows[#rows + 1] = row
     io.stdout:write(format("%7d  %9.3f  %-17s  %7.2f  %9.0f%%\n", n, med, format("%.3f-%.3f", lo, hi),
                            row.speedup, 100 * row.efficiency))
