@@ -226,6 +226,7 @@ typedef struct mpe_worker_cfg {
     int init_ref;          /* registry ref of the initializer, or LUA_NOREF */
     int initargs_ref;      /* registry ref of its argument table, or LUA_NOREF */
     mpe_progress *progress;
+    lua_CFunction handler; /* message handler for tasks (the binding layer's traceback) */
 } mpe_worker_cfg;
 
 /* The worker's loop, in a forked child: runs the initializer, then chunks,
@@ -268,6 +269,7 @@ typedef struct mpe_process {
     int discard;     /* 1: what the child sends is read and dropped */
     mpe_buf payload; /* what the child sent so far */
     mpe_fds fds;     /* descriptors of shared objects that came with it (owned) */
+    lua_CFunction handler; /* the child's message handler (the binding layer's traceback) */
 } mpe_process;
 
 /* What a child's payload says (mpe__process_outcome). */
@@ -320,6 +322,7 @@ typedef struct mpe_pool_opts {
     int retries;       /* re-runs of an item whose worker died */
     int init_ref, initargs_ref; /* registry refs, or LUA_NOREF */
     const struct mpe_transport_ops *transport; /* NULL: the socketpair backend (transport.h) */
+    lua_CFunction handler; /* message handler for task errors, given by the binding layer */
 } mpe_pool_opts;
 
 /* A message for the main thread: results of some items, or a failure. */
@@ -379,8 +382,11 @@ void mpe__pool_msg_done(mpe_pool *p, mpe_msg *m);
 /* Wait until a message arrives, a worker needs replacing, or the deadline
  * (monotonic seconds; <0 none) passes. Returns 1 if there may be news, 0 on timeout. */
 int mpe__pool_wait(mpe_pool *p, double deadline);
-/* Items of j with an outcome, and its item count (-1 while still growing). */
-void mpe__pool_job_progress(mpe_pool *p, mpe_job *j, lua_Integer *done, lua_Integer *count);
+/* Cancel j if none of its items has reached a worker yet: it is withdrawn
+ * and will never run (async:cancel of a task still queued). Returns 1 if so,
+ * 0 when some item was handed out already (it then runs to its end unless
+ * mpe__pool_job_cancel stops handing out the rest). */
+int mpe__pool_job_cancel_pending(mpe_pool *p, mpe_job *j);
 /* Stop running j (errors = "raise" failed, or abandoned). */
 void mpe__pool_job_cancel(mpe_pool *p, mpe_job *j);
 /* Withdraw j if no worker was ever handed any of its items (pool_cancel.c):
@@ -388,8 +394,6 @@ void mpe__pool_job_cancel(mpe_pool *p, mpe_job *j);
 int mpe__pool_job_withdraw(mpe_pool *p, mpe_job *j);
 /* The caller no longer needs j; freed once no chunk or message refers to it. */
 void mpe__pool_job_release(mpe_pool *p, mpe_job *j);
-/* Workers alive now, and whether an initializer failure broke the pool. */
-int mpe__pool_alive(mpe_pool *p);
 /* Stop the workers: gracefully (STOP after pending work) or now (SIGKILL),
  * reap them and the dispatcher. Idempotent. */
 void mpe__pool_stop(mpe_pool *p, int now);

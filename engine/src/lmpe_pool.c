@@ -719,7 +719,8 @@ static int pool_tostring(lua_State *L)
 /* mpe.pool([n | opts]) */
 static int pool_new(lua_State *L)
 {
-    mpe_pool_opts o = {.workers = 0, .init_ref = LUA_NOREF, .initargs_ref = LUA_NOREF};
+    mpe_pool_opts o = {.workers = 0, .init_ref = LUA_NOREF, .initargs_ref = LUA_NOREF,
+                       .handler = mpe__error_handler};
     int init = 0, initargs = 0, given = 0; /* given: a worker count was passed (0 = inline) */
     if (lua_isinteger(L, 1)) {
         o.workers = (int)lua_tointeger(L, 1);

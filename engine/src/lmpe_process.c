@@ -297,6 +297,7 @@ static int l_start(lua_State *L)
     reap_finished(L);
     mpe_err e;
     lp->started = 1; /* set before fork so the child's copy is "started" too */
+    lp->p.handler = mpe__error_handler;
     pid_t pid = mpe__process_start(&lp->p, &e);
     if (pid < 0) {
         lp->started = 0;

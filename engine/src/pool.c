@@ -69,6 +69,7 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     c.cfg.initargs_ref = p->o.initargs_ref;
     c.cfg.progress = &p->progress[i];
     c.cfg.tp = p->tp;
+    c.cfg.handler = p->o.handler;
     memset((void *)&p->progress[i], 0, sizeof p->progress[i]);
     pid_t pid;
     mpe_link *link = p->tp->start(p->t, L, &p->progress[i], worker_entry, &c, &pid, e);
@@ -601,12 +602,18 @@ void mpe__pool_job_window(mpe_pool *p, mpe_job *j, lua_Integer limit)
     mpe__pool_publish(p, j, 0);
 }
 
-void mpe__pool_job_progress(mpe_pool *p, mpe_job *j, lua_Integer *done, lua_Integer *count)
+int mpe__pool_job_cancel_pending(mpe_pool *p, mpe_job *j)
 {
     pthread_mutex_lock(&p->mu);
-    *done = j->done;
-    *count = j->finished ? j->visible : -1;
+    /* cut only grows and redo ranges come from chunks: both untouched means
+     * no chunk of j was ever cut. */
+    int pending = j->cut == 0 && !j->redo && j->done == 0 && !j->cancelled;
+    if (pending) {
+        j->cancelled = 1;
+        mpe__dispatch_prune(p);
+    }
     pthread_mutex_unlock(&p->mu);
+    return pending;
 }
 
 void mpe__pool_job_cancel(mpe_pool *p, mpe_job *j)
@@ -666,16 +673,6 @@ void mpe__pool_job_release(mpe_pool *p, mpe_job *j)
     /* Messages still queued for it are dropped by the reader (released jobs). */
     mpe__dispatch_maybe_free(p, j);
     pthread_mutex_unlock(&p->mu);
-}
-
-int mpe__pool_alive(mpe_pool *p)
-{
-    pthread_mutex_lock(&p->mu);
-    int n = 0;
-    for (int i = 0; i < p->n; i++)
-        n += p->w[i].state == W_LIVE;
-    pthread_mutex_unlock(&p->mu);
-    return n;
 }
 
 int mpe__pool_started(mpe_pool *p)

@@ -220,7 +220,7 @@ static _Noreturn void leave(int status)
 _Noreturn void mpe__process_run(lua_State *L, mpe_process *p, int nargs)
 {
     int base = lua_gettop(L) - nargs; /* the function */
-    lua_pushcfunction(L, mpe__error_handler);
+    lua_pushcfunction(L, p->handler); /* given by the binding layer: the engine never calls it by name */
     lua_insert(L, base);
     int status = lua_pcall(L, nargs, LUA_MULTRET, base);
     /* Stack: handler at base, then the results or the error. */

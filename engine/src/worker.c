@@ -630,7 +630,7 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
         w.inherited++;
     int base = lua_gettop(L);
     lua_newtable(L);                          /* S_FUNCS */
-    lua_pushcfunction(L, mpe__error_handler); /* S_HANDLER */
+    lua_pushcfunction(L, cfg->handler);       /* S_HANDLER */
     lua_pushlightuserdata(L, &w);
     lua_pushcclosure(L, run_items, 1);        /* S_RUNNER */
     lua_pushlightuserdata(L, &w);
