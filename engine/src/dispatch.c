@@ -239,7 +239,8 @@ static int write_chunk(mpe_buf *b, uint64_t id, mpe_job *j, lua_Integer a, lua_I
     size_t s = b->n;
     uint32_t n = (uint32_t)(e - a);
     if (put32(b, 0) || put8(b, MPE_F_CHUNK) || put64(b, id) || put64(b, j->id) ||
-        put64(b, j->fnid) || put8(b, (unsigned)j->mode) || put8(b, (unsigned)j->kind) || put32(b, n))
+        put64(b, j->fnid) || put8(b, (unsigned)j->mode) || put8(b, (unsigned)j->kind) || put32(b, n) ||
+        put64(b, (uint64_t)a))
         return -1;
     switch (j->kind) {
     case MPE_K_RANGE:

@@ -111,6 +111,10 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
         lua_settop(L, top);
         return;
     }
+    if (m->flags & MPE_R_NONE) { /* option out=: the results are in the array already */
+        a->delivered += m->count;
+        return;
+    }
     mpe__async_getref(L, a->ref, "results");
     int res = lua_gettop(L);
     mpe_rd r;
@@ -468,7 +472,7 @@ void mpe__async_run_callbacks(lua_State *L, ajob *a)
     } else {
         lua_getfield(L, cb, "callback");
         if (!lua_isnil(L, -1)) {
-            mpe__async_getref(L, a->ref, "results");
+            mpe__async_getref(L, a->ref, a->out ? "out" : "results");
             int nargs = 1;
             if (a->what == A_APPLY) {
                 int t = lua_gettop(L);
@@ -521,7 +525,14 @@ int mpe__async_push_values(lua_State *L, ajob *a)
         mpe__async_getref(L, a->ref, "first_error");
         return lua_error(L);
     }
-    mpe__async_getref(L, a->ref, "results");
+    mpe__async_getref(L, a->ref, a->out ? "out" : "results");
+    if (a->out) { /* option out=: the array, filled by the workers */
+        if (a->collect) {
+            mpe__async_getfailures(L, a);
+            return 2;
+        }
+        return 1;
+    }
     if (a->what == A_APPLY) {
         int t = lua_gettop(L);
         luaL_checkstack(L, (int)a->nres + 2, "too many results");
