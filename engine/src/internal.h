@@ -373,6 +373,12 @@ void mpe__pool_packed_commit(mpe_pool *p, mpe_job *j, size_t count, int finished
  * knows is closed here, a new one kept, so each distinct segment is held and
  * sent to each worker once however many items carry it. */
 void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds);
+/* A finished, published job of the one encoded item s[0..n) (apply,
+ * apply_async): created, stored and handed to the dispatcher under one
+ * acquisition of the pool's lock, its offsets inside the job. fds as for
+ * mpe__pool_add_enc. Raises on memory exhaustion (then no job exists). */
+mpe_job *mpe__pool_job_one(lua_State *L, mpe_pool *p, int mode, uint64_t fnid, int raise_first,
+                           const char *s, size_t n, mpe_fds *fds);
 /* Make the items added so far visible to the dispatcher; finished: no more will come. */
 void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished);
 /* Let the dispatcher use only items before limit (0-based store index; the

@@ -499,7 +499,7 @@ ajob *mpe__async_check(lua_State *L, const char *fname)
                    fname, mpe__typename(L, 1));
     if (!a->j)
         luaL_error(L, "mpe: %s: this result was released", fname);
-    if (a->lp->owner != getpid())
+    if (a->lp->owner != mpe__shm_self())
         luaL_error(L, "mpe: %s: this result belongs to process %d; a forked child cannot use it",
                    fname, (int)a->lp->owner);
     return a;
@@ -508,7 +508,7 @@ ajob *mpe__async_check(lua_State *L, const char *fname)
 static int async_gc(lua_State *L)
 {
     ajob *a = lua_touserdata(L, 1);
-    if (a->j && a->lp && a->lp->p && a->lp->owner == getpid())
+    if (a->j && a->lp && a->lp->p && a->lp->owner == mpe__shm_self())
         mpe__pool_job_release(a->lp->p, a->j);
     a->j = NULL;
     if (a->ref != LUA_NOREF) {
@@ -590,7 +590,7 @@ static int async_close(lua_State *L)
 {
     ajob *a = lua_touserdata(L, 1);
     if (a->j && a->lp && (a->what == A_IMAP || a->what == A_IMAP_UNORDERED) && !a->complete) {
-        if (a->lp->p && a->lp->owner == getpid()) {
+        if (a->lp->p && a->lp->owner == mpe__shm_self()) {
             mpe__async_progress(L, a, 1); /* a loop left early: end the bar's line */
             mpe__pool_job_cancel(a->lp->p, a->j);
             mpe__async_unroute(L, a);

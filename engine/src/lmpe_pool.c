@@ -20,7 +20,7 @@ static lpool *checkpool(lua_State *L, const char *fname)
     if (!lp)
         luaL_error(L, "mpe: %s: self must be an mpe.Pool (call it with ':'), got %s", fname,
                    mpe__typename(L, 1));
-    if (lp->owner != getpid())
+    if (lp->owner != mpe__shm_self())
         luaL_error(L, "mpe: %s: this pool belongs to process %d; a forked child cannot use it",
                    fname, (int)lp->owner);
     return lp;
@@ -123,7 +123,18 @@ static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o
     }
 }
 
-/* Create the async object for a new job; leaves it on the stack. */
+/* Enter a's engine job in the pool's routing table (ajob at stack index ai). */
+static void route(lua_State *L, ajob *a, int ai)
+{
+    mpe__async_getref(L, a->lp->ref, "jobs");
+    lua_pushlightuserdata(L, a->j);
+    lua_pushvalue(L, ai);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+/* Create the async object for a new job; leaves it on the stack. An apply's
+ * engine job is created by submit_value, with its item. */
 static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what, int mode,
                      const callopts *o, int cb_idx)
 {
@@ -179,23 +190,23 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
         lua_setfield(L, -2, "progress");
     }
     a->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (what == A_APPLY) { /* the engine job comes with its one item: submit_value */
+        a->fnid = fnid;
+        return a;
+    }
     /* An iterator raises at the failed item, in order: earlier items must still come. */
     a->j = mpe__pool_job(lp->p, mode | (o->out ? MPE_M_OUT : 0), fnid, o->chunksize,
                          !o->collect && what != A_IMAP && what != A_IMAP_UNORDERED);
     if (!a->j)
         luaL_error(L, "mpe: not enough memory for a job");
-    mpe__async_getref(L, lp->ref, "jobs");
-    lua_pushlightuserdata(L, a->j);
-    lua_pushvalue(L, -3);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
+    route(L, a, lua_gettop(L));
     return a;
 }
 
 /* Encode the value at idx as one item of a's job. The pool's scratch buffer
  * and descriptor list are owned by the pool userdata, so an encoding that
  * raises half way leaks nothing (what it left is reset on the next use). */
-static void add_value(lua_State *L, ajob *a, int idx)
+static void encode_value(lua_State *L, ajob *a, int idx)
 {
     lpool *lp = a->lp;
     char root[48]; /* the path an unsendable value is named by: which item, then where in it */
@@ -210,9 +221,28 @@ static void add_value(lua_State *L, ajob *a, int idx)
             close(lp->sfds.fd[k]);
     lp->sfds.n = 0;
     mpe__encode(L, idx, &lp->scratch, root, &lp->sfds);
-    mpe__pool_add_enc(L, lp->p, a->j, lp->scratch.p, lp->scratch.n, &lp->sfds);
-    lp->sfds.n = 0; /* the pool took them */
+}
+
+static void add_value(lua_State *L, ajob *a, int idx)
+{
+    encode_value(L, a, idx);
+    mpe__pool_add_enc(L, a->lp->p, a->j, a->lp->scratch.p, a->lp->scratch.n, &a->lp->sfds);
+    a->lp->sfds.n = 0; /* the pool took them */
     a->count++;
+}
+
+/* apply, apply_async: the arguments at idx as the one item of a job that is
+ * created, stored and published at once; the ajob is at stack index ai. */
+static void submit_value(lua_State *L, ajob *a, int idx, int ai)
+{
+    encode_value(L, a, idx);
+    lpool *lp = a->lp;
+    a->j = mpe__pool_job_one(L, lp->p, a->mode, a->fnid, !a->collect, lp->scratch.p, lp->scratch.n,
+                             &lp->sfds);
+    lp->sfds.n = 0; /* the pool took them */
+    a->count = 1;
+    a->finished = 1;
+    route(L, a, ai);
 }
 
 /* Add every item of the table at idx. A plain sequence of numbers of one
@@ -340,6 +370,10 @@ static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
  * join does not wait for a job that will never be complete. */
 static void abort_job(lua_State *L, ajob *a)
 {
+    if (!a->j) { /* an apply whose job was never created */
+        a->complete = 1;
+        return;
+    }
     mpe__async_unroute(L, a);
     mpe__pool_job_release(a->lp->p, a->j);
     a->j = NULL;
@@ -353,11 +387,9 @@ typedef enum { S_ITEMS, S_VALUE } submit_what;
 static int submit_body(lua_State *L)
 {
     ajob *a = lua_touserdata(L, 1);
-    if ((submit_what)lua_tointeger(L, 3) == S_VALUE) {
-        add_value(L, a, 2);
-        a->finished = 1;
-        mpe__pool_publish(a->lp->p, a->j, 1);
-    } else
+    if ((submit_what)lua_tointeger(L, 3) == S_VALUE)
+        submit_value(L, a, 2, 1);
+    else
         add_items(L, a, 2, (lua_Integer)lua_tointeger(L, 4));
     return 0;
 }
@@ -709,7 +741,7 @@ static int pool_gc(lua_State *L)
 static int pool_close_meta(lua_State *L)
 {
     lpool *lp = lua_touserdata(L, 1);
-    if (!lp->p || lp->owner != getpid())
+    if (!lp->p || lp->owner != mpe__shm_self())
         return 0;
     if (!lua_isnil(L, 2)) {
         lua_settop(L, 1);
@@ -821,7 +853,7 @@ static int pool_new(lua_State *L)
     lpool *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     memset(lp, 0, sizeof *lp);
     lp->ref = lp->init_ref = lp->initargs_ref = LUA_NOREF;
-    lp->owner = getpid();
+    lp->owner = mpe__shm_self();
     lp->state = P_TERMINATED; /* until the workers exist */
     luaL_setmetatable(L, POOL_MT);
     lua_createtable(L, 0, 4);
@@ -856,7 +888,7 @@ static int pool_gc_full(lua_State *L)
     pool_gc(L);
     mpe__buf_free(&lp->scratch);
     for (int k = 0; k < lp->sfds.n; k++)
-        if (lp->sfds.fd[k] >= 0 && lp->owner == getpid())
+        if (lp->sfds.fd[k] >= 0 && lp->owner == mpe__shm_self())
             close(lp->sfds.fd[k]);
     lp->sfds.n = 0;
     if (lp->ref != LUA_NOREF) {
