@@ -49,6 +49,8 @@ typedef struct wstate {
     uint64_t first;   /* the job's index of item 0 */
     mpe_shm_obj *arr; /* option out=: results go here (element or row first + i), or NULL */
     int outcols;      /* arr is 2-D: results are all of fn's values */
+    int outfast;      /* 1-D int64 (1) or double (2): a number needs no conversion check */
+    size_t outrows;
     /* clock */
     int64_t last_flush, chunk_start, last_check;
     int tick_every, tick_left;
@@ -210,7 +212,19 @@ void mpe__out_put(lua_State *L, mpe_shm_obj *arr, long long item, int first, int
 
 static void put_out(wstate *w, int first, int last)
 {
-    mpe__out_put(w->L, w->arr, (long long)(w->first + w->i) + 1, first, last);
+    lua_State *L = w->L;
+    size_t row = (size_t)(w->first + w->i);
+    if (w->outfast && first == last && row < w->outrows && lua_type(L, first) == LUA_TNUMBER &&
+        (w->outfast == 2 || lua_isinteger(L, first))) {
+        uint64_t b;
+        if (w->outfast == 2) {
+            double d = (double)lua_tonumber(L, first);
+            memcpy(&b, &d, sizeof b);
+        } else
+            b = (uint64_t)lua_tointeger(L, first);
+        mpe__array_put(w->arr, row, b);
+    } else
+        mpe__out_put(L, w->arr, (long long)row + 1, first, last);
     if (w->segmode == 0)
         w->segmode = MPE_R_NONE;
     if (w->segmode < 0) { /* the segment went general after an error */
@@ -477,6 +491,9 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
             malformed("chunk (out without an array)");
         size_t rows, cols;
         w->outcols = mpe__array_shape(w->arr, &rows, &cols) == 2;
+        w->outrows = rows;
+        const mpe_ctype *t = mpe__array_type(w->arr);
+        w->outfast = w->outcols ? 0 : t->size != 8 ? 0 : t->cls == MPE_CT_SIGNED ? 1 : t->cls == MPE_CT_FLOAT ? 2 : 0;
         lua_rawgeti(L, -1, 1);
         lua_remove(L, -2);
     }
