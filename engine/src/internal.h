@@ -394,11 +394,6 @@ void mpe__pool_msg_done(mpe_pool *p, mpe_msg *m);
 /* Wait until a message arrives, a worker needs replacing, or the deadline
  * (monotonic seconds; <0 none) passes. Returns 1 if there may be news, 0 on timeout. */
 int mpe__pool_wait(mpe_pool *p, double deadline);
-/* Cancel j if none of its items has reached a worker yet: it is withdrawn
- * and will never run (async:cancel of a task still queued). Returns 1 if so,
- * 0 when some item was handed out already (it then runs to its end unless
- * mpe__pool_job_cancel stops handing out the rest). */
-int mpe__pool_job_cancel_pending(mpe_pool *p, mpe_job *j);
 /* Stop running j (errors = "raise" failed, or abandoned). */
 void mpe__pool_job_cancel(mpe_pool *p, mpe_job *j);
 /* Withdraw j if no worker was ever handed any of its items (pool_cancel.c):

@@ -660,20 +660,6 @@ void mpe__pool_job_window(mpe_pool *p, mpe_job *j, lua_Integer limit)
     mpe__pool_publish(p, j, 0);
 }
 
-int mpe__pool_job_cancel_pending(mpe_pool *p, mpe_job *j)
-{
-    pthread_mutex_lock(&p->mu);
-    /* cut only grows and redo ranges come from chunks: both untouched means
-     * no chunk of j was ever cut. */
-    int pending = j->cut == 0 && !j->redo && j->done == 0 && !j->cancelled;
-    if (pending) {
-        j->cancelled = 1;
-        mpe__dispatch_prune(p);
-    }
-    pthread_mutex_unlock(&p->mu);
-    return pending;
-}
-
 void mpe__pool_job_cancel(mpe_pool *p, mpe_job *j)
 {
     pthread_mutex_lock(&p->mu);

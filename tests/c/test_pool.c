@@ -1,6 +1,6 @@
 /* test_pool.c -- the pool's engine side without the Lua bindings: the order
  * and completeness of outcomes, the imap window, redo and retry after a
- * worker's death, cancelling a job before it starts, releasing a job half-way.
+ * worker's death, withdrawing a job before it starts (pool_cancel.c), releasing a job half-way.
  * SPDX-License-Identifier: MIT */
 #include <lauxlib.h>
 #include <lualib.h>
@@ -188,14 +188,14 @@ static void test_cancel_pending(void)
     lua_State *L = state_with("return function(x) return x end");
     mpe_pool *p = pool_of(L, 2, 0);
     mpe_job *a = range_job(L, p, 50, 0);
-    MPE_ASSERT_EQ(mpe__pool_job_cancel_pending(p, a), 1);
-    MPE_ASSERT_EQ(mpe__pool_job_cancel_pending(p, a), 0); /* once */
+    MPE_ASSERT_EQ(mpe__pool_job_withdraw(p, a), 1);
+    MPE_ASSERT_EQ(mpe__pool_job_withdraw(p, a), 0); /* once */
     mpe__pool_publish(p, a, 1);
     mpe_job *b = range_job(L, p, 10, 1);
     static outcome o;
     memset(&o, 0, sizeof o);
     until(L, p, &o, 10); /* b's items: a's would have come first (FIFO) */
-    MPE_ASSERT_EQ(mpe__pool_job_cancel_pending(p, b), 0);
+    MPE_ASSERT_EQ(mpe__pool_job_withdraw(p, b), 0);
     for (int k = 0; k < 3; k++) {
         mpe__pool_wait(p, mpe__proc_now() + 0.05);
         drain(L, p, &o);
