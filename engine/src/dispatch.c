@@ -239,7 +239,8 @@ static int write_chunk(mpe_buf *b, uint64_t id, mpe_job *j, lua_Integer a, lua_I
     size_t s = b->n;
     uint32_t n = (uint32_t)(e - a);
     if (put32(b, 0) || put8(b, MPE_F_CHUNK) || put64(b, id) || put64(b, j->id) ||
-        put64(b, j->fnid) || put8(b, (unsigned)j->mode) || put8(b, (unsigned)j->kind) || put32(b, n))
+        put64(b, j->fnid) || put8(b, (unsigned)j->mode) || put8(b, (unsigned)j->kind) || put32(b, n) ||
+        put64(b, (uint64_t)a))
         return -1;
     switch (j->kind) {
     case MPE_K_RANGE:
@@ -733,8 +734,15 @@ void *mpe__dispatch_main(void *arg)
             wslot *w = &p->w[i];
             if (w->state != W_LIVE)
                 continue;
+            if (w->tx_off == w->tx.n && w->out.n > 0) { /* hand the queued frames to tx */
+                mpe_buf t = w->tx;
+                w->tx = w->out;
+                w->out = t;
+                w->out.n = w->out_off = 0;
+                w->tx_off = 0;
+            }
             links[np] = w->link;
-            want[np] = MPE_T_READ | (w->out.n > w->out_off ? MPE_T_WRITE : 0);
+            want[np] = MPE_T_READ | (w->tx.n > w->tx_off ? MPE_T_WRITE : 0);
             slot[np++] = i;
         }
         int ms = p->o.timeout > 0 ? 20 : 500;
@@ -754,22 +762,22 @@ void *mpe__dispatch_main(void *arg)
             if (ev[k] & MPE_T_WRITE) {
                 const int *fds = NULL;
                 int nfds = 0;
-                size_t len = w->out.n - w->out_off;
+                size_t len = w->tx.n - w->tx_off;
                 int segfds[MPE_MAX_FDS];
                 /* F_FDS and F_SEGS frames travel alone, with their descriptors. */
                 unsigned type;
                 uint32_t flen;
                 /* Stop before the next such frame: it must start a message of its own. */
-                for (size_t o = w->out_off; o < w->out.n && mpe__frame_peek(&w->out, o, &type, &flen);
+                for (size_t o = w->tx_off; o < w->tx.n && mpe__frame_peek(&w->tx, o, &type, &flen);
                      o += MPE_FRAME_HDR + flen)
-                    if ((type == MPE_F_FDS || type == MPE_F_SEGS) && o > w->out_off) {
-                        len = o - w->out_off;
+                    if ((type == MPE_F_FDS || type == MPE_F_SEGS) && o > w->tx_off) {
+                        len = o - w->tx_off;
                         break;
                     }
-                if (mpe__frame_peek(&w->out, w->out_off, &type, &flen) &&
+                if (mpe__frame_peek(&w->tx, w->tx_off, &type, &flen) &&
                     (type == MPE_F_FDS || type == MPE_F_SEGS)) {
                     mpe_rd rd;
-                    mpe__rd_init(&rd, w->out.p + w->out_off + MPE_FRAME_HDR, flen);
+                    mpe__rd_init(&rd, w->tx.p + w->tx_off + MPE_FRAME_HDR, flen);
                     if (type == MPE_F_FDS) {
                         uint64_t fid = 0;
                         mpe__rd_u64(&rd, &fid);
@@ -789,15 +797,24 @@ void *mpe__dispatch_main(void *arg)
                     }
                     len = MPE_FRAME_HDR + flen;
                 }
-                ssize_t sent = p->tp->send(w->link, w->out.p + w->out_off, len, fds, nfds);
+                /* Plain frames go without the lock (tx, in and the link are
+                 * this thread's while the slot is live); a message with
+                 * descriptors, rare, keeps it: they belong to entries the
+                 * main thread may drop. */
+                if (!fds)
+                    pthread_mutex_unlock(&p->mu);
+                ssize_t sent = p->tp->send(w->link, w->tx.p + w->tx_off, len, fds, nfds);
+                if (!fds)
+                    pthread_mutex_lock(&p->mu);
                 if (sent > 0) {
-                    w->out_off += (size_t)sent;
-                    if (w->out_off == w->out.n)
-                        w->out.n = w->out_off = 0;
+                    w->tx_off += (size_t)sent;
+                    if (w->tx_off == w->tx.n)
+                        w->tx.n = w->tx_off = 0;
                 }
             }
             if (ev[k] & MPE_T_READ) {
                 ssize_t got;
+                pthread_mutex_unlock(&p->mu); /* in, the link and fdq are this thread's */
                 do {
                     mpe_fds set = {.n = 0};
                     got = p->tp->recv(w->link, &w->in, &set);
@@ -811,6 +828,7 @@ void *mpe__dispatch_main(void *arg)
                     }
                 } while (got > 0 && w->in.n < (4u << 20) && w->fdq_n < 8);
                 int err = got < 0 ? errno : 0;
+                pthread_mutex_lock(&p->mu);
                 read_frames(p, w);
                 if (got < 0 && err == ENOMEM && !w->oom) {
                     /* The parent cannot take in what this worker sends: its

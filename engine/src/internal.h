@@ -218,7 +218,8 @@ enum {
     /* parent -> worker */
     MPE_F_FUNC = 1,  /* [u64 fn id][encoded function]                                      */
     MPE_F_DROP,      /* [u64 fn id]: forget a function                                     */
-    MPE_F_CHUNK,     /* [u64 chunk id][u64 job id][u64 fn id][u8 mode][u8 kind][u32 n][payload] */
+    MPE_F_CHUNK,     /* [u64 chunk id][u64 job id][u64 fn id][u8 mode][u8 kind][u32 n]
+                        [u64 first: the job's 0-based index of item 0][payload] */
     MPE_F_FDS,       /* [u64 function id], sent alone with descriptors attached: they
                         decode that function's upvalues */
     MPE_F_SEGDROP,   /* [u32 segment id]: close the pool's segment id (it may be reused) */
@@ -235,12 +236,17 @@ enum {
 enum { MPE_K_RANGE = 1, MPE_K_INTS, MPE_K_FLOATS, MPE_K_ENC };
 /* How a worker calls the function: fn(item), fn(unpack(item)), or all results of fn(unpack(item)). */
 enum { MPE_M_MAP = 1, MPE_M_STAR, MPE_M_APPLY };
+/* Or'ed into a MAP or STAR mode: the function id names a table {fn, array}
+ * and each item's results go into the array's element (1-D) or row (2-D)
+ * first + i instead of back to the pool (option out=). */
+#define MPE_M_OUT 0x10
 /* Result frame flags. */
 #define MPE_R_FINAL 1   /* last frame of its chunk: elapsed ns is the chunk's run time */
 #define MPE_R_INTS 2    /* payload: count packed int64 (each item one integer result) */
 #define MPE_R_FLOATS 4  /* payload: count packed doubles */
 #define MPE_R_ERRORS 8  /* at least one item failed */
 #define MPE_R_FDS 16    /* sent alone, with the descriptors its values need */
+#define MPE_R_NONE 32   /* no payload: count items succeeded, their results are in the out array */
 /* Otherwise each item is [u8 status: 0 ok, 1 error][varint nvals][values], an error
  * carrying one value: the table {message=, traceback=, value=}. */
 
@@ -413,6 +419,12 @@ void mpe__pool_packed_commit(mpe_pool *p, mpe_job *j, size_t count, int finished
  * knows is closed here, a new one kept, so each distinct segment is held and
  * sent to each worker once however many items carry it. */
 void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds);
+/* A finished, published job of the one encoded item s[0..n) (apply,
+ * apply_async): created, stored and handed to the dispatcher under one
+ * acquisition of the pool's lock, its offsets inside the job. fds as for
+ * mpe__pool_add_enc. Raises on memory exhaustion (then no job exists). */
+mpe_job *mpe__pool_job_one(lua_State *L, mpe_pool *p, int mode, uint64_t fnid, int raise_first,
+                           const char *s, size_t n, mpe_fds *fds);
 /* Make the items added so far visible to the dispatcher; finished: no more will come. */
 void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished);
 /* Let the dispatcher use only items before limit (0-based store index; the
@@ -823,6 +835,11 @@ typedef struct mpe_range {
     lua_Integer first, step, count;
 } mpe_range;
 const mpe_range *mpe__range_test(lua_State *L, int idx);
+/* lmpe_shm.c: the object of the open mpe.Array at idx, or NULL if it is none. */
+mpe_shm_obj *mpe__array_test(lua_State *L, int idx);
+/* worker.c: option out='s write of one item's values (slots first..last) into
+ * element or row item - 1 of arr; raises "mpe: out: ..." when they do not fit. */
+void mpe__out_put(lua_State *L, mpe_shm_obj *arr, long long item, int first, int last);
 void mpe__open_range(lua_State *L); /* called by mpe__open_pool */
 
 /* Helpers for the binding layer. */

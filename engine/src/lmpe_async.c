@@ -111,6 +111,10 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
         lua_settop(L, top);
         return;
     }
+    if (m->flags & MPE_R_NONE) { /* option out=: the results are in the array already */
+        a->delivered += m->count;
+        return;
+    }
     mpe__async_getref(L, a->ref, "results");
     int res = lua_gettop(L);
     mpe_rd r;
@@ -468,7 +472,7 @@ void mpe__async_run_callbacks(lua_State *L, ajob *a)
     } else {
         lua_getfield(L, cb, "callback");
         if (!lua_isnil(L, -1)) {
-            mpe__async_getref(L, a->ref, "results");
+            mpe__async_getref(L, a->ref, a->out ? "out" : "results");
             int nargs = 1;
             if (a->what == A_APPLY) {
                 int t = lua_gettop(L);
@@ -495,7 +499,7 @@ ajob *mpe__async_check(lua_State *L, const char *fname)
                    fname, mpe__typename(L, 1));
     if (!a->j)
         luaL_error(L, "mpe: %s: this result was released", fname);
-    if (a->lp->owner != getpid())
+    if (a->lp->owner != mpe__shm_self())
         luaL_error(L, "mpe: %s: this result belongs to process %d; a forked child cannot use it",
                    fname, (int)a->lp->owner);
     return a;
@@ -504,7 +508,7 @@ ajob *mpe__async_check(lua_State *L, const char *fname)
 static int async_gc(lua_State *L)
 {
     ajob *a = lua_touserdata(L, 1);
-    if (a->j && a->lp && a->lp->p && a->lp->owner == getpid())
+    if (a->j && a->lp && a->lp->p && a->lp->owner == mpe__shm_self())
         mpe__pool_job_release(a->lp->p, a->j);
     a->j = NULL;
     if (a->ref != LUA_NOREF) {
@@ -521,7 +525,14 @@ int mpe__async_push_values(lua_State *L, ajob *a)
         mpe__async_getref(L, a->ref, "first_error");
         return lua_error(L);
     }
-    mpe__async_getref(L, a->ref, "results");
+    mpe__async_getref(L, a->ref, a->out ? "out" : "results");
+    if (a->out) { /* option out=: the array, filled by the workers */
+        if (a->collect) {
+            mpe__async_getfailures(L, a);
+            return 2;
+        }
+        return 1;
+    }
     if (a->what == A_APPLY) {
         int t = lua_gettop(L);
         luaL_checkstack(L, (int)a->nres + 2, "too many results");
@@ -579,7 +590,7 @@ static int async_close(lua_State *L)
 {
     ajob *a = lua_touserdata(L, 1);
     if (a->j && a->lp && (a->what == A_IMAP || a->what == A_IMAP_UNORDERED) && !a->complete) {
-        if (a->lp->p && a->lp->owner == getpid()) {
+        if (a->lp->p && a->lp->owner == mpe__shm_self()) {
             mpe__async_progress(L, a, 1); /* a loop left early: end the bar's line */
             mpe__pool_job_cancel(a->lp->p, a->j);
             mpe__async_unroute(L, a);

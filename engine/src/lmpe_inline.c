@@ -147,6 +147,29 @@ static int l_now(lua_State *L)
 }
 
 /* Push the helper table, making it at the first use. */
+/* h.out_rows(v): option out's check: the rows (2-D) or elements of the
+ * mpe.array v, or nil if v is none. */
+static int l_out_rows(lua_State *L)
+{
+    mpe_shm_obj *arr = mpe__array_test(L, 1);
+    if (!arr)
+        return 0;
+    size_t rows, cols;
+    mpe__array_shape(arr, &rows, &cols);
+    lua_pushinteger(L, (lua_Integer)rows);
+    return 1;
+}
+
+/* h.out_put(arr, item, ...): write an item's values as a worker does. */
+static int l_out_put(lua_State *L)
+{
+    mpe_shm_obj *arr = mpe__array_test(L, 1);
+    if (!arr)
+        return luaL_error(L, "mpe: out: the array was closed");
+    mpe__out_put(L, arr, (long long)luaL_checkinteger(L, 2), 3, lua_gettop(L));
+    return 0;
+}
+
 static void push_helpers(lua_State *L)
 {
     lua_pushlightuserdata(L, (void *)&HELPERS_KEY);
@@ -156,7 +179,8 @@ static void push_helpers(lua_State *L)
     lua_pop(L, 1);
     static const luaL_Reg fns[] = {{"typename", l_typename}, {"got", l_got}, {"timeout", l_timeout},
                                    {"pid", l_pid},           {"now", l_now},
-                                   {"handler", mpe__error_handler}, {NULL, NULL}};
+                                   {"handler", mpe__error_handler}, {"out_rows", l_out_rows},
+                                   {"out_put", l_out_put},  {NULL, NULL}};
     static const luaL_Reg shared[] = {{"copy", l_copy}, {"sendable", l_sendable},
                                       {"reset", l_reset}, {NULL, NULL}};
     lua_createtable(L, 0, 10);

@@ -20,7 +20,7 @@ static lpool *checkpool(lua_State *L, const char *fname)
     if (!lp)
         luaL_error(L, "mpe: %s: self must be an mpe.Pool (call it with ':'), got %s", fname,
                    mpe__typename(L, 1));
-    if (lp->owner != getpid())
+    if (lp->owner != mpe__shm_self())
         luaL_error(L, "mpe: %s: this pool belongs to process %d; a forked child cannot use it",
                    fname, (int)lp->owner);
     return lp;
@@ -57,9 +57,13 @@ typedef struct callopts {
     int chunksize, collect;
     int progress;       /* 0, 1 (true) or 2 ("force") */
     lua_Integer window; /* imap: 0 for the default */
+    int out;            /* option out=: the stack index of the options table, else 0 */
+    lua_Integer outrows; /* its elements (1-D) or rows (2-D) */
 } callopts;
 
-static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o, int allow_cb)
+/* allow_out: the call accepts option out (map, starmap and their async forms). */
+static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o, int allow_cb,
+                           int allow_out)
 {
     memset(o, 0, sizeof *o);
     if (lua_isnoneornil(L, idx))
@@ -100,6 +104,18 @@ static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o
                            fname, IMAP_WINDOW,
                            mpe__got(L, -1));
             o->window = lua_tointeger(L, -1);
+        } else if (k && strcmp(k, "out") == 0) {
+            if (!allow_out)
+                luaL_error(L, "mpe: %s: option 'out' is not accepted here (results come back one by "
+                           "one); use pool:map, starmap, map_async or starmap_async", fname);
+            mpe_shm_obj *arr = mpe__array_test(L, -1);
+            if (!arr)
+                luaL_error(L, "mpe: %s: option 'out' must be an open mpe.array, got %s", fname,
+                           mpe__got(L, -1));
+            size_t rows, cols;
+            mpe__array_shape(arr, &rows, &cols);
+            o->outrows = (lua_Integer)rows;
+            o->out = idx;
         } else
             luaL_error(L, "mpe: %s: unknown option '%s'", fname,
                        k ? k : luaL_tolstring(L, -2, NULL));
@@ -107,11 +123,32 @@ static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o
     }
 }
 
-/* Create the async object for a new job; leaves it on the stack. */
+/* Enter a's engine job in the pool's routing table (ajob at stack index ai). */
+static void route(lua_State *L, ajob *a, int ai)
+{
+    mpe__async_getref(L, a->lp->ref, "jobs");
+    lua_pushlightuserdata(L, a->j);
+    lua_pushvalue(L, ai);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+}
+
+/* Create the async object for a new job; leaves it on the stack. An apply's
+ * engine job is created by submit_value, with its item. */
 static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what, int mode,
                      const callopts *o, int cb_idx)
 {
+    if (o->out) { /* the workers get {fn, array}: the array travels by reference with it */
+        lua_createtable(L, 2, 0);
+        lua_pushvalue(L, fn_idx);
+        lua_rawseti(L, -2, 1);
+        lua_getfield(L, o->out, "out");
+        lua_rawseti(L, -2, 2);
+        fn_idx = lua_gettop(L);
+    }
     uint64_t fnid = mpe__pool_function(L, lp->p, fn_idx);
+    if (o->out)
+        lua_pop(L, 1);
     ajob *a = lua_newuserdatauv(L, sizeof *a, 0);
     memset(a, 0, sizeof *a);
     a->ref = LUA_NOREF;
@@ -121,12 +158,18 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
     a->collect = o->collect;
     a->window = o->window > 0 ? o->window : IMAP_WINDOW;
     a->progress = o->progress;
+    a->out = o->out != 0;
+    a->outrows = o->outrows;
     luaL_setmetatable(L, ASYNC_MT);
     lua_createtable(L, 0, 4);
     lua_pushvalue(L, pool_idx);
     lua_setfield(L, -2, "pool");
     lua_newtable(L);
     lua_setfield(L, -2, "results");
+    if (o->out) {
+        lua_getfield(L, o->out, "out");
+        lua_setfield(L, -2, "out");
+    }
     if (cb_idx && lua_istable(L, cb_idx)) {
         lua_pushvalue(L, cb_idx);
         lua_setfield(L, -2, "cb");
@@ -147,23 +190,23 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
         lua_setfield(L, -2, "progress");
     }
     a->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (what == A_APPLY) { /* the engine job comes with its one item: submit_value */
+        a->fnid = fnid;
+        return a;
+    }
     /* An iterator raises at the failed item, in order: earlier items must still come. */
-    a->j = mpe__pool_job(lp->p, mode, fnid, o->chunksize,
+    a->j = mpe__pool_job(lp->p, mode | (o->out ? MPE_M_OUT : 0), fnid, o->chunksize,
                          !o->collect && what != A_IMAP && what != A_IMAP_UNORDERED);
     if (!a->j)
         luaL_error(L, "mpe: not enough memory for a job");
-    mpe__async_getref(L, lp->ref, "jobs");
-    lua_pushlightuserdata(L, a->j);
-    lua_pushvalue(L, -3);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
+    route(L, a, lua_gettop(L));
     return a;
 }
 
 /* Encode the value at idx as one item of a's job. The pool's scratch buffer
  * and descriptor list are owned by the pool userdata, so an encoding that
  * raises half way leaks nothing (what it left is reset on the next use). */
-static void add_value(lua_State *L, ajob *a, int idx)
+static void encode_value(lua_State *L, ajob *a, int idx)
 {
     lpool *lp = a->lp;
     char root[48]; /* the path an unsendable value is named by: which item, then where in it */
@@ -178,9 +221,28 @@ static void add_value(lua_State *L, ajob *a, int idx)
             close(lp->sfds.fd[k]);
     lp->sfds.n = 0;
     mpe__encode(L, idx, &lp->scratch, root, lp->remote ? &mpe__codec_remote : &lp->sfds);
-    mpe__pool_add_enc(L, lp->p, a->j, lp->scratch.p, lp->scratch.n, &lp->sfds);
-    lp->sfds.n = 0; /* the pool took them */
+}
+
+static void add_value(lua_State *L, ajob *a, int idx)
+{
+    encode_value(L, a, idx);
+    mpe__pool_add_enc(L, a->lp->p, a->j, a->lp->scratch.p, a->lp->scratch.n, &a->lp->sfds);
+    a->lp->sfds.n = 0; /* the pool took them */
     a->count++;
+}
+
+/* apply, apply_async: the arguments at idx as the one item of a job that is
+ * created, stored and published at once; the ajob is at stack index ai. */
+static void submit_value(lua_State *L, ajob *a, int idx, int ai)
+{
+    encode_value(L, a, idx);
+    lpool *lp = a->lp;
+    a->j = mpe__pool_job_one(L, lp->p, a->mode, a->fnid, !a->collect, lp->scratch.p, lp->scratch.n,
+                             &lp->sfds);
+    lp->sfds.n = 0; /* the pool took them */
+    a->count = 1;
+    a->finished = 1;
+    route(L, a, ai);
 }
 
 /* Add every item of the table at idx. A plain sequence of numbers of one
@@ -249,6 +311,9 @@ static int add_from_iterator(lua_State *L, ajob *a, int src, lua_Integer max)
         if (a->mode != MPE_M_MAP && !lua_istable(L, -1))
             luaL_error(L, "mpe: starmap: item %d must be a table of arguments, got %s",
                        (int)(a->count + 1), mpe__typename(L, -1));
+        if (a->out && a->count >= a->outrows)
+            luaL_error(L, "mpe: option 'out' has %d %s, fewer than the items (the iterator gave more)",
+                       (int)a->outrows, a->outrows == 1 ? "row or element" : "rows or elements");
         add_value(L, a, lua_gettop(L));
         lua_pop(L, 1);
     }
@@ -287,7 +352,7 @@ static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
         a->finished = add_from_iterator(L, a, idx, limit < 0 ? LUA_MAXINTEGER : limit);
         a->src_done = a->finished;
     }
-    if (a->finished && a->what == A_MAP && a->count > 0) {
+    if (a->finished && a->what == A_MAP && a->count > 0 && !a->out) {
         /* Results arrive by index: a table of the final size avoids rehashing. */
         lua_createtable(L, a->count > (1 << 26) ? (1 << 26) : (int)a->count, 1);
         mpe__async_setref(L, a->ref, "results", -1);
@@ -305,6 +370,10 @@ static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
  * join does not wait for a job that will never be complete. */
 static void abort_job(lua_State *L, ajob *a)
 {
+    if (!a->j) { /* an apply whose job was never created */
+        a->complete = 1;
+        return;
+    }
     mpe__async_unroute(L, a);
     mpe__pool_job_release(a->lp->p, a->j);
     a->j = NULL;
@@ -318,11 +387,9 @@ typedef enum { S_ITEMS, S_VALUE } submit_what;
 static int submit_body(lua_State *L)
 {
     ajob *a = lua_touserdata(L, 1);
-    if ((submit_what)lua_tointeger(L, 3) == S_VALUE) {
-        add_value(L, a, 2);
-        a->finished = 1;
-        mpe__pool_publish(a->lp->p, a->j, 1);
-    } else
+    if ((submit_what)lua_tointeger(L, 3) == S_VALUE)
+        submit_value(L, a, 2, 1);
+    else
         add_items(L, a, 2, (lua_Integer)lua_tointeger(L, 4));
     return 0;
 }
@@ -352,7 +419,14 @@ static int submit_map(lua_State *L, const char *fname, int mode, int allow_cb)
     check_fn(L, 2, fname);
     check_items(L, 3, fname);
     callopts o;
-    parse_callopts(L, 4, fname, &o, allow_cb);
+    parse_callopts(L, 4, fname, &o, allow_cb, 1);
+    if (o.out) { /* a table's or range's items are counted before any work */
+        const mpe_range *r = mpe__range_test(L, 3);
+        lua_Integer n = r ? r->count : lua_istable(L, 3) ? (lua_Integer)lua_rawlen(L, 3) : -1;
+        if (n > o.outrows)
+            luaL_error(L, "mpe: %s: option 'out' has %d rows or elements, fewer than the %d items",
+                       fname, (int)o.outrows, (int)n);
+    }
     ajob *a = new_job(L, lp, 1, 2, A_MAP, mode, &o, allow_cb ? 4 : 0);
     submit(L, a, 3, S_ITEMS, -1);
     if (a->complete) { /* no items at all */
@@ -401,7 +475,7 @@ static int pool_apply_async(lua_State *L)
         return luaL_error(L, "mpe: pool:apply_async: argument 2 (args) must be a table, got %s",
                           mpe__got(L, 3));
     callopts o;
-    parse_callopts(L, 4, "pool:apply_async", &o, 1);
+    parse_callopts(L, 4, "pool:apply_async", &o, 1, 0);
     o.chunksize = 0;
     if (lua_isnoneornil(L, 3)) {
         lua_newtable(L);
@@ -555,7 +629,7 @@ static int imap_common(lua_State *L, const char *fname, int what)
     check_fn(L, 2, fname);
     check_items(L, 3, fname);
     callopts o;
-    parse_callopts(L, 4, fname, &o, 0);
+    parse_callopts(L, 4, fname, &o, 0, 0);
     ajob *a = new_job(L, lp, 1, 2, what, MPE_M_MAP, &o, 0);
     int ai = lua_gettop(L);
     if (!lua_isfunction(L, 3)) {
@@ -667,7 +741,7 @@ static int pool_gc(lua_State *L)
 static int pool_close_meta(lua_State *L)
 {
     lpool *lp = lua_touserdata(L, 1);
-    if (!lp->p || lp->owner != getpid())
+    if (!lp->p || lp->owner != mpe__shm_self())
         return 0;
     if (!lua_isnil(L, 2)) {
         lua_settop(L, 1);
@@ -797,7 +871,7 @@ static int pool_new(lua_State *L)
     lpool *lp = lua_newuserdatauv(L, sizeof *lp, 0);
     memset(lp, 0, sizeof *lp);
     lp->ref = lp->init_ref = lp->initargs_ref = LUA_NOREF;
-    lp->owner = getpid();
+    lp->owner = mpe__shm_self();
     lp->remote = o.spread;
     lp->state = P_TERMINATED; /* until the workers exist */
     luaL_setmetatable(L, POOL_MT);
@@ -833,7 +907,7 @@ static int pool_gc_full(lua_State *L)
     pool_gc(L);
     mpe__buf_free(&lp->scratch);
     for (int k = 0; k < lp->sfds.n; k++)
-        if (lp->sfds.fd[k] >= 0 && lp->owner == getpid())
+        if (lp->sfds.fd[k] >= 0 && lp->owner == mpe__shm_self())
             close(lp->sfds.fd[k]);
     lp->sfds.n = 0;
     if (lp->ref != LUA_NOREF) {

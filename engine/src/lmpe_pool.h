@@ -49,6 +49,9 @@ typedef struct ajob {
     lua_Integer shown;   /* windowed: items the workers may run (the engine job's limit) */
     int progress;        /* option progress = true | "force": fields.progress is the bar's state */
     double progress_next; /* clock before which the bar is not redrawn */
+    int out;             /* option out=: fields.out is the array the workers fill */
+    lua_Integer outrows; /* its elements (1-D) or rows (2-D) */
+    uint64_t fnid;       /* apply: the function, until submit_value creates the job */
 } ajob;
 
 /* lmpe_async.c. Fields of a job's (or pool's) table behind a registry ref. */

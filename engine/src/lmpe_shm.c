@@ -65,6 +65,12 @@ static mpe_shm_obj *checkobj(lua_State *L, int idx, const char *mt, const char *
     return u->o;
 }
 
+mpe_shm_obj *mpe__array_test(lua_State *L, int idx)
+{
+    shmud *u = toshm(L, idx, ARRAY_MT);
+    return u ? u->o : NULL;
+}
+
 static void pushnum(lua_State *L, mpe_num v)
 {
     if (v.isint)

@@ -69,7 +69,7 @@ static int collect(lua_State *L, int idx, const char *fname)
             ajob *a = lua_touserdata(L, o);
             if (!a->j)
                 luaL_error(L, "mpe: %s: item %d of argument %d was released", fname, (int)i, idx);
-            if (a->lp->owner != getpid())
+            if (a->lp->owner != mpe__shm_self())
                 luaL_error(L, "mpe: %s: item %d of argument %d belongs to process %d; a forked child cannot wait for it",
                            fname, (int)i, idx, (int)a->lp->owner);
         } else if (kind == K_PROCESS) {

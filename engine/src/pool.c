@@ -90,7 +90,7 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     w->timed_out = 0;
     w->broken = 0;
     w->oom = 0;
-    w->in.n = w->out.n = w->out_off = 0;
+    w->in.n = w->out.n = w->out_off = w->tx.n = w->tx_off = 0;
     if (w->has)
         memset(w->has, 0, w->hascap); /* a new worker knows no segment */
     w->fdq_head = w->fdq_n = 0;
@@ -140,7 +140,7 @@ mpe_pool *mpe__pool_new(lua_State *L, const mpe_pool_opts *o, mpe_err *e)
     }
     p->o = *o;
     p->n = o->workers;
-    p->owner = getpid();
+    p->owner = mpe__shm_self();
     p->efd = -1;
     p->tp = o->transport ? o->transport : &mpe__transport_socketpair;
     pthread_mutex_init(&p->mu, NULL);
@@ -298,6 +298,21 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     return id;
 }
 
+/* Give j its id and put it on the pool's job list (the lock held). */
+static void link_job(mpe_pool *p, mpe_job *j)
+{
+    j->id = ++p->next_id;
+    for (fnentry *f = p->fns; f; f = f->next)
+        if (f->id == j->fnid)
+            f->jobs++;
+    j->prev = p->jobs_last;
+    if (p->jobs_last)
+        p->jobs_last->next = j;
+    else
+        p->jobs = j;
+    p->jobs_last = j;
+}
+
 mpe_job *mpe__pool_job(mpe_pool *p, int mode, uint64_t fnid, int chunksize, int raise_first)
 {
     mpe_job *j = calloc(1, sizeof *j);
@@ -309,16 +324,7 @@ mpe_job *mpe__pool_job(mpe_pool *p, int mode, uint64_t fnid, int chunksize, int 
     j->raise_first = raise_first;
     j->limit = LUA_MAXINTEGER;
     pthread_mutex_lock(&p->mu);
-    j->id = ++p->next_id;
-    for (fnentry *f = p->fns; f; f = f->next)
-        if (f->id == fnid)
-            f->jobs++;
-    j->prev = p->jobs_last;
-    if (p->jobs_last)
-        p->jobs_last->next = j;
-    else
-        p->jobs = j;
-    p->jobs_last = j;
+    link_job(p, j);
     pthread_mutex_unlock(&p->mu);
     return j;
 }
@@ -432,6 +438,23 @@ static void seg_release(mpe_pool *p, mpe_job *j, int mine)
     j->nsegs = j->segcap = 0;
 }
 
+/* Append one item, [varint k][k x u32 segment id][encoding] (k < 128, so one
+ * varint byte), to j's store, which has room for it and its offset. */
+static void put_item(mpe_job *j, const uint32_t *ids, int k, const char *s, size_t n)
+{
+    if (j->count == j->base)
+        j->off[0] = j->items.n;
+    unsigned char *d = (unsigned char *)j->items.p + j->items.n;
+    *d++ = (unsigned char)k;
+    for (int i = 0; i < k; i++)
+        for (int b = 0; b < 4; b++)
+            *d++ = (unsigned char)(ids[i] >> (8 * b));
+    memcpy(d, s, n);
+    j->items.n += 1 + 4 * (size_t)k + n;
+    j->count++;
+    j->off[j->count - j->base] = j->items.n;
+}
+
 void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds)
 {
     j->kind = MPE_K_ENC;
@@ -453,11 +476,13 @@ void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, siz
         size_t cap = j->offcap ? j->offcap * 2 : 4; /* most jobs of one item are apply calls */
         while (cap < need)
             cap *= 2;
-        size_t *o = realloc(j->off, cap * sizeof *o);
+        size_t *o = realloc(j->off == j->off1 ? NULL : j->off, cap * sizeof *o);
         if (!o) {
             pthread_mutex_unlock(&p->mu);
             luaL_error(L, "mpe: not enough memory for the items");
         }
+        if (j->off == j->off1)
+            memcpy(o, j->off1, sizeof j->off1);
         j->off = o;
         j->offcap = cap;
     }
@@ -467,17 +492,7 @@ void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, siz
         pthread_mutex_unlock(&p->mu);
         luaL_error(L, "mpe: not enough memory for the items");
     }
-    if (j->count == j->base)
-        j->off[0] = j->items.n;
-    unsigned char *d = (unsigned char *)j->items.p + j->items.n;
-    *d++ = (unsigned char)k;
-    for (int i = 0; i < k; i++)
-        for (int b = 0; b < 4; b++)
-            *d++ = (unsigned char)(ids[i] >> (8 * b));
-    memcpy(d, s, n);
-    j->items.n += head + n;
-    j->count++;
-    j->off[j->count - j->base] = j->items.n;
+    put_item(j, ids, k, s, n);
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -514,9 +529,8 @@ static void trim(mpe_pool *p, mpe_job *j)
     j->base = low;
 }
 
-void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished)
+static void publish_locked(mpe_pool *p, mpe_job *j, int finished)
 {
-    pthread_mutex_lock(&p->mu);
     trim(p, j);
     j->visible = j->count < j->limit ? j->count : j->limit;
     if (finished)
@@ -532,7 +546,51 @@ void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished)
             wake(p);
             break;
         }
+}
+
+void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished)
+{
+    pthread_mutex_lock(&p->mu);
+    publish_locked(p, j, finished);
     pthread_mutex_unlock(&p->mu);
+}
+
+mpe_job *mpe__pool_job_one(lua_State *L, mpe_pool *p, int mode, uint64_t fnid, int raise_first,
+                           const char *s, size_t n, mpe_fds *fds)
+{
+    int k = fds ? fds->n : 0;
+    mpe_job *j = calloc(1, sizeof *j);
+    if (!j || mpe__buf_grow(&j->items, 1 + 4 * (size_t)k + n) != 0) {
+        free(j);
+        luaL_error(L, "mpe: not enough memory for a job");
+    }
+    j->mode = mode;
+    j->fnid = fnid;
+    j->raise_first = raise_first;
+    j->limit = LUA_MAXINTEGER;
+    j->kind = MPE_K_ENC;
+    j->off = j->off1;
+    j->offcap = 2;
+    uint32_t ids[MPE_MAX_FDS];
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < k; i++) {
+        int id = seg_intern(p, j, fds->fd[i]);
+        fds->fd[i] = -1;
+        if (id < 0 && errno == ENOMEM) {
+            seg_release(p, j, 1);
+            pthread_mutex_unlock(&p->mu);
+            mpe__buf_free(&j->items);
+            free(j->segs);
+            free(j);
+            luaL_error(L, "mpe: not enough memory for the items");
+        }
+        ids[i] = (uint32_t)(id < 0 ? UINT32_MAX : (uint32_t)id);
+    }
+    link_job(p, j);
+    put_item(j, ids, k, s, n);
+    publish_locked(p, j, 1);
+    pthread_mutex_unlock(&p->mu);
+    return j;
 }
 
 mpe_msg *mpe__pool_take(mpe_pool *p)
@@ -638,7 +696,7 @@ void mpe__pool_free_job(mpe_pool *p, mpe_job *j)
     for (fnentry *f = p->fns; f; f = f->next)
         if (f->id == j->fnid)
             f->jobs--;
-    seg_release(p, j, p->owner == getpid());
+    seg_release(p, j, p->owner == mpe__shm_self());
     while (j->redo) {
         range *r = j->redo;
         j->redo = r->next;
@@ -650,7 +708,8 @@ void mpe__pool_free_job(mpe_pool *p, mpe_job *j)
         free(t);
     }
     mpe__buf_free(&j->items);
-    free(j->off);
+    if (j->off != j->off1)
+        free(j->off);
     free(j);
 }
 
@@ -674,7 +733,7 @@ int mpe__pool_started(mpe_pool *p)
 
 void mpe__pool_stop(mpe_pool *p, int now)
 {
-    if (p->owner != getpid())
+    if (p->owner != mpe__shm_self())
         return;
     pthread_mutex_lock(&p->mu);
     p->stopping = 1;
@@ -741,7 +800,7 @@ void mpe__pool_free(mpe_pool *p)
 {
     if (!p)
         return;
-    int mine = p->owner == getpid();
+    int mine = p->owner == mpe__shm_self();
     if (mine)
         mpe__pool_stop(p, 1);
     while (p->inbox) {
@@ -765,6 +824,7 @@ void mpe__pool_free(mpe_pool *p)
             p->tp->forget(w->link); /* the worker is the creator's */
         mpe__buf_free(&w->in);
         mpe__buf_free(&w->out);
+        mpe__buf_free(&w->tx);
     }
     while (p->jobs) {
         mpe_job *j = p->jobs;

@@ -36,6 +36,7 @@ struct mpe_job {
     mpe_buf items;             /* INTS/FLOATS: 8 bytes an item; ENC: encodings */
     size_t *off;               /* ENC: off[i - base]: start of item i; one past the end too */
     size_t offcap;
+    size_t off1[2];            /* off of a one-item job (mpe__pool_job_one): no allocation */
     lua_Integer base;          /* first item still held (earlier ones were trimmed) */
     lua_Integer count;         /* items added (main thread) */
     lua_Integer visible;       /* items the dispatcher may use */
@@ -77,8 +78,11 @@ typedef struct wslot {
     int timed_out;
     int broken;        /* it sent a malformed frame and was killed */
     int oom;           /* the parent had no memory for what it sent: killed */
-    mpe_buf in, out;
+    mpe_buf in, out;   /* out: frames queued for it (by either thread, under the lock) */
     size_t out_off;
+    mpe_buf tx;        /* frames being sent: the dispatcher's alone, so it sends them
+                          without the lock (out is swapped in when tx is empty) */
+    size_t tx_off;
     unsigned char *has; /* has[id]: pool segment id was sent to it (MPE_F_SEGS) */
     size_t hascap;
     mpe_fds fdq[8];    /* descriptor sets received, in order, for MPE_R_FDS frames */

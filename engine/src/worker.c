@@ -46,6 +46,11 @@ typedef struct wstate {
     uint32_t from, count; /* the segment: items [from, from + count) */
     mpe_rd *items;
     int64_t rstart, rstep;
+    uint64_t first;   /* the job's index of item 0 */
+    mpe_shm_obj *arr; /* option out=: results go here (element or row first + i), or NULL */
+    int outcols;      /* arr is 2-D: results are all of fn's values */
+    int outfast;      /* 1-D int64 (1) or double (2): a number needs no conversion check */
+    size_t outrows;
     /* clock */
     int64_t last_flush, chunk_start, last_check;
     int tick_every, tick_left;
@@ -140,6 +145,14 @@ static void close_segment(wstate *w, int final)
 static void ungroup(wstate *w)
 {
     lua_State *L = w->L;
+    if (w->segmode == MPE_R_NONE) { /* results in the out array: no values */
+        for (uint32_t i = 0; i < w->count; i++) {
+            mpe__buf_put_u8(L, &w->gen, 0);
+            mpe__buf_put_varint(L, &w->gen, 0);
+        }
+        w->segmode = -1;
+        return;
+    }
     size_t n = w->ints.n / 8;
     for (size_t i = 0; i < n; i++) {
         mpe__buf_put_u8(L, &w->gen, 0);
@@ -160,10 +173,74 @@ static void ungroup(wstate *w)
     w->segmode = -1;
 }
 
+/* Option out=: write the values at stack slots first..last into arr's
+ * element (1-D) or row (2-D) item - 1, all checked before any is written;
+ * raises for a value that is not a number or does not fit the element type,
+ * a wrong count, or an item past the array's end. The worker loop and the
+ * inline pool (lmpe_inline.c) share it, so both fail items alike. */
+void mpe__out_put(lua_State *L, mpe_shm_obj *arr, long long item, int first, int last)
+{
+    size_t rows, cols, row = (size_t)(item - 1);
+    int two = mpe__array_shape(arr, &rows, &cols) == 2;
+    size_t nres = last >= first ? (size_t)(last - first + 1) : 0;
+    if (item < 1 || row >= rows)
+        mpe__fail(L, "mpe: out: item %lld has no %s in the out array (%zu %s)", item,
+                  two ? "row" : "element", rows, two ? "rows" : "elements");
+    if (!two)
+        cols = 1;
+    if (nres != cols)
+        mpe__fail(L, "mpe: out: item %lld returned %zu values, the out array's rows have %zu", item,
+                  nres, cols);
+    uint64_t bits[64], *b = cols <= 64 ? bits : lua_newuserdatauv(L, cols * sizeof *b, 0);
+    for (size_t k = 0; k < cols; k++) {
+        int idx = first + (int)k;
+        if (lua_type(L, idx) != LUA_TNUMBER)
+            mpe__fail(L, "mpe: out: result %zu of item %lld is %s%s, not a number", k + 1, item,
+                      lua_isnil(L, idx) ? "" : "a ", luaL_typename(L, idx));
+        mpe_num v = {.isint = lua_isinteger(L, idx)};
+        if (v.isint)
+            v.i = (int64_t)lua_tointeger(L, idx);
+        else
+            v.d = (double)lua_tonumber(L, idx);
+        mpe_err e;
+        if (mpe__array_check(arr, v, &b[k], &e) != 0)
+            mpe__fail(L, "mpe: out: result %zu of item %lld: %s", k + 1, item, e.msg);
+    }
+    for (size_t k = 0; k < cols; k++)
+        mpe__array_put(arr, row * cols + k, b[k]);
+}
+
+static void put_out(wstate *w, int first, int last)
+{
+    lua_State *L = w->L;
+    size_t row = (size_t)(w->first + w->i);
+    if (w->outfast && first == last && row < w->outrows && lua_type(L, first) == LUA_TNUMBER &&
+        (w->outfast == 2 || lua_isinteger(L, first))) {
+        uint64_t b;
+        if (w->outfast == 2) {
+            double d = (double)lua_tonumber(L, first);
+            memcpy(&b, &d, sizeof b);
+        } else
+            b = (uint64_t)lua_tointeger(L, first);
+        mpe__array_put(w->arr, row, b);
+    } else
+        mpe__out_put(L, w->arr, (long long)row + 1, first, last);
+    if (w->segmode == 0)
+        w->segmode = MPE_R_NONE;
+    if (w->segmode < 0) { /* the segment went general after an error */
+        mpe__buf_put_u8(w->L, &w->gen, 0);
+        mpe__buf_put_varint(w->L, &w->gen, 0);
+    }
+}
+
 /* Record the results at stack slots first..last. */
 static void record(wstate *w, int first, int last)
 {
     lua_State *L = w->L;
+    if (w->arr) {
+        put_out(w, first, last);
+        return;
+    }
     int nres = last - first + 1;
     if (w->mode != MPE_M_APPLY && nres == 1 && lua_type(L, first) == LUA_TNUMBER && w->segmode >= 0) {
         int kind = lua_isinteger(L, first) ? MPE_R_INTS : MPE_R_FLOATS;
@@ -287,7 +364,7 @@ static int run_items(lua_State *L)
             lua_remove(L, t);
             nargs = (int)n;
         }
-        lua_call(L, nargs, w->mode == MPE_M_APPLY ? LUA_MULTRET : 1);
+        lua_call(L, nargs, w->mode == MPE_M_APPLY || (w->arr && w->outcols) ? LUA_MULTRET : 1);
         record(w, base + 1, lua_gettop(L));
         lua_settop(L, base);
         w->count++;
@@ -421,14 +498,32 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
     unsigned mode, kind;
     uint32_t n;
     if (mpe__rd_u64(r, &chunk) || mpe__rd_u64(r, &job) || mpe__rd_u64(r, &fnid) ||
-        mpe__rd_u8(r, &mode) || mpe__rd_u8(r, &kind) || mpe__rd_u32(r, &n))
+        mpe__rd_u8(r, &mode) || mpe__rd_u8(r, &kind) || mpe__rd_u32(r, &n) ||
+        mpe__rd_u64(r, &w->first))
         malformed("chunk");
     lua_rawgeti(L, base + S_FUNCS, (lua_Integer)fnid);
     if (lua_isnil(L, -1))
         malformed("chunk (unknown function)");
+    w->arr = NULL;
+    if (mode & MPE_M_OUT) { /* {fn, array}: the array stays referenced by the function cache */
+        if (!lua_istable(L, -1))
+            malformed("chunk (out without an array)");
+        lua_rawgeti(L, -1, 2);
+        w->arr = mpe__array_test(L, -1);
+        lua_pop(L, 1);
+        if (!w->arr)
+            malformed("chunk (out without an array)");
+        size_t rows, cols;
+        w->outcols = mpe__array_shape(w->arr, &rows, &cols) == 2;
+        w->outrows = rows;
+        const mpe_ctype *t = mpe__array_type(w->arr);
+        w->outfast = w->outcols ? 0 : t->size != 8 ? 0 : t->cls == MPE_CT_SIGNED ? 1 : t->cls == MPE_CT_FLOAT ? 2 : 0;
+        lua_rawgeti(L, -1, 1);
+        lua_remove(L, -2);
+    }
     lua_replace(L, base + S_FN);
     w->chunk = chunk;
-    w->mode = (int)mode;
+    w->mode = (int)(mode & ~(unsigned)MPE_M_OUT);
     w->kind = (int)kind;
     w->n = n;
     w->i = 0;

@@ -94,7 +94,8 @@ local function isint(v)
 end
 
 -- The options of map-like calls (parse_callopts in lmpe_pool.c).
-local function callopts(o, idx, fname, allow_cb)
+-- allow_out: the call takes option out (map, starmap and their async forms).
+local function callopts(o, idx, fname, allow_cb, allow_out)
   local r = { progress = false }
   if o == nil then return r end
   if type(o) ~= "table" then
@@ -121,6 +122,16 @@ local function callopts(o, idx, fname, allow_cb)
         err("mpe: %s: option 'progress' must be true, false or \"force\", got %s", fname,
             got(v))
       end
+    elseif k == "out" then
+      if not allow_out then
+        err("mpe: %s: option 'out' is not accepted here (results come back one by one); "
+            .. "use pool:map, starmap, map_async or starmap_async", fname)
+      end
+      r.outrows = h.out_rows(v)
+      if not r.outrows then
+        err("mpe: %s: option 'out' must be an open mpe.array, got %s", fname, got(v))
+      end
+      r.out = v
     elseif k == "window" then
       if not isint(v) or v < 1 or v > 65536 then
         err("mpe: %s: option 'window' must be an integer from 1 to 65536, got %s", fname,
@@ -188,6 +199,18 @@ local function call_star(fn, args, n)
   return copy((fn(unpack(args, 1, n))), "result")
 end
 
+-- Option out: the item's values go into the array (element or row index), as
+-- a worker writes them (h.out_put is the worker's own check and write); a
+-- 1-D array takes fn's first value, a 2-D one all of them.
+local function out_one(fn, item, arr, index, rows2)
+  if rows2 then h.out_put(arr, index, fn(item)) else h.out_put(arr, index, (fn(item))) end
+end
+
+local function out_star(fn, args, n, arr, index, rows2)
+  if rows2 then h.out_put(arr, index, fn(unpack(args, 1, n)))
+  else h.out_put(arr, index, (fn(unpack(args, 1, n)))) end
+end
+
 local function call_apply(fn, args, n)
   local r = pack(fn(unpack(args, 1, n)))
   for k = 1, r.n do r[k] = copy(r[k], "result") end
@@ -198,9 +221,14 @@ end
 -- (fn(unpack(args, 1, args.n or #args))). Returns true and the result (apply:
 -- a table of the values with n) or false and an error object. index is the
 -- item's, 0 for apply.
-local function run_task(fn, mode, item, index)
+local function run_task(fn, mode, item, index, out)
   local ok, r
-  if mode == "map" then
+  if out and mode == "map" then
+    ok, r = xpcall(out_one, h.handler, fn, item, out, index, #out.shape == 2)
+  elseif out then
+    local n = isint(item.n) and item.n or #item
+    ok, r = xpcall(out_star, h.handler, fn, item, n, out, index, #out.shape == 2)
+  elseif mode == "map" then
     ok, r = xpcall(call_one, h.handler, fn, item)
   else
     local args = item
@@ -337,13 +365,21 @@ AsyncMT.__tostring = function(a) return string.format("mpe.AsyncResult (inline, 
 -- Run fn over every item; fills a (results, failures or the first error).
 -- As a worker pool encodes every item at submission, every item is copied
 -- (and so checked) before the first task runs.
-local function run_map(a, fn, mode, src, o)
-  local nxt = items_of(src, mode)
+local function run_map(a, fn, mode, src, o, fname)
+  local nxt, known = items_of(src, mode)
+  if o.out and known and known > o.outrows then
+    error(string.format("mpe: %s: option 'out' has %d rows or elements, fewer than the %d items",
+                        fname, o.outrows, known), 0)
+  end
   local copies, count = {}, 0
   while true do
     local i, v = nxt()
     if i == nil then break end
     check_star(mode, i, v)
+    if o.out and i > o.outrows then
+      error(string.format("mpe: option 'out' has %d rows or elements, fewer than the items (the "
+                          .. "iterator gave more)", o.outrows), 0)
+    end
     copies[i], count = copy(v, mode == "map" and "item" or "args"), i
   end
   local total = count
@@ -352,7 +388,7 @@ local function run_map(a, fn, mode, src, o)
   for i = 1, count do
     local v = copies[i]
     copies[i] = nil
-    local ok, r = run_task(fn, mode, v, i)
+    local ok, r = run_task(fn, mode, v, i, o.out)
     if ok then
       results[i] = r
     elseif o.collect then
@@ -367,17 +403,17 @@ local function run_map(a, fn, mode, src, o)
   end
   progress_tick(bar, count, count, true)
   results.n = count
-  a._values, a._failures = results, failures or {}
+  a._values, a._failures = o.out or results, failures or {}
 end
 
 local function submit_map(self, fname, mode, fn, src, opts, allow_cb)
   openpool(self, fname)
   check_fn(fn, 2, fname)
   check_items(src, 3, fname)
-  local o = callopts(opts, 4, fname, allow_cb)
+  local o = callopts(opts, 4, fname, allow_cb, true)
   check_fn_sendable(fn)
   local a = new_async("map", o)
-  run_map(a, fn, mode, src, o)
+  run_map(a, fn, mode, src, o, fname)
   finish(a, o)
   return a
 end

@@ -280,7 +280,7 @@ for _, w in ipairs(workloads) do
     print(title .. ":")
     local sides, builds = {}, {}
     for _, b in ipairs(BUILDS) do
-      if (b.old and MPE_OLD) or (b.jit and MPE_JIT and w.jit ~= false) or not (b.old or b.jit) then
+      if (b.old and MPE_OLD and w.old ~= false) or (b.jit and MPE_JIT and w.jit ~= false) or not (b.old or b.jit) then
         builds[#builds + 1] = b
         sides[#sides + 1] = b.mpe
         -- The old build shares the Lua 5.4 row's serial runs.

@@ -27,6 +27,7 @@
 --   jit       the LuaJIT row: false for none, or { target = ... } (a target of
 --             its own; without one the LuaJIT row shows figures only). The
 --             LuaJIT row runs the same mpe and serial functions.
+--   old       false: no MPE_OLD_BIN row (the workload needs what the old build lacks)
 --   variant   rows that measure another form of a workload (for example
 --             results written into a shared array with `out =`) are entries of
 --             their own; `variant` names the workload they are a form of
@@ -276,6 +277,30 @@ add {
   figure = "speedup",
   target = { min = 1.0, against = "serial" },
   note = "squares: target 'no slower than serial Lua' is a speedup of at least 1.0",
+}
+
+-- The same squares written by the workers straight into a shared array
+-- (option out=): no result crosses to the parent. Serial Lua fills a table.
+add {
+  name = "squares_out",
+  variant = "squares",
+  title = "squares of 1..%d over mpe.range, into out",
+  size = 10000000, quick = 1000000,
+  mpe = function(n, ctx)
+    local mpe = require "mpe"
+    local pool = mpe.pool(ctx.workers)
+    local a = mpe.array("int64", n)
+    ctx.start()
+    pool:map(function(x) return x * x end, mpe.range(1, n), { out = a })
+    ctx.stop()
+    pool:close(); pool:join()
+    return #a .. ":" .. string.format("%.0f", a[n])
+  end,
+  serial = W.squares.serial,
+  old = false, -- option out= is new
+  figure = "speedup",
+  target = { min = 1.7, against = "serial" },
+  jit = { target = { min = 1.5, against = "serial" } },
 }
 
 -- ---- queues and dicts between processes (ipc) ------------------------------------
