@@ -10,33 +10,9 @@
 local mpe = require "mpe"
 local unpack = table.unpack or unpack
 
-local ENTRIES = {"map", "starmap", "map_async", "starmap_async", "imap", "imap_unordered",
-                 "apply", "apply_async"}
-
-
-local through = require("poolfail_through")
-
--- The pool completes a fresh map, then close + join return.
-local function healthy_then_joined(pool)
-  local r = pool:map(function(x) return x * 3 end, mpe.range(1, 100))
-  assert(r.n == 100 and r[1] == 3 and r[100] == 300, "the map after the failure is wrong")
-  pool:close()
-  pool:join()
-  return true
-end
-
--- Run body() in a child process; its return values come back. A child still
--- running after `seconds` is killed and the case fails.
-local function isolated(body, seconds)
-  local p = mpe.process(body)
-  p:start()
-  if not p:join(seconds or 90) then
-    p:kill()
-    p:join()
-    error("the case did not finish within " .. (seconds or 90) .. " s (a hang)", 2)
-  end
-  return p:result()
-end
+local shared = require("poolfail_through")
+local ENTRIES, through = shared.ENTRIES, shared.through
+local healthy_then_joined, isolated = shared.healthy_then_joined, shared.isolated
 
 describe("pool failure seams", function()
   describe("an error half-way through a submission", function()
