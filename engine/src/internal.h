@@ -800,6 +800,8 @@ typedef struct mpe_failure {
 } mpe_failure;
 
 /* Push an error object built from f. */
+/* lmpe_err.c: push mpe.Error, the error objects' metatable (made once). */
+void mpe__open_errors(lua_State *L);
 void mpe__error_push(lua_State *L, const mpe_failure *f);
 /* Push an error object as above and raise it. */
 int mpe__error_raise(lua_State *L, const mpe_failure *f);
