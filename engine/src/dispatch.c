@@ -462,12 +462,94 @@ static void describe_status(char *s, size_t n, int st, int timed_out, int oom, d
         snprintf(s, n, "worker died");
 }
 
+/* One run of held items, store indices [a, b), for say_lost. */
+typedef struct held {
+    mpe_job *job;
+    lua_Integer a, b;
+} held;
+
+static int held_cmp(const void *x, const void *y)
+{
+    const held *p = x, *q = y;
+    if (p->job->id != q->job->id)
+        return p->job->id < q->job->id ? -1 : 1;
+    return p->a < q->a ? -1 : p->a > q->a;
+}
+
+/* Worker w's link ended because the process behind it died (the transport's
+ * lost, e.g. an MPI rank): say on stderr which items it held, per job as
+ * compact 1-based ranges ("items 17-32 and 40 of a map"), at most a dozen
+ * runs and then "and N more", so that the message is there even when a
+ * launcher ends the run before the script sees anything. */
+static void say_lost(wslot *w, const char *where)
+{
+    static const char *what[] = {"a map", "a starmap", "an apply"};
+    int n = 0;
+    for (chunk *c = w->inflight; c; c = c->next)
+        n += c->a + c->got < c->b;
+    held *h = n ? malloc((size_t)n * sizeof *h) : NULL;
+    char s[1536]; /* room for a dozen runs of the widest numbers */
+    size_t k = (size_t)snprintf(s, sizeof s, "mpe: %s died; its pool worker %d held ", where, w->number);
+    if (!n || !h) {
+        fprintf(stderr, "%s%s\n", s, n ? "items (no memory to list them)" : "no items");
+        free(h);
+        return;
+    }
+    n = 0;
+    for (chunk *c = w->inflight; c; c = c->next)
+        if (c->a + c->got < c->b)
+            h[n++] = (held){c->job, c->a + c->got, c->b};
+    qsort(h, (size_t)n, sizeof *h, held_cmp);
+    int m = 0; /* merge touching runs of one job */
+    for (int i = 1; i < n; i++)
+        if (h[i].job == h[m].job && h[i].a <= h[m].b)
+            h[m].b = h[i].b > h[m].b ? h[i].b : h[m].b;
+        else
+            h[++m] = h[i];
+    n = m + 1;
+    lua_Integer more = 0, all = 0;
+    int shown = 0;
+    for (int i = 0; i < n; i++) {
+        if (shown == 12) {
+            more += h[i].b - h[i].a;
+            continue;
+        }
+        int first = i == 0 || h[i - 1].job != h[i].job;
+        int last = i == n - 1 || h[i + 1].job != h[i].job || shown == 11;
+        lua_Integer items = 0;
+        for (int q = i; q < n && h[q].job == h[i].job; q++)
+            items += h[q].b - h[q].a;
+        all += h[i].b - h[i].a;
+        if (first)
+            k += (size_t)snprintf(s + k, sizeof s - k, "%s%s ", i ? " and " : "", items > 1 ? "items" : "item");
+        else
+            k += (size_t)snprintf(s + k, sizeof s - k, "%s", last ? " and " : ", ");
+        if (h[i].b - h[i].a > 1)
+            k += (size_t)snprintf(s + k, sizeof s - k, "%lld-%lld", (long long)h[i].a + 1, (long long)h[i].b);
+        else
+            k += (size_t)snprintf(s + k, sizeof s - k, "%lld", (long long)h[i].a + 1);
+        shown++;
+        if (last) {
+            int mode = (h[i].job->mode & ~MPE_M_OUT) - 1;
+            k += (size_t)snprintf(s + k, sizeof s - k, " of %s", mode >= 0 && mode < 3 ? what[mode] : "job");
+        }
+    }
+    if (more)
+        snprintf(s + k, sizeof s - k, " and %lld more item%s", (long long)more, more > 1 ? "s" : "");
+    fprintf(stderr, "%s; %s back to the pool\n", s, all + more > 1 ? "they go" : "it goes");
+    fflush(stderr);
+    free(h);
+}
+
 /* Worker w is gone (EOF on its channel). Reap it, blame the item it was
  * running, put the rest of its chunks back, and ask for a replacement. */
 static void on_death(mpe_pool *p, wslot *w)
 {
     mpe_progress pg;
     p->tp->progress(w->link, &pg);
+    char where[128];
+    if (p->tp->lost && p->tp->lost(w->link, where, sizeof where))
+        say_lost(w, where);
     int st = 0;
     p->tp->reap(w->link, &st);
     w->link = NULL;

@@ -841,6 +841,18 @@ static void mt_progress(mpe_link *l, mpe_progress *out)
     pthread_mutex_unlock(&mu);
 }
 
+static int mt_lost(mpe_link *l, char *s, size_t n)
+{
+    if (l->local)
+        return 0;
+    pthread_mutex_lock(&mu);
+    int dead = rank_dead[l->rank];
+    pthread_mutex_unlock(&mu);
+    if (dead)
+        snprintf(s, n, "rank %d (pid %d on %s)", l->rank, (int)pid_of[l->rank], host_of[l->rank]);
+    return dead;
+}
+
 /* The worker side: a worker on this rank has a socketpair link. */
 static int mt_send_all(mpe_link *self, const void *p, size_t n, const int *fds, int nfds)
 {
@@ -864,6 +876,7 @@ static const mpe_transport_ops transport_mpi = {
     .reap = mt_reap,
     .forget = mt_forget,
     .progress = mt_progress,
+    .lost = mt_lost,
     .send_all = mt_send_all,
     .child_recv = mt_child_recv,
 };

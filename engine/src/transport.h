@@ -77,6 +77,13 @@ typedef struct mpe_transport_ops {
     /* A copy of the worker's progress slot (chunk and item it runs, since
      * when, ready), for blame after a death and for task timeouts. */
     void (*progress)(mpe_link *l, mpe_progress *out);
+    /* Optional (NULL: a worker only ever dies alone). After the end, before
+     * reap: whether the link ended because the process behind it died with
+     * it (MPI: its whole rank), 1 with s (n bytes) naming that process,
+     * e.g. "rank 2 (pid 123 on node1)"; 0 otherwise. The scheduler then
+     * says on stderr which items the link held (a launcher may end the run
+     * at once, before any error reaches the script). */
+    int (*lost)(mpe_link *l, char *s, size_t n);
 
     /* ---- child side (in the worker) ---- */
     /* Send all n bytes, blocking; fds go with the first byte. 0, or -1 when

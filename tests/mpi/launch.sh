@@ -43,7 +43,8 @@ sleep 1
 [ "$(left)" = 0 ] || fail "processes left after a failing script"
 echo "ok 3 failing script"
 
-# 4. A rank killed with SIGKILL mid-map ends the run, naming the rank.
+# 4. A rank killed with SIGKILL mid-map ends the run, naming the rank and
+# the items it held.
 cat > "$tmp/kill.lua" <<'LUA'
 local mpe = require "mpe"
 local pool = mpe.pool{workers = 3}
@@ -65,6 +66,10 @@ start=$(date +%s)
 out=$(timeout 120 mpirun -n 3 "$MPE_BIN" run "$tmp/kill.lua" 2>&1) && fail "killed rank: status 0 ($out)"
 took=$(( $(date +%s) - start ))
 [[ $out == *"rank 1"* ]] || fail "killed rank not named: $out"
+# Its worker that killed it was running an item (each takes 50 ms, one a
+# chunk): rank 0 names the items its workers held before the launcher ends it.
+[[ $out =~ "rank 1 (pid "[0-9]+" on "[^\)]*") died; its pool worker "[0-9]+" held item"s?" "[0-9]+(-[0-9]+)?(, [0-9]+(-[0-9]+)?)*( and [0-9]+(-[0-9]+)?)?" of a map" ]] ||
+  fail "the items the killed rank held are not named: $out"
 [[ $out != *"finished"* ]] || fail "the map finished after a rank died: $out"
 [ "$took" -lt 110 ] || fail "killed rank: the run hung"
 sleep 1
