@@ -83,8 +83,8 @@ for f in bin/mpe-luajit "$LIB/lua/5.1/mpe.so" "$LIB/libluajit-mpe.so" "$LIB/libl
 done
 # Every Lua 5.4 file is still there, with the same content (shared files are identical).
 (cd "$P" && md5sum --quiet -c "$W/sums54") || die "the LuaJIT install changed a Lua 5.4 file"
-"$P/bin/mpe" version | grep -q "^mpe $V (Lua 5.4" || die "mpe version: $("$P/bin/mpe" version)"
-"$P/bin/mpe-luajit" version | grep -q "^mpe $V (LuaJIT" || die "mpe-luajit version"
+grep -q "^mpe $V (Lua 5.4" <<<"$("$P/bin/mpe" version)" || die "mpe version: $("$P/bin/mpe" version)"
+grep -q "^mpe $V (LuaJIT" <<<"$("$P/bin/mpe-luajit" version)" || die "mpe-luajit version"
 for interp in lua5.4:5.4 luajit:5.1; do
     out=$(cd /tmp && env -u LUA_PATH -u LUA_INIT LUA_CPATH="$P/$LIB/lua/${interp#*:}/?.so" \
           "${interp%:*}" -e 'local m = require "mpe" io.write(m.version)')
@@ -107,8 +107,8 @@ export LD_LIBRARY_PATH=$P/$LIB
 "$W/host_c" "$SRC/tests/embed/host.lua"
 "$W/host_cpp"
 "$W/host_cpp_jit"
-ldd "$W/host_cpp" | grep -q "liblua5.4-mpe.so.${V%.*} => $P" || die "host_cpp does not use the installed libmpe"
-ldd "$W/host_cpp_jit" | grep -q "libluajit-mpe.so.${V%.*} => $P" || die "host_cpp_jit: not libluajit-mpe"
+grep -q "liblua5.4-mpe.so.${V%.*} => $P" <<<"$(ldd "$W/host_cpp")" || die "host_cpp does not use the installed libmpe"
+grep -q "libluajit-mpe.so.${V%.*} => $P" <<<"$(ldd "$W/host_cpp_jit")" || die "host_cpp_jit: not libluajit-mpe"
 
 step "2b. the C and C++ hosts, with find_package(mpe)"
 for flavour in "" luajit; do
@@ -119,7 +119,7 @@ for flavour in "" luajit; do
     "$W/consumer$flavour/host_c" "$SRC/tests/embed/host.lua"
     "$W/consumer$flavour/host_cpp"
 done
-ldd "$W/consumerluajit/host_cpp" | grep -q libluajit-mpe || die "COMPONENTS luajit did not link libluajit-mpe"
+grep -q libluajit-mpe <<<"$(ldd "$W/consumerluajit/host_cpp")" || die "COMPONENTS luajit did not link libluajit-mpe"
 unset LD_LIBRARY_PATH PKG_CONFIG_PATH
 
 # ---- 3. LuaRocks -----------------------------------------------------------------------------
@@ -151,7 +151,7 @@ step "4. cpack -G DEB, dpkg -i, use, dpkg -r"
 deb=$(ls "$W"/b54/mpe_*.deb)
 dpkg-deb -I "$deb" | sed -n 's/^ \(Package\|Version\|Depends\|Architecture\):/  \1:/p'
 [[ $(dpkg-deb -f "$deb" Version) == "$V" ]] || die "the .deb's version is not $V"
-if dpkg-query -W -f='${Status}' mpe 2>/dev/null | grep -q "install ok installed"; then
+if grep -q "install ok installed" <<<"$(dpkg-query -W -f='${Status}' mpe 2>/dev/null)"; then
     die "a package mpe is already installed: not replacing it (dpkg -r mpe first)"
 fi
 [[ ! -e /usr/bin/mpe ]] || die "/usr/bin/mpe exists outside a package: not overwriting it"
@@ -182,11 +182,11 @@ for page in "$SRC"/man/*.[0-9]; do
     lines=$(MANWIDTH=80 man -l "$page" 2>/dev/null | wc -l)
     ((lines > 40)) || die "man -l $page renders only $lines lines"
     for section in NAME SYNOPSIS DESCRIPTION ENVIRONMENT EXAMPLES "SEE ALSO"; do
-        MANWIDTH=80 man -l "$page" 2>/dev/null | grep -q "^$section" || die "$page has no $section section"
+        grep -q "^$section" <<<"$(MANWIDTH=80 man -l "$page" 2>/dev/null)" || die "$page has no $section section"
     done
     echo "man -l $(basename "$page"): $lines lines"
 done
-MANWIDTH=80 man -l "$SRC/man/mpe.1" 2>/dev/null | grep -q "^EXIT STATUS" || die "mpe.1 has no EXIT STATUS"
+grep -q "^EXIT STATUS" <<<"$(MANWIDTH=80 man -l "$SRC/man/mpe.1" 2>/dev/null)" || die "mpe.1 has no EXIT STATUS"
 cmp <("$P/bin/mpe" completion bash) "$P/share/bash-completion/completions/mpe" ||
     die "the installed completion script is not what mpe completion bash prints"
 grep -q "^Version: $V\$" "$P/$LIB/pkgconfig/lua5.4-mpe.pc" || die "pkg-config version"
