@@ -208,7 +208,11 @@ describe("mpe under mpirun", function()
   end)
 
   it("kills a task past its timeout on another rank (kind timeout)", function()
-    local pool <close> = mpe.pool{workers = world.size, timeout = 0.5}
+    -- The timeout is wall-clock, and here the hanging tasks spin on every
+    -- CPU of an oversubscribed machine: 0.5 s once timed out item 1 (a plain
+    -- return) of a worker starved that long. 2 s leaves the quick items far
+    -- from it; the hanging ones still always reach it.
+    local pool <close> = mpe.pool{workers = world.size, timeout = 2}
     local r, errs = pool:map(function(x)
       if x == 2 then while true do end end
       return x
