@@ -10,21 +10,14 @@
 # or luajit for a LuaJIT build) with its name replaced by "mpe". (tests/cli/run.sh covers -j, -e, arg and os.exit.)
 # SPDX-License-Identifier: MIT
 set -u
+# shellcheck source=lib/check.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/check.sh"
 MPE=${MPE_BIN:?set MPE_BIN to the mpe binary}
 MPE=$(cd "$(dirname "$MPE")" && pwd)/$(basename "$MPE") # we cd below
 LUA=${MPE_LUA_INTERP:-lua5.4} # the interpreter mpe is built against (luajit words errors its own way)
 T=$(mktemp -d)
 trap 'chmod -R u+rwx "$T" 2>/dev/null; rm -rf "$T"' EXIT
 cd "$T" || exit 1
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-    fail=$((fail + 1))
-    echo "FAIL: $1"
-    shift
-    for line in "$@"; do echo "      ${line:0:400}"; done
-}
 have_lua=0
 command -v "$LUA" >/dev/null && have_lua=1
 luajit=0

@@ -9,17 +9,10 @@
 # SPDX-License-Identifier: MIT
 # Needs env MPE_BIN (ctest sets it), nm and ldd.
 set -u
+# shellcheck source=lib/check.sh
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib/check.sh"
 
 MPE=${MPE_BIN:?set MPE_BIN to the mpe binary}
-pass=0
-fail=0
-ok() { pass=$((pass + 1)); }
-bad() {
-    fail=$((fail + 1))
-    echo "FAIL: $1"
-    shift
-    for line in "$@"; do echo "      ${line:0:400}"; done
-}
 
 if [[ $("$MPE" version) == *LuaJIT* ]]; then soname=libluajit-5.1.so.2; else soname=liblua5.4.so.0; fi
 # The library's path, as the dynamic linker would find it.
