@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "frames.h"
 #include "pool.h"
 
 static int64_t now_ns(void)
@@ -27,7 +28,7 @@ static void post(mpe_pool *p, mpe_msg *m)
 {
     m->next = NULL;
     if (m->job)
-        m->job->refs++;
+        mpe__job_ref(m->job);
     if (p->inbox_last)
         p->inbox_last->next = m;
     else
@@ -36,116 +37,7 @@ static void post(mpe_pool *p, mpe_msg *m)
     pthread_cond_broadcast(&p->cv);
 }
 
-/* ---- frames built without Lua (the dispatcher may not raise) ---------------- */
-
-int mpe__dispatch_put(mpe_buf *b, const void *s, size_t n)
-{
-    if (n == 0)
-        return 0;
-    if (mpe__buf_grow(b, n) != 0)
-        return -1;
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return 0;
-}
-
-static int put64(mpe_buf *b, uint64_t v)
-{
-    unsigned char s[8];
-    for (int i = 0; i < 8; i++)
-        s[i] = (unsigned char)(v >> (8 * i));
-    return mpe__dispatch_put(b, s, 8);
-}
-
-static int put32(mpe_buf *b, uint32_t v)
-{
-    unsigned char s[4];
-    for (int i = 0; i < 4; i++)
-        s[i] = (unsigned char)(v >> (8 * i));
-    return mpe__dispatch_put(b, s, 4);
-}
-
-static int put8(mpe_buf *b, unsigned v)
-{
-    unsigned char c = (unsigned char)v;
-    return mpe__dispatch_put(b, &c, 1);
-}
-
-static void patch_len(mpe_buf *b, size_t start)
-{
-    uint32_t n = (uint32_t)(b->n - start - MPE_FRAME_HDR);
-    for (int i = 0; i < 4; i++)
-        b->p[start + i] = (char)(unsigned char)(n >> (8 * i));
-}
-
-int mpe__dispatch_frame(mpe_buf *b, unsigned type, uint64_t v)
-{
-    size_t s = b->n;
-    if (put32(b, 0) || put8(b, type) || put64(b, v))
-        return -1;
-    patch_len(b, s);
-    return 0;
-}
-
-int mpe__dispatch_frame32(mpe_buf *b, unsigned type, uint32_t v)
-{
-    size_t s = b->n;
-    if (put32(b, 0) || put8(b, type) || put32(b, v))
-        return -1;
-    patch_len(b, s);
-    return 0;
-}
-
-/* ---- shared segments: each sent once to each worker -------------------------- */
-
-static int segs_frame(mpe_buf *b, const uint32_t *ids, int *n)
-{
-    size_t st = b->n;
-    if (put32(b, 0) || put8(b, MPE_F_SEGS) || put32(b, (uint32_t)*n))
-        return -1;
-    for (int q = 0; q < *n; q++)
-        if (put32(b, ids[q]))
-            return -1;
-    patch_len(b, st);
-    *n = 0;
-    return 0;
-}
-
-/* Queue MPE_F_SEGS frames for the segments items [a, e) of j refer to that
- * w has not been sent yet (at most MPE_MAX_FDS a frame: each frame's
- * descriptors travel in one message). 0, or -1 on ENOMEM. */
-static int send_segs(mpe_pool *p, wslot *w, mpe_job *j, lua_Integer a, lua_Integer e)
-{
-    if ((size_t)p->nsegs > w->hascap) {
-        size_t cap = (size_t)p->segcap;
-        unsigned char *h = realloc(w->has, cap);
-        if (!h)
-            return -1;
-        memset(h + w->hascap, 0, cap - w->hascap);
-        w->has = h;
-        w->hascap = cap;
-    }
-    uint32_t ids[MPE_MAX_FDS];
-    int n = 0;
-    for (lua_Integer i = a; i < e; i++) {
-        const unsigned char *s = (const unsigned char *)j->items.p + j->off[i - j->base];
-        for (int q = 0; q < s[0]; q++) {
-            const unsigned char *v = s + 1 + 4 * q;
-            uint32_t id = (uint32_t)v[0] | (uint32_t)v[1] << 8 | (uint32_t)v[2] << 16 | (uint32_t)v[3] << 24;
-            if (id >= (uint32_t)p->nsegs || w->has[id] || p->segs[id].fd < 0)
-                continue;
-            w->has[id] = 1;
-            ids[n++] = id;
-            if (n == MPE_MAX_FDS && segs_frame(&w->out, ids, &n) != 0)
-                return -1;
-        }
-    }
-    if (n > 0 && segs_frame(&w->out, ids, &n) != 0)
-        return -1;
-    return 0;
-}
-
-void mpe__dispatch_drop_fdq(wslot *w)
+static void drop_fdq(wslot *w)
 {
     while (w->fdq_n > 0) {
         mpe_fds *f = &w->fdq[w->fdq_head];
@@ -156,183 +48,41 @@ void mpe__dispatch_drop_fdq(wslot *w)
     }
 }
 
-/* ---- cutting chunks -------------------------------------------------------------- */
-
-static int has_items(const mpe_job *j)
-{
-    return !j->cancelled && !j->released && (j->redo || j->cut < j->visible);
-}
-
-/* Put j on the work list if it has items to hand out and is not there yet. */
-void mpe__dispatch_enlist(mpe_pool *p, mpe_job *j)
-{
-    if (j->in_work || !has_items(j))
-        return;
-    j->in_work = 1;
-    j->wnext = NULL;
-    if (p->work_last)
-        p->work_last->wnext = j;
-    else
-        p->work = j;
-    p->work_last = j;
-}
-
-/* Drop jobs without items from the head of the work list. */
-void mpe__dispatch_prune(mpe_pool *p)
-{
-    while (p->work && !has_items(p->work)) {
-        mpe_job *j = p->work;
-        p->work = j->wnext;
-        if (!p->work)
-            p->work_last = NULL;
-        j->in_work = 0;
-    }
-}
-
-static double job_cost(mpe_pool *p, mpe_job *j)
-{
-    if (j->per_item_ns > 0)
-        return j->per_item_ns;
-    return p->cost_ns > 0 ? p->cost_ns : 1e6; /* unknown: assume 1 ms, so queues stay short */
-}
-
-/* Items of a new chunk for job j, at most avail. */
-static lua_Integer chunk_size(mpe_pool *p, mpe_job *j, lua_Integer avail)
-{
-    lua_Integer n;
-    if (j->chunksize > 0)
-        n = j->chunksize;
-    else if (j->per_item_ns <= 0) {
-        /* A small first chunk to measure the cost, shared out between the
-         * workers when the job is small (two items that wait for each other
-         * must not land on one worker). */
-        lua_Integer all = j->finished ? j->visible : avail; /* a share of the whole job */
-        lua_Integer share = (all + p->n - 1) / p->n;
-        n = share < 16 ? share : 16;
-    }
-    else {
-        n = (lua_Integer)(TARGET_CHUNK_NS / j->per_item_ns);
-        if (j->finished) { /* finer at the end, so the workers finish together */
-            lua_Integer left = j->visible - j->cut;
-            lua_Integer fair = (left + 2 * p->n - 1) / (2 * p->n);
-            if (n > fair)
-                n = fair;
-        }
-    }
-    if (n < 1)
-        n = 1;
-    if (n > MAX_CHUNK_ITEMS)
-        n = MAX_CHUNK_ITEMS;
-    if (n > avail)
-        n = avail;
-    if (j->kind == MPE_K_ENC) { /* keep frames reasonably small */
-        lua_Integer a = j->cut;
-        while (n > 1 && j->off[a + n - j->base] - j->off[a - j->base] > MAX_CHUNK_BYTES)
-            n /= 2;
-    }
-    return n;
-}
-
-/* Append a chunk frame for items [a, b) of j to w->out. */
-static int write_chunk(mpe_buf *b, uint64_t id, mpe_job *j, lua_Integer a, lua_Integer e)
-{
-    size_t s = b->n;
-    uint32_t n = (uint32_t)(e - a);
-    if (put32(b, 0) || put8(b, MPE_F_CHUNK) || put64(b, id) || put64(b, j->id) ||
-        put64(b, j->fnid) || put8(b, (unsigned)j->mode) || put8(b, (unsigned)j->kind) || put32(b, n) ||
-        put64(b, (uint64_t)a))
-        return -1;
-    switch (j->kind) {
-    case MPE_K_RANGE:
-        if (put64(b, (uint64_t)(j->rstart + a * j->rstep)) || put64(b, (uint64_t)j->rstep))
-            return -1;
-        break;
-    case MPE_K_INTS:
-    case MPE_K_FLOATS:
-        if (mpe__dispatch_put(b, j->items.p + 8 * (size_t)(a - j->base), 8 * (size_t)n))
-            return -1;
-        break;
-    default: {
-        size_t from = j->off[a - j->base], to = j->off[e - j->base];
-        if (mpe__dispatch_put(b, j->items.p + from, to - from))
-            return -1;
-    }
-    }
-    patch_len(b, s);
-    return 0;
-}
-
 /* Give worker w one more chunk if there is work. Returns 1 if it did. */
 static int feed_one(mpe_pool *p, wslot *w)
 {
-    mpe__dispatch_prune(p);
-    for (mpe_job *j = p->work; j; j = j->wnext) {
-        if (!has_items(j))
-            continue;
-        lua_Integer a, e;
-        range *r = j->redo;
-        int suspect = 0;
-        if (r) {
-            a = r->a;
-            e = r->b;
-            if (r->suspect) {
-                /* Alone on an otherwise idle worker, so a death is its own. */
-                if (w->ninflight > 0)
-                    return 0;
-                e = a + 1;
-                suspect = 1;
-            } else if (e - a > 1 && j->chunksize > 0 && e - a > j->chunksize)
-                e = a + j->chunksize;
-        } else if (j->cut < j->visible) {
-            a = j->cut;
-            e = a + chunk_size(p, j, j->visible - j->cut);
-        } else
-            continue;
-        if (p->o.maxtasks > 0) {
-            long room = p->o.maxtasks - w->assigned;
-            if (room <= 0)
-                return 0;
-            if (e - a > room)
-                e = a + room;
-        }
-        chunk *c = malloc(sizeof *c);
-        if (!c)
-            return 0;
-        c->id = ++p->next_id;
-        c->job = j;
-        c->a = a;
-        c->b = e;
-        c->got = 0;
-        c->suspect = suspect;
-        c->next = NULL;
-        if (j->nsegs > 0 && send_segs(p, w, j, a, e) != 0) {
-            free(c);
-            return 0;
-        }
-        if (write_chunk(&w->out, c->id, j, a, e) != 0) {
-            free(c);
-            return 0;
-        }
-        if (r) {
-            r->a = e;
-            if (r->a >= r->b) {
-                j->redo = r->next;
-                free(r);
-            }
-        } else
-            j->cut = e;
-        j->refs++;
-        if (w->last)
-            w->last->next = c;
-        else
-            w->inflight = c;
-        w->last = c;
-        w->ninflight++;
-        w->queued_ns += job_cost(p, j) * (double)(e - a);
-        w->assigned += (long)(e - a);
-        return 1;
+    int64_t room = -1;
+    if (p->o.maxtasks > 0)
+        room = p->o.maxtasks - w->assigned > 0 ? p->o.maxtasks - w->assigned : 0;
+    mpe_cut cut;
+    if (!mpe__job_cut(p, w->ninflight > 0, room, &cut))
+        return 0;
+    chunk *c = malloc(sizeof *c);
+    if (!c)
+        return 0;
+    size_t mark = w->out.n;
+    c->id = ++p->next_id;
+    if (mpe__job_queue(p, &cut, c->id, &w->out, &w->has, &w->hascap) != 0) {
+        w->out.n = mark; /* nothing half written goes out; the items stay the job's */
+        free(c);
+        return 0;
     }
-    return 0;
+    mpe__job_take(p, &cut);
+    c->job = cut.job;
+    c->a = cut.a;
+    c->b = cut.e;
+    c->got = 0;
+    c->suspect = cut.suspect;
+    c->next = NULL;
+    if (w->last)
+        w->last->next = c;
+    else
+        w->inflight = c;
+    w->last = c;
+    w->ninflight++;
+    w->queued_ns += mpe__job_cost(p, cut.job) * (double)(cut.e - cut.a);
+    w->assigned += (long)(cut.e - cut.a);
+    return 1;
 }
 
 /* Whether w should get one more chunk now: an idle worker always; a busy
@@ -363,35 +113,6 @@ static void feed_all(mpe_pool *p)
 
 /* ---- outcomes --------------------------------------------------------------------- */
 
-void mpe__dispatch_maybe_free(mpe_pool *p, mpe_job *j)
-{
-    if (j->released && j->refs == 0)
-        mpe__pool_free_job(p, j);
-}
-
-static void account(mpe_pool *p, mpe_job *j, lua_Integer n)
-{
-    j->done += n;
-    if (j->finished && j->done >= j->visible)
-        pthread_cond_broadcast(&p->cv);
-    (void)p;
-}
-
-static void redo(mpe_pool *p, mpe_job *j, lua_Integer a, lua_Integer b, int suspect)
-{
-    if (a >= b || j->cancelled || j->released)
-        return;
-    range *r = malloc(sizeof *r);
-    if (!r)
-        return; /* cannot happen in practice; the items then count as lost below */
-    r->a = a;
-    r->b = b;
-    r->suspect = suspect;
-    r->next = j->redo;
-    j->redo = r;
-    mpe__dispatch_enlist(p, j);
-}
-
 static void fail_item(mpe_pool *p, wslot *w, mpe_job *j, lua_Integer i, const char *kind, const char *text)
 {
     mpe_msg *m = calloc(1, sizeof *m);
@@ -405,30 +126,8 @@ static void fail_item(mpe_pool *p, wslot *w, mpe_job *j, lua_Integer i, const ch
     m->kind = kind;
     snprintf(m->text, sizeof m->text, "%s", text);
     post(p, m);
-    account(p, j, 1);
-    if (j->raise_first)
-        j->cancelled = 1;
-}
-
-static int retry_item(mpe_pool *p, mpe_job *j, lua_Integer i)
-{
-    if (p->o.retries <= 0)
-        return 0;
-    for (attempt *t = j->attempts; t; t = t->next)
-        if (t->i == i) {
-            if (t->n >= p->o.retries)
-                return 0;
-            t->n++;
-            return 1;
-        }
-    attempt *t = malloc(sizeof *t);
-    if (!t)
-        return 0;
-    t->i = i;
-    t->n = 1;
-    t->next = j->attempts;
-    j->attempts = t;
-    return 1;
+    mpe__job_account(p, j, 1);
+    mpe__job_failed(j);
 }
 
 static void describe_status(char *s, size_t n, int st, int timed_out, int oom, double timeout)
@@ -553,7 +252,7 @@ static void on_death(mpe_pool *p, wslot *w)
     int st = 0;
     p->tp->reap(w->link, &st);
     w->link = NULL;
-    mpe__dispatch_drop_fdq(w);
+    drop_fdq(w);
     int64_t running = pg.chunk;
     int32_t item = pg.item;
     int ready = pg.ready;
@@ -575,23 +274,21 @@ static void on_death(mpe_pool *p, wslot *w)
             bad = from; /* killed while sending this item's result */
         if (bad >= 0) {
             blamed = 1;
-            redo(p, j, bad + 1, c->b, 0);
-            if (!j->cancelled && !j->released && !w->oom && retry_item(p, j, bad))
-                redo(p, j, bad, bad + 1, 0);
+            mpe__job_redo(p, j, bad + 1, c->b, 0);
+            if (!w->oom && mpe__job_retry(p, j, bad))
+                mpe__job_redo(p, j, bad, bad + 1, 0);
             else
                 fail_item(p, w, j, bad, w->oom ? "error" : w->timed_out ? "timeout" : "crash", text);
-            redo(p, j, from, bad, 0);
+            mpe__job_redo(p, j, from, bad, 0);
         } else
             /* It died between items (or before its chunk began): run them
              * again one by one, so that if one of them kills its worker on
              * the way out, that one is blamed instead of all being re-run
              * for ever. */
-            redo(p, j, from, c->b, crashed && ready && !blamed);
-        if (j->cancelled || j->released) /* nobody waits for these items */
-            account(p, j, 0);
-        j->refs--;
+            mpe__job_redo(p, j, from, c->b, crashed && ready && !blamed);
+        mpe__job_account(p, j, 0); /* a cancelled job may have nothing left to wait for */
         free(c);
-        mpe__dispatch_maybe_free(p, j);
+        mpe__job_unref(p, j);
     }
     /* Workers that keep dying before they send anything (an initializer that
      * exits or crashes) would be replaced for ever: give up and say why. */
@@ -638,87 +335,84 @@ static void drop_chunk(mpe_pool *p, wslot *w, chunk *c)
         w->last = prev;
     w->ninflight--;
     mpe_job *j = c->job;
-    w->queued_ns -= job_cost(p, j) * (double)(c->b - c->a);
+    w->queued_ns -= mpe__job_cost(p, j) * (double)(c->b - c->a);
     if (w->queued_ns < 0 || w->ninflight == 0)
         w->queued_ns = 0;
-    j->refs--;
     free(c);
-    mpe__dispatch_maybe_free(p, j);
+    mpe__job_unref(p, j);
 }
 
-/* A result frame from worker w: [u64 chunk][u32 from][u32 count][u8 flags][u64 ns][payload]. */
+/* Claim the oldest descriptor set received (a result frame with MPE_R_FDS
+ * travelled alone with it); NULL if none came. */
+static int claim_fds(wslot *w, mpe_fds *out)
+{
+    if (w->fdq_n == 0)
+        return 0;
+    *out = w->fdq[w->fdq_head];
+    w->fdq_head = (w->fdq_head + 1) % 8;
+    w->fdq_n--;
+    return 1;
+}
+
+/* A result frame from worker w: post its outcomes to the inbox and account
+ * for them in the job. */
 static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
 {
-    mpe_rd r;
-    uint64_t id, ns;
-    uint32_t from, count;
-    unsigned flags;
-    mpe__rd_init(&r, s, len);
-    if (mpe__rd_u64(&r, &id) || mpe__rd_u32(&r, &from) || mpe__rd_u32(&r, &count) ||
-        mpe__rd_u8(&r, &flags) || mpe__rd_u64(&r, &ns))
+    mpe_result_head h;
+    size_t at;
+    if (mpe__frames_result_read(s, len, &h, &at) != 0)
         return;
-    chunk *c = find_chunk(w, id);
+    chunk *c = find_chunk(w, h.chunk);
     if (!c)
         return;
     mpe_job *j = c->job;
-    if (!j->cancelled && !j->released) {
-        size_t plen = len - r.pos;
+    mpe_fds fds = {.n = 0};
+    int hasfds = (h.flags & MPE_R_FDS) && claim_fds(w, &fds);
+    if (mpe__job_running(j)) {
+        size_t plen = len - at;
         mpe_msg *m = malloc(sizeof *m + plen);
-        if (!m && count > 0) {
+        if (m) {
+            memset(m, 0, sizeof *m);
+            m->type = MPE_MSG_RESULT;
+            m->job = j;
+            m->index = c->a + h.from + 1;
+            m->count = h.count;
+            m->flags = h.flags;
+            m->worker = w->number;
+            m->pid = w->pid;
+            if (hasfds)
+                m->fds = fds;
+            hasfds = 0;
+            m->len = plen;
+            if (plen)
+                memcpy(m->data, s + at, plen);
+            post(p, m);
+        } else if (h.count > 0) {
             /* No room for the results: their items fail, never silently vanish. */
             mpe_msg *f = calloc(1, sizeof *f);
             if (f) {
                 f->type = MPE_MSG_FAIL;
                 f->job = j;
-                f->index = c->a + from + 1;
-                f->count = count;
+                f->index = c->a + h.from + 1;
+                f->count = h.count;
                 f->worker = w->number;
                 f->pid = w->pid;
                 f->kind = "error";
                 snprintf(f->text, sizeof f->text,
-                         "mpe: not enough memory in the parent to receive %u result(s) (%zu bytes)", count, plen);
+                         "mpe: not enough memory in the parent to receive %u result(s) (%zu bytes)", h.count, plen);
                 post(p, f);
-                if (j->raise_first)
-                    j->cancelled = 1;
+                mpe__job_failed(j);
             }
         }
-        if (m) {
-            memset(m, 0, sizeof *m);
-            m->type = MPE_MSG_RESULT;
-            m->job = j;
-            m->index = c->a + from + 1;
-            m->count = count;
-            m->flags = flags;
-            m->worker = w->number;
-            m->pid = w->pid;
-            if ((flags & MPE_R_FDS) && w->fdq_n > 0) {
-                m->fds = w->fdq[w->fdq_head];
-                w->fdq_head = (w->fdq_head + 1) % 8;
-                w->fdq_n--;
-            }
-            m->len = plen;
-            if (plen)
-                memcpy(m->data, s + r.pos, plen);
-            post(p, m);
-        }
-        if (flags & MPE_R_ERRORS && j->raise_first)
-            j->cancelled = 1;
-    } else if ((flags & MPE_R_FDS) && w->fdq_n > 0) { /* nobody wants them */
-        mpe_fds *f = &w->fdq[w->fdq_head];
-        for (int k = 0; k < f->n; k++)
-            close(f->fd[k]);
-        w->fdq_head = (w->fdq_head + 1) % 8;
-        w->fdq_n--;
+        if (h.flags & MPE_R_ERRORS)
+            mpe__job_failed(j);
     }
-    c->got += count;
-    account(p, j, count);
-    if (flags & MPE_R_FINAL) {
-        lua_Integer n = c->b - c->a;
-        double per = n > 0 ? (double)ns / (double)n : 0;
-        if (per <= 0)
-            per = 1;
-        j->per_item_ns = j->per_item_ns > 0 ? 0.5 * j->per_item_ns + 0.5 * per : per;
-        p->cost_ns = p->cost_ns > 0 ? 0.8 * p->cost_ns + 0.2 * per : per;
+    for (int k = 0; hasfds && k < fds.n; k++) /* nobody wants them */
+        close(fds.fd[k]);
+    c->got += h.count;
+    mpe__job_account(p, j, h.count);
+    if (h.flags & MPE_R_FINAL) {
+        mpe__job_measured(p, j, c->b - c->a, h.ns);
         drop_chunk(p, w, c);
     }
 }
@@ -749,14 +443,10 @@ static void read_frames(mpe_pool *p, wslot *w)
         /* A worker writes only these two kinds of frame, never larger than
          * 1 GiB: anything else means its channel was written over (a C
          * library misbehaving in the worker). Kill it: its item is blamed. */
-        if (w->in.n - off >= MPE_FRAME_HDR) {
-            const unsigned char *h = (const unsigned char *)w->in.p + off;
-            uint32_t n = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 24;
-            if ((h[4] != MPE_F_RESULT && h[4] != MPE_F_INITFAIL) || n > (1u << 30)) {
-                w->broken = 1;
-                p->tp->kill(w->link);
-                break;
-            }
+        if (mpe__frames_from_worker(&w->in, off) == 0) {
+            w->broken = 1;
+            p->tp->kill(w->link);
+            break;
         }
         if (!mpe__frame_peek(&w->in, off, &type, &len))
             break;
@@ -773,7 +463,7 @@ static void read_frames(mpe_pool *p, wslot *w)
     }
 }
 
-/* ---- the dispatcher thread --------------------------------------------------------- */
+/* ---- timeouts -------------------------------------------------------------------- */
 
 static void check_timeouts(mpe_pool *p, int64_t now)
 {
@@ -790,6 +480,126 @@ static void check_timeouts(mpe_pool *p, int64_t now)
             p->tp->kill(w->link);
         }
     }
+}
+
+/* ---- the thread: feed, flush, drain ------------------------------------------------- */
+
+/* The descriptors that travel with the frame at w->tx_off, if it is one that
+ * goes alone with them (MPE_F_FDS: a function's, MPE_F_SEGS: segments'),
+ * into fds; returns how many, or -1 if it is a plain frame. *len: the bytes
+ * of the message that starts at w->tx_off (up to the next such frame). */
+static int message_at(mpe_pool *p, wslot *w, size_t *len, int *fds)
+{
+    unsigned type;
+    uint32_t flen;
+    *len = w->tx.n - w->tx_off;
+    if (mpe__frame_peek(&w->tx, w->tx_off, &type, &flen) && (type == MPE_F_FDS || type == MPE_F_SEGS)) {
+        const char *body = w->tx.p + w->tx_off + MPE_FRAME_HDR;
+        int n = 0;
+        *len = MPE_FRAME_HDR + flen;
+        if (type == MPE_F_FDS) {
+            uint64_t fid = 0;
+            mpe__frames_read_u64(body, flen, &fid);
+            for (fnentry *f = p->fns; f; f = f->next)
+                if (f->id == fid) {
+                    memcpy(fds, f->fds.fd, (size_t)f->fds.n * sizeof *fds);
+                    return f->fds.n;
+                }
+            return 0;
+        }
+        /* A job holds its segments while its chunks are out, so every id
+         * here is still open. */
+        uint32_t ids[MPE_MAX_FDS];
+        n = mpe__frames_segs_read(body, flen, ids, MPE_MAX_FDS);
+        for (int q = 0; q < n; q++)
+            fds[q] = mpe__job_seg_fd(p, ids[q]);
+        return n < 0 ? 0 : n;
+    }
+    /* Stop before the next such frame: it must start a message of its own. */
+    for (size_t o = w->tx_off; o < w->tx.n && mpe__frame_peek(&w->tx, o, &type, &flen); o += MPE_FRAME_HDR + flen)
+        if ((type == MPE_F_FDS || type == MPE_F_SEGS) && o > w->tx_off) {
+            *len = o - w->tx_off;
+            break;
+        }
+    return -1;
+}
+
+/* The flush step for one writable worker: send what its tx holds, one
+ * message at a time. */
+static void flush(mpe_pool *p, wslot *w)
+{
+    int fds[MPE_MAX_FDS];
+    size_t len;
+    int nfds = message_at(p, w, &len, fds);
+    /* Plain frames go without the lock (tx, in and the link are this
+     * thread's while the slot is live); a message with descriptors, rare,
+     * keeps it: they belong to entries the main thread may drop. */
+    if (nfds < 0)
+        pthread_mutex_unlock(&p->mu);
+    ssize_t sent = p->tp->send(w->link, w->tx.p + w->tx_off, len, nfds < 0 ? NULL : fds, nfds < 0 ? 0 : nfds);
+    if (nfds < 0)
+        pthread_mutex_lock(&p->mu);
+    if (sent > 0) {
+        w->tx_off += (size_t)sent;
+        if (w->tx_off == w->tx.n)
+            w->tx.n = w->tx_off = 0;
+    }
+}
+
+/* The drain step for one readable worker: read what it sent, turn its
+ * frames into outcomes in the inbox, and handle its death. */
+static void drain(mpe_pool *p, wslot *w)
+{
+    ssize_t got;
+    pthread_mutex_unlock(&p->mu); /* in, the link and fdq are this thread's */
+    do {
+        mpe_fds set = {.n = 0};
+        got = p->tp->recv(w->link, &w->in, &set);
+        if (set.n > 0) {
+            if (w->fdq_n < 8) {
+                w->fdq[(w->fdq_head + w->fdq_n) % 8] = set;
+                w->fdq_n++;
+            } else
+                for (int q = 0; q < set.n; q++)
+                    close(set.fd[q]);
+        }
+    } while (got > 0 && w->in.n < (4u << 20) && w->fdq_n < 8);
+    int err = got < 0 ? errno : 0;
+    pthread_mutex_lock(&p->mu);
+    read_frames(p, w);
+    if (got < 0 && err == ENOMEM && !w->oom) {
+        /* The parent cannot take in what this worker sends: its item fails
+         * (kind "error"), the worker is replaced. */
+        w->oom = 1;
+        p->tp->kill(w->link);
+    } else if (got == 0 || (got < 0 && err != EAGAIN && err != EWOULDBLOCK && (err != ENOMEM || w->oom)))
+        /* Still no memory after the kill: what the dead worker left in its
+         * channel cannot be read, and the channel stays readable, so
+         * waiting for its EOF would spin for ever. */
+        on_death(p, w);
+}
+
+/* The links to wait on: every live worker's, for reading, and for writing
+ * when it has frames to send (queued frames move to tx first). */
+static int gather(mpe_pool *p, mpe_link **links, unsigned *want, int *slot)
+{
+    int np = 0;
+    for (int i = 0; i < p->n; i++) {
+        wslot *w = &p->w[i];
+        if (w->state != W_LIVE)
+            continue;
+        if (w->tx_off == w->tx.n && w->out.n > 0) {
+            mpe_buf t = w->tx;
+            w->tx = w->out;
+            w->out = t;
+            w->out.n = w->out_off = 0;
+            w->tx_off = 0;
+        }
+        links[np] = w->link;
+        want[np] = MPE_T_READ | (w->tx.n > w->tx_off ? MPE_T_WRITE : 0);
+        slot[np++] = i;
+    }
+    return np;
 }
 
 void *mpe__dispatch_main(void *arg)
@@ -810,23 +620,8 @@ void *mpe__dispatch_main(void *arg)
     }
     pthread_mutex_lock(&p->mu);
     while (!p->quit) {
-        int np = 0;
         feed_all(p);
-        for (int i = 0; i < p->n; i++) {
-            wslot *w = &p->w[i];
-            if (w->state != W_LIVE)
-                continue;
-            if (w->tx_off == w->tx.n && w->out.n > 0) { /* hand the queued frames to tx */
-                mpe_buf t = w->tx;
-                w->tx = w->out;
-                w->out = t;
-                w->out.n = w->out_off = 0;
-                w->tx_off = 0;
-            }
-            links[np] = w->link;
-            want[np] = MPE_T_READ | (w->tx.n > w->tx_off ? MPE_T_WRITE : 0);
-            slot[np++] = i;
-        }
+        int np = gather(p, links, want, slot);
         int ms = p->o.timeout > 0 ? 20 : 500;
         p->dispatcher_idle = 1;
         pthread_mutex_unlock(&p->mu);
@@ -839,94 +634,16 @@ void *mpe__dispatch_main(void *arg)
             break;
         for (int k = 0; r > 0 && k < np; k++) {
             wslot *w = &p->w[slot[k]];
-            if (w->state != W_LIVE)
-                continue;
-            if (ev[k] & MPE_T_WRITE) {
-                const int *fds = NULL;
-                int nfds = 0;
-                size_t len = w->tx.n - w->tx_off;
-                int segfds[MPE_MAX_FDS];
-                /* F_FDS and F_SEGS frames travel alone, with their descriptors. */
-                unsigned type;
-                uint32_t flen;
-                /* Stop before the next such frame: it must start a message of its own. */
-                for (size_t o = w->tx_off; o < w->tx.n && mpe__frame_peek(&w->tx, o, &type, &flen);
-                     o += MPE_FRAME_HDR + flen)
-                    if ((type == MPE_F_FDS || type == MPE_F_SEGS) && o > w->tx_off) {
-                        len = o - w->tx_off;
-                        break;
-                    }
-                if (mpe__frame_peek(&w->tx, w->tx_off, &type, &flen) &&
-                    (type == MPE_F_FDS || type == MPE_F_SEGS)) {
-                    mpe_rd rd;
-                    mpe__rd_init(&rd, w->tx.p + w->tx_off + MPE_FRAME_HDR, flen);
-                    if (type == MPE_F_FDS) {
-                        uint64_t fid = 0;
-                        mpe__rd_u64(&rd, &fid);
-                        for (fnentry *f = p->fns; f && !fds; f = f->next)
-                            if (f->id == fid) {
-                                fds = f->fds.fd;
-                                nfds = f->fds.n;
-                            }
-                    } else {
-                        /* A job holds its segments while its chunks are out,
-                         * so every id here is still open. */
-                        uint32_t n = 0, id;
-                        mpe__rd_u32(&rd, &n);
-                        for (uint32_t q = 0; q < n && q < MPE_MAX_FDS && mpe__rd_u32(&rd, &id) == 0; q++)
-                            segfds[nfds++] = id < (uint32_t)p->nsegs ? p->segs[id].fd : -1;
-                        fds = segfds;
-                    }
-                    len = MPE_FRAME_HDR + flen;
-                }
-                /* Plain frames go without the lock (tx, in and the link are
-                 * this thread's while the slot is live); a message with
-                 * descriptors, rare, keeps it: they belong to entries the
-                 * main thread may drop. */
-                if (!fds)
-                    pthread_mutex_unlock(&p->mu);
-                ssize_t sent = p->tp->send(w->link, w->tx.p + w->tx_off, len, fds, nfds);
-                if (!fds)
-                    pthread_mutex_lock(&p->mu);
-                if (sent > 0) {
-                    w->tx_off += (size_t)sent;
-                    if (w->tx_off == w->tx.n)
-                        w->tx.n = w->tx_off = 0;
-                }
-            }
-            if (ev[k] & MPE_T_READ) {
-                ssize_t got;
-                pthread_mutex_unlock(&p->mu); /* in, the link and fdq are this thread's */
-                do {
-                    mpe_fds set = {.n = 0};
-                    got = p->tp->recv(w->link, &w->in, &set);
-                    if (set.n > 0) {
-                        if (w->fdq_n < 8) {
-                            w->fdq[(w->fdq_head + w->fdq_n) % 8] = set;
-                            w->fdq_n++;
-                        } else
-                            for (int q = 0; q < set.n; q++)
-                                close(set.fd[q]);
-                    }
-                } while (got > 0 && w->in.n < (4u << 20) && w->fdq_n < 8);
-                int err = got < 0 ? errno : 0;
-                pthread_mutex_lock(&p->mu);
-                read_frames(p, w);
-                if (got < 0 && err == ENOMEM && !w->oom) {
-                    /* The parent cannot take in what this worker sends: its
-                     * item fails (kind "error"), the worker is replaced. */
-                    w->oom = 1;
-                    p->tp->kill(w->link);
-                } else if (got == 0 || (got < 0 && err != EAGAIN && err != EWOULDBLOCK &&
-                                        (err != ENOMEM || w->oom)))
-                    /* Still no memory after the kill: what the dead worker left
-                     * in its channel cannot be read, and the channel stays
-                     * readable, so waiting for its EOF would spin for ever. */
-                    on_death(p, w);
-            }
+            if (w->state == W_LIVE && (ev[k] & MPE_T_WRITE))
+                flush(p, w);
+            if (w->state == W_LIVE && (ev[k] & MPE_T_READ))
+                drain(p, w);
         }
         check_timeouts(p, now_ns());
     }
+    /* Descriptor sets received that no result claimed. */
+    for (int i = 0; i < p->n; i++)
+        drop_fdq(&p->w[i]);
     pthread_mutex_unlock(&p->mu);
     free(links);
     free(want);

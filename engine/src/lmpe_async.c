@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "frames.h"
 #include "lmpe_pool.h"
 
 /* Push field k of the table behind ref. */
@@ -140,7 +141,7 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
         } else {
             unsigned status = 0;
             uint64_t nvals = 0;
-            if (mpe__rd_u8(&r, &status) || mpe__rd_varint(&r, &nvals) || nvals > 250)
+            if (mpe__frames_record_read(&r, &status, &nvals) || nvals > 250)
                 luaL_error(L, "mpe: malformed result from worker %d", m->worker);
             luaL_checkstack(L, (int)nvals + 4, "too many results");
             for (uint64_t k = 0; k < nvals; k++)
@@ -224,7 +225,7 @@ void mpe__async_check_complete(lua_State *L, ajob *a)
     if ((a->finished && a->delivered >= a->count) || (a->failed && !a->collect && !iter)) {
         a->complete = 1;
         if (a->failed && !a->collect)
-            mpe__pool_job_cancel(a->lp->p, a->j);
+            mpe__job_cancel(a->lp->p, a->j);
         if (a->what == A_MAP) { /* results.n, also for callbacks */
             mpe__async_getref(L, a->ref, "results");
             lua_pushinteger(L, a->count);
@@ -329,7 +330,7 @@ static void lost(lua_State *L, ajob *a, mpe_msg *m)
     a->complete = 1;
     mpe__async_setref(L, a->ref, "first_error", err);
     lua_settop(L, err - 1);
-    mpe__pool_job_cancel(a->lp->p, a->j);
+    mpe__job_cancel(a->lp->p, a->j);
 }
 
 static int run_callbacks_p(lua_State *L)
@@ -509,7 +510,7 @@ static int async_gc(lua_State *L)
 {
     ajob *a = lua_touserdata(L, 1);
     if (a->j && a->lp && a->lp->p && a->lp->owner == mpe__shm_self())
-        mpe__pool_job_release(a->lp->p, a->j);
+        mpe__job_release(a->lp->p, a->j);
     a->j = NULL;
     if (a->ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, a->ref);
@@ -592,7 +593,7 @@ static int async_close(lua_State *L)
     if (a->j && a->lp && (a->what == A_IMAP || a->what == A_IMAP_UNORDERED) && !a->complete) {
         if (a->lp->p && a->lp->owner == mpe__shm_self()) {
             mpe__async_progress(L, a, 1); /* a loop left early: end the bar's line */
-            mpe__pool_job_cancel(a->lp->p, a->j);
+            mpe__job_cancel(a->lp->p, a->j);
             mpe__async_unroute(L, a);
         }
     }

@@ -195,7 +195,7 @@ static ajob *new_job(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what
         return a;
     }
     /* An iterator raises at the failed item, in order: earlier items must still come. */
-    a->j = mpe__pool_job(lp->p, mode | (o->out ? MPE_M_OUT : 0), fnid, o->chunksize,
+    a->j = mpe__job_new(lp->p, mode | (o->out ? MPE_M_OUT : 0), fnid, o->chunksize,
                          !o->collect && what != A_IMAP && what != A_IMAP_UNORDERED);
     if (!a->j)
         luaL_error(L, "mpe: not enough memory for a job");
@@ -226,8 +226,10 @@ static void encode_value(lua_State *L, ajob *a, int idx)
 static void add_value(lua_State *L, ajob *a, int idx)
 {
     encode_value(L, a, idx);
-    mpe__pool_add_enc(L, a->lp->p, a->j, a->lp->scratch.p, a->lp->scratch.n, &a->lp->sfds);
-    a->lp->sfds.n = 0; /* the pool took them */
+    int r = mpe__job_add_enc(a->lp->p, a->j, a->lp->scratch.p, a->lp->scratch.n, &a->lp->sfds);
+    a->lp->sfds.n = 0; /* the job took them */
+    if (r != 0)
+        luaL_error(L, "mpe: not enough memory for the items");
     a->count++;
 }
 
@@ -237,9 +239,10 @@ static void submit_value(lua_State *L, ajob *a, int idx, int ai)
 {
     encode_value(L, a, idx);
     lpool *lp = a->lp;
-    a->j = mpe__pool_job_one(L, lp->p, a->mode, a->fnid, !a->collect, lp->scratch.p, lp->scratch.n,
-                             &lp->sfds);
-    lp->sfds.n = 0; /* the pool took them */
+    a->j = mpe__job_one(lp->p, a->mode, a->fnid, !a->collect, lp->scratch.p, lp->scratch.n, &lp->sfds);
+    lp->sfds.n = 0; /* the job took them */
+    if (!a->j)
+        luaL_error(L, "mpe: not enough memory for a job");
     a->count = 1;
     a->finished = 1;
     route(L, a, ai);
@@ -265,7 +268,9 @@ static void add_table(lua_State *L, ajob *a, int idx)
     if (kind) {
         /* Written straight into the store and published every 64k items, so
          * the workers start while the rest is still being copied. */
-        char *dst = mpe__pool_packed_begin(L, a->lp->p, a->j, kind, (size_t)n);
+        char *dst = mpe__job_packed_begin(a->lp->p, a->j, kind, (size_t)n);
+        if (!dst)
+            luaL_error(L, "mpe: not enough memory for %d items", (int)n);
         for (lua_Integer i = 1; i <= n; i++) {
             lua_rawgeti(L, idx, i);
             if (kind == MPE_K_INTS) {
@@ -278,10 +283,10 @@ static void add_table(lua_State *L, ajob *a, int idx)
             dst += 8;
             lua_pop(L, 1);
             if ((i & 0xffff) == 0 && i < n)
-                mpe__pool_packed_commit(a->lp->p, a->j, (size_t)i, 0);
+                mpe__job_packed_commit(a->lp->p, a->j, (size_t)i, 0);
         }
         a->count = n;
-        mpe__pool_packed_commit(a->lp->p, a->j, (size_t)n, 1);
+        mpe__job_packed_commit(a->lp->p, a->j, (size_t)n, 1);
         return;
     }
     for (lua_Integer i = 1; i <= n; i++) {
@@ -292,7 +297,7 @@ static void add_table(lua_State *L, ajob *a, int idx)
         add_value(L, a, lua_gettop(L));
         lua_pop(L, 1);
         if ((i & 0xfff) == 0 && i < n)
-            mpe__pool_publish(a->lp->p, a->j, 0); /* let the workers start */
+            mpe__job_publish(a->lp->p, a->j, 0); /* let the workers start */
     }
 }
 
@@ -340,7 +345,7 @@ static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
 {
     const mpe_range *r = mpe__range_test(L, idx);
     if (r && a->mode == MPE_M_MAP) {
-        mpe__pool_add_range(L, a->j, r->first, r->step, r->count);
+        mpe__job_add_range(a->j, r->first, r->step, r->count);
         a->count = r->count;
         a->finished = 1;
     } else if (r) {
@@ -358,7 +363,7 @@ static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
         mpe__async_setref(L, a->ref, "results", -1);
         lua_pop(L, 1);
     }
-    mpe__pool_publish(a->lp->p, a->j, a->finished);
+    mpe__job_publish(a->lp->p, a->j, a->finished);
     mpe__async_check_complete(L, a);
 }
 
@@ -375,7 +380,7 @@ static void abort_job(lua_State *L, ajob *a)
         return;
     }
     mpe__async_unroute(L, a);
-    mpe__pool_job_release(a->lp->p, a->j);
+    mpe__job_abort(a->lp->p, a->j);
     a->j = NULL;
     a->complete = 1;
 }
@@ -519,7 +524,7 @@ static void imap_feed(lua_State *L, ajob *a)
         lua_Integer upto = a->yielded + a->window;
         if (upto - a->shown >= (a->window + 1) / 2) {
             a->shown = upto;
-            mpe__pool_job_window(a->lp->p, a->j, upto);
+            mpe__job_window(a->lp->p, a->j, upto);
         }
         return;
     }
@@ -532,7 +537,7 @@ static void imap_feed(lua_State *L, ajob *a)
     int src = lua_gettop(L);
     a->finished = add_from_iterator(L, a, src, room);
     lua_pop(L, 1);
-    mpe__pool_publish(a->lp->p, a->j, a->finished);
+    mpe__job_publish(a->lp->p, a->j, a->finished);
     mpe__async_check_complete(L, a);
     if (a->complete) /* everything was delivered before the iterator ended: pump will not see it */
         mpe__async_unroute(L, a);
@@ -635,7 +640,7 @@ static int imap_common(lua_State *L, const char *fname, int what)
     if (!lua_isfunction(L, 3)) {
         a->windowed = 1;
         a->shown = a->window;
-        mpe__pool_job_window(lp->p, a->j, a->window);
+        mpe__job_window(lp->p, a->j, a->window);
     }
     mpe__async_setref(L, a->ref, "src", 3);
     lua_newtable(L);
@@ -697,7 +702,7 @@ static void drain(lua_State *L, lpool *lp)
             if (a->what == A_IMAP || a->what == A_IMAP_UNORDERED) {
                 /* an abandoned iterator: nobody will read it */
                 mpe__async_unroute(L, a);
-                mpe__pool_job_cancel(lp->p, a->j);
+                mpe__job_cancel(lp->p, a->j);
                 continue;
             }
             mpe__async_wait(L, a, -1);

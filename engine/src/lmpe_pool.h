@@ -6,6 +6,7 @@
 #define MPE_LMPE_POOL_H
 
 #include "internal.h"
+#include "job.h"
 
 #define POOL_MT "mpe.Pool"
 #define ASYNC_MT "mpe.AsyncResult"

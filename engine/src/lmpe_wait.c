@@ -359,7 +359,7 @@ int mpe__async_cancel(lua_State *L)
     ajob *a = mpe__async_check(L, "async:cancel");
     lua_settop(L, 1);
     if (a->complete || !a->lp->p || a->lp->state == P_TERMINATED || a->what == A_IMAP ||
-        a->what == A_IMAP_UNORDERED || !mpe__pool_job_withdraw(a->lp->p, a->j)) {
+        a->what == A_IMAP_UNORDERED || !mpe__job_withdraw(a->lp->p, a->j)) {
         lua_pushboolean(L, 0);
         return 1;
     }

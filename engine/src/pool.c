@@ -1,6 +1,6 @@
 /* pool.c -- the scheduler's main-thread side: creating and replacing
- * workers, the function cache, jobs and their item stores, messages, and
- * stopping. The other thread's side, the dispatcher, is dispatch.c.
+ * workers, the function cache, messages, and stopping. Jobs and their item
+ * stores are job.c's; the other thread's side, the dispatcher, is dispatch.c.
  * SPDX-License-Identifier: MIT
  *
  * Two threads share a pool. The main thread (the only one that touches Lua)
@@ -19,24 +19,15 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "frames.h"
 #include "pool.h"
-
-static void wake(mpe_pool *p)
-{
-    if (p->dispatcher_idle) {
-        uint64_t one = 1;
-        ssize_t r = write(p->efd, &one, sizeof one);
-        (void)r; /* a full eventfd is already a wakeup */
-        p->dispatcher_idle = 0;
-    }
-}
 
 /* Queue function f for worker w: its descriptors first, if it has any. */
 static int send_function(wslot *w, const fnentry *f)
 {
-    if (f->fds.n > 0 && mpe__dispatch_frame(&w->out, MPE_F_FDS, f->id) != 0)
+    if (f->fds.n > 0 && mpe__frames_u64(&w->out, MPE_F_FDS, f->id) != 0)
         return -1;
-    return mpe__dispatch_put(&w->out, f->frame.p, f->frame.n);
+    return mpe__frames_put(&w->out, f->frame.p, f->frame.n);
 }
 
 /* ---- workers ------------------------------------------------------------------- */
@@ -97,7 +88,7 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     int failed = 0;
     for (fnentry *f = p->fns; f; f = f->next)
         failed |= send_function(w, f);
-    wake(p);
+    mpe__pool_wake(p);
     pthread_mutex_unlock(&p->mu);
     if (failed)
         return mpe__seterr(e, "pool: not enough memory to start a worker");
@@ -112,8 +103,7 @@ int mpe__pool_respawn(lua_State *L, mpe_pool *p, mpe_err *e)
     for (;;) {
         pthread_mutex_lock(&p->mu);
         int slot = -1;
-        mpe__dispatch_prune(p);
-        if (!p->stopping && p->work)
+        if (!p->stopping && mpe__job_any_work(p))
             for (int i = 0; i < p->n; i++)
                 if (p->w[i].state == W_GONE) {
                     slot = i;
@@ -225,11 +215,12 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     /* Encode it once, into a frame owned by a Lua box until it is handed over. */
     mpe_buf *b = mpe__buf_box(L);
     mpe_fds *fds = mpe__fds_box(L);
-    size_t s = mpe__frame_begin(L, b, MPE_F_FUNC);
     pthread_mutex_lock(&p->mu);
     uint64_t id = ++p->next_id;
     pthread_mutex_unlock(&p->mu);
-    mpe__buf_put_u64(L, b, id);
+    size_t s;
+    if (mpe__frames_func_begin(b, id, &s) != 0)
+        luaL_error(L, "mpe: not enough memory");
     size_t body = b->n;
     mpe__encode(L, idx, b, "function", p->o.spread ? &mpe__codec_remote : fds);
     mpe__frame_end(b, s);
@@ -279,7 +270,7 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
                 p->nfns--;
                 for (int i = 0; i < p->n; i++)
                     if (p->w[i].state == W_LIVE)
-                        mpe__dispatch_frame(&p->w[i].out, MPE_F_DROP, g->id);
+                        mpe__frames_u64(&p->w[i].out, MPE_F_DROP, g->id);
                 mpe__buf_free(&g->frame);
                 for (int k = 0; k < g->fds.n; k++)
                     close(g->fds.fd[k]);
@@ -288,7 +279,7 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
                 pp = &g->next;
         }
     }
-    wake(p);
+    mpe__pool_wake(p);
     pthread_mutex_unlock(&p->mu);
     lua_pop(L, 2); /* the boxes, now empty */
     lua_pushvalue(L, idx);
@@ -296,301 +287,6 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     lua_rawset(L, -3);
     lua_pop(L, 2);
     return id;
-}
-
-/* Give j its id and put it on the pool's job list (the lock held). */
-static void link_job(mpe_pool *p, mpe_job *j)
-{
-    j->id = ++p->next_id;
-    for (fnentry *f = p->fns; f; f = f->next)
-        if (f->id == j->fnid)
-            f->jobs++;
-    j->prev = p->jobs_last;
-    if (p->jobs_last)
-        p->jobs_last->next = j;
-    else
-        p->jobs = j;
-    p->jobs_last = j;
-}
-
-mpe_job *mpe__pool_job(mpe_pool *p, int mode, uint64_t fnid, int chunksize, int raise_first)
-{
-    mpe_job *j = calloc(1, sizeof *j);
-    if (!j)
-        return NULL;
-    j->mode = mode;
-    j->fnid = fnid;
-    j->chunksize = chunksize;
-    j->raise_first = raise_first;
-    j->limit = LUA_MAXINTEGER;
-    pthread_mutex_lock(&p->mu);
-    link_job(p, j);
-    pthread_mutex_unlock(&p->mu);
-    return j;
-}
-
-void mpe__pool_add_range(lua_State *L, mpe_job *j, lua_Integer start, lua_Integer step, lua_Integer count)
-{
-    (void)L;
-    j->kind = MPE_K_RANGE;
-    j->rstart = start;
-    j->rstep = step;
-    j->count = count;
-}
-
-char *mpe__pool_packed_begin(lua_State *L, mpe_pool *p, mpe_job *j, int kind, size_t count)
-{
-    pthread_mutex_lock(&p->mu); /* the store may move: not while the dispatcher copies */
-    int r = mpe__buf_grow(&j->items, 8 * count);
-    pthread_mutex_unlock(&p->mu);
-    if (r != 0)
-        luaL_error(L, "mpe: not enough memory for %zu items", count);
-    j->kind = kind;
-    return j->items.p + j->items.n;
-}
-
-void mpe__pool_packed_commit(mpe_pool *p, mpe_job *j, size_t count, int finished)
-{
-    pthread_mutex_lock(&p->mu);
-    j->items.n += 8 * (count - (size_t)(j->count - j->base));
-    j->count = j->base + (lua_Integer)count;
-    pthread_mutex_unlock(&p->mu);
-    mpe__pool_publish(p, j, finished);
-}
-
-/* The pool's id for the segment behind fd, which the pool takes (closed if
- * the segment is known already); j gets a reference. -1 on ENOMEM (fd then
- * still the caller's) or when fstat fails (fd closed). Under p->mu. */
-static int seg_intern(mpe_pool *p, mpe_job *j, int fd)
-{
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        close(fd);
-        return -1;
-    }
-    int id = -1;
-    if (p->seg_hint < p->nsegs && p->segs[p->seg_hint].fd >= 0 && p->segs[p->seg_hint].ino == st.st_ino &&
-        p->segs[p->seg_hint].dev == st.st_dev)
-        id = p->seg_hint;
-    for (int i = 0; id < 0 && i < p->nsegs; i++)
-        if (p->segs[i].fd >= 0 && p->segs[i].ino == st.st_ino && p->segs[i].dev == st.st_dev)
-            id = i;
-    if (j->nsegs == j->segcap) {
-        int cap = j->segcap ? 2 * j->segcap : 4;
-        uint32_t *g = realloc(j->segs, (size_t)cap * sizeof *g);
-        if (!g)
-            return -1;
-        j->segs = g;
-        j->segcap = cap;
-    }
-    if (id >= 0) {
-        close(fd);
-    } else {
-        for (int i = 0; id < 0 && i < p->nsegs; i++)
-            if (p->segs[i].fd < 0)
-                id = i;
-        if (id < 0) {
-            if (p->nsegs == p->segcap) {
-                int cap = p->segcap ? 2 * p->segcap : 16;
-                pseg *g = realloc(p->segs, (size_t)cap * sizeof *g);
-                if (!g)
-                    return -1;
-                p->segs = g;
-                p->segcap = cap;
-            }
-            id = p->nsegs++;
-        }
-        p->segs[id] = (pseg){.fd = fd, .dev = st.st_dev, .ino = st.st_ino, .refs = 0};
-    }
-    p->seg_hint = id;
-    int known = 0;
-    for (int i = j->nsegs - 1; i >= 0 && !known; i--)
-        known = j->segs[i] == (uint32_t)id;
-    if (!known) {
-        j->segs[j->nsegs++] = (uint32_t)id;
-        p->segs[id].refs++;
-    }
-    return id;
-}
-
-/* Drop j's references to the pool's segments; a segment nobody refers to is
- * closed and its id freed, workers told to close theirs. Under p->mu. */
-static void seg_release(mpe_pool *p, mpe_job *j, int mine)
-{
-    for (int k = 0; k < j->nsegs; k++) {
-        pseg *g = &p->segs[j->segs[k]];
-        if (--g->refs > 0)
-            continue;
-        if (mine)
-            close(g->fd);
-        g->fd = -1;
-        for (int i = 0; i < p->n; i++) {
-            wslot *w = &p->w[i];
-            if (j->segs[k] < w->hascap && w->has[j->segs[k]]) {
-                w->has[j->segs[k]] = 0;
-                if (w->state == W_LIVE && mine)
-                    mpe__dispatch_frame32(&w->out, MPE_F_SEGDROP, j->segs[k]);
-            }
-        }
-    }
-    free(j->segs);
-    j->segs = NULL;
-    j->nsegs = j->segcap = 0;
-}
-
-/* Append one item, [varint k][k x u32 segment id][encoding] (k < 128, so one
- * varint byte), to j's store, which has room for it and its offset. */
-static void put_item(mpe_job *j, const uint32_t *ids, int k, const char *s, size_t n)
-{
-    if (j->count == j->base)
-        j->off[0] = j->items.n;
-    unsigned char *d = (unsigned char *)j->items.p + j->items.n;
-    *d++ = (unsigned char)k;
-    for (int i = 0; i < k; i++)
-        for (int b = 0; b < 4; b++)
-            *d++ = (unsigned char)(ids[i] >> (8 * b));
-    memcpy(d, s, n);
-    j->items.n += 1 + 4 * (size_t)k + n;
-    j->count++;
-    j->off[j->count - j->base] = j->items.n;
-}
-
-void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds)
-{
-    j->kind = MPE_K_ENC;
-    uint32_t ids[MPE_MAX_FDS];
-    int k = fds ? fds->n : 0;
-    /* The store may move while the dispatcher copies from it: hold the lock. */
-    pthread_mutex_lock(&p->mu);
-    for (int i = 0; i < k; i++) {
-        int id = seg_intern(p, j, fds->fd[i]);
-        if (id < 0 && errno == ENOMEM) {
-            pthread_mutex_unlock(&p->mu);
-            luaL_error(L, "mpe: not enough memory for the items");
-        }
-        fds->fd[i] = -1;
-        ids[i] = (uint32_t)(id < 0 ? UINT32_MAX : (uint32_t)id);
-    }
-    size_t need = (size_t)(j->count - j->base) + 2;
-    if (need > j->offcap) {
-        size_t cap = j->offcap ? j->offcap * 2 : 4; /* most jobs of one item are apply calls */
-        while (cap < need)
-            cap *= 2;
-        size_t *o = realloc(j->off == j->off1 ? NULL : j->off, cap * sizeof *o);
-        if (!o) {
-            pthread_mutex_unlock(&p->mu);
-            luaL_error(L, "mpe: not enough memory for the items");
-        }
-        if (j->off == j->off1)
-            memcpy(o, j->off1, sizeof j->off1);
-        j->off = o;
-        j->offcap = cap;
-    }
-    /* [varint k][k x u32 segment id][encoding]: k < 128, so one varint byte. */
-    size_t head = 1 + 4 * (size_t)k;
-    if (mpe__buf_grow(&j->items, head + n) != 0) {
-        pthread_mutex_unlock(&p->mu);
-        luaL_error(L, "mpe: not enough memory for the items");
-    }
-    put_item(j, ids, k, s, n);
-    pthread_mutex_unlock(&p->mu);
-}
-
-/* Drop stored items that no chunk can need again, so that a stream through
- * imap keeps bounded memory. */
-static void trim(mpe_pool *p, mpe_job *j)
-{
-    /* Only encoded stores, the ones streams (imap, mpe map) grow: a packed
-     * store is written in place by mpe__pool_packed_begin's caller while it
-     * is published, so it must not move, and it never outgrows its table. */
-    if (j->kind != MPE_K_ENC)
-        return;
-    lua_Integer low = j->cut;
-    for (range *r = j->redo; r; r = r->next)
-        if (r->a < low)
-            low = r->a;
-    for (int i = 0; i < p->n; i++)
-        for (chunk *c = p->w[i].inflight; c; c = c->next)
-            if (c->job == j && c->a + c->got < low)
-                low = c->a + c->got;
-    if (low - j->base < 4096 || 2 * (low - j->base) < j->count - j->base)
-        return; /* not worth a move yet */
-    size_t cut;
-    if (j->kind == MPE_K_ENC) {
-        cut = j->off[low - j->base];
-        size_t nidx = (size_t)(j->count - low) + 1;
-        memmove(j->off, j->off + (low - j->base), nidx * sizeof *j->off);
-        for (size_t i = 0; i < nidx; i++)
-            j->off[i] -= cut;
-    } else
-        cut = 8 * (size_t)(low - j->base);
-    memmove(j->items.p, j->items.p + cut, j->items.n - cut);
-    j->items.n -= cut;
-    j->base = low;
-}
-
-static void publish_locked(mpe_pool *p, mpe_job *j, int finished)
-{
-    trim(p, j);
-    j->visible = j->count < j->limit ? j->count : j->limit;
-    if (finished)
-        j->finished = 1;
-    mpe__dispatch_enlist(p, j);
-    if (j->finished && j->done >= j->visible)
-        pthread_cond_broadcast(&p->cv);
-    /* Wake the dispatcher only if a worker waits for work: a busy worker's
-     * next results wake it anyway, and a write per apply_async would cost
-     * more than the task. */
-    for (int i = 0; i < p->n; i++)
-        if (p->w[i].state == W_LIVE && p->w[i].ninflight < 2) {
-            wake(p);
-            break;
-        }
-}
-
-void mpe__pool_publish(mpe_pool *p, mpe_job *j, int finished)
-{
-    pthread_mutex_lock(&p->mu);
-    publish_locked(p, j, finished);
-    pthread_mutex_unlock(&p->mu);
-}
-
-mpe_job *mpe__pool_job_one(lua_State *L, mpe_pool *p, int mode, uint64_t fnid, int raise_first,
-                           const char *s, size_t n, mpe_fds *fds)
-{
-    int k = fds ? fds->n : 0;
-    mpe_job *j = calloc(1, sizeof *j);
-    if (!j || mpe__buf_grow(&j->items, 1 + 4 * (size_t)k + n) != 0) {
-        free(j);
-        luaL_error(L, "mpe: not enough memory for a job");
-    }
-    j->mode = mode;
-    j->fnid = fnid;
-    j->raise_first = raise_first;
-    j->limit = LUA_MAXINTEGER;
-    j->kind = MPE_K_ENC;
-    j->off = j->off1;
-    j->offcap = 2;
-    uint32_t ids[MPE_MAX_FDS];
-    pthread_mutex_lock(&p->mu);
-    for (int i = 0; i < k; i++) {
-        int id = seg_intern(p, j, fds->fd[i]);
-        fds->fd[i] = -1;
-        if (id < 0 && errno == ENOMEM) {
-            seg_release(p, j, 1);
-            pthread_mutex_unlock(&p->mu);
-            mpe__buf_free(&j->items);
-            free(j->segs);
-            free(j);
-            luaL_error(L, "mpe: not enough memory for the items");
-        }
-        ids[i] = (uint32_t)(id < 0 ? UINT32_MAX : (uint32_t)id);
-    }
-    link_job(p, j);
-    put_item(j, ids, k, s, n);
-    publish_locked(p, j, 1);
-    pthread_mutex_unlock(&p->mu);
-    return j;
 }
 
 mpe_msg *mpe__pool_take(mpe_pool *p)
@@ -608,7 +304,7 @@ mpe_msg *mpe__pool_take(mpe_pool *p)
 
 int mpe__pool_msg_live(const mpe_msg *m)
 {
-    return m->job && !m->job->released;
+    return m->job && mpe__job_wanted(m->job);
 }
 
 void mpe__pool_msg_done(mpe_pool *p, mpe_msg *m)
@@ -618,8 +314,7 @@ void mpe__pool_msg_done(mpe_pool *p, mpe_msg *m)
             close(m->fds.fd[i]);
     if (m->job) {
         pthread_mutex_lock(&p->mu);
-        m->job->refs--;
-        mpe__dispatch_maybe_free(p, m->job);
+        mpe__job_unref(p, m->job);
         pthread_mutex_unlock(&p->mu);
     }
     free(m);
@@ -655,74 +350,6 @@ int mpe__pool_wait(mpe_pool *p, double deadline)
     return news || deadline < 0 || mpe__proc_now() < deadline;
 }
 
-void mpe__pool_job_window(mpe_pool *p, mpe_job *j, lua_Integer limit)
-{
-    pthread_mutex_lock(&p->mu);
-    j->limit = limit;
-    pthread_mutex_unlock(&p->mu);
-    mpe__pool_publish(p, j, 0);
-}
-
-void mpe__pool_job_cancel(mpe_pool *p, mpe_job *j)
-{
-    pthread_mutex_lock(&p->mu);
-    j->cancelled = 1;
-    pthread_mutex_unlock(&p->mu);
-}
-
-void mpe__pool_free_job(mpe_pool *p, mpe_job *j)
-{
-    if (j->in_work) {
-        mpe_job **wp = &p->work, *wprev = NULL;
-        while (*wp && *wp != j) {
-            wprev = *wp;
-            wp = &(*wp)->wnext;
-        }
-        if (*wp) {
-            *wp = j->wnext;
-            if (p->work_last == j)
-                p->work_last = wprev;
-        }
-        j->in_work = 0;
-    }
-    if (j->prev)
-        j->prev->next = j->next;
-    else if (p->jobs == j)
-        p->jobs = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
-    else if (p->jobs_last == j)
-        p->jobs_last = j->prev;
-    for (fnentry *f = p->fns; f; f = f->next)
-        if (f->id == j->fnid)
-            f->jobs--;
-    seg_release(p, j, p->owner == mpe__shm_self());
-    while (j->redo) {
-        range *r = j->redo;
-        j->redo = r->next;
-        free(r);
-    }
-    while (j->attempts) {
-        attempt *t = j->attempts;
-        j->attempts = t->next;
-        free(t);
-    }
-    mpe__buf_free(&j->items);
-    if (j->off != j->off1)
-        free(j->off);
-    free(j);
-}
-
-void mpe__pool_job_release(mpe_pool *p, mpe_job *j)
-{
-    pthread_mutex_lock(&p->mu);
-    j->released = 1;
-    j->cancelled = 1;
-    /* Messages still queued for it are dropped by the reader (released jobs). */
-    mpe__dispatch_maybe_free(p, j);
-    pthread_mutex_unlock(&p->mu);
-}
-
 int mpe__pool_started(mpe_pool *p)
 {
     pthread_mutex_lock(&p->mu);
@@ -744,9 +371,9 @@ void mpe__pool_stop(mpe_pool *p, int now)
         if (now)
             p->tp->kill(w->link);
         else
-            mpe__dispatch_frame(&w->out, MPE_F_STOP, 0);
+            mpe__frames_u64(&w->out, MPE_F_STOP, 0);
     }
-    wake(p);
+    mpe__pool_wake(p);
     pthread_mutex_unlock(&p->mu);
     /* Wait for every worker to go: the dispatcher reaps each on EOF and
      * broadcasts. A graceful stop that takes longer than 10 s is forced. */
@@ -778,7 +405,7 @@ void mpe__pool_stop(mpe_pool *p, int now)
         pthread_mutex_lock(&p->mu);
         p->quit = 1;
         p->dispatcher_idle = 1;
-        wake(p);
+        mpe__pool_wake(p);
         pthread_mutex_unlock(&p->mu);
         pthread_join(p->thread, NULL);
         p->thread_started = 0;
@@ -818,9 +445,7 @@ void mpe__pool_free(mpe_pool *p)
             w->inflight = c->next;
             free(c);
         }
-        if (mine)
-            mpe__dispatch_drop_fdq(w);
-        else if (w->state == W_LIVE)
+        if (!mine && w->state == W_LIVE)
             p->tp->forget(w->link); /* the worker is the creator's */
         mpe__buf_free(&w->in);
         mpe__buf_free(&w->out);
@@ -828,7 +453,7 @@ void mpe__pool_free(mpe_pool *p)
     }
     while (p->jobs) {
         mpe_job *j = p->jobs;
-        mpe__pool_free_job(p, j);   /* unlinks j from p->jobs (a forked copy closes nothing) */
+        mpe__job_free(p, j, mine); /* unlinks j from p->jobs (a forked copy closes nothing) */
     }
     while (p->fns) {
         fnentry *f = p->fns;

@@ -2,12 +2,14 @@
  * thread's side) and dispatch.c (the dispatcher thread); never installed.
  * SPDX-License-Identifier: MIT
  *
- * Every field is guarded by mpe_pool.mu unless marked otherwise. */
+ * The job itself (struct mpe_job) is job.h's. Every field is guarded by mpe_pool.mu unless marked otherwise. */
 #ifndef MPE_POOL_H
 #define MPE_POOL_H
 
 #include <pthread.h>
 #include <sys/types.h>
+#include <unistd.h>
+#include "job.h"
 #include "transport.h"
 
 #define TARGET_CHUNK_NS 4e6     /* aim for chunks of about 4 ms */
@@ -16,45 +18,6 @@
 #define MAX_CHUNK_ITEMS (1 << 20)
 #define MAX_CHUNK_BYTES (32u << 20)
 #define FN_CACHE 32             /* functions kept known to workers when unused */
-
-typedef struct range {
-    lua_Integer a, b; /* store indices [a, b) (0-based) */
-    int suspect;      /* a worker died running them, item unknown: run one by one */
-    struct range *next;
-} range;
-
-typedef struct attempt {
-    lua_Integer i;
-    int n;
-    struct attempt *next;
-} attempt;
-
-struct mpe_job {
-    uint64_t id, fnid;
-    int mode, kind, chunksize, raise_first;
-    lua_Integer rstart, rstep; /* MPE_K_RANGE */
-    mpe_buf items;             /* INTS/FLOATS: 8 bytes an item; ENC: encodings */
-    size_t *off;               /* ENC: off[i - base]: start of item i; one past the end too */
-    size_t offcap;
-    size_t off1[2];            /* off of a one-item job (mpe__pool_job_one): no allocation */
-    lua_Integer base;          /* first item still held (earlier ones were trimmed) */
-    lua_Integer count;         /* items added (main thread) */
-    lua_Integer visible;       /* items the dispatcher may use */
-    lua_Integer limit;         /* visible never passes it (imap's window) */
-    int finished;              /* no more items will come */
-    lua_Integer cut;           /* first item not yet cut into a chunk */
-    range *redo;               /* items to run again, served first */
-    lua_Integer done;          /* items with an outcome */
-    int cancelled, released;
-    int refs;                  /* chunks in flight + messages queued */
-    double per_item_ns;        /* measured cost (EWMA), 0 = unknown */
-    uint32_t *segs;            /* pool segment ids its items refer to (one reference each) */
-    int nsegs, segcap;
-    attempt *attempts;
-    struct mpe_job *next, *prev; /* all jobs of the pool */
-    struct mpe_job *wnext;     /* jobs with items no worker holds yet */
-    int in_work;
-};
 
 typedef struct chunk {
     uint64_t id;
@@ -136,18 +99,18 @@ struct mpe_pool {
     double cost_ns;         /* pool-wide per-item cost estimate */
 };
 
-/* dispatch.c */
-void *mpe__dispatch_main(void *pool);                  /* the thread's body */
-void mpe__dispatch_enlist(mpe_pool *p, mpe_job *j);     /* put j on the work list if it has items */
-void mpe__dispatch_prune(mpe_pool *p);                  /* drop jobs without items from its head */
-void mpe__dispatch_maybe_free(mpe_pool *p, mpe_job *j); /* free j once released and unreferenced */
-void mpe__dispatch_drop_fdq(wslot *w);                  /* close descriptor sets nobody claimed */
-/* Frames built without Lua (the dispatcher may not raise): 0, or -1 on ENOMEM. */
-int mpe__dispatch_put(mpe_buf *b, const void *s, size_t n);
-int mpe__dispatch_frame(mpe_buf *b, unsigned type, uint64_t v); /* [hdr][u64 v] */
-int mpe__dispatch_frame32(mpe_buf *b, unsigned type, uint32_t v); /* [hdr][u32 v] */
+/* Wake the dispatcher if it sleeps (the lock held). */
+static inline void mpe__pool_wake(mpe_pool *p)
+{
+    if (p->dispatcher_idle) {
+        uint64_t one = 1;
+        ssize_t r = write(p->efd, &one, sizeof one);
+        (void)r; /* a full eventfd is already a wakeup */
+        p->dispatcher_idle = 0;
+    }
+}
 
-/* pool.c */
-void mpe__pool_free_job(mpe_pool *p, mpe_job *j);      /* unlink and free j, now */
+/* dispatch.c: the thread's body, a loop of feed, flush and drain steps. */
+void *mpe__dispatch_main(void *pool);
 
 #endif

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "frames.h"
 #include "transport.h"
 
 #define FLUSH_BYTES (256 * 1024)
@@ -102,6 +103,13 @@ static void flush_out(wstate *w)
     w->last_flush = now_ns();
 }
 
+/* Start a result's per-item record: status (0 ok, 1 error) and nvals values follow. */
+static void put_record(wstate *w, unsigned status, uint64_t nvals)
+{
+    if (mpe__frames_record(&w->gen, status, nvals) != 0)
+        luaL_error(w->L, "mpe: not enough memory");
+}
+
 /* Move the current segment into a result frame. A segment carrying
  * descriptors goes at once, in a message of its own. */
 static void close_segment(wstate *w, int final)
@@ -112,21 +120,15 @@ static void close_segment(wstate *w, int final)
     int withfds = w->rfds.n > 0;
     if (withfds)
         flush_out(w);
-    size_t f = mpe__frame_begin(L, &w->out, MPE_F_RESULT);
-    mpe__buf_put_u64(L, &w->out, w->chunk);
-    mpe__buf_put_u32(L, &w->out, w->from);
-    mpe__buf_put_u32(L, &w->out, w->count);
-    unsigned flags = (final ? MPE_R_FINAL : 0) | (w->segerrors ? MPE_R_ERRORS : 0) |
-                     (withfds ? MPE_R_FDS : 0);
+    mpe_result_head h = {.chunk = w->chunk, .from = w->from, .count = w->count,
+                         .flags = (final ? MPE_R_FINAL : 0) | (w->segerrors ? MPE_R_ERRORS : 0) |
+                                  (withfds ? MPE_R_FDS : 0),
+                         .ns = final ? (uint64_t)(now_ns() - w->chunk_start) : 0};
     if (w->segmode > 0)
-        flags |= (unsigned)w->segmode;
-    mpe__buf_put_u8(L, &w->out, flags);
-    mpe__buf_put_u64(L, &w->out, final ? (uint64_t)(now_ns() - w->chunk_start) : 0);
-    if (w->segmode > 0)
-        mpe__buf_put(L, &w->out, w->ints.p, w->ints.n);
-    else
-        mpe__buf_put(L, &w->out, w->gen.p, w->gen.n);
-    mpe__frame_end(&w->out, f);
+        h.flags |= (unsigned)w->segmode;
+    const mpe_buf *payload = w->segmode > 0 ? &w->ints : &w->gen;
+    if (mpe__frames_result(&w->out, &h, payload->p, payload->n) != 0)
+        luaL_error(L, "mpe: not enough memory");
     if (withfds) {
         send_or_exit(w, w->out.p, w->out.n, &w->rfds);
         w->out.n = 0;
@@ -147,16 +149,14 @@ static void ungroup(wstate *w)
     lua_State *L = w->L;
     if (w->segmode == MPE_R_NONE) { /* results in the out array: no values */
         for (uint32_t i = 0; i < w->count; i++) {
-            mpe__buf_put_u8(L, &w->gen, 0);
-            mpe__buf_put_varint(L, &w->gen, 0);
+            put_record(w, 0, 0);
         }
         w->segmode = -1;
         return;
     }
     size_t n = w->ints.n / 8;
     for (size_t i = 0; i < n; i++) {
-        mpe__buf_put_u8(L, &w->gen, 0);
-        mpe__buf_put_varint(L, &w->gen, 1);
+        put_record(w, 0, 1);
         if (w->segmode == MPE_R_INTS) {
             int64_t v;
             memcpy(&v, w->ints.p + 8 * i, 8);
@@ -228,8 +228,7 @@ static void put_out(wstate *w, int first, int last)
     if (w->segmode == 0)
         w->segmode = MPE_R_NONE;
     if (w->segmode < 0) { /* the segment went general after an error */
-        mpe__buf_put_u8(w->L, &w->gen, 0);
-        mpe__buf_put_varint(w->L, &w->gen, 0);
+        put_record(w, 0, 0);
     }
 }
 
@@ -259,8 +258,7 @@ static void record(wstate *w, int first, int last)
     w->segmode = -1;
     w->mark = w->gen.n; /* if an encode below raises, the record is cut off here */
     w->markfds = w->rfds.n;
-    mpe__buf_put_u8(L, &w->gen, 0);
-    mpe__buf_put_varint(L, &w->gen, (uint64_t)nres);
+    put_record(w, 0, (uint64_t)nres);
     for (int i = first; i <= last; i++)
         mpe__encode(L, i, &w->gen, "result", w->cfg->remote ? &mpe__codec_remote : &w->rfds);
     w->mark = (size_t)-1;
@@ -291,20 +289,17 @@ static void push_item(wstate *w)
     default: {
         /* [u8 k][k x u32 segment id][encoding]: descriptor slot q of the item is
          * segment ids[q]; each decode gets its own duplicates. */
-        unsigned k;
-        if (mpe__rd_u8(w->items, &k) || k > MPE_MAX_FDS)
+        uint32_t ids[MPE_MAX_FDS];
+        int k;
+        if (mpe__frames_item_read(w->items, ids, &k))
             malformed("chunk");
         if (k == 0) {
             mpe__decode(L, w->items, NULL);
             break;
         }
         mpe_fds tmp = {.n = 0};
-        for (unsigned q = 0; q < k; q++) {
-            uint32_t id;
-            if (mpe__rd_u32(w->items, &id))
-                malformed("chunk");
-            tmp.fd[tmp.n++] = id < (uint32_t)w->nsegfd && w->segfd[id] >= 0 ? dup(w->segfd[id]) : -1;
-        }
+        for (int q = 0; q < k; q++)
+            tmp.fd[tmp.n++] = ids[q] < (uint32_t)w->nsegfd && w->segfd[ids[q]] >= 0 ? dup(w->segfd[ids[q]]) : -1;
         /* A decode that raises (a missing descriptor) must not leak the duplicates. */
         mpe_fds *box = mpe__fds_box(L);
         *box = tmp;
@@ -450,8 +445,7 @@ static void put_error(wstate *w, int encoder)
         w->gen.n = mark;
         while (w->rfds.n > markfds)
             close(w->rfds.fd[--w->rfds.n]);
-        mpe__buf_put_u8(L, &w->gen, 1);
-        mpe__buf_put_varint(L, &w->gen, 1);
+        put_record(w, 1, 1);
         if (attempt == 1 && lua_istable(L, err)) {
             lua_pushnil(L);
             lua_setfield(L, err, "value");
@@ -494,14 +488,13 @@ enum { S_FUNCS = 1, S_HANDLER, S_RUNNER, S_ENCODER, S_FN };
 static void run_chunk(wstate *w, mpe_rd *r, int base)
 {
     lua_State *L = w->L;
-    uint64_t chunk, job, fnid;
-    unsigned mode, kind;
-    uint32_t n;
-    if (mpe__rd_u64(r, &chunk) || mpe__rd_u64(r, &job) || mpe__rd_u64(r, &fnid) ||
-        mpe__rd_u8(r, &mode) || mpe__rd_u8(r, &kind) || mpe__rd_u32(r, &n) ||
-        mpe__rd_u64(r, &w->first))
+    mpe_chunk_head h;
+    if (mpe__frames_chunk_read(r, &h))
         malformed("chunk");
-    lua_rawgeti(L, base + S_FUNCS, (lua_Integer)fnid);
+    uint64_t chunk = h.chunk;
+    unsigned mode = h.mode, kind = h.kind;
+    w->first = h.first;
+    lua_rawgeti(L, base + S_FUNCS, (lua_Integer)h.fn);
     if (lua_isnil(L, -1))
         malformed("chunk (unknown function)");
     w->arr = NULL;
@@ -525,20 +518,14 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
     w->chunk = chunk;
     w->mode = (int)(mode & ~(unsigned)MPE_M_OUT);
     w->kind = (int)kind;
-    w->n = n;
+    w->n = h.n;
     w->i = 0;
     w->from = 0;
     w->count = 0;
     w->items = r;
-    (void)job;
     w->chunk_start = w->last_check = now_ns();
-    if (kind == MPE_K_RANGE) {
-        uint64_t a, s;
-        if (mpe__rd_u64(r, &a) || mpe__rd_u64(r, &s))
-            malformed("chunk");
-        w->rstart = (int64_t)a;
-        w->rstep = (int64_t)s;
-    }
+    w->rstart = h.rstart;
+    w->rstep = h.rstep;
     __atomic_store_n(&w->cfg->progress->chunk, (int64_t)chunk, __ATOMIC_RELEASE);
     while (w->i < w->n) {
         lua_pushvalue(L, base + S_RUNNER);
@@ -572,10 +559,8 @@ static void report_initfail(wstate *w, int encoder)
     w->gen.n = 0;
     put_error(w, encoder);
     close_fds(&w->rfds); /* the pool is told of the failure only */
-    size_t f = mpe__frame_begin(L, &w->out, MPE_F_INITFAIL);
-    /* put_error wrote [status][nvals][error]: skip the two header bytes. */
-    mpe__buf_put(L, &w->out, w->gen.p + 2, w->gen.n - 2);
-    mpe__frame_end(&w->out, f);
+    if (mpe__frames_initfail(&w->out, w->gen.p, w->gen.n) != 0)
+        luaL_error(L, "mpe: not enough memory");
     flush_out(w);
 }
 
@@ -611,12 +596,13 @@ static void handle_frames(wstate *w, int base)
     uint32_t len;
     while (mpe__frame_peek(&w->in, off, &type, &len)) {
         mpe_rd r;
-        mpe__rd_init(&r, w->in.p + off + MPE_FRAME_HDR, len);
+        const char *body = w->in.p + off + MPE_FRAME_HDR;
+        mpe__rd_init(&r, body, len);
         off += MPE_FRAME_HDR + len;
         uint64_t id = 0;
         switch (type) {
         case MPE_F_FUNC: {
-            if (mpe__rd_u64(&r, &id))
+            if (mpe__frames_func_read(&r, body, len, &id))
                 malformed("function");
             keyed_fds *k = find_keyed(w, id);
             if (k) {
@@ -633,7 +619,7 @@ static void handle_frames(wstate *w, int base)
             break;
         }
         case MPE_F_DROP:
-            if (mpe__rd_u64(&r, &id))
+            if (mpe__frames_read_u64(body, len, &id))
                 malformed("drop");
             lua_pushnil(L);
             lua_rawseti(L, base + S_FUNCS, (lua_Integer)id);
@@ -642,7 +628,7 @@ static void handle_frames(wstate *w, int base)
         case MPE_F_FDS: {
             /* Claims the oldest descriptor set received: each F_FDS message
              * carried exactly one, and they arrive in order. */
-            if (mpe__rd_u64(&r, &id) || w->qn == 0)
+            if (mpe__frames_read_u64(body, len, &id) || w->qn == 0)
                 malformed("descriptor");
             mpe_fds got = w->queued[w->qhead];
             w->qhead = (w->qhead + 1) % MAX_QUEUED;
@@ -666,16 +652,18 @@ static void handle_frames(wstate *w, int base)
         }
         case MPE_F_SEGS: {
             /* Claims the oldest descriptor set received, as F_FDS does. */
-            uint32_t n, sid;
-            if (mpe__rd_u32(&r, &n) || w->qn == 0)
+            uint32_t ids[MPE_MAX_FDS];
+            int n = mpe__frames_segs_read(body, len, ids, MPE_MAX_FDS);
+            if (n < 0 || w->qn == 0)
                 malformed("segments");
             mpe_fds got = w->queued[w->qhead];
             w->qhead = (w->qhead + 1) % MAX_QUEUED;
             w->qn--;
-            if (n != (uint32_t)got.n)
+            if (n != got.n)
                 malformed("segments");
-            for (uint32_t q = 0; q < n; q++) {
-                if (mpe__rd_u32(&r, &sid) || sid > (1u << 24))
+            for (int q = 0; q < n; q++) {
+                uint32_t sid = ids[q];
+                if (sid > (1u << 24))
                     malformed("segments");
                 if ((int)sid >= w->nsegfd) {
                     int cap = w->nsegfd ? 2 * w->nsegfd : 16;
@@ -697,7 +685,7 @@ static void handle_frames(wstate *w, int base)
         }
         case MPE_F_SEGDROP: {
             uint32_t sid;
-            if (mpe__rd_u32(&r, &sid))
+            if (mpe__frames_read_u32(body, len, &sid))
                 malformed("segdrop");
             if ((int)sid < w->nsegfd && w->segfd[sid] >= 0) {
                 close(w->segfd[sid]);

@@ -1,6 +1,6 @@
 /* test_pool.c -- the pool's engine side without the Lua bindings: the order
  * and completeness of outcomes, the imap window, redo and retry after a
- * worker's death, withdrawing a job before it starts (pool_cancel.c), releasing a job half-way.
+ * worker's death, withdrawing a job before it starts, releasing a job half-way.
  * SPDX-License-Identifier: MIT */
 #include <lauxlib.h>
 #include <lualib.h>
@@ -81,11 +81,11 @@ static void until(lua_State *L, mpe_pool *p, outcome *o, int n)
 static mpe_job *range_job(lua_State *L, mpe_pool *p, lua_Integer count, int publish)
 {
     uint64_t fn = mpe__pool_function(L, p, -1);
-    mpe_job *j = mpe__pool_job(p, MPE_M_MAP, fn, 1, 0);
+    mpe_job *j = mpe__job_new(p, MPE_M_MAP, fn, 1, 0);
     MPE_ASSERT(j != NULL);
-    mpe__pool_add_range(L, j, 1, 1, count);
+    mpe__job_add_range(j, 1, 1, count);
     if (publish)
-        mpe__pool_publish(p, j, 1);
+        mpe__job_publish(p, j, 1);
     return j;
 }
 
@@ -110,7 +110,7 @@ static void test_order(void)
         MPE_ASSERT_EQ(o.got[i], 1);
         MPE_ASSERT_EQ(o.value[i], 2 * i);
     }
-    mpe__pool_job_release(p, j);
+    mpe__job_release(p, j);
     done_with(L, p);
 }
 
@@ -120,8 +120,8 @@ static void test_window(void)
     lua_State *L = state_with("return function(x) return x end");
     mpe_pool *p = pool_of(L, 2, 0);
     mpe_job *j = range_job(L, p, 100, 0);
-    mpe__pool_job_window(p, j, 10);
-    mpe__pool_publish(p, j, 1);
+    mpe__job_window(p, j, 10);
+    mpe__job_publish(p, j, 1);
     static outcome o;
     memset(&o, 0, sizeof o);
     until(L, p, &o, 10);
@@ -132,10 +132,10 @@ static void test_window(void)
     MPE_ASSERT_EQ(o.n, 10);
     for (int i = 11; i <= 100; i++)
         MPE_ASSERT_EQ(o.got[i], 0);
-    mpe__pool_job_window(p, j, 100);
+    mpe__job_window(p, j, 100);
     until(L, p, &o, 100);
     MPE_ASSERT_EQ(o.got[100], 1);
-    mpe__pool_job_release(p, j);
+    mpe__job_release(p, j);
     done_with(L, p);
 }
 
@@ -160,7 +160,7 @@ static void test_redo_and_retry(void)
         MPE_ASSERT_EQ(o.failed[i], 0);
         MPE_ASSERT_EQ(o.value[i], i);
     }
-    mpe__pool_job_release(p, j);
+    mpe__job_release(p, j);
     done_with(L, p);
 }
 
@@ -177,7 +177,7 @@ static void test_retry_exhausted(void)
         MPE_ASSERT_EQ(o.failed[i], i == 3);
         MPE_ASSERT_EQ(o.got[i], i != 3);
     }
-    mpe__pool_job_release(p, j);
+    mpe__job_release(p, j);
     done_with(L, p);
 }
 
@@ -188,21 +188,21 @@ static void test_cancel_pending(void)
     lua_State *L = state_with("return function(x) return x end");
     mpe_pool *p = pool_of(L, 2, 0);
     mpe_job *a = range_job(L, p, 50, 0);
-    MPE_ASSERT_EQ(mpe__pool_job_withdraw(p, a), 1);
-    MPE_ASSERT_EQ(mpe__pool_job_withdraw(p, a), 0); /* once */
-    mpe__pool_publish(p, a, 1);
+    MPE_ASSERT_EQ(mpe__job_withdraw(p, a), 1);
+    MPE_ASSERT_EQ(mpe__job_withdraw(p, a), 0); /* once */
+    mpe__job_publish(p, a, 1);
     mpe_job *b = range_job(L, p, 10, 1);
     static outcome o;
     memset(&o, 0, sizeof o);
     until(L, p, &o, 10); /* b's items: a's would have come first (FIFO) */
-    MPE_ASSERT_EQ(mpe__pool_job_withdraw(p, b), 0);
+    MPE_ASSERT_EQ(mpe__job_withdraw(p, b), 0);
     for (int k = 0; k < 3; k++) {
         mpe__pool_wait(p, mpe__proc_now() + 0.05);
         drain(L, p, &o);
     }
     MPE_ASSERT_EQ(o.n, 10); /* nothing of a */
-    mpe__pool_job_release(p, a);
-    mpe__pool_job_release(p, b);
+    mpe__job_release(p, a);
+    mpe__job_release(p, b);
     done_with(L, p);
 }
 
@@ -214,14 +214,14 @@ static void test_release_halfway(void)
     lua_State *L = state_with("return function(x) for i = 1, 20000 do end return x end");
     mpe_pool *p = pool_of(L, 2, 0);
     mpe_job *a = range_job(L, p, 100000, 1);
-    mpe__pool_job_release(p, a);
+    mpe__job_release(p, a);
     mpe_job *b = range_job(L, p, 30, 1);
     static outcome o;
     memset(&o, 0, sizeof o);
     until(L, p, &o, 30);
     for (int i = 1; i <= 30; i++)
         MPE_ASSERT_EQ(o.got[i], 1);
-    mpe__pool_job_release(p, b);
+    mpe__job_release(p, b);
     done_with(L, p);
 }
 
