@@ -15,7 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 #include "frames.h"
-#include "pool.h"
+#include "job.h"
+#include "poolstate.h"
 
 static int64_t now_ns(void)
 {

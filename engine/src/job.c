@@ -15,7 +15,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "frames.h"
-#include "pool.h"
+#include "job.h"
+#include "poolstate.h"
 
 /* ---- allocation of a submission, with fault injection for tests ------------- */
 

@@ -20,7 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 #include "frames.h"
-#include "pool.h"
+#include "job.h"
+#include "poolstate.h"
 
 /* Queue function f for worker w: its descriptors first, if it has any. */
 static int send_function(wslot *w, const fnentry *f)

@@ -6,7 +6,8 @@
 #include <lualib.h>
 #include <string.h>
 #include "tharness.h"
-#include "pool.h"
+#include "job.h"
+#include "poolstate.h"
 
 int luaopen_mpe(lua_State *L);
 

@@ -1,15 +1,17 @@
-/* pool.h -- the pool's shared structures, private to pool.c (the main
- * thread's side) and dispatch.c (the dispatcher thread); never installed.
+/* poolstate.h -- the scheduler's shared state: the pool, its worker slots,
+ * chunks in flight, segment table and function cache. Shared by pool.c (the
+ * main thread's side), dispatch.c (the dispatcher thread) and job.c (the
+ * jobs), none of which owns it alone; never installed.
  * SPDX-License-Identifier: MIT
  *
- * The job itself (struct mpe_job) is job.h's. Every field is guarded by mpe_pool.mu unless marked otherwise. */
-#ifndef MPE_POOL_H
-#define MPE_POOL_H
+ * The job itself (struct mpe_job) is job.h's. Every field is guarded by
+ * mpe_pool.mu unless marked otherwise. */
+#ifndef MPE_POOLSTATE_H
+#define MPE_POOLSTATE_H
 
 #include <pthread.h>
 #include <sys/types.h>
 #include <unistd.h>
-#include "job.h"
 #include "transport.h"
 
 #define TARGET_CHUNK_NS 4e6     /* aim for chunks of about 4 ms */
