@@ -463,12 +463,25 @@ mpe_job *mpe__job_one(mpe_pool *p, int mode, uint64_t fnid, int raise_first, con
     return j;
 }
 
-void mpe__job_window(mpe_pool *p, mpe_job *j, int64_t limit)
+static void set_limit(mpe_pool *p, mpe_job *j, int64_t limit)
 {
     pthread_mutex_lock(&p->mu);
     j->limit = limit;
     publish_locked(p, j, 0);
     pthread_mutex_unlock(&p->mu);
+}
+
+void mpe__job_window(mpe_pool *p, mpe_job *j, int64_t window)
+{
+    j->window = window;
+    set_limit(p, j, window);
+}
+
+void mpe__job_consumed(mpe_pool *p, mpe_job *j, int64_t n)
+{
+    /* limit is written by this (the main) thread only: read without the lock. */
+    if (j->window > 0 && n + j->window - j->limit >= (j->window + 1) / 2)
+        set_limit(p, j, n + j->window);
 }
 
 void mpe__job_abort(mpe_pool *p, mpe_job *j)

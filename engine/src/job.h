@@ -39,6 +39,7 @@ struct mpe_job {
     int64_t count;             /* items added (main thread) */
     int64_t visible;           /* items the dispatcher may use */
     int64_t limit;             /* visible never passes it (imap's window) */
+    int64_t window;            /* limit follows the consumer this far ahead; 0: none (main thread) */
     int finished;              /* no more items will come */
     int64_t cut;               /* first item not yet cut into a chunk */
     mpe_range_redo *redo;      /* items to run again, served first */
@@ -84,9 +85,13 @@ mpe_job *mpe__job_one(mpe_pool *p, int mode, uint64_t fnid, int raise_first, con
 /* Make the items added so far visible to the dispatcher (up to the window);
  * finished: no more will come. */
 void mpe__job_publish(mpe_pool *p, mpe_job *j, int finished);
-/* Let the dispatcher use only items before limit (0-based; default no limit)
- * and publish: imap over a range or a table shows a window ahead of its consumer. */
-void mpe__job_window(mpe_pool *p, mpe_job *j, int64_t limit);
+/* Show the dispatcher at most window items ahead of those the consumer took
+ * (default: no limit) and publish: imap over a range or a table keeps a
+ * window of results ahead of its consumer. consumed: the consumer has taken
+ * n items; the window moves on once it lags half a window behind (so not
+ * every item takes the lock). No-op for a job without a window. */
+void mpe__job_window(mpe_pool *p, mpe_job *j, int64_t window);
+void mpe__job_consumed(mpe_pool *p, mpe_job *j, int64_t n);
 /* The one abort of a submission stopped at any step: the job leaves the job
  * list and the work list and drops its segment and function references at
  * once, so the pool is exactly as before the submission began, unless a

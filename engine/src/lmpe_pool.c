@@ -520,14 +520,7 @@ static int pool_apply(lua_State *L)
  * most a window of results waits ahead of the consumer. */
 static void imap_feed(lua_State *L, ajob *a)
 {
-    if (a->windowed) {
-        lua_Integer upto = a->yielded + a->window;
-        if (upto - a->shown >= (a->window + 1) / 2) {
-            a->shown = upto;
-            mpe__job_window(a->lp->p, a->j, upto);
-        }
-        return;
-    }
+    mpe__job_consumed(a->lp->p, a->j, a->yielded); /* over a range or a table: the job's window */
     if (a->finished)
         return;
     lua_Integer room = a->window - (a->count - a->yielded);
@@ -605,8 +598,8 @@ static int imap_next(lua_State *L)
         return 0;
     mpe_sigwatch sw;
     mpe__sig_watch(L, &sw);
-    if (a->windowed)
-        imap_feed(L, a); /* keep the workers a window ahead, not only when the consumer waits */
+    /* Keep the workers a window ahead, not only when the consumer waits. */
+    mpe__job_consumed(a->lp->p, a->j, a->yielded);
     for (;;) {
         mpe__sig_check(L, &sw);
         int n = imap_try(L, a);
@@ -637,11 +630,8 @@ static int imap_common(lua_State *L, const char *fname, int what)
     parse_callopts(L, 4, fname, &o, 0, 0);
     ajob *a = new_job(L, lp, 1, 2, what, MPE_M_MAP, &o, 0);
     int ai = lua_gettop(L);
-    if (!lua_isfunction(L, 3)) {
-        a->windowed = 1;
-        a->shown = a->window;
+    if (!lua_isfunction(L, 3)) /* stored whole, shown a window at a time */
         mpe__job_window(lp->p, a->j, a->window);
-    }
     mpe__async_setref(L, a->ref, "src", 3);
     lua_newtable(L);
     mpe__async_setref(L, a->ref, "have", -1);

@@ -46,8 +46,6 @@ typedef struct ajob {
     int src_done;
     lua_Integer nres;    /* apply: number of return values */
     lua_Integer window;  /* imap: items pulled ahead of the consumer (option 'window') */
-    int windowed;        /* imap over a range or a table: stored whole, shown a window at a time */
-    lua_Integer shown;   /* windowed: items the workers may run (the engine job's limit) */
     int progress;        /* option progress = true | "force": fields.progress is the bar's state */
     double progress_next; /* clock before which the bar is not redrawn */
     int out;             /* option out=: fields.out is the array the workers fill */
