@@ -5,7 +5,7 @@
  * SPDX-License-Identifier: MIT
  *
  * Frame types, item kinds, modes and result flags are declared with the
- * frame header in internal.h (MPE_F_*, MPE_K_*, MPE_M_*, MPE_R_*); the
+ * frame header in protocol.h (MPE_F_*, MPE_K_*, MPE_M_*, MPE_R_*); the
  * header [u32 payload length][u8 type] is written by the transport's
  * mpe__frame_begin/end/peek. Every encoder here is Lua-free: 0, or -1 when
  * the buffer cannot grow (ENOMEM), the frame then possibly half written
@@ -14,7 +14,9 @@
 #ifndef MPE_FRAMES_H
 #define MPE_FRAMES_H
 
-#include "internal.h"
+#include <stddef.h>
+#include "buf.h"
+#include "protocol.h"
 
 /* Append n bytes. */
 int mpe__frames_put(mpe_buf *b, const void *s, size_t n);

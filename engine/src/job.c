@@ -17,6 +17,7 @@
 #include "frames.h"
 #include "job.h"
 #include "poolstate.h"
+#include "shm.h"
 
 /* ---- allocation of a submission, with fault injection for tests ------------- */
 

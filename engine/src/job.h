@@ -10,7 +10,9 @@
 #define MPE_JOB_H
 
 #include <stdint.h>
-#include "internal.h"
+#include "compat.h"
+#include "buf.h"
+#include "pool_api.h"
 
 /* A run of store indices [a, b) (0-based) to run again. */
 typedef struct mpe_range_redo {

@@ -19,9 +19,20 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
+#include "err.h"
 #include "frames.h"
 #include "job.h"
+#include "lbuf.h"
+#include "pool_api.h"
 #include "poolstate.h"
+#include "proc.h"
+#include "protocol.h"
+#include "shm.h"
+#include "transport.h"
+#include "worker.h"
 
 /* Queue function f for worker w: its descriptors first, if it has any. */
 static int send_function(wslot *w, const fnentry *f)

@@ -11,8 +11,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 #include "tharness.h"
+#include "compat.h"
+#include "codec.h"
+#include "err.h"
 #include "job.h"
+#include "mpe.h"
+#include "pool_api.h"
 #include "poolstate.h"
+#include "proc.h"
+#include "protocol.h"
 
 int luaopen_mpe(lua_State *L);
 
