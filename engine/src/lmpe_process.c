@@ -103,8 +103,7 @@ static lprocess *checkprocess(lua_State *L, int idx, const char *method)
     snprintf(fname, sizeof fname, "process:%s", method);
     lprocess *lp = toprocess(L, idx, fname);
     if (lp->closed)
-        luaL_error(L, "mpe: process:%s: attempt to use a closed process (%s)", method,
-                   process_name(L, idx));
+        mpe__argerror(L, fname, 0, "attempt to use a closed process (%s)", process_name(L, idx));
     return lp;
 }
 
@@ -290,7 +289,7 @@ static int l_start(lua_State *L)
 {
     lprocess *lp = checkprocess(L, 1, "start");
     if (lp->started)
-        return luaL_error(L, "mpe: process:start: %s was already started", process_name(L, 1));
+        mpe__argerror(L, "process:start", 0, "%s was already started", process_name(L, 1));
     lua_settop(L, 1);
     push_info(L, 1, "name");   /* 2 */
     push_info(L, 1, "target"); /* 3 */
