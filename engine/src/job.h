@@ -10,7 +10,6 @@
 #define MPE_JOB_H
 
 #include <stdint.h>
-#include "compat.h"
 #include "buf.h"
 #include "pool_api.h"
 

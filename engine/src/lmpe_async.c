@@ -18,6 +18,7 @@
 #include "lmpe_err.h"
 #include "lmpe_pool.h"
 #include "pool_api.h"
+#include "pool_lua.h"
 #include "proc.h"
 #include "protocol.h"
 #include "shm.h"

@@ -19,6 +19,7 @@
 #include "lmpe_err.h"
 #include "lmpe_pool.h"
 #include "pool_api.h"
+#include "pool_lua.h"
 #include "proc.h"
 #include "protocol.h"
 #include "ranks.h"
@@ -795,8 +796,9 @@ static int pool_tostring(lua_State *L)
 /* mpe.pool([n | opts]) */
 static int pool_new(lua_State *L)
 {
+    static const mpe_worker_hooks hooks = {mpe__error_handler};
     mpe_pool_opts o = {.workers = 0, .init_ref = LUA_NOREF, .initargs_ref = LUA_NOREF,
-                       .handler = mpe__error_handler};
+                       .hooks = &hooks};
     int init = 0, initargs = 0, given = 0; /* given: a worker count was passed (0 = inline) */
     int local = 0;                         /* ranks = "local" */
     if (lua_isinteger(L, 1)) {

@@ -27,6 +27,7 @@
 #include "job.h"
 #include "lbuf.h"
 #include "pool_api.h"
+#include "pool_lua.h"
 #include "poolstate.h"
 #include "proc.h"
 #include "protocol.h"
@@ -75,7 +76,7 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     c.cfg.initargs_ref = p->o.initargs_ref;
     c.cfg.progress = &p->progress[i];
     c.cfg.tp = p->tp;
-    c.cfg.handler = p->o.handler;
+    c.cfg.handler = p->o.hooks->handler;
     memset((void *)&p->progress[i], 0, sizeof p->progress[i]);
     pid_t pid;
     mpe_link *link = p->tp->start(p->t, L, &p->progress[i], worker_entry, &c, &pid, e);

@@ -1,4 +1,5 @@
-/* pool_api.h -- the scheduler's interface to the binding layer (pool.c; the jobs are job.h's).
+/* pool_api.h -- the scheduler's interface to the binding layer (pool.c; the jobs are job.h's),
+ * without Lua types: the entry points that take a Lua state are pool_lua.h's.
  * SPDX-License-Identifier: MIT */
 #ifndef MPE_POOL_API_H
 #define MPE_POOL_API_H
@@ -6,7 +7,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-#include "compat.h"
 #include "buf.h"
 #include "err.h"
 
@@ -24,7 +24,7 @@ typedef struct mpe_pool_opts {
     int init_ref, initargs_ref; /* registry refs, or LUA_NOREF */
     const struct mpe_transport_ops *transport; /* NULL: the socketpair backend (transport.h) */
     int spread;        /* spans MPI ranks (transport is mpi.c's): the cross-rank codec route */
-    lua_CFunction handler; /* message handler for task errors, given by the binding layer */
+    const struct mpe_worker_hooks *hooks; /* the binding layer's functions for the workers (pool_lua.h) */
 } mpe_pool_opts;
 
 /* A message for the main thread: results of some items, or a failure. */
@@ -33,7 +33,7 @@ typedef struct mpe_msg {
     struct mpe_msg *next;
     int type;
     mpe_job *job;          /* NULL for INITFAIL */
-    lua_Integer index;     /* input index (1-based) of the first item concerned */
+    int64_t index;         /* input index (1-based) of the first item concerned */
     uint32_t count;        /* RESULT: items in data; FAIL: items concerned (0 means 1) */
     unsigned flags;        /* RESULT: MPE_R_* */
     int worker;            /* the worker's number K (PoolWorker-K) */
@@ -45,14 +45,6 @@ typedef struct mpe_msg {
     char data[];           /* RESULT: the payload; INITFAIL: the encoded error */
 } mpe_msg;
 
-/* Create a pool: fork its workers from L's state and start the dispatcher.
- * Returns NULL and sets e on failure (nothing is left running). */
-mpe_pool *mpe__pool_new(lua_State *L, const mpe_pool_opts *o, mpe_err *e);
-/* Fork replacements for workers that died or retired. Returns 0 or -1 (e set). */
-int mpe__pool_respawn(lua_State *L, mpe_pool *p, mpe_err *e);
-/* Send the function at idx to every worker (once while it is cached) and
- * return its id. Raises if it cannot be encoded. */
-uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx);
 /* Take the next message (NULL if none); hand it back with mpe__pool_msg_done. */
 mpe_msg *mpe__pool_take(mpe_pool *p);
 /* Whether the message's job is still wanted (not released). Main thread. */

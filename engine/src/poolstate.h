@@ -12,12 +12,15 @@
 #include <pthread.h>
 #include <sys/types.h>
 #include <unistd.h>
-#include "compat.h"
 #include "buf.h"
 #include "pool_api.h"
-#include "protocol.h"
-#include "transport.h"
-#include "worker.h"
+
+/* Reached only through pointers here: transport.h and worker.h (which carry
+ * Lua types) define them, so job.c sees no Lua type. */
+typedef struct mpe_link mpe_link;
+typedef struct mpe_transport mpe_transport;
+typedef struct mpe_transport_ops mpe_transport_ops;
+typedef struct mpe_progress mpe_progress;
 
 #define TARGET_CHUNK_NS 4e6     /* aim for chunks of about 4 ms */
 #define QUEUE_NS 8e6            /* keep about 8 ms of work queued per worker */
@@ -29,7 +32,7 @@
 typedef struct chunk {
     uint64_t id;
     mpe_job *job;
-    lua_Integer a, b, got; /* store indices [a, b); got results for [a, a+got) */
+    int64_t a, b, got;     /* store indices [a, b); got results for [a, a+got) */
     int suspect;           /* one item of a suspect range: a death without blame is its */
     struct chunk *next;
 } chunk;

@@ -5,7 +5,6 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "compat.h"
 #include "buf.h"
 
 /* Frames between the pool and its workers: [u32 payload length][u8 type][payload].
@@ -50,8 +49,7 @@ enum { MPE_M_MAP = 1, MPE_M_STAR, MPE_M_APPLY };
 /* Read a frame header at b[off]: returns 1 and sets *type, *len when a whole
  * frame is buffered, 0 when more bytes are needed. */
 int mpe__frame_peek(const mpe_buf *b, size_t off, unsigned *type, uint32_t *len);
-/* Start a frame of the given type in b; mpe__frame_end patches its length. */
-size_t mpe__frame_begin(lua_State *L, mpe_buf *b, unsigned type);
+/* Patch the length of the frame started at start (mpe__frame_begin, transport.h). */
 void mpe__frame_end(mpe_buf *b, size_t start);
 
 #endif

@@ -25,6 +25,10 @@
 #include "err.h"
 #include "worker.h"
 
+/* Start a frame of the given type in b (raises on no memory); mpe__frame_end
+ * (protocol.h) patches its length. */
+size_t mpe__frame_begin(lua_State *L, mpe_buf *b, unsigned type);
+
 typedef struct mpe_link mpe_link;           /* one worker, as its backend knows it */
 typedef struct mpe_transport mpe_transport; /* a backend's state for one pool */
 

@@ -17,6 +17,7 @@
 #include "job.h"
 #include "mpe.h"
 #include "pool_api.h"
+#include "pool_lua.h"
 #include "poolstate.h"
 #include "proc.h"
 #include "protocol.h"
@@ -37,11 +38,9 @@ static lua_State *state_with(const char *fn)
 
 static mpe_pool *pool_of(lua_State *L, int workers, int retries)
 {
+    static const mpe_worker_hooks hooks = {luaopen_base}; /* any C function: the handler runs only on task errors */
     mpe_pool_opts o = {.workers = workers, .retries = retries, .init_ref = LUA_NOREF,
-                       .initargs_ref = LUA_NOREF, .handler = NULL};
-    lua_pushcfunction(L, luaopen_base); /* any C function: the handler runs only on task errors */
-    o.handler = lua_tocfunction(L, -1);
-    lua_pop(L, 1);
+                       .initargs_ref = LUA_NOREF, .hooks = &hooks};
     mpe_err e;
     mpe_pool *p = mpe__pool_new(L, &o, &e);
     if (!p)
