@@ -540,6 +540,53 @@ int mpe__job_finished(const mpe_job *j)
     return j->finished;
 }
 
+/* ---- delivery (main thread; only it reads or writes these) -------------------------- */
+
+void mpe__job_delivered(mpe_job *j, int64_t n)
+{
+    j->delivered += n;
+}
+
+int64_t mpe__job_ndelivered(const mpe_job *j)
+{
+    return j->delivered;
+}
+
+int mpe__job_all_delivered(const mpe_job *j)
+{
+    return j->finished && j->delivered >= j->count;
+}
+
+int64_t mpe__job_yield(mpe_job *j)
+{
+    return ++j->yielded;
+}
+
+int64_t mpe__job_yielded(const mpe_job *j)
+{
+    return j->yielded;
+}
+
+int64_t mpe__job_ahead(const mpe_job *j)
+{
+    return j->count - j->yielded;
+}
+
+int mpe__job_exhausted(const mpe_job *j)
+{
+    return j->finished && j->yielded >= j->count;
+}
+
+int64_t mpe__job_enqueue(mpe_job *j)
+{
+    return ++j->qtail;
+}
+
+int64_t mpe__job_dequeue(mpe_job *j)
+{
+    return j->qhead < j->qtail ? ++j->qhead : 0;
+}
+
 int mpe__job_running(const mpe_job *j)
 {
     return !j->cancelled && !j->released;

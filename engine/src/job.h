@@ -54,6 +54,11 @@ struct mpe_job {
     struct mpe_job *next, *prev; /* all jobs of the pool */
     struct mpe_job *wnext;     /* jobs with items no worker holds yet */
     int in_work;
+    /* Delivery: how far the main thread has handed outcomes on (main thread
+     * only, no lock; the bindings keep the values, this keeps the counts). */
+    int64_t delivered;         /* items whose outcome was delivered */
+    int64_t yielded;           /* imap: items handed to the consumer */
+    int64_t qhead, qtail;      /* imap_unordered: positions of the delivered items waiting */
 };
 
 /* ---- submission (main thread) ------------------------------------------------------
@@ -112,6 +117,23 @@ void mpe__job_release(mpe_pool *p, mpe_job *j);
  * Main thread, without the lock: only the main thread writes them. */
 int64_t mpe__job_count(const mpe_job *j);
 int mpe__job_finished(const mpe_job *j);
+/* ---- delivery (main thread, no lock) --------------------------------------------- */
+/* n more items of j had their outcome delivered; how many so far; whether
+ * every item has (no more will come and each one was delivered). */
+void mpe__job_delivered(mpe_job *j, int64_t n);
+int64_t mpe__job_ndelivered(const mpe_job *j);
+int mpe__job_all_delivered(const mpe_job *j);
+/* imap: hand the next item to the consumer, returning how many it has had
+ * (the ordered imap's item index); how many it had; how many items were
+ * added past them; whether it had them all. */
+int64_t mpe__job_yield(mpe_job *j);
+int64_t mpe__job_yielded(const mpe_job *j);
+int64_t mpe__job_ahead(const mpe_job *j);
+int mpe__job_exhausted(const mpe_job *j);
+/* imap_unordered: a delivered item waits for the consumer at the returned
+ * position; the position of the next one to hand on, or 0 if none waits. */
+int64_t mpe__job_enqueue(mpe_job *j);
+int64_t mpe__job_dequeue(mpe_job *j);
 /* Whether j still runs: its outcomes are delivered (not cancelled, not released). */
 int mpe__job_running(const mpe_job *j);
 /* Whether j's outcomes are still wanted (not released). */

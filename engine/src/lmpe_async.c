@@ -96,7 +96,7 @@ static void add_failure(lua_State *L, ajob *a, lua_Integer index)
     if (a->what == A_IMAP_UNORDERED) {
         mpe__async_getref(L, a->ref, "q");
         lua_pushinteger(L, index);
-        lua_rawseti(L, -2, ++a->qtail);
+        lua_rawseti(L, -2, mpe__job_enqueue(a->j));
         lua_pop(L, 1);
     } else if (a->what == A_IMAP) {
         mpe__async_getref(L, a->ref, "have");
@@ -118,13 +118,13 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
                              .pid = m->pid, .worker = m->worker, .message = text};
             mpe__error_push(L, &f);
             add_failure(L, a, m->index + k);
-            a->delivered++;
+            mpe__job_delivered(a->j, 1);
         }
         lua_settop(L, top);
         return;
     }
     if (m->flags & MPE_R_NONE) { /* option out=: the results are in the array already */
-        a->delivered += m->count;
+        mpe__job_delivered(a->j, m->count);
         return;
     }
     mpe__async_getref(L, a->ref, "results");
@@ -162,7 +162,7 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
                 make_task_error(L, a, index, m->worker, m->pid);
                 add_failure(L, a, index);
                 lua_settop(L, q ? q : res);
-                a->delivered++;
+                mpe__job_delivered(a->j, 1);
                 continue;
             }
             if (a->what == A_APPLY) {
@@ -181,9 +181,9 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
             lua_rawseti(L, q, index);
         } else if (q) {
             lua_pushinteger(L, index);
-            lua_rawseti(L, q, ++a->qtail);
+            lua_rawseti(L, q, mpe__job_enqueue(a->j));
         }
-        a->delivered++;
+        mpe__job_delivered(a->j, 1);
     }
     lua_settop(L, top);
 }
@@ -208,7 +208,7 @@ void mpe__async_progress(lua_State *L, ajob *a, int final)
     if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
         lua_getfield(L, -1, "update");
         mpe__async_getref(L, a->ref, "progress");
-        lua_pushinteger(L, a->delivered);
+        lua_pushinteger(L, a->j ? mpe__job_ndelivered(a->j) : 0);
         lua_setfield(L, -2, "done");
         if (mpe__async_finished(a)) {
             lua_pushinteger(L, mpe__async_count(a));
@@ -233,7 +233,7 @@ void mpe__async_check_complete(lua_State *L, ajob *a)
     if (a->complete)
         return;
     int iter = a->what == A_IMAP || a->what == A_IMAP_UNORDERED;
-    if ((mpe__async_finished(a) && a->delivered >= mpe__async_count(a)) || (a->failed && !a->collect && !iter)) {
+    if (mpe__async_all_delivered(a) || (a->failed && !a->collect && !iter)) {
         a->complete = 1;
         if (a->failed && !a->collect)
             mpe__job_cancel(a->lp->p, a->j);

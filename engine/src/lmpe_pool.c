@@ -530,10 +530,10 @@ static int pool_apply(lua_State *L)
  * most a window of results waits ahead of the consumer. */
 static void imap_feed(lua_State *L, ajob *a)
 {
-    mpe__job_consumed(a->lp->p, a->j, a->yielded); /* over a range or a table: the job's window */
+    mpe__job_consumed(a->lp->p, a->j, mpe__job_yielded(a->j)); /* over a range or a table: the job's window */
     if (mpe__async_finished(a))
         return;
-    lua_Integer room = a->window - (mpe__async_count(a) - a->yielded);
+    lua_Integer room = a->window - mpe__job_ahead(a->j);
     if (room <= a->window / 2)
         return;
     mpe__async_getref(L, a->ref, "src");
@@ -552,9 +552,9 @@ static int imap_try(lua_State *L, ajob *a)
 {
     lua_Integer i;
     if (a->what == A_IMAP) {
-        i = a->yielded + 1;
-        if (mpe__async_finished(a) && i > mpe__async_count(a))
+        if (mpe__job_exhausted(a->j))
             return -1;
+        i = mpe__job_yielded(a->j) + 1;
         mpe__async_getref(L, a->ref, "have");
         lua_rawgeti(L, -1, i);
         int have = !lua_isnil(L, -1);
@@ -567,16 +567,17 @@ static int imap_try(lua_State *L, ajob *a)
         lua_rawseti(L, -2, i);
         lua_pop(L, 1);
     } else {
-        if (a->qhead >= a->qtail)
-            return (mpe__async_finished(a) && a->yielded >= mpe__async_count(a)) ? -1 : 0;
+        lua_Integer at = mpe__job_dequeue(a->j);
+        if (!at)
+            return mpe__job_exhausted(a->j) ? -1 : 0;
         mpe__async_getref(L, a->ref, "q");
-        lua_rawgeti(L, -1, ++a->qhead);
+        lua_rawgeti(L, -1, at);
         i = lua_tointeger(L, -1);
         lua_pushnil(L);
-        lua_rawseti(L, -3, a->qhead);
+        lua_rawseti(L, -3, at);
         lua_pop(L, 2);
     }
-    a->yielded++;
+    mpe__job_yield(a->j);
     mpe__async_getfailures(L, a);
     lua_rawgeti(L, -1, i);
     if (!lua_isnil(L, -1)) {
@@ -609,7 +610,7 @@ static int imap_next(lua_State *L)
     mpe_sigwatch sw;
     mpe__sig_watch(L, &sw);
     /* Keep the workers a window ahead, not only when the consumer waits. */
-    mpe__job_consumed(a->lp->p, a->j, a->yielded);
+    mpe__job_consumed(a->lp->p, a->j, mpe__job_yielded(a->j));
     for (;;) {
         mpe__sig_check(L, &sw);
         int n = imap_try(L, a);

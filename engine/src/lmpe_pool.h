@@ -55,13 +55,10 @@ typedef struct ajob {
     int mode;            /* MPE_M_* */
     int collect;         /* errors = "collect" */
     int ref;             /* registry ref of { pool=, results=, failures=, cb=, src=, q= } */
-    lua_Integer delivered;
     int failed;          /* a failure was delivered (raise mode: the job is over) */
     int complete;
     int lost;            /* a result could not be received (memory): the job failed as a whole */
     int callbacks_run;
-    lua_Integer yielded; /* imap: items handed to the consumer */
-    lua_Integer qhead, qtail; /* imap_unordered: completed indices waiting */
     lua_Integer nres;    /* apply: number of return values */
     lua_Integer window;  /* imap: items pulled ahead of the consumer (option 'window') */
     int progress;        /* option progress = true | "force": fields.progress is the bar's state */
@@ -80,6 +77,11 @@ static inline lua_Integer mpe__async_count(const ajob *a)
 static inline int mpe__async_finished(const ajob *a)
 {
     return a->j && mpe__job_finished(a->j);
+}
+/* Whether every item of a's job was added and its outcome delivered. */
+static inline int mpe__async_all_delivered(const ajob *a)
+{
+    return a->j && mpe__job_all_delivered(a->j);
 }
 
 /* lmpe_async.c. Fields of a job's (or pool's) table behind a registry ref. */

@@ -181,6 +181,51 @@ static void test_window(void)
     done_with(L, p);
 }
 
+/* Delivery counts (the main thread's, kept by the job): a job is all
+ * delivered only once finished and every item delivered; an imap consumer is
+ * exhausted only once it had every item; imap_unordered's waiting positions
+ * come back in order and none when none waits. */
+static void test_delivery(void)
+{
+    lua_State *L = state_with("return function(x) return x end");
+    mpe_pool *p = pool_of(L, 1, 0);
+    uint64_t fn = mpe__pool_function(L, p, -1);
+    mpe_job *j = mpe__job_new(p, MPE_M_MAP, fn, 0, 0);
+    MPE_ASSERT(j != NULL);
+    mpe__job_add_range(j, 1, 1, 5);
+    mpe__job_window(p, j, 0); /* shown to no worker: the counts are the test's alone */
+    mpe__job_delivered(j, 5);
+    MPE_ASSERT_EQ(mpe__job_ndelivered(j), 5);
+    MPE_ASSERT(!mpe__job_all_delivered(j)); /* more may come */
+    mpe__job_publish(p, j, 1);
+    MPE_ASSERT(mpe__job_all_delivered(j));
+    mpe__job_abort(p, j);
+    j = mpe__job_new(p, MPE_M_MAP, fn, 0, 0);
+    MPE_ASSERT(j != NULL);
+    mpe__job_add_range(j, 1, 1, 5);
+    mpe__job_window(p, j, 0);
+    mpe__job_publish(p, j, 1);
+    mpe__job_delivered(j, 4);
+    MPE_ASSERT(!mpe__job_all_delivered(j)); /* one outcome to come */
+    mpe__job_delivered(j, 1);
+    MPE_ASSERT(mpe__job_all_delivered(j));
+    MPE_ASSERT_EQ(mpe__job_dequeue(j), 0);
+    MPE_ASSERT_EQ(mpe__job_enqueue(j), 1);
+    MPE_ASSERT_EQ(mpe__job_enqueue(j), 2);
+    MPE_ASSERT_EQ(mpe__job_dequeue(j), 1);
+    MPE_ASSERT_EQ(mpe__job_dequeue(j), 2);
+    MPE_ASSERT_EQ(mpe__job_dequeue(j), 0);
+    for (int k = 1; k <= 5; k++) {
+        MPE_ASSERT(!mpe__job_exhausted(j));
+        MPE_ASSERT_EQ(mpe__job_ahead(j), 6 - k);
+        MPE_ASSERT_EQ(mpe__job_yield(j), k);
+    }
+    MPE_ASSERT_EQ(mpe__job_yielded(j), 5);
+    MPE_ASSERT(mpe__job_exhausted(j));
+    mpe__job_abort(p, j);
+    done_with(L, p);
+}
+
 /* A worker that dies at an item: the items after it run again elsewhere and
  * the item itself is retried (the marker file makes the retry succeed). */
 static void test_redo_and_retry(void)
@@ -486,7 +531,7 @@ static void test_abort_running(void)
     done_with(L, p);
 }
 
-MPE_TEST_MAIN(MPE_TEST(test_order), MPE_TEST(test_window), MPE_TEST_T(test_redo_and_retry, 60),
+MPE_TEST_MAIN(MPE_TEST(test_order), MPE_TEST(test_window), MPE_TEST(test_delivery), MPE_TEST_T(test_redo_and_retry, 60),
               MPE_TEST_T(test_retry_exhausted, 60), MPE_TEST(test_cancel_pending),
               MPE_TEST(test_release_halfway), MPE_TEST_T(test_abort_each_step, 60),
               MPE_TEST_T(test_abort_running, 60))
