@@ -12,6 +12,7 @@
 
 #define POOL_MT "mpe.Pool"
 #define ASYNC_MT "mpe.AsyncResult"
+#define IMAP_WINDOW 65536 /* items pulled from an iterator ahead of the consumer */
 
 enum { P_OPEN, P_CLOSED, P_TERMINATED, P_JOINED };
 
@@ -83,6 +84,22 @@ static inline int mpe__async_all_delivered(const ajob *a)
 {
     return a->j && mpe__job_all_delivered(a->j);
 }
+
+/* lmpe_submit.c. The async object of a new job (what: A_*, mode: MPE_M_*, the
+ * pool at pool_idx, the function at fn_idx, callbacks at cb_idx or 0), left
+ * on the stack; its engine job is created and routed (an apply's later, with
+ * its item). */
+ajob *mpe__submit_new(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what, int mode,
+                      const callopts *o, int cb_idx);
+/* Fill a's job (its ajob on top) from the value at idx: S_ITEMS a table,
+ * mpe.range or iterator (limit: at most this many from an iterator, -1 all),
+ * S_VALUE an apply's arguments. Any error on the way aborts the job (the pool
+ * as before the call) and is raised as it was. */
+typedef enum { S_ITEMS, S_VALUE } submit_what;
+void mpe__submit(lua_State *L, ajob *a, int idx, submit_what what, lua_Integer limit);
+/* imap: pull more items from the job's iterator while the window allows;
+ * over a range or a table, move the job's window after the consumer. */
+void mpe__submit_feed(lua_State *L, ajob *a);
 
 /* lmpe_async.c. Fields of a job's (or pool's) table behind a registry ref. */
 void mpe__async_getref(lua_State *L, int ref, const char *k);
