@@ -16,7 +16,7 @@
 #include "err.h"
 #include "frames.h"
 #include "lmpe_err.h"
-#include "lpool.h"
+#include "lmpe_pool.h"
 #include "pool_api.h"
 #include "pool_lua.h"
 #include "proc.h"

@@ -17,7 +17,7 @@
 #include "lbuf.h"
 #include "lmpe.h"
 #include "lmpe_err.h"
-#include "lpool.h"
+#include "lmpe_pool.h"
 #include "proc.h"
 #include "shm.h"
 #include "worker.h"

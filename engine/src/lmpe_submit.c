@@ -14,7 +14,7 @@
 #include "job.h"
 #include "lmpe.h"
 #include "lmpe_err.h"
-#include "lpool.h"
+#include "lmpe_pool.h"
 #include "pool_api.h"
 #include "pool_lua.h"
 #include "proc.h"

@@ -15,7 +15,7 @@
 #include <unistd.h>
 #include "compat.h"
 #include "lmpe_err.h"
-#include "lpool.h"
+#include "lmpe_pool.h"
 #include "pool_api.h"
 #include "proc.h"
 #include "shm.h"

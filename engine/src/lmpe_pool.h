@@ -1,11 +1,9 @@
-/* lpool.h -- the pool bindings' shared structures, private to lmpe_pool.c
- * (mpe.pool and its methods), lmpe_callopts.c (a call's checks),
- * lmpe_submit.c (submission), lmpe_async.c (results and mpe.AsyncResult),
- * lmpe_wait.c and lmpe_inline.c; never installed. A header of its own (not
- * lmpe_pool.c's), so those files do not depend on lmpe_pool.c.
+/* lmpe_pool.h -- the pool bindings' shared structures, private to
+ * lmpe_pool.c (mpe.pool and its methods) and lmpe_async.c (results and
+ * mpe.AsyncResult); never installed.
  * SPDX-License-Identifier: MIT */
-#ifndef MPE_LPOOL_H
-#define MPE_LPOOL_H
+#ifndef MPE_LMPE_POOL_H
+#define MPE_LMPE_POOL_H
 
 #include "compat.h"
 #include "buf.h"
@@ -35,9 +33,7 @@ typedef struct callopts {
  * The worker pool (lmpe_pool.c) and the inline pool (lua/mpe/inline.lua,
  * through lmpe_inline.c) both check with it, so their messages cannot drift. */
 enum { MPE_CALL_ITEMS = 1, MPE_CALL_ARGS = 2, MPE_CALL_CB = 4, MPE_CALL_OUT = 8 };
-void mpe__pool_check_call(lua_State *L, const char *fname, int flags, callopts *o); /* lmpe_callopts.c */
-/* Whether the value at i can be called (a function or has __call); lmpe_callopts.c. */
-int mpe__pool_callable(lua_State *L, int i);
+void mpe__pool_check_call(lua_State *L, const char *fname, int flags, callopts *o);
 
 typedef struct lpool {
     mpe_pool *p;
