@@ -16,6 +16,9 @@
 #include <unistd.h>
 #include "pool.h"
 
+/* Segment ids in one MPE_F_SEGS frame: its descriptors go in one sendmsg. */
+#define SEGS_PER_FRAME 64
+
 static int64_t now_ns(void)
 {
     struct timespec t;
@@ -112,8 +115,8 @@ static int segs_frame(mpe_buf *b, const uint32_t *ids, int *n)
 }
 
 /* Queue MPE_F_SEGS frames for the segments items [a, e) of j refer to that
- * w has not been sent yet (at most MPE_MAX_FDS a frame: each frame's
- * descriptors travel in one message). 0, or -1 on ENOMEM. */
+ * w has not been sent yet (at most SEGS_PER_FRAME a frame, so that each
+ * frame's descriptors travel in one sendmsg). 0, or -1 on ENOMEM. */
 static int send_segs(mpe_pool *p, wslot *w, mpe_job *j, lua_Integer a, lua_Integer e)
 {
     if ((size_t)p->nsegs > w->hascap) {
@@ -125,35 +128,27 @@ static int send_segs(mpe_pool *p, wslot *w, mpe_job *j, lua_Integer a, lua_Integ
         w->has = h;
         w->hascap = cap;
     }
-    uint32_t ids[MPE_MAX_FDS];
+    uint32_t ids[SEGS_PER_FRAME];
     int n = 0;
     for (lua_Integer i = a; i < e; i++) {
-        const unsigned char *s = (const unsigned char *)j->items.p + j->off[i - j->base];
-        for (int q = 0; q < s[0]; q++) {
-            const unsigned char *v = s + 1 + 4 * q;
+        mpe_rd it; /* the item's head: [varint k][k x u32 segment id] */
+        uint64_t k = 0;
+        mpe__rd_init(&it, j->items.p + j->off[i - j->base], j->items.n - j->off[i - j->base]);
+        mpe__rd_varint(&it, &k);
+        for (uint64_t q = 0; q < k; q++) {
+            const unsigned char *v = it.p + it.pos + 4 * q;
             uint32_t id = (uint32_t)v[0] | (uint32_t)v[1] << 8 | (uint32_t)v[2] << 16 | (uint32_t)v[3] << 24;
             if (id >= (uint32_t)p->nsegs || w->has[id] || p->segs[id].fd < 0)
                 continue;
             w->has[id] = 1;
             ids[n++] = id;
-            if (n == MPE_MAX_FDS && segs_frame(&w->out, ids, &n) != 0)
+            if (n == SEGS_PER_FRAME && segs_frame(&w->out, ids, &n) != 0)
                 return -1;
         }
     }
     if (n > 0 && segs_frame(&w->out, ids, &n) != 0)
         return -1;
     return 0;
-}
-
-void mpe__dispatch_drop_fdq(wslot *w)
-{
-    while (w->fdq_n > 0) {
-        mpe_fds *f = &w->fdq[w->fdq_head];
-        for (int k = 0; k < f->n; k++)
-            close(f->fd[k]);
-        w->fdq_head = (w->fdq_head + 1) % 8;
-        w->fdq_n--;
-    }
 }
 
 /* ---- cutting chunks -------------------------------------------------------------- */
@@ -553,7 +548,7 @@ static void on_death(mpe_pool *p, wslot *w)
     int st = 0;
     p->tp->reap(w->link, &st);
     w->link = NULL;
-    mpe__dispatch_drop_fdq(w);
+    mpe__fdin_close(&w->fdin);
     int64_t running = pg.chunk;
     int32_t item = pg.item;
     int ready = pg.ready;
@@ -646,8 +641,9 @@ static void drop_chunk(mpe_pool *p, wslot *w, chunk *c)
     mpe__dispatch_maybe_free(p, j);
 }
 
-/* A result frame from worker w: [u64 chunk][u32 from][u32 count][u8 flags][u64 ns][payload]. */
-static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
+/* A result frame from worker w: [u64 chunk][u32 from][u32 count][u8 flags][u64 ns][payload].
+ * fds: the descriptors that came with it; a message that keeps them empties it. */
+static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len, mpe_fds *fds)
 {
     mpe_rd r;
     uint64_t id, ns;
@@ -691,10 +687,9 @@ static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
             m->flags = flags;
             m->worker = w->number;
             m->pid = w->pid;
-            if ((flags & MPE_R_FDS) && w->fdq_n > 0) {
-                m->fds = w->fdq[w->fdq_head];
-                w->fdq_head = (w->fdq_head + 1) % 8;
-                w->fdq_n--;
+            if (flags & MPE_R_FDS) {
+                m->fds = *fds; /* ownership moves to the message */
+                memset(fds, 0, sizeof *fds);
             }
             m->len = plen;
             if (plen)
@@ -703,13 +698,7 @@ static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
         }
         if (flags & MPE_R_ERRORS && j->raise_first)
             j->cancelled = 1;
-    } else if ((flags & MPE_R_FDS) && w->fdq_n > 0) { /* nobody wants them */
-        mpe_fds *f = &w->fdq[w->fdq_head];
-        for (int k = 0; k < f->n; k++)
-            close(f->fd[k]);
-        w->fdq_head = (w->fdq_head + 1) % 8;
-        w->fdq_n--;
-    }
+    } /* else nobody wants them: read_frames closes them */
     c->got += count;
     account(p, j, count);
     if (flags & MPE_R_FINAL) {
@@ -761,9 +750,14 @@ static void read_frames(mpe_pool *p, wslot *w)
         if (!mpe__frame_peek(&w->in, off, &type, &len))
             break;
         const char *s = w->in.p + off + MPE_FRAME_HDR;
-        if (type == MPE_F_RESULT)
-            on_result(p, w, s, len);
-        else if (type == MPE_F_INITFAIL)
+        if (type == MPE_F_RESULT) {
+            /* Its descriptors are those that rode on its bytes (fdio.c). */
+            mpe_fds fds = {0};
+            uint64_t start = w->fdin.pos - (uint64_t)(w->in.n - off);
+            mpe__fdio_claim(&w->fdin, start, start + MPE_FRAME_HDR + len, &fds);
+            on_result(p, w, s, len, &fds);
+            mpe__fds_close(&fds);
+        } else if (type == MPE_F_INITFAIL)
             on_initfail(p, w, s, len);
         off += MPE_FRAME_HDR + len;
     }
@@ -845,7 +839,7 @@ void *mpe__dispatch_main(void *arg)
                 const int *fds = NULL;
                 int nfds = 0;
                 size_t len = w->tx.n - w->tx_off;
-                int segfds[MPE_MAX_FDS];
+                int segfds[SEGS_PER_FRAME];
                 /* F_FDS and F_SEGS frames travel alone, with their descriptors. */
                 unsigned type;
                 uint32_t flen;
@@ -873,7 +867,7 @@ void *mpe__dispatch_main(void *arg)
                          * so every id here is still open. */
                         uint32_t n = 0, id;
                         mpe__rd_u32(&rd, &n);
-                        for (uint32_t q = 0; q < n && q < MPE_MAX_FDS && mpe__rd_u32(&rd, &id) == 0; q++)
+                        for (uint32_t q = 0; q < n && q < SEGS_PER_FRAME && mpe__rd_u32(&rd, &id) == 0; q++)
                             segfds[nfds++] = id < (uint32_t)p->nsegs ? p->segs[id].fd : -1;
                         fds = segfds;
                     }
@@ -896,19 +890,10 @@ void *mpe__dispatch_main(void *arg)
             }
             if (ev[k] & MPE_T_READ) {
                 ssize_t got;
-                pthread_mutex_unlock(&p->mu); /* in, the link and fdq are this thread's */
-                do {
-                    mpe_fds set = {.n = 0};
-                    got = p->tp->recv(w->link, &w->in, &set);
-                    if (set.n > 0) {
-                        if (w->fdq_n < 8) {
-                            w->fdq[(w->fdq_head + w->fdq_n) % 8] = set;
-                            w->fdq_n++;
-                        } else
-                            for (int q = 0; q < set.n; q++)
-                                close(set.fd[q]);
-                    }
-                } while (got > 0 && w->in.n < (4u << 20) && w->fdq_n < 8);
+                pthread_mutex_unlock(&p->mu); /* in, the link and fdin are this thread's */
+                do
+                    got = p->tp->recv(w->link, &w->in, &w->fdin);
+                while (got > 0 && w->in.n < (4u << 20));
                 int err = got < 0 ? errno : 0;
                 pthread_mutex_lock(&p->mu);
                 read_frames(p, w);

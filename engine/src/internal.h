@@ -67,14 +67,10 @@ int mpe__rd_varint(mpe_rd *r, uint64_t *out);
 int mpe__rd_bytes(mpe_rd *r, size_t n, const unsigned char **out);
 
 /* ---- descriptors travelling with a message --------------------------------- */
-#define MPE_MAX_FDS 64
-typedef struct mpe_fds {
-    int fd[MPE_MAX_FDS];
-    int n;
-} mpe_fds;
+#include "fdio.h" /* mpe_fds */
 
 /* Push a userdata owning an empty descriptor list: its __gc closes what is
- * still in it (set n to 0 after taking them). */
+ * still in it and frees it (move the struct out and zero it to take them). */
 mpe_fds *mpe__fds_box(lua_State *L);
 
 /* ---- the codec (codec.c): Lua values <-> bytes ------------------------------
@@ -284,19 +280,7 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg) __attribute__((no
  * function that raises the decode error. */
 void mpe__worker_decode_fn(lua_State *L, mpe_rd *r);
 
-/* Transport primitives over a stream socket (transport.c); the pool reaches
- * its workers through transport.h's operation table built on them. */
-/* Send up to n bytes without blocking, with nfds descriptors attached to the
- * first byte. Returns bytes sent (0 when the channel is full), -1 on error. */
-ssize_t mpe__transport_send(int fd, const void *p, size_t n, const int *fds, int nfds);
-/* Send everything, blocking. Returns 0 or -1 (peer gone). */
-int mpe__transport_send_all(int fd, const void *p, size_t n, const int *fds, int nfds);
-/* Append what is readable to b, descriptors to fds (extra ones are closed).
- * Returns bytes read, 0 at EOF, -1 with errno EAGAIN when nothing is there. */
-ssize_t mpe__transport_recv(int fd, mpe_buf *b, mpe_fds *fds, int block);
-/* Wait until fd is readable or timeout (seconds, <0 forever). 1 ready, 0 timeout. */
-int mpe__transport_wait(int fd, double timeout);
-
+/* Frames of the pool protocol (transport.c). */
 /* Read a frame header at b[off]: returns 1 and sets *type, *len when a whole
  * frame is buffered, 0 when more bytes are needed. */
 int mpe__frame_peek(const mpe_buf *b, size_t off, unsigned *type, uint32_t *len);
@@ -637,13 +621,6 @@ void mpe__ipc_unlock(pthread_mutex_t *m);
  * MPE_WAIT_TIMEOUT or MPE_WAIT_INTERRUPTED. Shared (not private) futexes. */
 int mpe__ipc_futex_wait(uint32_t *addr, uint32_t val, double deadline, const mpe_waitctl *w);
 void mpe__ipc_futex_wake(uint32_t *addr, int n);
-/* sendmsg/recvmsg with SCM_RIGHTS, retrying EINTR. recv appends the
- * descriptors that came (close-on-exec) to fds; those beyond MPE_MAX_FDS are
- * closed and *lost counts them. Return as sendmsg/recvmsg. */
-ssize_t mpe__ipc_send(int sock, const void *p, size_t n, const int *fds, int nfds, int flags);
-ssize_t mpe__ipc_recv(int sock, void *p, size_t n, mpe_fds *fds, int *lost, int flags);
-/* Close every slot >= 0 of fds; fds->n becomes 0. */
-void mpe__ipc_close_fds(mpe_fds *fds);
 /* A descriptor inside a reference: fd_write appends a duplicate of fd to fds
  * and writes [u32 slot][u64 device][u64 inode] to b; fd_read returns a
  * duplicate (close-on-exec) of the descriptor in that slot after checking
@@ -703,7 +680,7 @@ typedef struct mpe_pipe {
     int fd;        /* -1 once closed */
     mpe_buf in;    /* received bytes; in.p[off..] is not consumed yet */
     size_t off;
-    int *q, nq, capq; /* received descriptors not yet handed out, in order */
+    mpe_fdin q;    /* received descriptors not yet handed out, in order */
     int eof;
     int cut; /* a send stopped mid-frame: this end's sending side is shut down */
 } mpe_pipe;

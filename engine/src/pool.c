@@ -93,7 +93,7 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     w->in.n = w->out.n = w->out_off = w->tx.n = w->tx_off = 0;
     if (w->has)
         memset(w->has, 0, w->hascap); /* a new worker knows no segment */
-    w->fdq_head = w->fdq_n = 0;
+    mpe__fdin_close(&w->fdin); /* positions count from the new link's first byte */
     int failed = 0;
     for (fnentry *f = p->fns; f; f = f->next)
         failed |= send_function(w, f);
@@ -259,8 +259,8 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     f->hash = h;
     f->frame = *b; /* ownership moves to the entry */
     memset(b, 0, sizeof *b);
-    f->fds = *fds;
-    fds->n = 0;
+    f->fds = *fds; /* ownership moves to the entry */
+    memset(fds, 0, sizeof *fds);
     pthread_mutex_lock(&p->mu);
     f->next = p->fns;
     p->fns = f;
@@ -281,8 +281,7 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
                     if (p->w[i].state == W_LIVE)
                         mpe__dispatch_frame(&p->w[i].out, MPE_F_DROP, g->id);
                 mpe__buf_free(&g->frame);
-                for (int k = 0; k < g->fds.n; k++)
-                    close(g->fds.fd[k]);
+                mpe__fds_close(&g->fds);
                 free(g);
             } else
                 pp = &g->next;
@@ -438,19 +437,33 @@ static void seg_release(mpe_pool *p, mpe_job *j, int mine)
     j->nsegs = j->segcap = 0;
 }
 
-/* Append one item, [varint k][k x u32 segment id][encoding] (k < 128, so one
- * varint byte), to j's store, which has room for it and its offset. */
+/* Bytes of the varint k of an item's head. */
+static size_t varint_len(uint64_t k)
+{
+    size_t n = 1;
+    while (k >= 0x80) {
+        k >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* Append one item, [varint k][k x u32 segment id][encoding], to j's store,
+ * which has room for it and its offset. */
 static void put_item(mpe_job *j, const uint32_t *ids, int k, const char *s, size_t n)
 {
     if (j->count == j->base)
         j->off[0] = j->items.n;
     unsigned char *d = (unsigned char *)j->items.p + j->items.n;
-    *d++ = (unsigned char)k;
+    uint64_t v = (uint64_t)k;
+    for (; v >= 0x80; v >>= 7)
+        *d++ = (unsigned char)(v | 0x80);
+    *d++ = (unsigned char)v;
     for (int i = 0; i < k; i++)
         for (int b = 0; b < 4; b++)
             *d++ = (unsigned char)(ids[i] >> (8 * b));
     memcpy(d, s, n);
-    j->items.n += 1 + 4 * (size_t)k + n;
+    j->items.n += varint_len((uint64_t)k) + 4 * (size_t)k + n;
     j->count++;
     j->off[j->count - j->base] = j->items.n;
 }
@@ -458,14 +471,18 @@ static void put_item(mpe_job *j, const uint32_t *ids, int k, const char *s, size
 void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds)
 {
     j->kind = MPE_K_ENC;
-    uint32_t ids[MPE_MAX_FDS];
     int k = fds ? fds->n : 0;
+    uint32_t ids1[64], *ids = k <= 64 ? ids1 : malloc(sizeof *ids * (size_t)k);
+    if (!ids)
+        luaL_error(L, "mpe: not enough memory for the items");
     /* The store may move while the dispatcher copies from it: hold the lock. */
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < k; i++) {
         int id = seg_intern(p, j, fds->fd[i]);
         if (id < 0 && errno == ENOMEM) {
             pthread_mutex_unlock(&p->mu);
+            if (ids != ids1)
+                free(ids);
             luaL_error(L, "mpe: not enough memory for the items");
         }
         fds->fd[i] = -1;
@@ -479,6 +496,8 @@ void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, siz
         size_t *o = realloc(j->off == j->off1 ? NULL : j->off, cap * sizeof *o);
         if (!o) {
             pthread_mutex_unlock(&p->mu);
+            if (ids != ids1)
+                free(ids);
             luaL_error(L, "mpe: not enough memory for the items");
         }
         if (j->off == j->off1)
@@ -486,14 +505,17 @@ void mpe__pool_add_enc(lua_State *L, mpe_pool *p, mpe_job *j, const char *s, siz
         j->off = o;
         j->offcap = cap;
     }
-    /* [varint k][k x u32 segment id][encoding]: k < 128, so one varint byte. */
-    size_t head = 1 + 4 * (size_t)k;
+    size_t head = varint_len((uint64_t)k) + 4 * (size_t)k; /* [varint k][k x u32 segment id] */
     if (mpe__buf_grow(&j->items, head + n) != 0) {
         pthread_mutex_unlock(&p->mu);
+        if (ids != ids1)
+            free(ids);
         luaL_error(L, "mpe: not enough memory for the items");
     }
     put_item(j, ids, k, s, n);
     pthread_mutex_unlock(&p->mu);
+    if (ids != ids1)
+        free(ids);
 }
 
 /* Drop stored items that no chunk can need again, so that a stream through
@@ -560,8 +582,13 @@ mpe_job *mpe__pool_job_one(lua_State *L, mpe_pool *p, int mode, uint64_t fnid, i
 {
     int k = fds ? fds->n : 0;
     mpe_job *j = calloc(1, sizeof *j);
-    if (!j || mpe__buf_grow(&j->items, 1 + 4 * (size_t)k + n) != 0) {
+    uint32_t ids1[64], *ids = k <= 64 ? ids1 : malloc(sizeof *ids * (size_t)k);
+    if (!j || !ids || mpe__buf_grow(&j->items, varint_len((uint64_t)k) + 4 * (size_t)k + n) != 0) {
+        if (j)
+            mpe__buf_free(&j->items);
         free(j);
+        if (ids != ids1)
+            free(ids);
         luaL_error(L, "mpe: not enough memory for a job");
     }
     j->mode = mode;
@@ -571,7 +598,6 @@ mpe_job *mpe__pool_job_one(lua_State *L, mpe_pool *p, int mode, uint64_t fnid, i
     j->kind = MPE_K_ENC;
     j->off = j->off1;
     j->offcap = 2;
-    uint32_t ids[MPE_MAX_FDS];
     pthread_mutex_lock(&p->mu);
     for (int i = 0; i < k; i++) {
         int id = seg_intern(p, j, fds->fd[i]);
@@ -582,6 +608,8 @@ mpe_job *mpe__pool_job_one(lua_State *L, mpe_pool *p, int mode, uint64_t fnid, i
             mpe__buf_free(&j->items);
             free(j->segs);
             free(j);
+            if (ids != ids1)
+                free(ids);
             luaL_error(L, "mpe: not enough memory for the items");
         }
         ids[i] = (uint32_t)(id < 0 ? UINT32_MAX : (uint32_t)id);
@@ -590,6 +618,8 @@ mpe_job *mpe__pool_job_one(lua_State *L, mpe_pool *p, int mode, uint64_t fnid, i
     put_item(j, ids, k, s, n);
     publish_locked(p, j, 1);
     pthread_mutex_unlock(&p->mu);
+    if (ids != ids1)
+        free(ids);
     return j;
 }
 
@@ -613,9 +643,7 @@ int mpe__pool_msg_live(const mpe_msg *m)
 
 void mpe__pool_msg_done(mpe_pool *p, mpe_msg *m)
 {
-    for (int i = 0; i < m->fds.n; i++)
-        if (m->fds.fd[i] >= 0)
-            close(m->fds.fd[i]);
+    mpe__fds_close(&m->fds);
     if (m->job) {
         pthread_mutex_lock(&p->mu);
         m->job->refs--;
@@ -806,9 +834,9 @@ void mpe__pool_free(mpe_pool *p)
     while (p->inbox) {
         mpe_msg *m = p->inbox;
         p->inbox = m->next;
-        for (int i = 0; i < m->fds.n; i++)
-            if (mine)
-                close(m->fds.fd[i]);
+        if (mine)
+            mpe__fds_truncate(&m->fds, 0);
+        free(m->fds.fd);
         free(m);
     }
     for (int i = 0; p->w && i < p->n; i++) {
@@ -819,12 +847,15 @@ void mpe__pool_free(mpe_pool *p)
             free(c);
         }
         if (mine)
-            mpe__dispatch_drop_fdq(w);
+            mpe__fdin_close(&w->fdin);
         else if (w->state == W_LIVE)
             p->tp->forget(w->link); /* the worker is the creator's */
         mpe__buf_free(&w->in);
         mpe__buf_free(&w->out);
         mpe__buf_free(&w->tx);
+        free(w->fdin.fds.fd); /* a forked copy: the numbers are not its own */
+        free(w->fdin.at);
+        memset(&w->fdin, 0, sizeof w->fdin);
     }
     while (p->jobs) {
         mpe_job *j = p->jobs;
@@ -833,8 +864,9 @@ void mpe__pool_free(mpe_pool *p)
     while (p->fns) {
         fnentry *f = p->fns;
         p->fns = f->next;
-        for (int k = 0; mine && k < f->fds.n; k++)
-            close(f->fds.fd[k]);
+        if (mine)
+            mpe__fds_truncate(&f->fds, 0);
+        free(f->fds.fd);
         mpe__buf_free(&f->frame);
         free(f);
     }

@@ -85,8 +85,7 @@ typedef struct wslot {
     size_t tx_off;
     unsigned char *has; /* has[id]: pool segment id was sent to it (MPE_F_SEGS) */
     size_t hascap;
-    mpe_fds fdq[8];    /* descriptor sets received, in order, for MPE_R_FDS frames */
-    int fdq_head, fdq_n;
+    mpe_fdin fdin;     /* descriptors received, claimed by MPE_R_FDS frames by position */
 } wslot;
 
 /* A shared segment that items carry, held once by the pool however many
@@ -141,7 +140,6 @@ void *mpe__dispatch_main(void *pool);                  /* the thread's body */
 void mpe__dispatch_enlist(mpe_pool *p, mpe_job *j);     /* put j on the work list if it has items */
 void mpe__dispatch_prune(mpe_pool *p);                  /* drop jobs without items from its head */
 void mpe__dispatch_maybe_free(mpe_pool *p, mpe_job *j); /* free j once released and unreferenced */
-void mpe__dispatch_drop_fdq(wslot *w);                  /* close descriptor sets nobody claimed */
 /* Frames built without Lua (the dispatcher may not raise): 0, or -1 on ENOMEM. */
 int mpe__dispatch_put(mpe_buf *b, const void *s, size_t n);
 int mpe__dispatch_frame(mpe_buf *b, unsigned type, uint64_t v); /* [hdr][u64 v] */

@@ -49,15 +49,17 @@ typedef struct mpe_transport_ops {
      * set on failure. */
     mpe_link *(*start)(mpe_transport *t, lua_State *L, mpe_progress *progress, mpe_worker_fn run,
                        void *ud, pid_t *pid, mpe_err *e);
-    /* Send up to n bytes without blocking; fds (nfds > 0) go with the first
-     * byte and stay owned by the caller. Returns the bytes taken (0: no room
+    /* Send up to n bytes without blocking; fds (nfds > 0, any number) ride
+     * on the first bytes and stay owned by the caller; a message with
+     * descriptors goes whole once its first byte went. Returns the bytes taken (0: no room
      * now), or -1 when the link is broken (its end is then seen by recv). */
     ssize_t (*send)(mpe_link *l, const void *p, size_t n, const int *fds, int nfds);
-    /* Append what has arrived to b (descriptor sets, one per sent message
-     * that carried some, to fds; may be NULL). Returns the bytes read, 0 at
+    /* Append what has arrived to b, the descriptors that came with it to in
+     * (mpe__fdio_claim hands a frame those that rode on its bytes). Returns
+     * the bytes read, 0 at
      * the link's end (the death notice: call reap), -1 with errno EAGAIN when
      * nothing is there, -1 otherwise on failure (treated as the end). */
-    ssize_t (*recv)(mpe_link *l, mpe_buf *b, mpe_fds *fds);
+    ssize_t (*recv)(mpe_link *l, mpe_buf *b, mpe_fdin *in);
     /* Readiness: wait until one of the n links is ready (ev[i] set to
      * MPE_T_* bits; MPE_T_WRITE is only asked where want[i] has it), until
      * wakefd (an eventfd, -1: none) is readable (drained here), or ms pass
@@ -90,7 +92,7 @@ typedef struct mpe_transport_ops {
      * the parent is gone. */
     int (*send_all)(mpe_link *self, const void *p, size_t n, const int *fds, int nfds);
     /* As recv, but blocking when block is set. */
-    ssize_t (*child_recv)(mpe_link *self, mpe_buf *b, mpe_fds *fds, int block);
+    ssize_t (*child_recv)(mpe_link *self, mpe_buf *b, mpe_fdin *in, int block);
 } mpe_transport_ops;
 
 /* The socketpair backend (transport.c): a local forked worker per link. */
