@@ -14,7 +14,15 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "compat.h"
+#include "buf.h"
+#include "fdio.h"
 #include "pool.h"
+#include "pool_api.h"
+#include "proc.h"
+#include "protocol.h"
+#include "transport.h"
+#include "worker.h"
 
 /* Segment ids in one MPE_F_SEGS frame: its descriptors go in one sendmsg. */
 #define SEGS_PER_FRAME 64

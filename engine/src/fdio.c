@@ -288,9 +288,11 @@ int mpe__fdio_claim(mpe_fdin *in, uint64_t start, uint64_t end, mpe_fds *out)
     }
     if (rc != 0)
         mpe__fds_truncate(out, had);
-    in->fds.n -= i;
-    memmove(in->fds.fd, in->fds.fd + i, sizeof(int) * (size_t)in->fds.n);
-    memmove(in->at, in->at + i, sizeof *in->at * (size_t)in->fds.n);
+    if (i > 0) {
+        in->fds.n -= i;
+        memmove(in->fds.fd, in->fds.fd + i, sizeof(int) * (size_t)in->fds.n);
+        memmove(in->at, in->at + i, sizeof *in->at * (size_t)in->fds.n);
+    }
     if (rc != 0)
         errno = ENOMEM;
     return rc;

@@ -14,7 +14,15 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "compat.h"
+#include "buf.h"
+#include "err.h"
+#include "fdio.h"
+#include "lbuf.h"
+#include "proc.h"
+#include "protocol.h"
 #include "transport.h"
+#include "worker.h"
 
 /* Append what one read brings to b, its descriptors (with their stream
  * positions) to in. As mpe__fdio_recv. */

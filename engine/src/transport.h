@@ -8,8 +8,9 @@
  * groups (MPI: a remote rank with forked local workers behind it)
  * multiplexes its links over whatever channel it has; the scheduler still
  * sees one link per worker. Bytes on a link are whole pool frames
- * ([u32 length][u8 type][body], layouts in pool.h); descriptors travel with
- * the first byte of a send and are claimed in arrival order on the far side.
+ * ([u32 length][u8 type][body], layouts in pool.h); descriptors ride on
+ * the first bytes of a send and the far side's frame claims those that came
+ * with its bytes (fdio.h).
  *
  * Threads: start runs on the main thread (it forks); every other parent-side
  * operation runs on the dispatcher thread. The child-side operations run in
@@ -18,8 +19,12 @@
 #ifndef MPE_TRANSPORT_H
 #define MPE_TRANSPORT_H
 
+#include <stddef.h>
 #include <sys/types.h>
-#include "internal.h"
+#include "compat.h"
+#include "buf.h"
+#include "err.h"
+#include "worker.h"
 
 typedef struct mpe_link mpe_link;           /* one worker, as its backend knows it */
 typedef struct mpe_transport mpe_transport; /* a backend's state for one pool */
@@ -51,8 +56,9 @@ typedef struct mpe_transport_ops {
                        void *ud, pid_t *pid, mpe_err *e);
     /* Send up to n bytes without blocking; fds (nfds > 0, any number) ride
      * on the first bytes and stay owned by the caller; a message with
-     * descriptors goes whole once its first byte went. Returns the bytes taken (0: no room
-     * now), or -1 when the link is broken (its end is then seen by recv). */
+     * descriptors goes whole once its first byte went. Returns the bytes
+     * taken (0: no room now), or -1 when the link is broken (its end is
+     * then seen by recv). */
     ssize_t (*send)(mpe_link *l, const void *p, size_t n, const int *fds, int nfds);
     /* Append what has arrived to b, the descriptors that came with it to in
      * (mpe__fdio_claim hands a frame those that rode on its bytes). Returns
@@ -88,7 +94,7 @@ typedef struct mpe_transport_ops {
     int (*lost)(mpe_link *l, char *s, size_t n);
 
     /* ---- child side (in the worker) ---- */
-    /* Send all n bytes, blocking; fds go with the first byte. 0, or -1 when
+    /* Send all n bytes, blocking; fds go with the first bytes. 0, or -1 when
      * the parent is gone. */
     int (*send_all)(mpe_link *self, const void *p, size_t n, const int *fds, int nfds);
     /* As recv, but blocking when block is set. */

@@ -15,7 +15,9 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include "internal.h"
+#include "buf.h"
+#include "err.h"
+#include "pipe.h"
 #include "fdio.h"
 #include "tharness.h"
 
