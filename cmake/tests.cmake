@@ -39,7 +39,7 @@ endforeach()
 # A module joins this list when it needs no Lua; keep it so.
 set(MPE_LUA_FREE
   err.h err.c buf.h buf.c proc.h proc.c ranks.h shm.h shm.c array.h array.c
-  waitctl.h sync.h sync.c ipc.h ipc.c queue.h queue.c pipe.h pipe.c dict.h dict.c)
+  waitctl.h sync.h sync.c ipc.h ipc.c queue.h queue.c pipe.h pipe.c dict.h dict.c fdio.h fdio.c)
 add_test(NAME luafree COMMAND ${CMAKE_COMMAND} -DCC=${CMAKE_C_COMPILER}
          -DSRCDIR=${PROJECT_SOURCE_DIR}/engine/src "-DFILES=${MPE_LUA_FREE}"
          -P ${PROJECT_SOURCE_DIR}/cmake/luafree.cmake)

@@ -15,6 +15,7 @@
 #include "buf.h"
 #include "codec.h"
 #include "err.h"
+#include "fdio.h"
 #include "lmpe.h"
 #include "lmpe_err.h"
 #include "lmpe_pool.h"
@@ -229,10 +230,7 @@ static void encode_value(lua_State *L, ajob *a, int idx)
         snprintf(root, sizeof root, a->mode == MPE_M_MAP ? "item %lld" : "item %lld args",
                  (long long)a->count + 1);
     lp->scratch.n = 0;
-    for (int k = 0; k < lp->sfds.n; k++) /* left by an encoding that raised */
-        if (lp->sfds.fd[k] >= 0)
-            close(lp->sfds.fd[k]);
-    lp->sfds.n = 0;
+    mpe__fds_truncate(&lp->sfds, 0); /* left by an encoding that raised */
     mpe__encode(L, idx, &lp->scratch, root, lp->remote ? &mpe__codec_remote : &lp->sfds);
 }
 
@@ -914,10 +912,10 @@ static int pool_gc_full(lua_State *L)
     lpool *lp = lua_touserdata(L, 1);
     pool_gc(L);
     mpe__buf_free(&lp->scratch);
-    for (int k = 0; k < lp->sfds.n; k++)
-        if (lp->sfds.fd[k] >= 0 && lp->owner == mpe__shm_self())
-            close(lp->sfds.fd[k]);
-    lp->sfds.n = 0;
+    if (lp->owner == mpe__shm_self())
+        mpe__fds_truncate(&lp->sfds, 0);
+    free(lp->sfds.fd);
+    lp->sfds = (mpe_fds){0};
     if (lp->ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, lp->ref);
         lp->ref = LUA_NOREF;

@@ -712,10 +712,10 @@ static int readable(const mpe_link *l)
     return l->in.n > 0 || (l->ended && (!l->d.timed_out || l->killed));
 }
 
-static ssize_t mt_recv(mpe_link *l, mpe_buf *b, mpe_fds *fds)
+static ssize_t mt_recv(mpe_link *l, mpe_buf *b, mpe_fdin *in)
 {
     if (l->local)
-        return sp->recv(l->local, b, fds);
+        return sp->recv(l->local, b, in);
     ssize_t r = -1;
     pthread_mutex_lock(&mu);
     if (l->in.n > 0) {
@@ -723,6 +723,7 @@ static ssize_t mt_recv(mpe_link *l, mpe_buf *b, mpe_fds *fds)
             memcpy(b->p + b->n, l->in.p, l->in.n);
             b->n += l->in.n;
             r = (ssize_t)l->in.n;
+            in->pos += l->in.n; /* no descriptors cross ranks; positions still count */
             l->in.n = 0;
         } else
             errno = ENOMEM;
@@ -869,9 +870,9 @@ static int mt_send_all(mpe_link *self, const void *p, size_t n, const int *fds, 
     return sp->send_all(self, p, n, fds, nfds);
 }
 
-static ssize_t mt_child_recv(mpe_link *self, mpe_buf *b, mpe_fds *fds, int block)
+static ssize_t mt_child_recv(mpe_link *self, mpe_buf *b, mpe_fdin *in, int block)
 {
-    return sp->child_recv(self, b, fds, block);
+    return sp->child_recv(self, b, in, block);
 }
 
 static const mpe_transport_ops transport_mpi = {

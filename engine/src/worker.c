@@ -22,6 +22,7 @@
 #include "buf.h"
 #include "codec.h"
 #include "err.h"
+#include "fdio.h"
 #include "frames.h"
 #include "lbuf.h"
 #include "lmpe.h"
@@ -35,7 +36,6 @@
 
 #define FLUSH_BYTES (256 * 1024)
 #define FLUSH_NS 2000000
-#define MAX_QUEUED 16
 
 typedef struct keyed_fds {
     uint64_t key; /* a function id */
@@ -74,8 +74,7 @@ typedef struct wstate {
     int nkeyed, keyedcap;
     int *segfd;       /* the pool's shared segments by id (MPE_F_SEGS), -1 where none */
     int nsegfd;
-    mpe_fds queued[MAX_QUEUED]; /* descriptor sets received, not yet claimed by an F_FDS frame */
-    int qhead, qn;
+    mpe_fdin fdin;    /* descriptors received, claimed by F_FDS and F_SEGS frames by position */
 } wstate;
 
 static int64_t now_ns(void)
@@ -87,10 +86,7 @@ static int64_t now_ns(void)
 
 static void close_fds(mpe_fds *f)
 {
-    for (int k = 0; k < f->n; k++)
-        if (f->fd[k] >= 0)
-            close(f->fd[k]);
-    f->n = 0;
+    mpe__fds_close(f);
 }
 
 static void malformed(const char *what) __attribute__((noreturn));
@@ -300,22 +296,23 @@ static void push_item(wstate *w)
         break;
     }
     default: {
-        /* [u8 k][k x u32 segment id][encoding]: descriptor slot q of the item is
-         * segment ids[q]; each decode gets its own duplicates. */
-        uint32_t ids[MPE_MAX_FDS];
+        /* [varint k][k x u32 segment id][encoding]: descriptor slot q of the
+         * item is segment id q; each decode gets its own duplicates. */
+        const unsigned char *ids;
         int k;
-        if (mpe__frames_item_read(w->items, ids, &k))
+        if (mpe__frames_item_read(w->items, &ids, &k))
             malformed("chunk");
         if (k == 0) {
             mpe__decode(L, w->items, NULL);
             break;
         }
-        mpe_fds tmp = {.n = 0};
-        for (int q = 0; q < k; q++)
-            tmp.fd[tmp.n++] = ids[q] < (uint32_t)w->nsegfd && w->segfd[ids[q]] >= 0 ? dup(w->segfd[ids[q]]) : -1;
         /* A decode that raises (a missing descriptor) must not leak the duplicates. */
         mpe_fds *box = mpe__fds_box(L);
-        *box = tmp;
+        for (int q = 0; q < k; q++) {
+            uint32_t id = mpe__frames_item_id(ids, q);
+            if (mpe__fds_add(box, id < (uint32_t)w->nsegfd && w->segfd[id] >= 0 ? dup(w->segfd[id]) : -1))
+                malformed("chunk (no memory)");
+        }
         mpe__decode(L, w->items, box);
         close_fds(box);   /* the decode attached what it needed */
         lua_remove(L, -2); /* the box */
@@ -377,9 +374,9 @@ static int run_items(lua_State *L)
         lua_settop(L, base);
         w->count++;
         w->tasks++;
-        /* Descriptors travel at most MPE_MAX_FDS a message: results carrying
-         * many distinct segments go in several. */
-        if (w->rfds.n >= MPE_MAX_FDS / 2)
+        /* Results carrying many distinct segments go in several messages,
+         * each with about a sendmsg's worth of descriptors. */
+        if (w->rfds.n >= MPE_FDIO_BATCH)
             close_segment(w, 0);
     }
     return 0;
@@ -611,6 +608,8 @@ static void handle_frames(wstate *w, int base)
         mpe_rd r;
         const char *body = w->in.p + off + MPE_FRAME_HDR;
         mpe__rd_init(&r, body, len);
+        /* The frame's stream positions: its descriptors rode on its bytes. */
+        uint64_t start = w->fdin.pos - (uint64_t)(w->in.n - off);
         off += MPE_FRAME_HDR + len;
         uint64_t id = 0;
         switch (type) {
@@ -619,11 +618,13 @@ static void handle_frames(wstate *w, int base)
                 malformed("function");
             keyed_fds *k = find_keyed(w, id);
             if (k) {
-                mpe_fds tmp = {.n = 0};
+                mpe_fds *tmp = mpe__fds_box(L); /* closed even if the decode raises */
                 for (int i = 0; i < k->fds.n; i++)
-                    tmp.fd[tmp.n++] = k->fds.fd[i] >= 0 ? dup(k->fds.fd[i]) : -1;
-                mpe__decode(L, &r, &tmp);
-                close_fds(&tmp);
+                    if (mpe__fds_add(tmp, k->fds.fd[i] >= 0 ? dup(k->fds.fd[i]) : -1))
+                        malformed("function (no memory)");
+                mpe__decode(L, &r, tmp);
+                close_fds(tmp);
+                lua_remove(L, -2); /* the box */
             } else if (w->cfg->remote)
                 mpe__worker_decode_fn(L, &r);
             else
@@ -639,13 +640,11 @@ static void handle_frames(wstate *w, int base)
             drop_keyed(w, id);
             break;
         case MPE_F_FDS: {
-            /* Claims the oldest descriptor set received: each F_FDS message
-             * carried exactly one, and they arrive in order. */
-            if (mpe__frames_read_u64(body, len, &id) || w->qn == 0)
+            /* Claims the descriptors that came with it (fdio.c). */
+            mpe_fds got = {0};
+            if (mpe__frames_read_u64(body, len, &id) ||
+                mpe__fdio_claim(&w->fdin, start, start + MPE_FRAME_HDR + len, &got) != 0 || got.n == 0)
                 malformed("descriptor");
-            mpe_fds got = w->queued[w->qhead];
-            w->qhead = (w->qhead + 1) % MAX_QUEUED;
-            w->qn--;
             if (find_keyed(w, id))
                 close_fds(&got); /* already known */
             else {
@@ -664,15 +663,12 @@ static void handle_frames(wstate *w, int base)
             break;
         }
         case MPE_F_SEGS: {
-            /* Claims the oldest descriptor set received, as F_FDS does. */
-            uint32_t ids[MPE_MAX_FDS];
-            int n = mpe__frames_segs_read(body, len, ids, MPE_MAX_FDS);
-            if (n < 0 || w->qn == 0)
-                malformed("segments");
-            mpe_fds got = w->queued[w->qhead];
-            w->qhead = (w->qhead + 1) % MAX_QUEUED;
-            w->qn--;
-            if (n != got.n)
+            /* Claims the descriptors that came with it, as F_FDS does. */
+            uint32_t ids[MPE_FRAMES_SEGS_MAX];
+            int n = mpe__frames_segs_read(body, len, ids, MPE_FRAMES_SEGS_MAX);
+            mpe_fds got = {0};
+            if (n < 0 || mpe__fdio_claim(&w->fdin, start, start + MPE_FRAME_HDR + len, &got) != 0 ||
+                n != got.n)
                 malformed("segments");
             for (int q = 0; q < n; q++) {
                 uint32_t sid = ids[q];
@@ -693,7 +689,9 @@ static void handle_frames(wstate *w, int base)
                 if (w->segfd[sid] >= 0)
                     close(w->segfd[sid]);
                 w->segfd[sid] = got.fd[q];
+                got.fd[q] = -1; /* taken */
             }
+            close_fds(&got);
             break;
         }
         case MPE_F_SEGDROP: {
@@ -764,21 +762,14 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
     cfg->progress->ready = 1;
     for (;;) {
         handle_frames(&w, base);
-        mpe_fds got = {.n = 0};
-        ssize_t rd = cfg->tp->child_recv(cfg->link, &w.in, &got, 0);
+        ssize_t rd = cfg->tp->child_recv(cfg->link, &w.in, &w.fdin, 0);
         if (rd < 0 && errno == EAGAIN) {
             flush_out(&w); /* nothing more to do for now: let the parent have the results */
-            rd = cfg->tp->child_recv(cfg->link, &w.in, &got, 1);
+            rd = cfg->tp->child_recv(cfg->link, &w.in, &w.fdin, 1);
         }
         if (rd <= 0) {
             fflush(NULL);
             _exit(0); /* EOF or a broken channel: the pool is gone */
-        }
-        if (got.n > 0) {
-            if (w.qn == MAX_QUEUED)
-                malformed("descriptor");
-            w.queued[(w.qhead + w.qn) % MAX_QUEUED] = got;
-            w.qn++;
         }
     }
 }

@@ -790,11 +790,10 @@ typedef struct thing {
 static void thing_encode(lua_State *L, int idx, mpe_buf *b, mpe_fds *fds)
 {
     thing *t = luaL_checkudata(L, idx, "test.Thing");
-    if (fds->n >= MPE_MAX_FDS)
-        luaL_error(L, "too many descriptors");
     mpe__buf_put_u32(L, b, t->value);
     mpe__buf_put_u8(L, b, (unsigned)fds->n);
-    fds->fd[fds->n++] = t->fd;
+    if (mpe__fds_add(fds, t->fd) != 0)
+        luaL_error(L, "too many descriptors");
 }
 
 static int thing_gc(lua_State *L)
@@ -853,8 +852,8 @@ static void test_shared_objects(void)
     MPE_ASSERT_EQ(encode_top(L, &b, "args", &fds), 0);
     MPE_ASSERT_EQ(fds.n, 1);
     MPE_ASSERT_EQ(fds.fd[0], p[0]);
-    mpe_fds in = {.n = 1};
-    in.fd[0] = dup(p[0]);
+    mpe_fds in = {0};
+    MPE_ASSERT_EQ(mpe__fds_add(&in, dup(p[0])), 0);
     MPE_ASSERT(in.fd[0] >= 0);
     MPE_ASSERT_EQ(decode_bytes(L, b.p, b.n, &in, NULL), 0);
     MPE_ASSERT_EQ(in.fd[0], -1); /* the decoder took it */
@@ -866,7 +865,8 @@ static void test_shared_objects(void)
     MPE_ASSERT_EQ(decode_bytes(L2, b.p, b.n, &in, NULL), -1);
     MPE_ASSERT_CONTAINS(lua_tostring(L2, -1), "unknown shared object type 'test.Thing'");
     MPE_ASSERT(in.fd[0] >= 0);
-    close(in.fd[0]);
+    mpe__fds_close(&in);
+    free(fds.fd); /* its one slot is the thing's own descriptor */
     lua_close(L2);
     mpe__buf_free(&b);
     lua_close(L); /* closes the things' descriptors */
