@@ -109,6 +109,19 @@ static void done_with(lua_State *L, mpe_pool *p)
     lua_close(L);
 }
 
+/* A following job of n items runs in full (only its outcomes come). */
+static void next_job_runs(lua_State *L, mpe_pool *p, int n)
+{
+    mpe_job *b = range_job(L, p, n, 1);
+    static outcome o;
+    memset(&o, 0, sizeof o);
+    until(L, p, &o, n);
+    for (int i = 1; i <= n; i++)
+        MPE_ASSERT_EQ(o.got[i], 1);
+    MPE_ASSERT_EQ(o.n, n);
+    mpe__job_release(p, b);
+}
+
 /* Every item has exactly one outcome, at its own index. */
 static void test_order(void)
 {
@@ -245,13 +258,7 @@ static void test_release_halfway(void)
     mpe_pool *p = pool_of(L, 2, 0);
     mpe_job *a = range_job(L, p, 100000, 1);
     mpe__job_release(p, a);
-    mpe_job *b = range_job(L, p, 30, 1);
-    static outcome o;
-    memset(&o, 0, sizeof o);
-    until(L, p, &o, 30);
-    for (int i = 1; i <= 30; i++)
-        MPE_ASSERT_EQ(o.got[i], 1);
-    mpe__job_release(p, b);
+    next_job_runs(L, p, 30);
     done_with(L, p);
 }
 
@@ -482,14 +489,7 @@ static void test_abort_running(void)
     settle(L, p, &before);
     snapshot(p, &after);
     assert_same(&before, &after);
-    mpe_job *b = range_job(L, p, 30, 1);
-    static outcome o;
-    memset(&o, 0, sizeof o);
-    until(L, p, &o, 30);
-    for (int i = 1; i <= 30; i++)
-        MPE_ASSERT_EQ(o.got[i], 1);
-    MPE_ASSERT_EQ(o.n, 30); /* nothing of a */
-    mpe__job_release(p, b);
+    next_job_runs(L, p, 30); /* and nothing of a comes */
     done_with(L, p);
 }
 
