@@ -728,6 +728,9 @@ static int peek_fds(int sock, uint64_t want, unsigned nfds, mpe_fds *fds, mpe_er
         mpe_fds got = {0};
         ssize_t r = mpe__fdio_recvmsg(sock, &seq, sizeof seq, &got, MSG_PEEK | MSG_DONTWAIT);
         if (r < 0) {
+            int err = errno;
+            mpe__fds_close(&got); /* the list's memory; its descriptors are closed already */
+            errno = err;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return mpe__seterr(e, "an item's descriptors are missing from the queue's channel");
             if (errno == EPROTO) /* the kernel dropped some: the item cannot be rebuilt */
@@ -738,8 +741,11 @@ static int peek_fds(int sock, uint64_t want, unsigned nfds, mpe_fds *fds, mpe_er
         /* More than one message carries came as a bundle (see put). */
         int bundled = nfds > MPE_FDIO_BATCH;
         if (r == (ssize_t)sizeof seq && seq == want && got.n == (bundled ? 1 : (int)nfds)) {
-            if (!bundled)
-                return mpe__fds_move(fds, &got) == 0 ? 0 : mpe__seterr(e, "out of memory");
+            if (!bundled) {
+                int moved = mpe__fds_move(fds, &got);
+                mpe__fds_close(&got);
+                return moved == 0 ? 0 : mpe__seterr(e, "out of memory");
+            }
             int ok = mpe__fdio_unbundle(got.fd[0], (int)nfds, fds);
             mpe__fds_close(&got);
             if (ok != 0)

@@ -248,6 +248,13 @@ static void test_eof_mid_frame(void)
  * those that did come. */
 static void test_ctrunc_reported(void)
 {
+    /* Valgrind keeps its own open-files limit and leaves the kernel's alone,
+     * so under it the kernel never runs out of slots: nothing to provoke. */
+    const char *pre = getenv("LD_PRELOAD");
+    if (pre && strstr(pre, "vgpreload")) {
+        fprintf(stderr, "test_ctrunc_reported: skipped under valgrind\n");
+        return;
+    }
     int sv[2];
     MPE_ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     mpe_fds f = {0};
