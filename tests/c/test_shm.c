@@ -245,7 +245,7 @@ static void test_ref_over_scm_rights(void)
     if (pid == 0) {
         close(sv[0]);
         char msg[256];
-        mpe_fds fds;
+        mpe_fds fds = {0};
         int segs0;
         mpe__shm_stats(&segs0, NULL);
         ssize_t n = recv_fds(sv[1], msg, sizeof msg, &fds);
