@@ -555,6 +555,16 @@ void mpe__job_release(mpe_pool *p, mpe_job *j)
     pthread_mutex_unlock(&p->mu);
 }
 
+int64_t mpe__job_count(const mpe_job *j)
+{
+    return j->count;
+}
+
+int mpe__job_finished(const mpe_job *j)
+{
+    return j->finished;
+}
+
 int mpe__job_running(const mpe_job *j)
 {
     return !j->cancelled && !j->released;

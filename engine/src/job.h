@@ -109,6 +109,10 @@ void mpe__job_cancel(mpe_pool *p, mpe_job *j);
 int mpe__job_withdraw(mpe_pool *p, mpe_job *j);
 /* The caller no longer needs j; freed once no chunk or message refers to it. */
 void mpe__job_release(mpe_pool *p, mpe_job *j);
+/* Items added so far, and whether the last publish said no more will come.
+ * Main thread, without the lock: only the main thread writes them. */
+int64_t mpe__job_count(const mpe_job *j);
+int mpe__job_finished(const mpe_job *j);
 /* Whether j still runs: its outcomes are delivered (not cancelled, not released). */
 int mpe__job_running(const mpe_job *j);
 /* Whether j's outcomes are still wanted (not released). */

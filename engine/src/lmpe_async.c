@@ -209,8 +209,8 @@ void mpe__async_progress(lua_State *L, ajob *a, int final)
         mpe__async_getref(L, a->ref, "progress");
         lua_pushinteger(L, a->delivered);
         lua_setfield(L, -2, "done");
-        if (a->finished) {
-            lua_pushinteger(L, a->count);
+        if (mpe__async_finished(a)) {
+            lua_pushinteger(L, mpe__async_count(a));
             lua_setfield(L, -2, "total");
         }
         lua_pushboolean(L, final);
@@ -232,13 +232,13 @@ void mpe__async_check_complete(lua_State *L, ajob *a)
     if (a->complete)
         return;
     int iter = a->what == A_IMAP || a->what == A_IMAP_UNORDERED;
-    if ((a->finished && a->delivered >= a->count) || (a->failed && !a->collect && !iter)) {
+    if ((mpe__async_finished(a) && a->delivered >= mpe__async_count(a)) || (a->failed && !a->collect && !iter)) {
         a->complete = 1;
         if (a->failed && !a->collect)
             mpe__job_cancel(a->lp->p, a->j);
         if (a->what == A_MAP) { /* results.n, also for callbacks */
             mpe__async_getref(L, a->ref, "results");
-            lua_pushinteger(L, a->count);
+            lua_pushinteger(L, mpe__async_count(a));
             lua_setfield(L, -2, "n");
             lua_pop(L, 1);
         }
@@ -551,7 +551,7 @@ int mpe__async_push_values(lua_State *L, ajob *a)
             lua_rawgeti(L, t, i);
         return (int)a->nres;
     }
-    lua_pushinteger(L, a->count);
+    lua_pushinteger(L, mpe__async_count(a));
     lua_setfield(L, -2, "n");
     if (a->collect) {
         mpe__async_getfailures(L, a);

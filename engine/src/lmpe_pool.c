@@ -228,7 +228,7 @@ static void encode_value(lua_State *L, ajob *a, int idx)
         snprintf(root, sizeof root, "args");
     else
         snprintf(root, sizeof root, a->mode == MPE_M_MAP ? "item %lld" : "item %lld args",
-                 (long long)a->count + 1);
+                 (long long)mpe__async_count(a) + 1);
     lp->scratch.n = 0;
     mpe__fds_truncate(&lp->sfds, 0); /* left by an encoding that raised */
     mpe__encode(L, idx, &lp->scratch, root, lp->remote ? &mpe__codec_remote : &lp->sfds);
@@ -241,7 +241,6 @@ static void add_value(lua_State *L, ajob *a, int idx)
     a->lp->sfds.n = 0; /* the job took them */
     if (r != 0)
         luaL_error(L, "mpe: not enough memory for the items");
-    a->count++;
 }
 
 /* apply, apply_async: the arguments at idx as the one item of a job that is
@@ -254,8 +253,6 @@ static void submit_value(lua_State *L, ajob *a, int idx, int ai)
     lp->sfds.n = 0; /* the job took them */
     if (!a->j)
         luaL_error(L, "mpe: not enough memory for a job");
-    a->count = 1;
-    a->finished = 1;
     route(L, a, ai);
 }
 
@@ -296,7 +293,6 @@ static void add_table(lua_State *L, ajob *a, int idx)
             if ((i & 0xffff) == 0 && i < n)
                 mpe__job_packed_commit(a->lp->p, a->j, (size_t)i, 0);
         }
-        a->count = n;
         mpe__job_packed_commit(a->lp->p, a->j, (size_t)n, 1);
         return;
     }
@@ -326,8 +322,8 @@ static int add_from_iterator(lua_State *L, ajob *a, int src, lua_Integer max)
         }
         if (a->mode != MPE_M_MAP && !lua_istable(L, -1))
             luaL_error(L, "mpe: starmap: item %d must be a table of arguments, got %s",
-                       (int)(a->count + 1), mpe__typename(L, -1));
-        if (a->out && a->count >= a->outrows)
+                       (int)(mpe__async_count(a) + 1), mpe__typename(L, -1));
+        if (a->out && mpe__async_count(a) >= a->outrows)
             luaL_error(L, "mpe: option 'out' has %d %s, fewer than the items (the iterator gave more)",
                        (int)a->outrows, a->outrows == 1 ? "row or element" : "rows or elements");
         add_value(L, a, lua_gettop(L));
@@ -355,26 +351,23 @@ static void check_fn(lua_State *L, int idx, const char *fname)
 static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
 {
     const mpe_range *r = mpe__range_test(L, idx);
-    if (r && a->mode == MPE_M_MAP) {
+    int finished = 1;
+    if (r && a->mode == MPE_M_MAP)
         mpe__job_add_range(a->j, r->first, r->step, r->count);
-        a->count = r->count;
-        a->finished = 1;
-    } else if (r) {
+    else if (r)
         luaL_error(L, "mpe: starmap: items must be tables of arguments, not an mpe.range");
-    } else if (lua_istable(L, idx)) {
+    else if (lua_istable(L, idx))
         add_table(L, a, idx);
-        a->finished = 1;
-    } else {
-        a->finished = add_from_iterator(L, a, idx, limit < 0 ? LUA_MAXINTEGER : limit);
-        a->src_done = a->finished;
-    }
-    if (a->finished && a->what == A_MAP && a->count > 0 && !a->out) {
+    else
+        finished = add_from_iterator(L, a, idx, limit < 0 ? LUA_MAXINTEGER : limit);
+    lua_Integer count = mpe__async_count(a);
+    if (finished && a->what == A_MAP && count > 0 && !a->out) {
         /* Results arrive by index: a table of the final size avoids rehashing. */
-        lua_createtable(L, a->count > (1 << 26) ? (1 << 26) : (int)a->count, 1);
+        lua_createtable(L, count > (1 << 26) ? (1 << 26) : (int)count, 1);
         mpe__async_setref(L, a->ref, "results", -1);
         lua_pop(L, 1);
     }
-    mpe__job_publish(a->lp->p, a->j, a->finished);
+    mpe__job_publish(a->lp->p, a->j, finished);
     mpe__async_check_complete(L, a);
 }
 
@@ -532,16 +525,16 @@ static int pool_apply(lua_State *L)
 static void imap_feed(lua_State *L, ajob *a)
 {
     mpe__job_consumed(a->lp->p, a->j, a->yielded); /* over a range or a table: the job's window */
-    if (a->finished)
+    if (mpe__async_finished(a))
         return;
-    lua_Integer room = a->window - (a->count - a->yielded);
+    lua_Integer room = a->window - (mpe__async_count(a) - a->yielded);
     if (room <= a->window / 2)
         return;
     mpe__async_getref(L, a->ref, "src");
     int src = lua_gettop(L);
-    a->finished = add_from_iterator(L, a, src, room);
+    int finished = add_from_iterator(L, a, src, room);
     lua_pop(L, 1);
-    mpe__job_publish(a->lp->p, a->j, a->finished);
+    mpe__job_publish(a->lp->p, a->j, finished);
     mpe__async_check_complete(L, a);
     if (a->complete) /* everything was delivered before the iterator ended: pump will not see it */
         mpe__async_unroute(L, a);
@@ -554,7 +547,7 @@ static int imap_try(lua_State *L, ajob *a)
     lua_Integer i;
     if (a->what == A_IMAP) {
         i = a->yielded + 1;
-        if (a->finished && i > a->count)
+        if (mpe__async_finished(a) && i > mpe__async_count(a))
             return -1;
         mpe__async_getref(L, a->ref, "have");
         lua_rawgeti(L, -1, i);
@@ -569,7 +562,7 @@ static int imap_try(lua_State *L, ajob *a)
         lua_pop(L, 1);
     } else {
         if (a->qhead >= a->qtail)
-            return (a->finished && a->yielded >= a->count) ? -1 : 0;
+            return (mpe__async_finished(a) && a->yielded >= mpe__async_count(a)) ? -1 : 0;
         mpe__async_getref(L, a->ref, "q");
         lua_rawgeti(L, -1, ++a->qhead);
         i = lua_tointeger(L, -1);

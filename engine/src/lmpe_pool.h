@@ -36,8 +36,6 @@ typedef struct ajob {
     int mode;            /* MPE_M_* */
     int collect;         /* errors = "collect" */
     int ref;             /* registry ref of { pool=, results=, failures=, cb=, src=, q= } */
-    lua_Integer count;   /* items added */
-    int finished;        /* no more items will be added */
     lua_Integer delivered;
     int failed;          /* a failure was delivered (raise mode: the job is over) */
     int complete;
@@ -45,7 +43,6 @@ typedef struct ajob {
     int callbacks_run;
     lua_Integer yielded; /* imap: items handed to the consumer */
     lua_Integer qhead, qtail; /* imap_unordered: completed indices waiting */
-    int src_done;
     lua_Integer nres;    /* apply: number of return values */
     lua_Integer window;  /* imap: items pulled ahead of the consumer (option 'window') */
     int progress;        /* option progress = true | "force": fields.progress is the bar's state */
@@ -54,6 +51,17 @@ typedef struct ajob {
     lua_Integer outrows; /* its elements (1-D) or rows (2-D) */
     uint64_t fnid;       /* apply: the function, until submit_value creates the job */
 } ajob;
+
+/* Items added to a's job, and whether no more will come: the job module's
+ * figures (none before an apply's job exists, or after an abort). */
+static inline lua_Integer mpe__async_count(const ajob *a)
+{
+    return a->j ? (lua_Integer)mpe__job_count(a->j) : 0;
+}
+static inline int mpe__async_finished(const ajob *a)
+{
+    return a->j && mpe__job_finished(a->j);
+}
 
 /* lmpe_async.c. Fields of a job's (or pool's) table behind a registry ref. */
 void mpe__async_getref(lua_State *L, int ref, const char *k);
