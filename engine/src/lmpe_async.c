@@ -15,6 +15,7 @@
 #include "codec.h"
 #include "err.h"
 #include "frames.h"
+#include "job.h"
 #include "lmpe_err.h"
 #include "lmpe_pool.h"
 #include "pool_api.h"
@@ -22,6 +23,16 @@
 #include "protocol.h"
 #include "shm.h"
 #include "sig.h"
+
+lua_Integer mpe__async_count(const ajob *a)
+{
+    return a->j ? (lua_Integer)mpe__job_count(a->j) : 0;
+}
+
+int mpe__async_finished(const ajob *a)
+{
+    return a->j && mpe__job_finished(a->j);
+}
 
 /* Push field k of the table behind ref. */
 void mpe__async_getref(lua_State *L, int ref, const char *k)

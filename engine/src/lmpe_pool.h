@@ -71,18 +71,11 @@ typedef struct ajob {
     uint64_t fnid;       /* apply: the function, until submit_value creates the job */
 } ajob;
 
-/* Items added to a's job, and whether no more will come: the job module's
- * figures (none before an apply's job exists, or after an abort). */
-static inline lua_Integer mpe__async_count(const ajob *a)
-{
-    return a->j ? (lua_Integer)mpe__job_count(a->j) : 0;
-}
-static inline int mpe__async_finished(const ajob *a)
-{
-    return a->j && mpe__job_finished(a->j);
-}
-
-/* lmpe_async.c. Fields of a job's (or pool's) table behind a registry ref. */
+/* lmpe_async.c. Items added to a's job, and whether no more will come: the
+ * job module's figures (none before an apply's job exists, or after an abort). */
+lua_Integer mpe__async_count(const ajob *a);
+int mpe__async_finished(const ajob *a);
+/* Fields of a job's (or pool's) table behind a registry ref. */
 void mpe__async_getref(lua_State *L, int ref, const char *k);
 void mpe__async_setref(lua_State *L, int ref, const char *k, int idx);
 void mpe__async_getfailures(lua_State *L, ajob *a); /* created at the first failure */
