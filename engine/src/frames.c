@@ -48,13 +48,27 @@ static int begin(mpe_buf *b, unsigned type, size_t *start)
     return put32(b, 0) || put8(b, type) ? -1 : 0;
 }
 
-int mpe__frames_u64(mpe_buf *b, unsigned type, uint64_t v)
+/* A frame whose payload is one little-endian integer of the given bytes. */
+static int one_int(mpe_buf *b, unsigned type, uint64_t v, int bytes)
 {
+    unsigned char d[8];
     size_t s;
-    if (begin(b, type, &s) || put64(b, v))
+    for (int i = 0; i < bytes; i++)
+        d[i] = (unsigned char)(v >> (8 * i));
+    if (begin(b, type, &s) || mpe__frames_put(b, d, (size_t)bytes))
         return -1;
     mpe__frame_end(b, s);
     return 0;
+}
+
+int mpe__frames_u64(mpe_buf *b, unsigned type, uint64_t v)
+{
+    return one_int(b, type, v, 8);
+}
+
+int mpe__frames_u32(mpe_buf *b, unsigned type, uint32_t v)
+{
+    return one_int(b, type, v, 4);
 }
 
 int mpe__frames_read_u64(const char *s, uint32_t len, uint64_t *v)
@@ -62,15 +76,6 @@ int mpe__frames_read_u64(const char *s, uint32_t len, uint64_t *v)
     mpe_rd r;
     mpe__rd_init(&r, s, len);
     return mpe__rd_u64(&r, v);
-}
-
-int mpe__frames_u32(mpe_buf *b, unsigned type, uint32_t v)
-{
-    size_t s;
-    if (begin(b, type, &s) || put32(b, v))
-        return -1;
-    mpe__frame_end(b, s);
-    return 0;
 }
 
 int mpe__frames_read_u32(const char *s, uint32_t len, uint32_t *v)
