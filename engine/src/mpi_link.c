@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include "mpi_world.h"
@@ -547,26 +547,6 @@ static void on_message(const mpe_buf *in)
     }
 }
 
-/* Whether rank r's process is still there (same host only; elsewhere the
- * launcher notices and ends the job). */
-static int rank_alive(int r)
-{
-    char host[64] = {0};
-    gethostname(host, sizeof host - 1);
-    if (strcmp(host, world->host[r]) != 0)
-        return 1;
-    char path[64], st[256];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)world->pid[r]);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(st, 1, sizeof st - 1, f);
-    fclose(f);
-    st[n] = 0;
-    char *p = strrchr(st, ')');
-    return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
-}
-
 /* Rank r died: say so, and end its links as killed: the pools put the items
  * they held back to run elsewhere (the dispatcher cannot tell which one was
  * running, so none is blamed), no new worker goes there, and the launcher
@@ -590,33 +570,35 @@ static void on_rank_death(int r)
     pthread_cond_broadcast(&cv);
 }
 
+/* Whether the watch connection of a rank (mpi.c) says the rank ended: its
+ * peer closed it (rank 0 is never written to, so any readable state is an end). */
+static int watch_ended(int fd)
+{
+    char c;
+    ssize_t r = recv(fd, &c, 1, MSG_DONTWAIT);
+    return r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static void *bridge_main(void *arg)
 {
     (void)arg;
     mpe_buf in = {0};
-    char *dead = calloc((size_t)world->size, 1);
-    int64_t next_check = 0, active = mpe__mpi_now_ns();
-    /* The bridge sleeps on its wake eventfd and on a pidfd of every rank on
-     * this host, so it sees such a rank die at once, before the launcher's
-     * SIGTERM ends rank 0: the pools then blame the items it held. */
+    int64_t active = mpe__mpi_now_ns();
+    /* The bridge sleeps on its wake eventfd and on every rank's watch
+     * connection, so it sees a rank die at once, wherever it ran, before the
+     * launcher's SIGTERM ends rank 0: the pools then name the items it held.
+     * pf[k] watches rank k (pf[0] is the eventfd). */
     struct pollfd *pf = calloc((size_t)world->size, sizeof *pf);
-    int npf = 0;
     if (pf) {
-        pf[npf].fd = wake_fd;
-        pf[npf++].events = POLLIN;
-        char host[64] = {0};
-        gethostname(host, sizeof host - 1);
+        pf[0].fd = wake_fd;
+        pf[0].events = POLLIN;
         for (int k = 1; k < world->size; k++) {
-            int fd = strcmp(host, world->host[k]) == 0 ? (int)syscall(SYS_pidfd_open, world->pid[k], 0) : -1;
-            if (fd >= 0) {
-                mpe__proc_track_fd(fd);
-                pf[npf].fd = fd;
-                pf[npf++].events = POLLIN;
-            }
+            pf[k].fd = world->watch[k]; /* -1 (not watched): poll skips it */
+            pf[k].events = POLLIN;
         }
     }
     mpe__proc_busy(); /* a fork waits until this thread holds nothing (see mpe__proc_fork) */
-    while (dead && pf && !bridge_quit) {
+    while (pf && !bridge_quit) {
         int busy = 0, src;
         /* Take the queued messages (accounting them as handed over), then
          * give them to MPI in order, and read what came, without the lock. */
@@ -637,10 +619,11 @@ static void *bridge_main(void *arg)
                 }
             }
         pthread_mutex_unlock(&mu);
+        /* rank_dead is written by this thread alone: read without the lock. */
         while (q) {
             mpe_mpi_msg *m = q;
             q = m->next;
-            if (dead[m->dest])
+            if (rank_dead[m->dest])
                 free(m);
             else
                 mpe__mpi_send(m);
@@ -653,49 +636,34 @@ static void *bridge_main(void *arg)
                 on_message(&in);
             pthread_mutex_unlock(&mu);
         }
-        pthread_mutex_lock(&mu);
-        int64_t now = mpe__mpi_now_ns();
-        if (now >= next_check) {
-            next_check = now + 200000000; /* 0.2 s */
-            for (int k = 1; k < world->size; k++)
-                if (!dead[k] && !rank_alive(k)) {
-                    dead[k] = 1;
-                    on_rank_death(k);
-                }
-        }
-        pthread_mutex_unlock(&mu);
         mpe__mpi_push();
         if (busy)
             active = mpe__mpi_now_ns();
         mpe__proc_idle(); /* holding nothing: a waiting fork goes now */
-        if (!busy) {
-            int us = mpe__mpi_idle_us(active);
-            struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)us * 1000};
-            if (ppoll(pf, (nfds_t)npf, &ts, NULL) > 0)
-                for (int k = 1; k < npf; k++)
-                    if (pf[k].revents) { /* a rank on this host ended */
-                        next_check = 0;
-                        pf[k].fd = -pf[k].fd - 1; /* ignored from now on; restored to close */
-                    }
-        }
+        /* Busy: only a look at the watches; idle: sleep on them too. */
+        int us = busy ? 0 : mpe__mpi_idle_us(active);
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)us * 1000};
+        if (ppoll(pf, (nfds_t)world->size, &ts, NULL) > 0)
+            for (int k = 1; k < world->size; k++)
+                if (pf[k].fd >= 0 && pf[k].revents && watch_ended(pf[k].fd)) {
+                    pf[k].fd = -1; /* ignored from now on; mpi.c closes it */
+                    pthread_mutex_lock(&mu);
+                    on_rank_death(k);
+                    pthread_mutex_unlock(&mu);
+                    active = mpe__mpi_now_ns();
+                }
         mpe__proc_busy();
         uint64_t v;
-        if (read(wake_fd, &v, sizeof v) > 0 || next_check == 0)
+        if (read(wake_fd, &v, sizeof v) > 0)
             active = mpe__mpi_now_ns();
-    }
-    for (int k = 1; k < npf; k++) {
-        int fd = pf[k].fd < 0 ? -pf[k].fd - 1 : pf[k].fd;
-        mpe__proc_untrack_fd(fd);
-        close(fd);
     }
     free(pf);
     /* Quit: tell every rank, then give the messages up to 5 s to leave. */
     for (int k = 1; k < world->size; k++)
-        if (dead && !dead[k])
+        if (!rank_dead[k])
             mpe__mpi_post(k, MPE_MPI_QUIT, 0, NULL, 0);
     for (int64_t end = mpe__mpi_now_ns() + 5000000000; mpe__mpi_push() && mpe__mpi_now_ns() < end;)
         mpe__mpi_nap(-1, 1000);
-    free(dead);
     mpe__buf_free(&in);
     mpe__proc_idle();
     return NULL;

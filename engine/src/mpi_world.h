@@ -43,6 +43,10 @@ typedef struct mpe_mpi_world {
     int *workers;       /* each rank's default pool size */
     pid_t *pid;         /* each rank's pid and host: for noticing and naming a dead rank */
     char (*host)[64];
+    /* Watch connections (mpi.c): on rank 0, watch[r] is rank r's (-1: none),
+     * readable once rank r has ended; on other ranks watch[0] is this rank's
+     * end, never written. */
+    int *watch;
 } mpe_mpi_world;
 extern mpe_mpi_world mpe__mpi_world;
 

@@ -1,7 +1,8 @@
 #!/bin/bash
 # launch.sh -- `mpirun -n 3 mpe run ...` end to end: clean exit on every rank,
-# a failing script's status, a rank killed mid-map ends the run naming it,
-# Ctrl-C to mpirun stops every rank and worker. Run by ctest when MPI is on.
+# a failing script's status, a rank killed mid-map ends the run naming it and
+# its items (on rank 0's host and on another host), Ctrl-C to mpirun stops
+# every rank and worker. Run by ctest when MPI is on.
 # The Lua here avoids <close>, so it runs under LuaJIT builds too.
 set -u
 MPE_BIN=${MPE_BIN:-build/mpe}
@@ -76,7 +77,32 @@ sleep 1
 [ "$(left)" = 0 ] || fail "processes left after a rank died: $(pgrep -af "$tmp/")"
 echo "ok 4 killed rank ($took s)"
 
-# 5. Ctrl-C (SIGINT) to mpirun stops every rank and every worker.
+# 5. A killed rank on another host is named with its items too. The other
+# host is simulated: ranks 1-2 run in a
+# UTS namespace of their own with another host name, so rank 0 cannot use a
+# pidfd or /proc for them, only what works across hosts.
+other_host() {
+  if ! unshare -u true 2>/dev/null; then
+    echo "skip 5 killed rank elsewhere: 'unshare -u' is not allowed here (needs CAP_SYS_ADMIN)"
+    return
+  fi
+  out=$(timeout 120 mpirun -n 1 "$MPE_BIN" run "$tmp/kill.lua" : -n 2 unshare -u \
+        sh -c 'hostname mpe-elsewhere && exec "$0" run "$1"' "$MPE_BIN" "$tmp/kill.lua" 2>&1) &&
+    fail "killed rank elsewhere: status 0 ($out)"
+  if [[ $out == *"cannot be watched"* ]]; then
+    echo "skip 5 killed rank elsewhere: this host has no IPv4 address but loopback ($out)"
+    return
+  fi
+  [[ $out =~ "rank 1 (pid "[0-9]+" on mpe-elsewhere) died; its pool worker "[0-9]+" held item"s?" "[0-9]+ ]] ||
+    fail "the items of a killed rank on another host are not named: $out"
+  [[ $out != *"finished"* ]] || fail "the map finished after a rank elsewhere died: $out"
+  sleep 1
+  [ "$(left)" = 0 ] || fail "processes left after a rank elsewhere died: $(pgrep -af "$tmp/")"
+  echo "ok 5 killed rank on another host"
+}
+other_host
+
+# 6. Ctrl-C (SIGINT) to mpirun stops every rank and every worker.
 cat > "$tmp/long.lua" <<'LUA'
 local mpe = require "mpe"
 local pool = mpe.pool()
@@ -92,4 +118,4 @@ kill -INT $pid
 wait $pid && fail "interrupted run exited 0"
 for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.2; done
 [ "$(left)" = 0 ] || fail "processes left after Ctrl-C: $(pgrep -af "$tmp/")"
-echo "ok 5 Ctrl-C"
+echo "ok 6 Ctrl-C"
