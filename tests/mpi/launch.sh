@@ -10,6 +10,9 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
+# Under ASan (an MPE_SANITIZE build) a report in any rank fails the case,
+# also where the run's status is non-zero anyway (a killed rank, Ctrl-C).
+sane() { [[ $1 != *"Sanitizer"* && $1 != *"runtime error:"* ]] || fail "sanitizer report: $1"; }
 # Processes whose command line holds this run's marker (the script path).
 left() { pgrep -f "$tmp/" | grep -v "^$$\$" | wc -l; }
 
@@ -22,6 +25,7 @@ print("world", mpe.world().rank, mpe.world().size, r[1000])
 LUA
 out=$(timeout 120 mpirun -n 3 "$MPE_BIN" run "$tmp/ok.lua" 2>&1) || fail "clean run: status $? ($out)"
 [[ $out == *"world	0	3	1001"* ]] || fail "clean run printed: $out"
+sane "$out"
 sleep 1
 [ "$(left)" = 0 ] || fail "processes left after a clean run: $(pgrep -af "$tmp/")"
 echo "ok 1 clean run"
@@ -40,6 +44,7 @@ error("script says no")
 LUA
 out=$(timeout 120 mpirun -n 3 "$MPE_BIN" run "$tmp/err.lua" 2>&1) && fail "failing script exited 0"
 [[ $out == *"script says no"* ]] || fail "failing script: $out"
+sane "$out"
 sleep 1
 [ "$(left)" = 0 ] || fail "processes left after a failing script"
 echo "ok 3 failing script"
@@ -67,6 +72,7 @@ start=$(date +%s)
 out=$(timeout 120 mpirun -n 3 "$MPE_BIN" run "$tmp/kill.lua" 2>&1) && fail "killed rank: status 0 ($out)"
 took=$(( $(date +%s) - start ))
 [[ $out == *"rank 1"* ]] || fail "killed rank not named: $out"
+sane "$out"
 # Its worker that killed it was running an item (each takes 50 ms, one a
 # chunk): rank 0 names the items its workers held before the launcher ends it.
 [[ $out =~ "rank 1 (pid "[0-9]+" on "[^\)]*") died; its pool worker "[0-9]+" held item"s?" "[0-9]+(-[0-9]+)?(, [0-9]+(-[0-9]+)?)*( and [0-9]+(-[0-9]+)?)?" of a map" ]] ||
@@ -96,6 +102,7 @@ other_host() {
   [[ $out =~ "rank 1 (pid "[0-9]+" on mpe-elsewhere) died; its pool worker "[0-9]+" held item"s?" "[0-9]+ ]] ||
     fail "the items of a killed rank on another host are not named: $out"
   [[ $out != *"finished"* ]] || fail "the map finished after a rank elsewhere died: $out"
+  sane "$out"
   sleep 1
   [ "$(left)" = 0 ] || fail "processes left after a rank elsewhere died: $(pgrep -af "$tmp/")"
   echo "ok 5 killed rank on another host"
@@ -116,6 +123,7 @@ sleep 1
 [ "$(left)" -gt 3 ] || fail "the long run has no workers: $(cat "$tmp/long.out")"
 kill -INT $pid
 wait $pid && fail "interrupted run exited 0"
+sane "$(cat "$tmp/long.out")"
 for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.2; done
 [ "$(left)" = 0 ] || fail "processes left after Ctrl-C: $(pgrep -af "$tmp/")"
 echo "ok 6 Ctrl-C"
