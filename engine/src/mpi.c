@@ -22,7 +22,12 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "codec.h"
+#include "err.h"
 #include "mpi_world.h"
+#include "proc.h"
+#include "ranks.h"
+#include "sig.h"
 
 #define TAG 77
 #define IDLE_MIN_US 20

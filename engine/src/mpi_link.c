@@ -19,7 +19,14 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include "codec.h"
+#include "compat.h"
+#include "lbuf.h"
 #include "mpi_world.h"
+#include "proc.h"
+#include "ranks.h"
+#include "sig.h"
+#include "worker.h"
 
 #define LINK_MAX (8u << 20) /* bytes queued for one remote worker before send says "full" */
 #define HISTORY 4096        /* remote pids remembered for error messages */

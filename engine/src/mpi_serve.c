@@ -11,7 +11,13 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include "compat.h"
+#include "lmpe_err.h"
+#include "lranks.h"
 #include "mpi_world.h"
+#include "proc.h"
+#include "sig.h"
+#include "worker.h"
 
 #define SERVE_MAX 1024 /* workers one rank serves at once */
 

@@ -6,13 +6,14 @@
  * Included only by the files of an MPE_MPI build (mpi.c: launch, world and
  * messages; mpi_serve.c: the serving ranks; mpi_link.c: rank 0's transport
  * and bridge thread). They alone include <mpi.h> and link libmpi; the engine
- * reaches them through mpe__ranks (internal.h). */
+ * reaches them through mpe__ranks (ranks.h). */
 #ifndef MPE_MPI_WORLD_H
 #define MPE_MPI_WORLD_H
 
 #include <mpi.h>
 #include <stdint.h>
-#include "internal.h"
+#include <sys/types.h>
+#include "buf.h"
 #include "transport.h"
 
 #define MPE_MPI_PENDING_MAX (64u << 20) /* bytes in unfinished sends before the loops stop taking more */
