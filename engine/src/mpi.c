@@ -13,6 +13,7 @@
  * between sleeps. Protocol: docs/ARCHITECTURE.md, "The MPI backend". */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -46,28 +47,59 @@ int64_t mpe__mpi_now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-/* ---- sending without blocking, receiving, sleeping ---------------------------------- */
+/* ---- sending without blocking, receiving, sleeping ----------------------------------
+ * Records go into one batch per destination (mpe__mpi_post) and leave as one
+ * MPI message per destination at the next mpe__mpi_push: a loop iteration's
+ * results or chunks cost one message, not one each. */
 static mpe_mpi_msg *sendq;
 static size_t pending;
+static mpe_buf *batch; /* per rank: records posted, not yet handed to MPI */
 
-mpe_mpi_msg *mpe__mpi_build(int dest, unsigned op, uint32_t id, const void *a, size_t na)
+int mpe__mpi_put(mpe_buf *b, unsigned op, uint32_t id, const void *a, size_t na)
 {
-    mpe_mpi_msg *m = malloc(sizeof *m + MPE_MPI_HDR + na);
-    if (!m)
-        return NULL;
-    m->dest = dest;
-    m->next = NULL;
-    m->p[0] = (char)op;
-    memcpy(m->p + 1, &id, 4);
+    if (na > UINT32_MAX || mpe__buf_grow(b, MPE_MPI_REC + na) != 0)
+        return -1;
+    char *p = b->p + b->n;
+    uint32_t n32 = (uint32_t)na;
+    p[0] = (char)op;
+    memcpy(p + 1, &id, 4);
+    memcpy(p + 5, &n32, 4);
     if (na)
-        memcpy(m->p + MPE_MPI_HDR, a, na);
-    m->n = MPE_MPI_HDR + na;
-    return m;
+        memcpy(p + MPE_MPI_REC, a, na);
+    b->n += MPE_MPI_REC + na;
+    return 0;
 }
 
-int mpe__mpi_send(mpe_mpi_msg *m)
+int mpe__mpi_next(const char *p, size_t n, size_t *off, mpe_mpi_rec *r)
 {
-    if (MPI_Isend(m->p, (int)m->n, MPI_BYTE, m->dest, TAG, mpe__mpi_world.comm, &m->rq) != MPI_SUCCESS) {
+    uint32_t len;
+    if (*off + MPE_MPI_REC > n)
+        return 0;
+    memcpy(&len, p + *off + 5, 4);
+    if (len > n - *off - MPE_MPI_REC)
+        return 0; /* malformed: the rest is dropped */
+    r->op = (unsigned char)p[*off];
+    memcpy(&r->id, p + *off + 1, 4);
+    r->p = p + *off + MPE_MPI_REC;
+    r->n = len;
+    *off += MPE_MPI_REC + len;
+    return 1;
+}
+
+int mpe__mpi_send(int dest, mpe_buf *b)
+{
+    mpe_mpi_msg *m = malloc(sizeof *m);
+    if (!m || b->n > INT_MAX) {
+        free(m);
+        mpe__buf_free(b);
+        return -1;
+    }
+    m->dest = dest;
+    m->p = b->p;
+    m->n = b->n;
+    *b = (mpe_buf){0};
+    if (MPI_Isend(m->p, (int)m->n, MPI_BYTE, dest, TAG, mpe__mpi_world.comm, &m->rq) != MPI_SUCCESS) {
+        free(m->p);
         free(m);
         return -1;
     }
@@ -79,12 +111,14 @@ int mpe__mpi_send(mpe_mpi_msg *m)
 
 int mpe__mpi_post(int dest, unsigned op, uint32_t id, const void *a, size_t na)
 {
-    mpe_mpi_msg *m = mpe__mpi_build(dest, op, id, a, na);
-    return m ? mpe__mpi_send(m) : -1;
+    return batch ? mpe__mpi_put(&batch[dest], op, id, a, na) : -1;
 }
 
 int mpe__mpi_push(void)
 {
+    for (int d = 0; batch && d < mpe__mpi_world.size; d++)
+        if (batch[d].n > 0)
+            mpe__mpi_send(d, &batch[d]);
     for (mpe_mpi_msg **pp = &sendq; *pp;) {
         mpe_mpi_msg *m = *pp;
         int done = 0;
@@ -92,6 +126,7 @@ int mpe__mpi_push(void)
         if (done) {
             *pp = m->next;
             pending -= m->n;
+            free(m->p);
             free(m);
         } else
             pp = &m->next;
@@ -340,7 +375,8 @@ int mpe__mpi_start(int *argc, char ***argv, mpe_err *e)
     w->pid = calloc((size_t)w->size, sizeof *w->pid);
     w->host = calloc((size_t)w->size, sizeof *w->host);
     w->watch = malloc((size_t)w->size * sizeof *w->watch);
-    if (!w->workers || !w->pid || !w->host || !w->watch)
+    batch = calloc((size_t)w->size, sizeof *batch);
+    if (!w->workers || !w->pid || !w->host || !w->watch || !batch)
         return mpe__seterr(e, "not enough memory");
     for (int r = 0; r < w->size; r++)
         w->watch[r] = -1;

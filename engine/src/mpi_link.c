@@ -62,7 +62,7 @@ struct mpe_transport {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static mpe_link *remote;            /* live remote links */
-static mpe_mpi_msg *q_head, *q_tail;     /* messages for the bridge to send, in order */
+static mpe_buf *qb;                 /* per rank: records for the bridge to send, in order */
 static uint32_t next_id;
 static struct {
     pid_t pid;
@@ -75,25 +75,22 @@ static pthread_t bridge;
 static int bridge_started;
 static volatile int bridge_quit;
 
-static void wake_bridge(void)
+static void wake(int fd)
 {
     uint64_t one = 1;
-    ssize_t w = write(wake_fd, &one, sizeof one);
+    ssize_t w = write(fd, &one, sizeof one);
     (void)w;
 }
 
-/* Queue a message for the bridge. Called with mu held. */
+static void wake_bridge(void)
+{
+    wake(wake_fd);
+}
+
+/* Queue a record for the bridge. Called with mu held. */
 static int enqueue(int dest, unsigned op, uint32_t id, const void *p, size_t n)
 {
-    mpe_mpi_msg *m = mpe__mpi_build(dest, op, id, p, n);
-    if (!m)
-        return -1;
-    if (q_tail)
-        q_tail->next = m;
-    else
-        q_head = m;
-    q_tail = m;
-    return 0;
+    return mpe__mpi_put(&qb[dest], op, id, p, n);
 }
 
 static void remember(pid_t pid, int rank)
@@ -509,24 +506,40 @@ static mpe_link *find_link(uint32_t id)
 
 static void notify(const mpe_link *l)
 {
-    if (l->t->wakefd >= 0) {
-        uint64_t one = 1;
-        ssize_t w = write(l->t->wakefd, &one, sizeof one);
-        (void)w;
-    }
+    if (l->t->wakefd >= 0)
+        wake(l->t->wakefd);
 }
 
-/* A message from a serving rank. Called with mu held. */
-static void on_message(const mpe_buf *in)
+/* The pools' wake eventfds to write once a message's records are in: one
+ * write per pool and message, not per record. */
+#define KICK_MAX 16
+typedef struct kicks {
+    int fd[KICK_MAX], n;
+} kicks;
+
+static void notify_later(kicks *k, const mpe_link *l)
 {
-    uint32_t id;
-    memcpy(&id, in->p + 1, 4);
-    mpe_link *l = find_link(id);
+    int fd = l->t->wakefd;
+    if (fd < 0)
+        return;
+    for (int i = 0; i < k->n; i++)
+        if (k->fd[i] == fd)
+            return;
+    if (k->n < KICK_MAX)
+        k->fd[k->n++] = fd;
+    else
+        wake(fd);
+}
+
+/* A record from a serving rank. Called with mu held. */
+static void on_record(const mpe_mpi_rec *rec, kicks *k)
+{
+    mpe_link *l = find_link(rec->id);
     if (!l)
         return; /* reaped already */
-    const char *body = in->p + MPE_MPI_HDR;
-    size_t n = in->n - MPE_MPI_HDR;
-    switch (in->p[0]) {
+    const char *body = rec->p;
+    size_t n = rec->n;
+    switch (rec->op) {
     case MPE_MPI_STARTED: {
         int32_t pid = 0;
         if (n >= sizeof pid)
@@ -540,7 +553,7 @@ static void on_message(const mpe_buf *in)
         if (!l->ended && mpe__buf_grow(&l->in, n) == 0) {
             memcpy(l->in.p + l->in.n, body, n);
             l->in.n += n;
-            notify(l);
+            notify_later(k, l);
         }
         break;
     case MPE_MPI_DEATH:
@@ -548,7 +561,7 @@ static void on_message(const mpe_buf *in)
             memcpy(&l->d, body, sizeof l->d);
             l->ended = l->started = 1;
             pthread_cond_broadcast(&cv);
-            notify(l);
+            notify_later(k, l);
         }
         break;
     }
@@ -590,6 +603,7 @@ static void *bridge_main(void *arg)
 {
     (void)arg;
     mpe_buf in = {0};
+    mpe_buf *out = calloc((size_t)world->size, sizeof *out); /* qb taken over */
     int64_t active = mpe__mpi_now_ns();
     /* The bridge sleeps on its wake eventfd and on every rank's watch
      * connection, so it sees a rank die at once, wherever it ran, before the
@@ -605,42 +619,43 @@ static void *bridge_main(void *arg)
         }
     }
     mpe__proc_busy(); /* a fork waits until this thread holds nothing (see mpe__proc_fork) */
-    while (pf && !bridge_quit) {
+    while (pf && out && !bridge_quit) {
         int busy = 0, src;
-        /* Take the queued messages (accounting them as handed over), then
-         * give them to MPI in order, and read what came, without the lock. */
+        /* Take the queued records (every link's bytes are then handed
+         * over), give each rank's to MPI as one message, and read what came,
+         * without the lock. */
         pthread_mutex_lock(&mu);
-        mpe_mpi_msg *q = mpe__mpi_pending() < MPE_MPI_PENDING_MAX ? q_head : NULL;
-        if (q)
-            q_head = q_tail = NULL;
-        for (mpe_mpi_msg *m = q; m; m = m->next)
-            if (m->p[0] == MPE_MPI_DATA) {
-                uint32_t id;
-                memcpy(&id, m->p + 1, 4);
-                mpe_link *l = find_link(id);
-                if (l) {
-                    int was_full = l->queued >= LINK_MAX;
-                    l->queued -= m->n - MPE_MPI_HDR;
-                    if (was_full && l->queued < LINK_MAX)
-                        notify(l);
-                }
+        if (mpe__mpi_pending() < MPE_MPI_PENDING_MAX) {
+            for (int d = 0; d < world->size; d++) {
+                out[d] = qb[d];
+                qb[d] = (mpe_buf){0};
             }
+            for (mpe_link *l = remote; l; l = l->next) {
+                if (l->queued >= LINK_MAX)
+                    notify(l); /* writable again */
+                l->queued = 0;
+            }
+        }
         pthread_mutex_unlock(&mu);
         /* rank_dead is written by this thread alone: read without the lock. */
-        while (q) {
-            mpe_mpi_msg *m = q;
-            q = m->next;
-            if (rank_dead[m->dest])
-                free(m);
-            else
-                mpe__mpi_send(m);
-            busy = 1;
-        }
+        for (int d = 0; d < world->size; d++)
+            if (out[d].n > 0) {
+                if (rank_dead[d])
+                    mpe__buf_free(&out[d]);
+                else
+                    mpe__mpi_send(d, &out[d]);
+                busy = 1;
+            } else
+                mpe__buf_free(&out[d]);
         while (mpe__mpi_take(&in, &src)) {
             busy = 1;
             pthread_mutex_lock(&mu);
-            if (in.n >= MPE_MPI_HDR)
-                on_message(&in);
+            mpe_mpi_rec rec;
+            kicks k = {.n = 0};
+            for (size_t off = 0; mpe__mpi_next(in.p, in.n, &off, &rec);)
+                on_record(&rec, &k);
+            for (int i = 0; i < k.n; i++) /* under mu: a pool's fd lives while its links do */
+                wake(k.fd[i]);
             pthread_mutex_unlock(&mu);
         }
         mpe__mpi_push();
@@ -665,6 +680,11 @@ static void *bridge_main(void *arg)
             active = mpe__mpi_now_ns();
     }
     free(pf);
+    free(out);
+    pthread_mutex_lock(&mu);
+    for (int d = 0; d < world->size; d++) /* what came after the last pass goes nowhere */
+        mpe__buf_free(&qb[d]);
+    pthread_mutex_unlock(&mu);
     /* Quit: tell every rank, then give the messages up to 5 s to leave. */
     for (int k = 1; k < world->size; k++)
         if (!rank_dead[k])
@@ -681,7 +701,8 @@ static void *bridge_main(void *arg)
 int mpe__mpi_link_start(mpe_err *e)
 {
     rank_dead = calloc((size_t)world->size, 1);
-    if (!rank_dead)
+    qb = calloc((size_t)world->size, sizeof *qb);
+    if (!rank_dead || !qb)
         return mpe__seterr(e, "not enough memory");
     wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wake_fd < 0)

@@ -119,6 +119,53 @@ static void free_worker(lworker *w)
     free(w);
 }
 
+/* One record from rank 0; returns 1 for QUIT. DATA goes to the worker's
+ * channel at once when nothing waits before it (no copy), else after it. */
+static int on_record(lua_State *L, mpe_transport *t, lworker **ws, int *nw, const mpe_mpi_rec *rec)
+{
+    lworker *w = NULL;
+    for (int k = 0; k < *nw && !w; k++)
+        if (ws[k]->id == rec->id)
+            w = ws[k];
+    switch (rec->op) {
+    case MPE_MPI_OPEN: {
+        mpe_rd r;
+        mpe__rd_init(&r, rec->p, rec->n);
+        if (*nw == SERVE_MAX) {
+            mpe_mpi_death d = {.status = 71 << 8};
+            mpe__mpi_post(0, MPE_MPI_DEATH, rec->id, &d, sizeof d);
+        } else if ((w = open_worker(L, t, rec->id, &r)) != NULL) {
+            if (w->link)
+                ws[(*nw)++] = w;
+            else
+                free_worker(w);
+        }
+        break;
+    }
+    case MPE_MPI_DATA: {
+        if (!w)
+            break;
+        size_t done = 0;
+        if (w->out.n == w->off) {
+            ssize_t n = sp->send(w->link, rec->p, rec->n, NULL, 0);
+            done = n > 0 ? (size_t)n : 0; /* full, or gone: its end will tell */
+        }
+        if (done < rec->n && mpe__buf_grow(&w->out, rec->n - done) == 0) {
+            memcpy(w->out.p + w->out.n, rec->p + done, rec->n - done);
+            w->out.n += rec->n - done;
+        }
+        break;
+    }
+    case MPE_MPI_KILL:
+        if (w)
+            sp->kill(w->link);
+        break;
+    case MPE_MPI_QUIT:
+        return 1;
+    }
+    return 0;
+}
+
 int mpe__mpi_serve(lua_State *L)
 {
     /* Tasks refer to modules by name (the codec's T_MODULE): mpe is loaded
@@ -148,42 +195,9 @@ int mpe__mpi_serve(lua_State *L)
         }
         while (!quit && mpe__mpi_take(&in, &src)) {
             busy = 1;
-            if (in.n < MPE_MPI_HDR)
-                continue;
-            uint32_t id;
-            memcpy(&id, in.p + 1, 4);
-            mpe_rd r;
-            mpe__rd_init(&r, in.p + MPE_MPI_HDR, in.n - MPE_MPI_HDR);
-            lworker *w = NULL;
-            for (int k = 0; k < nw && !w; k++)
-                if (ws[k]->id == id)
-                    w = ws[k];
-            switch (in.p[0]) {
-            case MPE_MPI_OPEN:
-                if (nw == SERVE_MAX) {
-                    mpe_mpi_death d = {.status = 71 << 8};
-                    mpe__mpi_post(0, MPE_MPI_DEATH, id, &d, sizeof d);
-                } else if ((w = open_worker(L, t, id, &r)) != NULL) {
-                    if (w->link)
-                        ws[nw++] = w;
-                    else
-                        free_worker(w);
-                }
-                break;
-            case MPE_MPI_DATA:
-                if (w && mpe__buf_grow(&w->out, in.n - MPE_MPI_HDR) == 0) {
-                    memcpy(w->out.p + w->out.n, in.p + MPE_MPI_HDR, in.n - MPE_MPI_HDR);
-                    w->out.n += in.n - MPE_MPI_HDR;
-                }
-                break;
-            case MPE_MPI_KILL:
-                if (w)
-                    sp->kill(w->link);
-                break;
-            case MPE_MPI_QUIT:
-                quit = 1;
-                break;
-            }
+            mpe_mpi_rec rec;
+            for (size_t off = 0; !quit && mpe__mpi_next(in.p, in.n, &off, &rec);)
+                quit = on_record(L, t, ws, &nw, &rec);
         }
         int64_t now = mpe__mpi_now_ns();
         for (int k = 0; k < nw; k++) {

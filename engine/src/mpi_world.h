@@ -18,7 +18,8 @@
 
 #define MPE_MPI_PENDING_MAX (64u << 20) /* bytes in unfinished sends before the loops stop taking more */
 
-/* Messages: [u8 op][u32 link id][payload], all on one tag of a private communicator. */
+/* An MPI message (one tag, a private communicator) holds one or more
+ * records: [u8 op][u32 link id][u32 payload length][payload]. */
 enum {
     MPE_MPI_OPEN = 1, /* 0 -> r: [u32 slot][u32 number][u32 maxtasks][f64 timeout][u8 init][{fn, args}] */
     MPE_MPI_STARTED,  /* r -> 0: [i32 pid]: the worker runs */
@@ -27,7 +28,15 @@ enum {
     MPE_MPI_DEATH,    /* r -> 0: a death record (mpe_mpi_death); the link's last message */
     MPE_MPI_QUIT      /* 0 -> r: rank 0 is done: end the workers, exit */
 };
-#define MPE_MPI_HDR 5
+#define MPE_MPI_REC 9 /* a record's header */
+
+/* One record of a message, pointing into it. */
+typedef struct mpe_mpi_rec {
+    unsigned op;
+    uint32_t id;
+    const char *p;
+    size_t n;
+} mpe_mpi_rec;
 
 /* How a remote worker ended, as its rank saw it. */
 typedef struct mpe_mpi_death {
@@ -51,26 +60,32 @@ typedef struct mpe_mpi_world {
 } mpe_mpi_world;
 extern mpe_mpi_world mpe__mpi_world;
 
-/* A message on its way: built, then owned by the send queue until MPI
- * completes it (every send is an MPI_Isend: two ranks sending large messages
- * to each other never wait on each other). */
+/* A message on its way: owned by the send queue until MPI completes it
+ * (every send is an MPI_Isend: two ranks sending large messages to each
+ * other never wait on each other). */
 typedef struct mpe_mpi_msg {
     MPI_Request rq;
     int dest;
-    size_t n;                /* bytes in p: header and payload */
+    size_t n;
+    char *p;                 /* malloc'd records */
     struct mpe_mpi_msg *next;
-    char p[];
 } mpe_mpi_msg;
 
 /* Monotonic clock in ns. */
 int64_t mpe__mpi_now_ns(void);
-/* A message for dest, built but not sent; NULL when memory runs out. */
-mpe_mpi_msg *mpe__mpi_build(int dest, unsigned op, uint32_t id, const void *a, size_t na);
-/* Start sending m; takes ownership of m (freed on failure too). 0 or -1. */
-int mpe__mpi_send(mpe_mpi_msg *m);
-/* Build and send: 0, or -1 when memory runs out or MPI refuses. */
+/* Append a record to b. 0, or -1 when memory runs out. */
+int mpe__mpi_put(mpe_buf *b, unsigned op, uint32_t id, const void *a, size_t na);
+/* The record at *off of the message p[0..n) into r, *off moved past it: 1;
+ * 0 at the end (or where the rest is malformed). */
+int mpe__mpi_next(const char *p, size_t n, size_t *off, mpe_mpi_rec *r);
+/* Start sending b's records to dest as one message; takes b's memory (b is
+ * left empty, also on failure). 0 or -1. */
+int mpe__mpi_send(int dest, mpe_buf *b);
+/* Add a record to this process's batch for dest: it leaves with the others
+ * at the next mpe__mpi_push. 0, or -1 when memory runs out. */
 int mpe__mpi_post(int dest, unsigned op, uint32_t id, const void *a, size_t na);
-/* Complete the sends that can be; returns whether any is still unsent. */
+/* Send the batches, complete the sends that can be; returns whether any is
+ * still unsent. */
 int mpe__mpi_push(void);
 /* Bytes in sends not yet completed. */
 size_t mpe__mpi_pending(void);
