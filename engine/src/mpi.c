@@ -50,8 +50,18 @@ int64_t mpe__mpi_now_ns(void)
 /* ---- sending without blocking, receiving, sleeping ----------------------------------
  * Records go into one batch per destination (mpe__mpi_post) and leave as one
  * MPI message per destination at the next mpe__mpi_push: a loop iteration's
- * results or chunks cost one message, not one each. */
-static mpe_mpi_msg *sendq;
+ * results or chunks cost one message, not one each. Every send is an
+ * MPI_Isend of a message owned by the send queue until it completes: two
+ * ranks sending large messages to each other never wait on each other. */
+typedef struct outmsg {
+    MPI_Request rq;
+    int dest;
+    size_t n;
+    char *p;                 /* malloc'd records */
+    struct outmsg *next;
+} outmsg;
+
+static outmsg *sendq;
 static size_t pending;
 static mpe_buf *batch; /* per rank: records posted, not yet handed to MPI */
 
@@ -88,7 +98,7 @@ int mpe__mpi_next(const char *p, size_t n, size_t *off, mpe_mpi_rec *r)
 
 int mpe__mpi_send(int dest, mpe_buf *b)
 {
-    mpe_mpi_msg *m = malloc(sizeof *m);
+    outmsg *m = malloc(sizeof *m);
     if (!m || b->n > INT_MAX) {
         free(m);
         mpe__buf_free(b);
@@ -119,8 +129,8 @@ int mpe__mpi_push(void)
     for (int d = 0; batch && d < mpe__mpi_world.size; d++)
         if (batch[d].n > 0)
             mpe__mpi_send(d, &batch[d]);
-    for (mpe_mpi_msg **pp = &sendq; *pp;) {
-        mpe_mpi_msg *m = *pp;
+    for (outmsg **pp = &sendq; *pp;) {
+        outmsg *m = *pp;
         int done = 0;
         MPI_Test(&m->rq, &done, MPI_STATUS_IGNORE);
         if (done) {

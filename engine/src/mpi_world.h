@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include "buf.h"
+#include "err.h"
 #include "transport.h"
 
 #define MPE_MPI_PENDING_MAX (64u << 20) /* bytes in unfinished sends before the loops stop taking more */
@@ -59,17 +60,6 @@ typedef struct mpe_mpi_world {
     int *watch;
 } mpe_mpi_world;
 extern mpe_mpi_world mpe__mpi_world;
-
-/* A message on its way: owned by the send queue until MPI completes it
- * (every send is an MPI_Isend: two ranks sending large messages to each
- * other never wait on each other). */
-typedef struct mpe_mpi_msg {
-    MPI_Request rq;
-    int dest;
-    size_t n;
-    char *p;                 /* malloc'd records */
-    struct mpe_mpi_msg *next;
-} mpe_mpi_msg;
 
 /* Monotonic clock in ns. */
 int64_t mpe__mpi_now_ns(void);
