@@ -18,6 +18,8 @@
 #define MPE_HAS_INTEGERS 0
 /* Functions get their globals from an environment, not an _ENV upvalue. */
 #define MPE_HAS_ENV_UPVALUE 0
+/* The FFI library (ffi): the worker's chunk loop runs in Lua through it. */
+#define MPE_HAS_FFI 1
 #define LUA_OK 0
 #define lua_rawlen(L, i) lua_objlen((L), (i))
 #define lua_newuserdatauv(L, sz, nuv) lua_newuserdata((L), (sz))
@@ -63,6 +65,7 @@ int mpe__compat_isfastfunc(lua_State *L, int idx);
 #else
 #define MPE_HAS_INTEGERS 1
 #define MPE_HAS_ENV_UPVALUE 1
+#define MPE_HAS_FFI 0
 #define mpe__compat_isfastfunc(L, idx) 0
 #endif
 

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 #include "transport.h"
+#include "worker_jit.h"
 
 #define FLUSH_BYTES (256 * 1024)
 #define FLUSH_NS 2000000
@@ -62,6 +63,11 @@ typedef struct wstate {
     int nsegfd;
     mpe_fds queued[MAX_QUEUED]; /* descriptor sets received, not yet claimed by an F_FDS frame */
     int qhead, qn;
+    /* the chunk's Lua loop (worker_jit.c), when it runs through one */
+    mpe_jit_run jr;
+    int64_t jit_from; /* first item of the batch being run, or -1 */
+    int jit_trim;     /* the failure being recorded came through the loop's frame */
+    double jres[MPE_JIT_BATCH]; /* a batch's collected results */
 } wstate;
 
 static int64_t now_ns(void)
@@ -334,46 +340,163 @@ static void tick(wstate *w)
     }
 }
 
-/* lua_pcall'd: run items w->i .. n-1; raises out of the item that fails. */
+/* Item w->i is done, its results recorded. */
+static void item_done(wstate *w)
+{
+    w->count++;
+    w->tasks++;
+    /* Descriptors travel at most MPE_MAX_FDS a message: results carrying
+     * many distinct segments go in several. */
+    if (w->rfds.n >= MPE_MAX_FDS / 2)
+        close_segment(w, 0);
+}
+
+/* Run item w->i by a C call of the function at index 1; its results land
+ * above base. */
+static void run_one(wstate *w, int base)
+{
+    lua_State *L = w->L;
+    mpe_progress *pr = w->cfg->progress;
+    tick(w);
+    pr->item = (int32_t)w->i;
+    if (w->cfg->timeouts)
+        pr->started_ns = now_ns();
+    lua_pushvalue(L, 1);
+    push_item(w);
+    int nargs = 1;
+    if (w->mode != MPE_M_MAP) {
+        int t = lua_gettop(L);
+        if (!lua_istable(L, t))
+            luaL_error(L, "mpe: arguments of item must be a table, got %s", luaL_typename(L, t));
+        lua_getfield(L, t, "n");
+        lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, t);
+        lua_pop(L, 1);
+        if (n < 0 || n > 250)
+            luaL_error(L, "mpe: too many arguments (%d)", (int)n);
+        luaL_checkstack(L, (int)n + 4, "too many arguments");
+        for (lua_Integer k = 1; k <= n; k++)
+            lua_rawgeti(L, t, k);
+        lua_remove(L, t);
+        nargs = (int)n;
+    }
+    lua_call(L, nargs, w->mode == MPE_M_APPLY || (w->arr && w->outcols) ? LUA_MULTRET : 1);
+    record(w, base + 1, lua_gettop(L));
+    lua_settop(L, base);
+    item_done(w);
+}
+
+/* ---- the chunk loop in Lua (worker_jit.c) ------------------------------------------
+ * Chunks of map items that are numbers, with results collected or into a 1-D
+ * int64/double out array, run in batches through lua/mpe/jitloop.lua, which
+ * stores numbers itself; what it does not store comes back here one item at a
+ * time and is recorded as the C loop records it. */
+
+/* The chunk's Lua loop: pushes it and returns 1 if the chunk can run through one. */
+static int jit_setup(wstate *w)
+{
+    mpe_jit_run *r = &w->jr;
+    w->jit_from = -1;
+    if (w->mode != MPE_M_MAP || w->kind == MPE_K_ENC || (w->arr && !w->outfast))
+        return 0;
+    memset(r, 0, sizeof *r);
+    r->kind = w->kind;
+    if (w->kind == MPE_K_RANGE) {
+        /* Every item and step product exact in a double: within 2^52. */
+        double a = (double)w->rstart, b = a + (double)w->rstep * (double)(w->n ? w->n - 1 : 0);
+        if (a < -4503599627370496.0 || a > 4503599627370496.0 || b < -4503599627370496.0 ||
+            b > 4503599627370496.0)
+            return 0;
+        r->x0 = (double)w->rstart;
+        r->step = (double)w->rstep;
+    } else {
+        if (w->items->n - w->items->pos < (size_t)w->n * 8)
+            return 0; /* the C loop reports the malformed chunk */
+        r->in = w->items->p + w->items->pos;
+    }
+    if (w->arr) {
+        r->okind = w->outfast == 1 ? MPE_JIT_I64 : MPE_JIT_F64;
+        r->out = w->arr->data;
+        r->d = (int64_t)w->first;
+    }
+    r->item = &w->cfg->progress->item;
+    r->started = w->cfg->timeouts ? &w->cfg->progress->started_ns : NULL;
+    return mpe__jit_loop(w->L, r);
+}
+
+/* Account items w->jit_from .. k-1, which the Lua loop ran and stored. */
+static void jit_done(wstate *w, uint32_t k)
+{
+    lua_State *L = w->L;
+    uint32_t from = (uint32_t)w->jit_from, m = k - from;
+    w->jit_from = -1;
+    for (uint32_t q = 0; q < m; q++) {
+        w->i = from + q;
+        if (w->arr) {
+            if (w->segmode == 0)
+                w->segmode = MPE_R_NONE;
+            if (w->segmode < 0) { /* the segment went general after an error */
+                mpe__buf_put_u8(L, &w->gen, 0);
+                mpe__buf_put_varint(L, &w->gen, 0);
+            }
+        } else {
+            lua_pushnumber(L, w->jres[q]);
+            record(w, lua_gettop(L), lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    }
+    w->count += m;
+    w->tasks += m;
+    w->i = k;
+}
+
+/* Run the chunk's items through the Lua loop at index 2 in batches of
+ * tick_every items, reading the clock before each batch (as the C loop does
+ * before each item, so the chunk's last items go in its final frame). */
+static void run_jit(wstate *w, int base)
+{
+    lua_State *L = w->L;
+    mpe_jit_run *r = &w->jr;
+    uint32_t lim = w->n; /* items from lim on have no element in the out array */
+    if (w->arr)
+        lim = w->outrows <= w->first ? 0 : w->outrows - w->first < w->n ? (uint32_t)(w->outrows - w->first) : w->n;
+    while (w->i < w->n) {
+        if (w->i >= lim) { /* the C loop raises the out= error */
+            run_one(w, base);
+            w->i++;
+            continue;
+        }
+        w->tick_left = 1;
+        tick(w);
+        uint32_t j = w->i + (uint32_t)(w->tick_every < MPE_JIT_BATCH ? w->tick_every : MPE_JIT_BATCH);
+        if (j > lim || j < w->i)
+            j = lim;
+        if (!w->arr) {
+            r->out = w->jres;
+            r->d = -(int64_t)w->i;
+        }
+        w->jit_from = (int64_t)w->i;
+        uint32_t k = mpe__jit_items(L, 2, 1, r, w->i, j);
+        jit_done(w, k);
+        if (k < j) { /* item k returned what the loop does not store */
+            record(w, base + 1, lua_gettop(L));
+            lua_settop(L, base);
+            item_done(w);
+            w->i++;
+        }
+    }
+}
+
+/* lua_pcall'd with the function (and the chunk's Lua loop, if it runs
+ * through one): run items w->i .. n-1; raises out of the item that fails. */
 static int run_items(lua_State *L)
 {
     wstate *w = lua_touserdata(L, lua_upvalueindex(1));
-    mpe_progress *pr = w->cfg->progress;
-    int timeouts = w->cfg->timeouts;
-    int base = 1; /* the function, passed by run_chunk */
-    for (; w->i < w->n; w->i++) {
-        tick(w);
-        pr->item = (int32_t)w->i;
-        if (timeouts)
-            pr->started_ns = now_ns();
-        lua_pushvalue(L, 1);
-        push_item(w);
-        int nargs = 1;
-        if (w->mode != MPE_M_MAP) {
-            int t = lua_gettop(L);
-            if (!lua_istable(L, t))
-                return luaL_error(L, "mpe: arguments of item must be a table, got %s", luaL_typename(L, t));
-            lua_getfield(L, t, "n");
-            lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, t);
-            lua_pop(L, 1);
-            if (n < 0 || n > 250)
-                return luaL_error(L, "mpe: too many arguments (%d)", (int)n);
-            luaL_checkstack(L, (int)n + 4, "too many arguments");
-            for (lua_Integer k = 1; k <= n; k++)
-                lua_rawgeti(L, t, k);
-            lua_remove(L, t);
-            nargs = (int)n;
-        }
-        lua_call(L, nargs, w->mode == MPE_M_APPLY || (w->arr && w->outcols) ? LUA_MULTRET : 1);
-        record(w, base + 1, lua_gettop(L));
-        lua_settop(L, base);
-        w->count++;
-        w->tasks++;
-        /* Descriptors travel at most MPE_MAX_FDS a message: results carrying
-         * many distinct segments go in several. */
-        if (w->rfds.n >= MPE_MAX_FDS / 2)
-            close_segment(w, 0);
-    }
+    int base = lua_gettop(L);
+    if (base == 2)
+        run_jit(w, base);
+    else
+        for (; w->i < w->n; w->i++)
+            run_one(w, base);
     return 0;
 }
 
@@ -422,7 +545,7 @@ static void trim_traceback(wstate *w, int err)
     const char *tb = lua_tolstring(L, -1, &len);
     if (tb) {
         const char *end = tb + len;
-        for (int drop = w->inherited + 1; drop > 0 && end > tb; drop--) {
+        for (int drop = w->inherited + 1 + w->jit_trim; drop > 0 && end > tb; drop--) {
             const char *nl = end - 1;
             while (nl > tb && *nl != '\n')
                 nl--;
@@ -539,12 +662,20 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
         w->rstart = (int64_t)a;
         w->rstep = (int64_t)s;
     }
+    int jit = jit_setup(w); /* the loop, at base + S_FN + 1 */
     __atomic_store_n(&w->cfg->progress->chunk, (int64_t)chunk, __ATOMIC_RELEASE);
     while (w->i < w->n) {
         lua_pushvalue(L, base + S_RUNNER);
         lua_pushvalue(L, base + S_FN);
-        if (lua_pcall(L, 1, 0, base + S_HANDLER) == LUA_OK)
+        if (jit)
+            lua_pushvalue(L, base + S_FN + 1);
+        if (lua_pcall(L, 1 + jit, 0, base + S_HANDLER) == LUA_OK)
             break;
+        /* Raised in the Lua loop: the items of its batch before the one it
+         * was running (the progress slot names it) are done. */
+        w->jit_trim = w->jit_from >= 0;
+        if (w->jit_trim)
+            jit_done(w, (uint32_t)w->cfg->progress->item);
         /* Item w->i failed: cut off what it half wrote, record the error, go on. */
         if (w->mark != (size_t)-1) {
             w->gen.n = w->mark;
@@ -557,12 +688,14 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
         w->segmode = -1;
         w->segerrors = 1;
         put_error(w, base + S_ENCODER);
-        lua_settop(L, base + S_FN);
+        w->jit_trim = 0;
+        lua_settop(L, base + S_FN + jit);
         w->count++;
         w->tasks++;
         w->i++;
     }
     __atomic_store_n(&w->cfg->progress->chunk, 0, __ATOMIC_RELEASE);
+    lua_settop(L, base + S_FN);
     close_segment(w, 1);
 }
 
