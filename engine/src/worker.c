@@ -68,6 +68,7 @@ typedef struct wstate {
     int64_t jit_from; /* first item of the batch being run, or -1 */
     int jit_trim;     /* the failure being recorded came through the loop's frame */
     double jres[MPE_JIT_BATCH]; /* a batch's collected results */
+    uint8_t jtag[MPE_JIT_BATCH]; /* and their tags (mpe_jit_run.tags), zeroed once read */
 } wstate;
 
 static int64_t now_ns(void)
@@ -423,23 +424,30 @@ static int jit_setup(wstate *w)
     return mpe__jit_loop(w->L, r);
 }
 
-/* Account items w->jit_from .. k-1, which the Lua loop ran and stored. */
-static void jit_done(wstate *w, uint32_t k)
+/* Account items w->jit_from .. k-1, which the Lua loop ran and stored; the
+ * table at index odd holds their results that are not numbers. */
+static void jit_done(wstate *w, uint32_t k, int odd)
 {
     lua_State *L = w->L;
     uint32_t from = (uint32_t)w->jit_from, m = k - from;
     w->jit_from = -1;
-    for (uint32_t q = 0; q < m; q++) {
+    if (w->arr && m > 0 && w->segmode == 0)
+        w->segmode = MPE_R_NONE;
+    for (uint32_t q = 0; q < m && (!w->arr || w->segmode < 0); q++) {
         w->i = from + q;
-        if (w->arr) {
-            if (w->segmode == 0)
-                w->segmode = MPE_R_NONE;
-            if (w->segmode < 0) { /* the segment went general after an error */
-                mpe__buf_put_u8(L, &w->gen, 0);
-                mpe__buf_put_varint(L, &w->gen, 0);
-            }
+        if (w->arr) { /* the segment went general after an error */
+            mpe__buf_put_u8(L, &w->gen, 0);
+            mpe__buf_put_varint(L, &w->gen, 0);
         } else {
-            lua_pushnumber(L, w->jres[q]);
+            if (w->jtag[q] == 0)
+                lua_pushnumber(L, w->jres[q]);
+            else if (w->jtag[q] == 1) {
+                lua_rawgeti(L, odd, (lua_Integer)q + 1);
+                lua_pushnil(L);
+                lua_rawseti(L, odd, (lua_Integer)q + 1);
+            } else
+                lua_pushnil(L);
+            w->jtag[q] = 0;
             record(w, lua_gettop(L), lua_gettop(L));
             lua_pop(L, 1);
         }
@@ -449,7 +457,8 @@ static void jit_done(wstate *w, uint32_t k)
     w->i = k;
 }
 
-/* Run the chunk's items through the Lua loop at index 2 in batches of
+/* Run the chunk's items through the Lua loop at index 2 (its odd table at 3)
+ * in batches of
  * tick_every items, reading the clock before each batch (as the C loop does
  * before each item, so the chunk's last items go in its final frame). */
 static void run_jit(wstate *w, int base)
@@ -472,11 +481,12 @@ static void run_jit(wstate *w, int base)
             j = lim;
         if (!w->arr) {
             r->out = w->jres;
+            r->tags = w->jtag;
             r->d = -(int64_t)w->i;
         }
         w->jit_from = (int64_t)w->i;
-        uint32_t k = mpe__jit_items(L, 2, 1, r, w->i, j);
-        jit_done(w, k);
+        uint32_t k = mpe__jit_items(L, 2, 1, 3, r, w->i, j);
+        jit_done(w, k, 3);
         if (k < j) { /* item k returned what the loop does not store */
             record(w, base + 1, lua_gettop(L));
             lua_settop(L, base);
@@ -486,13 +496,13 @@ static void run_jit(wstate *w, int base)
     }
 }
 
-/* lua_pcall'd with the function (and the chunk's Lua loop, if it runs
- * through one): run items w->i .. n-1; raises out of the item that fails. */
+/* lua_pcall'd with the function (and the chunk's Lua loop and its odd table,
+ * if it runs through one): run items w->i .. n-1; raises out of the item that fails. */
 static int run_items(lua_State *L)
 {
     wstate *w = lua_touserdata(L, lua_upvalueindex(1));
     int base = lua_gettop(L);
-    if (base == 2)
+    if (base == 3)
         run_jit(w, base);
     else
         for (; w->i < w->n; w->i++)
@@ -662,20 +672,22 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
         w->rstart = (int64_t)a;
         w->rstep = (int64_t)s;
     }
-    int jit = jit_setup(w); /* the loop, at base + S_FN + 1 */
+    int jit = jit_setup(w) ? 2 : 0; /* the loop and its odd table, at base + S_FN + 1, 2 */
+    if (jit)
+        lua_newtable(L);
     __atomic_store_n(&w->cfg->progress->chunk, (int64_t)chunk, __ATOMIC_RELEASE);
     while (w->i < w->n) {
         lua_pushvalue(L, base + S_RUNNER);
         lua_pushvalue(L, base + S_FN);
-        if (jit)
-            lua_pushvalue(L, base + S_FN + 1);
+        for (int q = 1; q <= jit; q++)
+            lua_pushvalue(L, base + S_FN + q);
         if (lua_pcall(L, 1 + jit, 0, base + S_HANDLER) == LUA_OK)
             break;
         /* Raised in the Lua loop: the items of its batch before the one it
          * was running (the progress slot names it) are done. */
         w->jit_trim = w->jit_from >= 0;
         if (w->jit_trim)
-            jit_done(w, (uint32_t)w->cfg->progress->item);
+            jit_done(w, (uint32_t)w->cfg->progress->item, base + S_FN + 2);
         /* Item w->i failed: cut off what it half wrote, record the error, go on. */
         if (w->mark != (size_t)-1) {
             w->gen.n = w->mark;

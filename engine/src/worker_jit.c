@@ -86,8 +86,8 @@ int mpe__jit_loop(lua_State *L, const mpe_jit_run *r)
 #endif
 }
 
-uint32_t mpe__jit_items(lua_State *L, int loop, int fn, const mpe_jit_run *r, uint32_t i,
-                        uint32_t j)
+uint32_t mpe__jit_items(lua_State *L, int loop, int fn, int odd, const mpe_jit_run *r,
+                        uint32_t i, uint32_t j)
 {
     int top = lua_gettop(L);
     lua_pushvalue(L, loop);
@@ -107,7 +107,12 @@ uint32_t mpe__jit_items(lua_State *L, int loop, int fn, const mpe_jit_run *r, ui
         lua_pushlightuserdata(L, (void *)r->started);
     else
         lua_pushnil(L);
-    lua_call(L, 10, 2);
+    if (r->tags)
+        lua_pushlightuserdata(L, r->tags);
+    else
+        lua_pushnil(L);
+    lua_pushvalue(L, odd);
+    lua_call(L, 12, 2);
     uint32_t k = (uint32_t)lua_tonumber(L, top + 1);
     if (k >= j) {
         lua_settop(L, top);

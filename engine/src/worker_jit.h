@@ -22,6 +22,8 @@ typedef struct mpe_jit_run {
     int64_t d;               /* item k's result goes to out[k + d] */
     volatile int32_t *item;  /* the progress slot: the item being run */
     volatile int64_t *started; /* its start stamp, or NULL without task timeouts */
+    uint8_t *tags;           /* collected: per item of the batch (k - i), 0 a number in
+                              * out, 1 a value in the odd table at k - i + 1, 2 nil */
 } mpe_jit_run;
 
 /* Push the loop for r (kind, okind, whether started is set), or return 0 and
@@ -29,10 +31,11 @@ typedef struct mpe_jit_run {
  * module failed to load (then never again in this process). */
 int mpe__jit_loop(lua_State *L, const mpe_jit_run *r);
 /* Run items i..j-1 (j - i <= MPE_JIT_BATCH) through the loop at index loop,
- * calling the function at index fn. Returns the item it stopped at: j when all
+ * calling the function at index fn, keeping collected results that are not
+ * numbers in the table at index odd. Returns the item it stopped at: j when all
  * stored their result, else k < j with item k's result pushed (items before k
  * stored theirs). An item that raises propagates; r->item names it. */
-uint32_t mpe__jit_items(lua_State *L, int loop, int fn, const mpe_jit_run *r, uint32_t i,
-                        uint32_t j);
+uint32_t mpe__jit_items(lua_State *L, int loop, int fn, int odd, const mpe_jit_run *r,
+                        uint32_t i, uint32_t j);
 
 #endif

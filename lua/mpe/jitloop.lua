@@ -7,12 +7,13 @@
 -- out= array). A C loop calling the user's function item by item stops every
 -- trace at the C-to-Lua call; this loop is Lua, so a trace covers the call
 -- (the function is inlined into it), and it reaches the chunk's packed input
--- and the packed output through FFI pointers. It stops at the first item whose
--- result is not one it can store (not a number, or not an exact int64 for an
--- int64 array) and hands that result back: the C side records it as the C
--- loop would, so every such case keeps the C loop's semantics. An item that
--- raises unwinds through here to the worker's pcall, which reads the item
--- number from the progress slot written below.
+-- and the packed output through FFI pointers. Collected results that are not
+-- numbers are tagged and kept in a table; into an out array, the loop stops
+-- at the first item whose result it cannot store (not a number, or not an
+-- exact int64 for an int64 array) and hands that result back. Either way the
+-- C side records them as the C loop would, so every such case keeps the C
+-- loop's semantics. An item that raises unwinds through here to the worker's
+-- pcall, which reads the item number from the progress slot written below.
 --
 -- Arguments of the chunk: ffi, and the address of a C function returning the
 -- monotonic clock in ns (for task timeouts). Returns get(kind, okind, timed):
@@ -24,31 +25,38 @@ local cast, typeof = ffi.cast, ffi.typeof
 local jit = jit
 
 local I64P, F64P, I32P = typeof("int64_t *"), typeof("double *"), typeof("int32_t *")
+local U8P = typeof("uint8_t *")
 local now = cast(typeof("int64_t (*)(void)"), nowaddr)
 
 -- One source per variant, so that each gets traces of its own.
 local template = [[
-local type, floor, tonumber, cast, IT, OT, I32P, I64P, now = ...
-return function(fn, x0, step, inp, out, d, i, j, pitem, pstart)
+local type, floor, tonumber, cast, IT, OT, I32P, I64P, U8P, now = ...
+return function(fn, x0, step, inp, out, d, i, j, pitem, pstart, tags, odd)
     inp = inp and cast(IT, inp)
     out = cast(OT, out)
+    tags = tags and cast(U8P, tags)
     pitem = cast(I32P, pitem)
     pstart = pstart and cast(I64P, pstart)
     for k = i, j - 1 do
         pitem[0] = k
         $STAMP
         local r = fn($ARG)
-        if $OK then
-            out[k + d] = r
-        else
-            return k, r
-        end
+        $STORE
     end
     return j
 end
 ]]
 
 local args = { "x0 + k * step", "tonumber(inp[k])", "inp[k]" }
+-- Collected, a result that is not a number is kept in odd (tag 1) or is nil
+-- (tag 2), for the C side to record; into an array, it stops the batch.
+local stores = {
+    [0] = [[if type(r) == "number" then out[k + d] = r
+        elseif r == nil then tags[k + d] = 2
+        else tags[k + d] = 1; odd[k + d + 1] = r end]],
+    "if $OK then out[k + d] = r else return k, r end",
+    "if $OK then out[k + d] = r else return k, r end",
+}
 -- int64: exactly what the C side packs without a check (lua_isinteger of
 -- compat.c: integral, in range, not -0); anything else goes back to C.
 local oks = {
@@ -72,15 +80,15 @@ local function get(kind, okind, timed)
         local src = template:gsub("%$(%u+)", {
             STAMP = timed and "pstart[0] = now()" or "",
             ARG = args[kind],
-            OK = oks[okind],
-        })
+            STORE = stores[okind],
+        }):gsub("%$OK", oks[okind])
         -- Without debug information, as the C loop has none: the function
         -- is called unnamed (tracebacks print it as <file:line>), and
         -- error(msg, 2) in it adds no position, as when C called it.
         local load = loadstring or load
         local chunk = assert(load(string.dump(assert(load(src, "=mpe.jitloop")), true), "=mpe.jitloop"))
         loop = chunk(type, math.floor, tonumber, cast, intypes[kind] or I64P, outtypes[okind],
-                     I32P, I64P, now)
+                     I32P, I64P, U8P, now)
         loops[key] = loop
     end
     return loop
