@@ -35,6 +35,16 @@ foreach(src ${MPE_C_TESTS})
   set_tests_properties(c.${name} PROPERTIES TIMEOUT 120 ENVIRONMENT "${MPE_TEST_ENV}")
 endforeach()
 
+# The Lua-free modules and their headers see no Lua type (cmake/luafree.cmake).
+# A module joins this list when it needs no Lua; keep it so.
+set(MPE_LUA_FREE
+  err.h err.c buf.h buf.c proc.h proc.c ranks.h shm.h shm.c array.h array.c
+  waitctl.h sync.h sync.c ipc.h ipc.c queue.h queue.c pipe.h pipe.c dict.h dict.c)
+add_test(NAME luafree COMMAND ${CMAKE_COMMAND} -DCC=${CMAKE_C_COMPILER}
+         -DSRCDIR=${PROJECT_SOURCE_DIR}/engine/src "-DFILES=${MPE_LUA_FREE}"
+         -P ${PROJECT_SOURCE_DIR}/cmake/luafree.cmake)
+set_tests_properties(luafree PROPERTIES TIMEOUT 120)
+
 # A small C module the fault-injection specs load (a function that crashes, ...).
 if(EXISTS ${PROJECT_SOURCE_DIR}/tests/faultlib.c)
   add_library(mpe_faultlib MODULE tests/faultlib.c)

@@ -11,7 +11,8 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-#include "internal.h"
+#include "compat.h"
+#include "alloc.h"
 
 #define HUGE_PAGE ((uintptr_t)2 << 20)
 /* Blocks at least this big get their own advice: glibc maps them with mmap. */

@@ -10,7 +10,9 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include "internal.h"
+#include "array.h"
+#include "err.h"
+#include "shm.h"
 
 #define DATA_OFFSET 64
 

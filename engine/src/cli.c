@@ -11,7 +11,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "internal.h"
+#include "mpe.h"
+#include "compat.h"
+#include "engine.h"
+#include "err.h"
+#include "lranks.h"
+#include "ranks.h"
+#include "sig.h"
 
 /* The command line, parsed. Words argv[1 .. first_arg-1] are mpe's own; the
  * script's arguments start at argv[first_arg]. */

@@ -8,7 +8,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include "internal.h"
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
+#include "err.h"
+#include "lbuf.h"
 
 /* One byte opens every value. The layouts are documented in
  * docs/ARCHITECTURE.md ("The wire format"); keep the two in step. */

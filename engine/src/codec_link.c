@@ -11,7 +11,10 @@
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
-#include "internal.h"
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
+#include "err.h"
 
 #define TYPES_KEY "mpe.codec.types"   /* __name -> light userdata (mpe_codec_type *) */
 #define MTS_KEY "mpe.codec.mts"       /* name -> metatable and metatable -> name */

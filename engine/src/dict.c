@@ -26,7 +26,13 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "internal.h"
+#include "buf.h"
+#include "dict.h"
+#include "err.h"
+#include "ipc.h"
+#include "shm.h"
+#include "sync.h"
+#include "waitctl.h"
 
 #define EMPTY 0
 #define TOMB 1

@@ -14,7 +14,14 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "compat.h"
+#include "buf.h"
 #include "pool.h"
+#include "pool_api.h"
+#include "proc.h"
+#include "protocol.h"
+#include "transport.h"
+#include "worker.h"
 
 static int64_t now_ns(void)
 {

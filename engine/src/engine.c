@@ -6,7 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include "internal.h"
+#include "mpe.h"
+#include "compat.h"
+#include "alloc.h"
+#include "engine.h"
+#include "err.h"
+#include "sig.h"
 
 struct mpe_engine {
     lua_State *L;

@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include "internal.h"
+#include "err.h"
 
 int mpe__seterr(mpe_err *e, const char *fmt, ...)
 {

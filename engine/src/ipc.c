@@ -18,7 +18,11 @@
 #include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
-#include "internal.h"
+#include "buf.h"
+#include "err.h"
+#include "ipc.h"
+#include "proc.h"
+#include "waitctl.h"
 
 #define SLICE 0.1 /* seconds */
 #define SPINS 100 /* trylock attempts before sleeping on a busy mutex */

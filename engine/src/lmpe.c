@@ -5,7 +5,12 @@
  * Only binding code lives in lmpe*.c: argument checks, userdata, metatables.
  * Each subsystem's bindings add themselves to the module table through their
  * mpe__open_* function, called from luaopen_mpe below. */
-#include "internal.h"
+#include "mpe.h"
+#include "compat.h"
+#include "alloc.h"
+#include "lmpe.h"
+#include "lmpe_err.h"
+#include "sig.h"
 
 /* Lua modules embedded from lua/ at build time (cmake/embed.cmake). */
 struct mpe__lua_module {

@@ -10,7 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
+#include "err.h"
+#include "lmpe_err.h"
 #include "lmpe_pool.h"
+#include "pool_api.h"
+#include "proc.h"
+#include "protocol.h"
+#include "shm.h"
+#include "sig.h"
 
 /* Push field k of the table behind ref. */
 void mpe__async_getref(lua_State *L, int ref, const char *k)

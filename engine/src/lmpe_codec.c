@@ -3,7 +3,12 @@
  *
  * Argument checks only; the format itself lives in codec.c. */
 #include <string.h>
-#include "internal.h"
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
+#include "lbuf.h"
+#include "lmpe.h"
+#include "lmpe_err.h"
 
 /* mpe.encode(v) -> string: a version byte, then the value. */
 static int l_encode(lua_State *L)

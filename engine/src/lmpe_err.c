@@ -7,7 +7,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include "internal.h"
+#include "compat.h"
+#include "lmpe_err.h"
+#include "proc.h"
+#include "ranks.h"
 
 #define ERROR_MT "mpe.Error"
 

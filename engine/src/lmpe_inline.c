@@ -10,7 +10,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "compat.h"
+#include "array.h"
+#include "buf.h"
+#include "codec.h"
+#include "lbuf.h"
+#include "lmpe.h"
+#include "lmpe_err.h"
 #include "lmpe_pool.h"
+#include "proc.h"
+#include "shm.h"
+#include "worker.h"
 
 static const char HELPERS_KEY = 'h'; /* registry: the helper table, made once per state */
 

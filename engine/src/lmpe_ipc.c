@@ -14,7 +14,19 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include "internal.h"
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
+#include "dict.h"
+#include "err.h"
+#include "ipc.h"
+#include "lmpe.h"
+#include "lmpe_err.h"
+#include "pipe.h"
+#include "queue.h"
+#include "shm.h"
+#include "sig.h"
+#include "waitctl.h"
 
 #define QUEUE_MT "mpe.Queue"
 #define CONN_MT "mpe.Connection"

@@ -10,7 +10,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "compat.h"
+#include "array.h"
+#include "buf.h"
+#include "codec.h"
+#include "err.h"
+#include "lmpe.h"
+#include "lmpe_err.h"
 #include "lmpe_pool.h"
+#include "pool_api.h"
+#include "proc.h"
+#include "protocol.h"
+#include "ranks.h"
+#include "shm.h"
+#include "sig.h"
 
 #define IMAP_WINDOW 65536 /* items pulled from an iterator ahead of the consumer */
 

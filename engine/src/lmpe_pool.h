@@ -5,7 +5,9 @@
 #ifndef MPE_LMPE_POOL_H
 #define MPE_LMPE_POOL_H
 
-#include "internal.h"
+#include "compat.h"
+#include "buf.h"
+#include "pool_api.h"
 
 #define POOL_MT "mpe.Pool"
 #define ASYNC_MT "mpe.AsyncResult"

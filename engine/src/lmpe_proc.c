@@ -3,7 +3,11 @@
  * SPDX-License-Identifier: MIT */
 #include <math.h>
 #include <unistd.h>
-#include "internal.h"
+#include "compat.h"
+#include "lmpe.h"
+#include "lmpe_err.h"
+#include "proc.h"
+#include "ranks.h"
 
 /* mpe.cpu_count() -> the CPUs this process may use (affinity and cgroup quota). */
 static int l_cpu_count(lua_State *L)

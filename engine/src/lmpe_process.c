@@ -10,7 +10,15 @@
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
-#include "internal.h"
+#include "compat.h"
+#include "err.h"
+#include "lmpe.h"
+#include "lmpe_err.h"
+#include "proc.h"
+#include "process.h"
+#include "rand.h"
+#include "sig.h"
+#include "waitctl.h"
 
 #define PROCESS_MT "mpe.Process"
 

@@ -3,7 +3,9 @@
  * SPDX-License-Identifier: MIT */
 #include <math.h>
 #include <string.h>
-#include "internal.h"
+#include "compat.h"
+#include "lmpe.h"
+#include "lmpe_err.h"
 
 #define RANGE_MT "mpe.range"
 

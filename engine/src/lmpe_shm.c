@@ -12,7 +12,14 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include "internal.h"
+#include "compat.h"
+#include "array.h"
+#include "buf.h"
+#include "codec.h"
+#include "err.h"
+#include "lmpe.h"
+#include "lmpe_err.h"
+#include "shm.h"
 
 #define ARRAY_MT "mpe.Array"
 #define VALUE_MT "mpe.Value"

@@ -11,7 +11,18 @@
 #include <stdio.h>
 #include <string.h>
 #include <semaphore.h>
-#include "internal.h"
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
+#include "err.h"
+#include "lbuf.h"
+#include "lmpe.h"
+#include "lmpe_err.h"
+#include "proc.h"
+#include "shm.h"
+#include "sig.h"
+#include "sync.h"
+#include "waitctl.h"
 
 #define LOCK_MT "mpe.Lock"
 #define RLOCK_MT "mpe.RLock"

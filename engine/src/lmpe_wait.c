@@ -13,7 +13,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include "compat.h"
+#include "lmpe_err.h"
 #include "lmpe_pool.h"
+#include "pool_api.h"
+#include "proc.h"
+#include "shm.h"
+#include "sig.h"
 
 #define SLICE 0.02 /* longest sleep in one place while others may finish */
 #define PROCESS_MT "mpe.Process"

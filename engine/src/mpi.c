@@ -25,8 +25,18 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-#include "internal.h"
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
+#include "err.h"
+#include "lbuf.h"
+#include "lmpe_err.h"
+#include "lranks.h"
+#include "proc.h"
+#include "ranks.h"
+#include "sig.h"
 #include "transport.h"
+#include "worker.h"
 
 #define TAG 77
 #define PENDING_MAX (64u << 20) /* bytes in unfinished sends before the loops stop taking more */

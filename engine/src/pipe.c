@@ -17,7 +17,12 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include "internal.h"
+#include "buf.h"
+#include "err.h"
+#include "ipc.h"
+#include "pipe.h"
+#include "proc.h"
+#include "waitctl.h"
 
 #define FRAME_HDR 8
 #define READ_CHUNK (64 * 1024)

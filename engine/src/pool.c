@@ -19,7 +19,18 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
+#include "err.h"
+#include "lbuf.h"
 #include "pool.h"
+#include "pool_api.h"
+#include "proc.h"
+#include "protocol.h"
+#include "shm.h"
+#include "transport.h"
+#include "worker.h"
 
 static void wake(mpe_pool *p)
 {

@@ -8,7 +8,12 @@
 
 #include <pthread.h>
 #include <sys/types.h>
+#include "compat.h"
+#include "buf.h"
+#include "pool_api.h"
+#include "protocol.h"
 #include "transport.h"
+#include "worker.h"
 
 #define TARGET_CHUNK_NS 4e6     /* aim for chunks of about 4 ms */
 #define QUEUE_NS 8e6            /* keep about 8 ms of work queued per worker */

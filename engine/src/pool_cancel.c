@@ -2,6 +2,7 @@
  * (async:cancel), kept apart from pool.c so it can move into the job module.
  * SPDX-License-Identifier: MIT */
 #include "pool.h"
+#include "pool_api.h"
 
 /* A job is withdrawn only if none of its items was ever cut into a chunk
  * (handed to a worker), none is waiting to be run again and none has an

@@ -19,7 +19,9 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include "internal.h"
+#include "err.h"
+#include "proc.h"
+#include "ranks.h"
 
 #define MAX_WORKERS 1024
 

@@ -21,7 +21,16 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include "internal.h"
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
+#include "err.h"
+#include "lbuf.h"
+#include "proc.h"
+#include "process.h"
+#include "sig.h"
+#include "transport.h"
+#include "waitctl.h"
 
 #define HEADER_SIZE 9
 #define READ_CHUNK 65536

@@ -42,7 +42,14 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "internal.h"
+#include "buf.h"
+#include "err.h"
+#include "ipc.h"
+#include "proc.h"
+#include "queue.h"
+#include "shm.h"
+#include "sync.h"
+#include "waitctl.h"
 
 #define DEFAULT_BYTES (UINT64_C(1) << 20) /* the first ring */
 #define MIN_BYTES (UINT64_C(1) << 12)

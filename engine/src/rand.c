@@ -9,7 +9,9 @@
  * child this parent forked, counted afresh in every process): siblings get
  * distinct streams, and a parent that called math.randomseed(x) gets the same
  * streams again on every run, since both inputs are then fixed. */
-#include "internal.h"
+#include "compat.h"
+#include "proc.h"
+#include "rand.h"
 
 /* Protected: upvalue-free; stack is random, randomseed (the math library's). */
 static int reseed(lua_State *L)

@@ -18,7 +18,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include "internal.h"
+#include "buf.h"
+#include "err.h"
+#include "shm.h"
 
 #define SEG_MAGIC 0x5345504dU  /* "MPES" */
 #define OBJ_MAGIC 0x4f42504dU  /* "MPBO" */

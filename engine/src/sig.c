@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
-#include "internal.h"
+#include "compat.h"
+#include "err.h"
+#include "sig.h"
 
 /* Process-wide by nature: a signal is delivered to the process. */
 static volatile sig_atomic_t caught;

@@ -20,7 +20,10 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
-#include "internal.h"
+#include "err.h"
+#include "shm.h"
+#include "sync.h"
+#include "waitctl.h"
 
 #define SLICE_NS 100000000L /* 100 ms */
 #define SPINS 200           /* trylock attempts before sleeping on a busy lock */

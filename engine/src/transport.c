@@ -15,7 +15,14 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "compat.h"
+#include "buf.h"
+#include "err.h"
+#include "lbuf.h"
+#include "proc.h"
+#include "protocol.h"
 #include "transport.h"
+#include "worker.h"
 
 static ssize_t send_some(int fd, const void *p, size_t n, const int *fds, int nfds, int flags)
 {

@@ -18,8 +18,12 @@
 #ifndef MPE_TRANSPORT_H
 #define MPE_TRANSPORT_H
 
+#include <stddef.h>
 #include <sys/types.h>
-#include "internal.h"
+#include "compat.h"
+#include "buf.h"
+#include "err.h"
+#include "worker.h"
 
 typedef struct mpe_link mpe_link;           /* one worker, as its backend knows it */
 typedef struct mpe_transport mpe_transport; /* a backend's state for one pool */
@@ -95,5 +99,18 @@ typedef struct mpe_transport_ops {
 
 /* The socketpair backend (transport.c): a local forked worker per link. */
 extern const mpe_transport_ops mpe__transport_socketpair;
+
+/* Transport primitives over a stream socket (transport.c); the pool reaches
+ * its workers through the operation table above, built on them. */
+/* Send up to n bytes without blocking, with nfds descriptors attached to the
+ * first byte. Returns bytes sent (0 when the channel is full), -1 on error. */
+ssize_t mpe__transport_send(int fd, const void *p, size_t n, const int *fds, int nfds);
+/* Send everything, blocking. Returns 0 or -1 (peer gone). */
+int mpe__transport_send_all(int fd, const void *p, size_t n, const int *fds, int nfds);
+/* Append what is readable to b, descriptors to fds (extra ones are closed).
+ * Returns bytes read, 0 at EOF, -1 with errno EAGAIN when nothing is there. */
+ssize_t mpe__transport_recv(int fd, mpe_buf *b, mpe_fds *fds, int block);
+/* Wait until fd is readable or timeout (seconds, <0 forever). 1 ready, 0 timeout. */
+int mpe__transport_wait(int fd, double timeout);
 
 #endif

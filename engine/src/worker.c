@@ -17,7 +17,20 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "compat.h"
+#include "array.h"
+#include "buf.h"
+#include "codec.h"
+#include "err.h"
+#include "lbuf.h"
+#include "lmpe.h"
+#include "lmpe_err.h"
+#include "proc.h"
+#include "protocol.h"
+#include "rand.h"
+#include "shm.h"
 #include "transport.h"
+#include "worker.h"
 #include "worker_jit.h"
 
 #define FLUSH_BYTES (256 * 1024)

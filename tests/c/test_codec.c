@@ -3,7 +3,11 @@
  * SPDX-License-Identifier: MIT */
 #include <math.h>
 #include <fcntl.h>
-#include "internal.h"
+#include "mpe.h"
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
+#include "lbuf.h"
 #include "tharness.h"
 
 /* ---- helpers ------------------------------------------------------------------- */

@@ -7,7 +7,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <unistd.h>
-#include "internal.h"
+#include "mpe.h"
+#include "compat.h"
 #include "tharness.h"
 
 static lua_State *newstate(void)

@@ -7,7 +7,17 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include "internal.h"
+#include "array.h"
+#include "buf.h"
+#include "dict.h"
+#include "err.h"
+#include "ipc.h"
+#include "pipe.h"
+#include "proc.h"
+#include "queue.h"
+#include "shm.h"
+#include "sync.h"
+#include "waitctl.h"
 #include "tharness.h"
 
 /* The current slab holds a descriptor for the life of the process (dicts cut

@@ -6,7 +6,13 @@
 #include <lualib.h>
 #include <string.h>
 #include "tharness.h"
+#include "mpe.h"
+#include "compat.h"
+#include "err.h"
 #include "pool.h"
+#include "pool_api.h"
+#include "proc.h"
+#include "protocol.h"
 
 int luaopen_mpe(lua_State *L);
 

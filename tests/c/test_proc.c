@@ -8,7 +8,8 @@
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <unistd.h>
-#include "internal.h"
+#include "err.h"
+#include "proc.h"
 #include "tharness.h"
 
 static int wait_status(pid_t pid)

@@ -6,7 +6,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include "internal.h"
+#include "array.h"
+#include "buf.h"
+#include "err.h"
+#include "shm.h"
 #include "tharness.h"
 
 /* The current slab holds a descriptor for the life of the process: create it

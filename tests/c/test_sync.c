@@ -3,7 +3,11 @@
  * semaphores, events, conditions, barriers, interrupts.
  * SPDX-License-Identifier: MIT */
 #include <time.h>
-#include "internal.h"
+#include "array.h"
+#include "err.h"
+#include "shm.h"
+#include "sync.h"
+#include "waitctl.h"
 #include "tharness.h"
 
 /* The current slab holds a descriptor for the process's life: make it before

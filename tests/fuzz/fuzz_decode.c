@@ -10,7 +10,10 @@
  * Regenerate the seeds: MPE_FUZZ_SEEDS=tests/fuzz/corpus build-fuzz/fuzz_decode */
 #include <stdio.h>
 #include <stdlib.h>
-#include "internal.h"
+#include "mpe.h"
+#include "compat.h"
+#include "buf.h"
+#include "codec.h"
 
 static lua_State *L;
 
