@@ -7,6 +7,7 @@
  * every trace at the call; a Lua loop lets the trace cover it, with the packed
  * input and output reached through FFI pointers. Under Lua 5.4 there is no FFI
  * and the C loop measured faster (docs/BENCHMARKS.md), so it stays. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -86,6 +87,18 @@ int mpe__jit_loop(lua_State *L, const mpe_jit_run *r)
 #endif
 }
 
+/* Push an address as a number (exact: user addresses are below 2^47), or nil:
+ * the trace recorder converts a number to an FFI pointer, a light userdata
+ * not ("NYI: unsupported C type conversion" aborted every trace through the
+ * loop's entry, which short batches make hot). */
+static void push_addr(lua_State *L, const volatile void *p)
+{
+    if (p)
+        lua_pushnumber(L, (lua_Number)(uintptr_t)p);
+    else
+        lua_pushnil(L);
+}
+
 uint32_t mpe__jit_items(lua_State *L, int loop, int fn, int odd, const mpe_jit_run *r,
                         uint32_t i, uint32_t j)
 {
@@ -94,23 +107,14 @@ uint32_t mpe__jit_items(lua_State *L, int loop, int fn, int odd, const mpe_jit_r
     lua_pushvalue(L, fn);
     lua_pushnumber(L, r->x0);
     lua_pushnumber(L, r->step);
-    if (r->in)
-        lua_pushlightuserdata(L, (void *)r->in);
-    else
-        lua_pushnil(L);
-    lua_pushlightuserdata(L, r->out);
+    push_addr(L, r->in);
+    push_addr(L, r->out);
     lua_pushnumber(L, (lua_Number)r->d);
     lua_pushnumber(L, (lua_Number)i);
     lua_pushnumber(L, (lua_Number)j);
-    lua_pushlightuserdata(L, (void *)r->item);
-    if (r->started)
-        lua_pushlightuserdata(L, (void *)r->started);
-    else
-        lua_pushnil(L);
-    if (r->tags)
-        lua_pushlightuserdata(L, r->tags);
-    else
-        lua_pushnil(L);
+    push_addr(L, r->item);
+    push_addr(L, r->started);
+    push_addr(L, r->tags);
     lua_pushvalue(L, odd);
     lua_call(L, 12, 2);
     uint32_t k = (uint32_t)lua_tonumber(L, top + 1);
