@@ -26,6 +26,8 @@
 #define luaL_len(L, i) ((lua_Integer)lua_objlen((L), (i)))
 #define lua_pushglobaltable(L) lua_pushvalue((L), LUA_GLOBALSINDEX)
 int mpe__compat_isinteger(lua_State *L, int idx);
+/* The same for a number: integral, fits an int64, not -0. */
+int mpe__compat_numisint(double n);
 #define lua_isinteger(L, i) mpe__compat_isinteger((L), (i))
 int mpe__compat_absindex(lua_State *L, int idx);
 #define lua_absindex(L, i) mpe__compat_absindex((L), (i))

@@ -452,8 +452,21 @@ static void jit_done(wstate *w, uint32_t k, int odd)
             mpe__buf_put_u8(L, &w->gen, 0);
             mpe__buf_put_varint(L, &w->gen, 0);
         } else {
+            double v = w->jres[q];
+            if (w->jtag[q] == 0 && w->segmode >= 0) { /* record's packed case, without the stack */
+                int kind = mpe__jit_isint(v) ? MPE_R_INTS : MPE_R_FLOATS;
+                if (w->segmode == 0)
+                    w->segmode = kind;
+                if (w->segmode == kind) {
+                    if (kind == MPE_R_INTS)
+                        mpe__buf_put_u64(L, &w->ints, (uint64_t)(int64_t)v);
+                    else
+                        mpe__buf_put_f64(L, &w->ints, v);
+                    continue;
+                }
+            }
             if (w->jtag[q] == 0)
-                lua_pushnumber(L, w->jres[q]);
+                lua_pushnumber(L, v);
             else if (w->jtag[q] == 1) {
                 lua_rawgeti(L, odd, (lua_Integer)q + 1);
                 lua_pushnil(L);

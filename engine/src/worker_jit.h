@@ -9,6 +9,13 @@
 
 /* Where a batch's results go. */
 enum { MPE_JIT_COLLECT = 0, MPE_JIT_I64 = 1, MPE_JIT_F64 = 2 };
+/* Whether a collected result is an integer (lua_isinteger of the number). The
+ * loop runs only where there is an FFI, that is under LuaJIT. */
+#if MPE_HAS_FFI
+#define mpe__jit_isint(v) mpe__compat_numisint(v)
+#else
+#define mpe__jit_isint(v) 0
+#endif
 /* Most items in one batch (the worker's scratch for collected results). */
 #define MPE_JIT_BATCH 4096
 
