@@ -502,6 +502,11 @@ static void run_jit(wstate *w, int base)
         }
         w->tick_left = 1;
         tick(w);
+        /* The progress slot names the next item from now on, as the C loop's
+         * does before each item (the loop stamps each again as it starts it). */
+        w->cfg->progress->item = (int32_t)w->i;
+        if (w->cfg->timeouts)
+            w->cfg->progress->started_ns = now_ns();
         uint32_t j = w->i + (uint32_t)(w->tick_every < MPE_JIT_BATCH ? w->tick_every : MPE_JIT_BATCH);
         if (j > lim || j < w->i)
             j = lim;
