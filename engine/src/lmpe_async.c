@@ -501,23 +501,29 @@ void mpe__async_run_callbacks(lua_State *L, ajob *a)
 
 /* ---- async results ------------------------------------------------------------------------ */
 
+/* The one checker of mpe.AsyncResult: the result at idx, raising if it is none. */
+static ajob *toasync(lua_State *L, int idx, const char *fname)
+{
+    ajob *a = luaL_testudata(L, idx, ASYNC_MT);
+    if (!a)
+        mpe__typeerror(L, idx, ASYNC_MT, fname);
+    return a;
+}
+
 ajob *mpe__async_check(lua_State *L, const char *fname)
 {
-    ajob *a = luaL_testudata(L, 1, ASYNC_MT);
-    if (!a)
-        luaL_error(L, "mpe: %s: self must be an mpe.AsyncResult (call it with ':'), got %s",
-                   fname, mpe__typename(L, 1));
+    ajob *a = toasync(L, 1, fname);
     if (!a->j)
-        luaL_error(L, "mpe: %s: this result was released", fname);
+        mpe__argerror(L, fname, 0, "this result was released");
     if (a->lp->owner != mpe__shm_self())
-        luaL_error(L, "mpe: %s: this result belongs to process %d; a forked child cannot use it",
-                   fname, (int)a->lp->owner);
+        mpe__argerror(L, fname, 0, "this result belongs to process %d; a forked child cannot use it",
+                      (int)a->lp->owner);
     return a;
 }
 
 static int async_gc(lua_State *L)
 {
-    ajob *a = lua_touserdata(L, 1);
+    ajob *a = toasync(L, 1, "async:__gc");
     if (a->j && a->lp && a->lp->p && a->lp->owner == mpe__shm_self())
         mpe__pool_job_release(a->lp->p, a->j);
     a->j = NULL;
@@ -591,14 +597,14 @@ static int async_successful(lua_State *L)
     if (!a->complete && a->lp->state != P_TERMINATED)
         mpe__async_pump(L, a->lp);
     if (!a->complete)
-        return luaL_error(L, "mpe: async:successful: the result is not ready yet");
+        return mpe__argerror(L, "async:successful", 0, "the result is not ready yet");
     lua_pushboolean(L, !a->failed);
     return 1;
 }
 
 static int async_close(lua_State *L)
 {
-    ajob *a = lua_touserdata(L, 1);
+    ajob *a = toasync(L, 1, "async:__close");
     if (a->j && a->lp && (a->what == A_IMAP || a->what == A_IMAP_UNORDERED) && !a->complete) {
         if (a->lp->p && a->lp->owner == mpe__shm_self()) {
             mpe__async_progress(L, a, 1); /* a loop left early: end the bar's line */

@@ -14,7 +14,7 @@
 static int l_encode(lua_State *L)
 {
     if (lua_gettop(L) < 1)
-        return luaL_error(L, "mpe: encode: argument 1 is missing (pass nil to encode nil)");
+        return mpe__argerror(L, "encode", 1, "is missing (pass nil to encode nil)");
     lua_settop(L, 1);
     mpe_buf *b = mpe__buf_box(L);
     mpe__buf_put_u8(L, b, MPE_CODEC_VERSION);
@@ -28,8 +28,7 @@ static int l_encode(lua_State *L)
 static int l_decode(lua_State *L)
 {
     if (lua_type(L, 1) != LUA_TSTRING)
-        return luaL_error(L, "mpe: decode: argument 1 must be a string, got %s",
-                          mpe__typename(L, 1));
+        return mpe__argerror(L, "decode", 1, "must be a string, got %s", mpe__typename(L, 1));
     size_t n;
     const char *s = lua_tolstring(L, 1, &n);
     mpe_rd r;
@@ -52,11 +51,10 @@ static int l_register(lua_State *L)
 {
     size_t len = 0;
     if (lua_type(L, 1) != LUA_TSTRING || (lua_tolstring(L, 1, &len), len == 0))
-        return luaL_error(L, "mpe: register: argument 1 must be a non-empty string, got %s",
-                          lua_type(L, 1) == LUA_TSTRING ? "an empty string" : mpe__typename(L, 1));
+        return mpe__argerror(L, "register", 1, "must be a non-empty string, got %s",
+                             lua_type(L, 1) == LUA_TSTRING ? "an empty string" : mpe__typename(L, 1));
     if (lua_type(L, 2) != LUA_TTABLE)
-        return luaL_error(L, "mpe: register: argument 2 must be a table, got %s",
-                          mpe__typename(L, 2));
+        return mpe__argerror(L, "register", 2, "must be a table, got %s", mpe__typename(L, 2));
     mpe__codec_register_mt(L, lua_tostring(L, 1), 2);
     lua_settop(L, 2);
     return 1;

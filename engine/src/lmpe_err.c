@@ -182,7 +182,8 @@ int mpe__fail(lua_State *L, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     lua_pushstring(L, msg);
-    return lua_error(L);
+    lua_error(L);
+    __builtin_unreachable(); /* lua_error does not return */
 }
 
 const char *mpe__got(lua_State *L, int idx)
@@ -199,9 +200,34 @@ const char *mpe__got(lua_State *L, int idx)
     }
 }
 
-int mpe__argno(const char *fname, int idx)
+/* The number a message gives the argument at stack index idx of fname. */
+static int argno(const char *fname, int idx)
 {
     return strchr(fname, ':') ? idx - 1 : idx;
+}
+
+int mpe__argerror(lua_State *L, const char *fname, int idx, const char *fmt, ...)
+{
+    char detail[400], subject[32] = "";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    if (idx > 0) {
+        int n = argno(fname, idx);
+        if (n == 0)
+            snprintf(subject, sizeof subject, "self ");
+        else
+            snprintf(subject, sizeof subject, "argument %d ", n);
+    }
+    mpe__fail(L, "mpe: %s: %s%s", fname, subject, detail);
+}
+
+int mpe__typeerror(lua_State *L, int idx, const char *tname, const char *fname)
+{
+    mpe__argerror(L, fname, idx, "must be an %s%s, got %s", tname,
+                         argno(fname, idx) == 0 ? " (call methods with a colon)" : "",
+                         mpe__typename(L, idx));
 }
 
 double mpe__opt_timeout(lua_State *L, int arg, const char *fname)
@@ -209,11 +235,11 @@ double mpe__opt_timeout(lua_State *L, int arg, const char *fname)
     if (lua_isnoneornil(L, arg))
         return -1;
     if (lua_type(L, arg) != LUA_TNUMBER)
-        luaL_error(L, "mpe: %s: argument %d (timeout) must be a number of seconds, got %s", fname,
-                   mpe__argno(fname, arg), mpe__got(L, arg));
+        mpe__argerror(L, fname, arg, "(timeout) must be a number of seconds, got "
+                      "%s", mpe__got(L, arg));
     double t = lua_tonumber(L, arg);
     if (!(t >= 0) || isinf(t) || t > 1e9)
-        luaL_error(L, "mpe: %s: argument %d (timeout) must be between 0 and 1e9 seconds, got %s",
-                   fname, mpe__argno(fname, arg), mpe__got(L, arg));
+        mpe__argerror(L, fname, arg, "(timeout) must be between 0 and 1e9 seconds, got %s",
+                      mpe__got(L, arg));
     return t;
 }

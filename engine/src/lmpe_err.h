@@ -38,17 +38,28 @@ int mpe__error_handler(lua_State *L);
 /* Helpers for the binding layer. */
 /* Raise a message formatted by vsnprintf (Lua's own formatter lacks %zu and,
  * in LuaJIT, 64-bit integers). Never returns. */
-int mpe__fail(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int mpe__fail(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
 /* The value at idx for "got X" in messages: numbers as themselves, strings
  * quoted, anything else its type name. The string lives on the stack. */
 const char *mpe__got(lua_State *L, int idx);
-/* The number a message gives the argument at stack index idx of the function
- * named fname: for a method ("pool:map") self is not counted, as Lua counts
- * for a call with ':' (argument 1 is the first after self); self itself is
- * named "self" in messages. */
-int mpe__argno(const char *fname, int idx);
 /* luaL_typename, but "mpe.range" etc. for mpe's own userdata (from __name). */
 const char *mpe__typename(lua_State *L, int idx);
+/* The one form of a misuse error (luaL_argerror's job, in mpe's words):
+ * raises "mpe: <fname>: <subject> <detail>", detail formatted by vsnprintf.
+ * The subject names the argument at stack index idx as Lua counts for a
+ * call with ':': for a method (fname with ':', "pool:map") self is not
+ * counted, so argument 1 is the first after self and index 1 is "self";
+ * a module function ("range") counts from its first argument. With
+ * idx 0 there is none (an option or an item: detail says which). Every
+ * binding raises its misuse errors through it. Never returns. */
+int mpe__argerror(lua_State *L, const char *fname, int idx, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5), noreturn));
+/* The misuse error of a value at idx that is not a tname (e.g. "mpe.Pool",
+ * or "mpe.Lock or mpe.RLock"): "... self must be an mpe.Pool (call methods
+ * with a colon), got number" (argument N: without the hint). Each userdata
+ * type's one checker raises it. Never returns. */
+int mpe__typeerror(lua_State *L, int idx, const char *tname, const char *fname)
+    __attribute__((noreturn));
 /* Optional timeout argument: nil/none -> -1 (wait forever), a number >= 0 ->
  * seconds; anything else raises an argument error naming fname. */
 double mpe__opt_timeout(lua_State *L, int arg, const char *fname);

@@ -5,13 +5,13 @@
  * The pool itself is Lua (it only calls the task in the caller); what must
  * match the worker pool exactly lives here: the codec round trip that gives
  * tasks copies of their items, the pcall message handler that builds the
- * error tables, and the argument messages (typename, timeout checks). */
+ * error tables, and the argument checks and messages (check_call, selferror,
+ * typename, timeout checks). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "compat.h"
-#include "array.h"
 #include "buf.h"
 #include "codec.h"
 #include "lbuf.h"
@@ -118,13 +118,6 @@ static int l_typename(lua_State *L)
     return 1;
 }
 
-static int l_got(lua_State *L)
-{
-    luaL_checkany(L, 1);
-    lua_pushstring(L, mpe__got(L, 1));
-    return 1;
-}
-
 /* timeout(v, arg, fname): mpe__opt_timeout's check of v as argument arg. */
 static int l_timeout(lua_State *L)
 {
@@ -156,20 +149,6 @@ static int l_now(lua_State *L)
     return 1;
 }
 
-/* Push the helper table, making it at the first use. */
-/* h.out_rows(v): option out's check: the rows (2-D) or elements of the
- * mpe.array v, or nil if v is none. */
-static int l_out_rows(lua_State *L)
-{
-    mpe_shm_obj *arr = mpe__array_test(L, 1);
-    if (!arr)
-        return 0;
-    size_t rows, cols;
-    mpe__array_shape(arr, &rows, &cols);
-    lua_pushinteger(L, (lua_Integer)rows);
-    return 1;
-}
-
 /* h.out_put(arr, item, ...): write an item's values as a worker does. */
 static int l_out_put(lua_State *L)
 {
@@ -180,6 +159,65 @@ static int l_out_put(lua_State *L)
     return 0;
 }
 
+/* h.check_call(self, fn, src, opts, fname, what, allow_cb, allow_out): the
+ * worker pool's own argument checks (mpe__pool_check_call) on the inline
+ * pool's call, laid out as the method call has them; what is "items",
+ * "args" or "fn" (the function only). Returns nothing for "fn", else the
+ * options: {collect =, progress = false|true|"force", out =, outrows =,
+ * callback =, error_callback =}. */
+static int l_check_call(lua_State *L)
+{
+    char fname[64];
+    snprintf(fname, sizeof fname, "%s", luaL_checkstring(L, 5));
+    const char *what = luaL_checkstring(L, 6);
+    int flags = strcmp(what, "items") == 0 ? MPE_CALL_ITEMS : strcmp(what, "args") == 0 ? MPE_CALL_ARGS : 0;
+    if (lua_toboolean(L, 7))
+        flags |= MPE_CALL_CB;
+    if (lua_toboolean(L, 8))
+        flags |= MPE_CALL_OUT;
+    lua_settop(L, 4);
+    callopts o;
+    mpe__pool_check_call(L, fname, flags, &o);
+    if (!(flags & (MPE_CALL_ITEMS | MPE_CALL_ARGS)))
+        return 0;
+    lua_createtable(L, 0, 6);
+    lua_pushboolean(L, o.collect);
+    lua_setfield(L, -2, "collect");
+    if (o.progress == 2)
+        lua_pushliteral(L, "force");
+    else
+        lua_pushboolean(L, o.progress);
+    lua_setfield(L, -2, "progress");
+    if (o.out) {
+        lua_pushliteral(L, "out");
+        lua_rawget(L, 4);
+        lua_setfield(L, -2, "out");
+        lua_pushinteger(L, o.outrows);
+        lua_setfield(L, -2, "outrows");
+    }
+    if (flags & MPE_CALL_CB) {
+        static const char *const cbs[] = {"callback", "error_callback"};
+        for (int i = 0; i < 2 && lua_istable(L, 4); i++) {
+            lua_pushstring(L, cbs[i]);
+            lua_rawget(L, 4);
+            lua_setfield(L, -2, cbs[i]);
+        }
+    }
+    return 1;
+}
+
+/* h.selferror(fname, tname, [v]): raise the misuse error of a method called
+ * on v (absent: "got no value") instead of a tname (mpe__typeerror). */
+static int l_selferror(lua_State *L)
+{
+    char fname[64], tname[64];
+    snprintf(fname, sizeof fname, "%s", luaL_checkstring(L, 1));
+    snprintf(tname, sizeof tname, "%s", luaL_checkstring(L, 2));
+    lua_remove(L, 1);
+    lua_remove(L, 1);
+    return mpe__typeerror(L, 1, tname, fname);
+}
+
 static void push_helpers(lua_State *L)
 {
     lua_pushlightuserdata(L, (void *)&HELPERS_KEY);
@@ -187,10 +225,11 @@ static void push_helpers(lua_State *L)
     if (lua_istable(L, -1))
         return;
     lua_pop(L, 1);
-    static const luaL_Reg fns[] = {{"typename", l_typename}, {"got", l_got}, {"timeout", l_timeout},
+    static const luaL_Reg fns[] = {{"typename", l_typename}, {"timeout", l_timeout},
                                    {"pid", l_pid},           {"now", l_now},
-                                   {"handler", mpe__error_handler}, {"out_rows", l_out_rows},
-                                   {"out_put", l_out_put},  {NULL, NULL}};
+                                   {"handler", mpe__error_handler},
+                                   {"out_put", l_out_put},  {"check_call", l_check_call},
+                                   {"selferror", l_selferror}, {NULL, NULL}};
     static const luaL_Reg shared[] = {{"copy", l_copy}, {"sendable", l_sendable},
                                       {"reset", l_reset}, {NULL, NULL}};
     lua_createtable(L, 0, 10);

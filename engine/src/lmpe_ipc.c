@@ -82,13 +82,13 @@ static int is_callable(lua_State *L, int idx)
     return 0;
 }
 
+/* The one checker of mpe.Queue, mpe.Connection and mpe.Dict (mt says
+ * which): the userdata at idx, open or closed, raising if it is not one. */
 static void *checkud(lua_State *L, int idx, const char *mt, const char *fname)
 {
     void *u = luaL_testudata(L, idx, mt);
     if (!u)
-        mpe__fail(L, "mpe: %s: %s must be an %s (call methods with a colon), got %s", fname,
-                  idx == 1 ? "self" : lua_pushfstring(L, "argument %d", mpe__argno(fname, idx)), mt,
-                  mpe__typename(L, idx));
+        mpe__typeerror(L, idx, mt, fname);
     return u;
 }
 
@@ -116,7 +116,7 @@ static lua_Integer opt_count(lua_State *L, int idx, const char *fname, const cha
     if (lua_isnoneornil(L, idx))
         return 0;
     if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
-        mpe__fail(L, "mpe: %s: %s must be a non-negative integer, got %s", fname, what, mpe__got(L, idx));
+        mpe__argerror(L, fname, 0, "%s must be a non-negative integer, got %s", what, mpe__got(L, idx));
     return lua_tointeger(L, idx);
 }
 
@@ -129,8 +129,8 @@ static int l_queue(lua_State *L)
         while (lua_next(L, 1) != 0) {
             const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
             if (!k || (strcmp(k, "maxsize") != 0 && strcmp(k, "bytes") != 0))
-                mpe__fail(L, "mpe: queue: unknown option '%s' (options: maxsize, bytes)",
-                     k ? k : luaL_tolstring(L, -2, NULL));
+                mpe__argerror(L, "queue", 0, "unknown option '%s' (options: maxsize, bytes)",
+                              k ? k : luaL_tolstring(L, -2, NULL));
             lua_pop(L, 1);
         }
         lua_getfield(L, 1, "maxsize");
@@ -140,8 +140,8 @@ static int l_queue(lua_State *L)
         lua_settop(L, 1);
     } else if (!lua_isnoneornil(L, 1)) {
         if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 0)
-            mpe__fail(L, "mpe: queue: argument 1 (maxsize) must be a non-negative integer or an option "
-                    "table, got %s", mpe__got(L, 1));
+            mpe__argerror(L, "queue", 1, "(maxsize) must be a non-negative integer or an option table, got %s",
+                          mpe__got(L, 1));
         maxsize = lua_tointeger(L, 1);
     }
     queueud *u = lua_newuserdatauv(L, sizeof *u, 0);
@@ -155,8 +155,8 @@ static int l_queue(lua_State *L)
 
 static int queue_release(lua_State *L)
 {
-    queueud *u = lua_touserdata(L, 1);
-    if (u && u->o) {
+    queueud *u = checkud(L, 1, QUEUE_MT, "queue:close");
+    if (u->o) {
         mpe_shm_obj *o = u->o;
         u->o = NULL;
         mpe__queue_drop(o);
@@ -203,7 +203,7 @@ static int queue_put(lua_State *L)
 {
     queueud *u = checkqueue(L, 1, "queue:put");
     if (lua_gettop(L) < 2)
-        mpe__fail(L, "mpe: queue:put: argument 1 (the item) is missing");
+        mpe__argerror(L, "queue:put", 2, "(the item) is missing");
     double timeout = mpe__opt_timeout(L, 3, "queue:put");
     mpe__ipc_close_fds(&u->fds);
     u->buf.n = 0;
@@ -252,7 +252,7 @@ static int queue_empty(lua_State *L)
 
 static int queue_tostring(lua_State *L)
 {
-    queueud *u = luaL_checkudata(L, 1, QUEUE_MT);
+    queueud *u = checkud(L, 1, QUEUE_MT, "queue:__tostring");
     if (!u->o)
         lua_pushfstring(L, "mpe.Queue (closed): %p", (void *)u);
     else
@@ -310,20 +310,13 @@ static int l_pipe(lua_State *L)
 
 static int conn_close(lua_State *L)
 {
-    connud *u = lua_touserdata(L, 1);
-    if (u) {
-        mpe__pipe_close(&u->p);
-        mpe__ipc_close_fds(&u->fds);
-        mpe__buf_free(&u->buf);
-    }
+    connud *u = checkud(L, 1, CONN_MT, "connection:close");
+    mpe__pipe_close(&u->p);
+    mpe__ipc_close_fds(&u->fds);
+    mpe__buf_free(&u->buf);
     return 0;
 }
 
-static int conn_close_method(lua_State *L)
-{
-    checkud(L, 1, CONN_MT, "connection:close");
-    return conn_close(L);
-}
 
 static int conn_closed_peer(lua_State *L)
 {
@@ -334,7 +327,7 @@ static int conn_send(lua_State *L)
 {
     connud *u = checkconn(L, 1, "connection:send");
     if (lua_gettop(L) < 2)
-        mpe__fail(L, "mpe: connection:send: argument 1 (the value) is missing");
+        mpe__argerror(L, "connection:send", 2, "(the value) is missing");
     mpe__ipc_close_fds(&u->fds);
     u->buf.n = 0;
     mpe__encode(L, 2, &u->buf, "message", &u->fds);
@@ -401,7 +394,7 @@ static int conn_poll(lua_State *L)
 
 static int conn_tostring(lua_State *L)
 {
-    connud *u = luaL_checkudata(L, 1, CONN_MT);
+    connud *u = checkud(L, 1, CONN_MT, "connection:__tostring");
     if (u->p.fd < 0)
         lua_pushfstring(L, "mpe.Connection (closed): %p", (void *)u);
     else
@@ -450,8 +443,8 @@ static int l_dict(lua_State *L)
 
 static int dict_release(lua_State *L)
 {
-    dictud *u = lua_touserdata(L, 1);
-    if (u && u->o) {
+    dictud *u = checkud(L, 1, DICT_MT, "dict:close");
+    if (u->o) {
         mpe_shm_obj *o = u->o;
         u->o = NULL;
         mpe__dict_drop(o);
@@ -461,12 +454,6 @@ static int dict_release(lua_State *L)
         mpe__buf_free(&u->buf);
     }
     return 0;
-}
-
-static int dict_close(lua_State *L)
-{
-    checkud(L, 1, DICT_MT, "dict:close");
-    return dict_release(L);
 }
 
 /* Encode the key at idx into b (from b->n): a string, a boolean or a number;
@@ -483,7 +470,7 @@ static void put_key(lua_State *L, int idx, mpe_buf *b, const char *fname)
         if (!lua_isinteger(L, idx)) {
             lua_Number x = lua_tonumber(L, idx);
             if (x != x)
-                mpe__fail(L, "mpe: %s: the key is NaN", fname);
+                mpe__argerror(L, fname, 0, "the key is NaN");
             if (x == floor(x) && x >= -9223372036854775808.0 && x < 9223372036854775808.0) {
                 lua_pushinteger(L, (lua_Integer)x);
                 mpe__encode(L, -1, b, "key", NULL);
@@ -494,8 +481,8 @@ static void put_key(lua_State *L, int idx, mpe_buf *b, const char *fname)
         mpe__encode(L, idx, b, "key", NULL);
         return;
     default:
-        mpe__fail(L, "mpe: %s: the key must be a string, number or boolean, got %s", fname,
-             mpe__typename(L, idx));
+        mpe__argerror(L, fname, 0, "the key must be a string, number or boolean, got %s",
+                      mpe__typename(L, idx));
     }
 }
 
@@ -507,8 +494,7 @@ static void put_value(lua_State *L, dictud *u, int idx, const char *fname)
     mpe__encode(L, idx, &u->buf, "value", &u->fds);
     if (u->fds.n > 0) {
         mpe__ipc_close_fds(&u->fds);
-        mpe__fail(L, "mpe: %s: a dict cannot hold shared objects (mpe.Array, mpe.Lock, mpe.Queue, "
-                "...): pass them to processes as arguments or through a queue", fname);
+        mpe__argerror(L, fname, 0, "a dict cannot hold shared objects (mpe.Array, mpe.Lock, mpe.Queue, ...): pass them to processes as arguments or through a queue");
     }
 }
 
@@ -611,14 +597,14 @@ static int dict_index(lua_State *L)
     }
     checkdict(L, 1, "dict[]");
     lua_pushvalue(L, 2);
-    return mpe__fail(L, "mpe: dict[]: key %s is not a method: read data with d:get(k) (indexing "
-                        "a dict gives only its methods)", mpe__got(L, -1));
+    return mpe__argerror(L, "dict[]", 0, "key %s is not a method: read data with d:get(k) (indexing a dict gives only its methods)",
+                         mpe__got(L, -1));
 }
 
 static int dict_newindex(lua_State *L)
 {
     checkdict(L, 1, "dict[]=");
-    return mpe__fail(L, "mpe: dict[]=: cannot assign to a dict: write data with d:set(k, v)");
+    return mpe__argerror(L, "dict[]=", 0, "cannot assign to a dict: write data with d:set(k, v)");
 }
 
 /* update's work, run under lua_pcall while the caller holds the lock:
@@ -643,7 +629,7 @@ static int dict_update(lua_State *L)
     u->buf.n = 0;
     put_key(L, 2, &u->buf, "dict:update");
     if (!is_callable(L, 3))
-        mpe__fail(L, "mpe: dict:update: argument 2 must be a function, got %s", mpe__got(L, 3));
+        mpe__argerror(L, "dict:update", 3, "must be a function, got %s", mpe__got(L, 3));
     int intr;
     dict_lock(L, u, "dict:update", &intr);
     if (intr)
@@ -748,7 +734,7 @@ static int dict_len(lua_State *L)
 
 static int dict_tostring(lua_State *L)
 {
-    dictud *u = luaL_checkudata(L, 1, DICT_MT);
+    dictud *u = checkud(L, 1, DICT_MT, "dict:__tostring");
     if (!u->o)
         lua_pushfstring(L, "mpe.Dict (closed): %p", (void *)u);
     else
@@ -803,7 +789,7 @@ void mpe__open_ipc(lua_State *L)
                                           {"__tostring", queue_tostring},
                                           {NULL, NULL}};
     static const luaL_Reg conn_methods[] = {{"send", conn_send}, {"recv", conn_recv},
-                                            {"poll", conn_poll}, {"close", conn_close_method},
+                                            {"poll", conn_poll}, {"close", conn_close},
                                             {NULL, NULL}};
     static const luaL_Reg conn_meta[] = {{"__gc", conn_close},
                                          {"__close", conn_close},
@@ -812,7 +798,7 @@ void mpe__open_ipc(lua_State *L)
     static const luaL_Reg dict_methods[] = {
         {"get", dict_get},     {"set", dict_set},   {"update", dict_update},
         {"totable", dict_totable}, {"keys", dict_keys}, {"pairs", dict_pairs},
-        {"close", dict_close}, {NULL, NULL}};
+        {"close", dict_release}, {NULL, NULL}};
     static const luaL_Reg dict_meta[] = {{"__gc", dict_release}, {"__close", dict_release},
                                          {"__tostring", dict_tostring}, {"__pairs", dict_pairs},
                                          {"__len", dict_len}, {NULL, NULL}};

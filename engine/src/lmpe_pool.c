@@ -27,15 +27,21 @@
 
 #define IMAP_WINDOW 65536 /* items pulled from an iterator ahead of the consumer */
 
+/* The one checker of mpe.Pool: the pool at idx, raising if it is none. */
+static lpool *topool(lua_State *L, int idx, const char *fname)
+{
+    lpool *lp = luaL_testudata(L, idx, POOL_MT);
+    if (!lp)
+        mpe__typeerror(L, idx, POOL_MT, fname);
+    return lp;
+}
+
 static lpool *checkpool(lua_State *L, const char *fname)
 {
-    lpool *lp = luaL_testudata(L, 1, POOL_MT);
-    if (!lp)
-        luaL_error(L, "mpe: %s: self must be an mpe.Pool (call it with ':'), got %s", fname,
-                   mpe__typename(L, 1));
+    lpool *lp = topool(L, 1, fname);
     if (lp->owner != mpe__shm_self())
-        luaL_error(L, "mpe: %s: this pool belongs to process %d; a forked child cannot use it",
-                   fname, (int)lp->owner);
+        mpe__argerror(L, fname, 0, "this pool belongs to process %d; a forked child cannot use it",
+                      (int)lp->owner);
     return lp;
 }
 
@@ -43,8 +49,7 @@ static lpool *openpool(lua_State *L, const char *fname)
 {
     lpool *lp = checkpool(L, fname);
     if (lp->state != P_OPEN)
-        luaL_error(L, "mpe: %s: the pool is %s", fname,
-                   lp->state == P_CLOSED ? "closed" : "terminated");
+        mpe__argerror(L, fname, 0, "the pool is %s", lp->state == P_CLOSED ? "closed" : "terminated");
     if (lp->broken) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
         lua_getfield(L, -1, "broken");
@@ -65,15 +70,6 @@ static int is_callable(lua_State *L, int i)
     return r;
 }
 
-/* Options of map-like calls: chunksize, errors, callback, error_callback. */
-typedef struct callopts {
-    int chunksize, collect;
-    int progress;       /* 0, 1 (true) or 2 ("force") */
-    lua_Integer window; /* imap: 0 for the default */
-    int out;            /* option out=: the stack index of the options table, else 0 */
-    lua_Integer outrows; /* its elements (1-D) or rows (2-D) */
-} callopts;
-
 /* allow_out: the call accepts option out (map, starmap and their async forms). */
 static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o, int allow_cb,
                            int allow_out)
@@ -82,25 +78,25 @@ static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o
     if (lua_isnoneornil(L, idx))
         return;
     if (!lua_istable(L, idx))
-        luaL_error(L, "mpe: %s: argument %d (options) must be a table, got %s", fname,
-                   mpe__argno(fname, idx), mpe__got(L, idx));
+        mpe__argerror(L, fname, idx, "(options) must be a table, got %s", mpe__got(L, idx));
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
         if (k && strcmp(k, "chunksize") == 0) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > (1 << 20))
-                luaL_error(L, "mpe: %s: option 'chunksize' must be an integer from 1 to 1048576, got %s",
-                           fname, mpe__got(L, -1));
+                mpe__argerror(L, fname, 0, "option 'chunksize' must be an integer from 1 to "
+                              "1048576, got %s",
+                              mpe__got(L, -1));
             o->chunksize = (int)lua_tointeger(L, -1);
         } else if (k && strcmp(k, "errors") == 0) {
             const char *v = lua_tostring(L, -1);
             if (lua_type(L, -1) != LUA_TSTRING || (strcmp(v, "raise") != 0 && strcmp(v, "collect") != 0))
-                luaL_error(L, "mpe: %s: option 'errors' must be \"raise\" or \"collect\"", fname);
+                mpe__argerror(L, fname, 0, "option 'errors' must be \"raise\" or \"collect\"");
             o->collect = strcmp(v, "collect") == 0;
         } else if (k && allow_cb && (strcmp(k, "callback") == 0 || strcmp(k, "error_callback") == 0)) {
             if (!is_callable(L, lua_gettop(L)))
-                luaL_error(L, "mpe: %s: option '%s' must be a function, got %s", fname, k,
-                           mpe__got(L, -1));
+                mpe__argerror(L, fname, 0, "option '%s' must be a function, got "
+                              "%s", k, mpe__got(L, -1));
         } else if (k && strcmp(k, "progress") == 0) {
             /* drawn by progress_tick through lua/mpe/progress.lua */
             int t = lua_type(L, -1);
@@ -109,29 +105,30 @@ static void parse_callopts(lua_State *L, int idx, const char *fname, callopts *o
             else if (t == LUA_TBOOLEAN || t == LUA_TNIL)
                 o->progress = lua_toboolean(L, -1);
             else
-                luaL_error(L, "mpe: %s: option 'progress' must be true, false or \"force\", got %s",
-                           fname, mpe__got(L, -1));
+                mpe__argerror(L, fname, 0, "option 'progress' must be true, false or \"force\", "
+                              "got %s",
+                              mpe__got(L, -1));
         } else if (k && strcmp(k, "window") == 0) {
             if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > IMAP_WINDOW)
-                luaL_error(L, "mpe: %s: option 'window' must be an integer from 1 to %d, got %s",
-                           fname, IMAP_WINDOW,
-                           mpe__got(L, -1));
+                mpe__argerror(L, fname, 0, "option 'window' must be an integer from 1 to %d, got "
+                              "%s",
+                              IMAP_WINDOW, mpe__got(L, -1));
             o->window = lua_tointeger(L, -1);
         } else if (k && strcmp(k, "out") == 0) {
             if (!allow_out)
-                luaL_error(L, "mpe: %s: option 'out' is not accepted here (results come back one by "
-                           "one); use pool:map, starmap, map_async or starmap_async", fname);
+                mpe__argerror(L, fname, 0, "option 'out' is not accepted here (results come back "
+                              "one by "
+                              "one); use pool:map, starmap, map_async or starmap_async");
             mpe_shm_obj *arr = mpe__array_test(L, -1);
             if (!arr)
-                luaL_error(L, "mpe: %s: option 'out' must be an open mpe.array, got %s", fname,
-                           mpe__got(L, -1));
+                mpe__argerror(L, fname, 0, "option 'out' must be an open mpe.array, got %s",
+                              mpe__got(L, -1));
             size_t rows, cols;
             mpe__array_shape(arr, &rows, &cols);
             o->outrows = (lua_Integer)rows;
             o->out = idx;
         } else
-            luaL_error(L, "mpe: %s: unknown option '%s'", fname,
-                       k ? k : luaL_tolstring(L, -2, NULL));
+            mpe__argerror(L, fname, 0, "unknown option '%s'", k ? k : luaL_tolstring(L, -2, NULL));
         lua_pop(L, 1);
     }
 }
@@ -300,8 +297,8 @@ static void add_table(lua_State *L, ajob *a, int idx)
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, i);
         if (a->mode != MPE_M_MAP && !lua_istable(L, -1))
-            luaL_error(L, "mpe: starmap: item %d must be a table of arguments, got %s", (int)i,
-                       mpe__typename(L, -1));
+            mpe__argerror(L, "starmap", 0, "item %d must be a table of arguments, got %s",
+                          (int)i, mpe__typename(L, -1));
         add_value(L, a, lua_gettop(L));
         lua_pop(L, 1);
         if ((i & 0xfff) == 0 && i < n)
@@ -322,8 +319,8 @@ static int add_from_iterator(lua_State *L, ajob *a, int src, lua_Integer max)
             break;
         }
         if (a->mode != MPE_M_MAP && !lua_istable(L, -1))
-            luaL_error(L, "mpe: starmap: item %d must be a table of arguments, got %s",
-                       (int)(a->count + 1), mpe__typename(L, -1));
+            mpe__argerror(L, "starmap", 0, "item %d must be a table of arguments, got %s",
+                          (int)(a->count + 1), mpe__typename(L, -1));
         if (a->out && a->count >= a->outrows)
             luaL_error(L, "mpe: option 'out' has %d %s, fewer than the items (the iterator gave more)",
                        (int)a->outrows, a->outrows == 1 ? "row or element" : "rows or elements");
@@ -336,15 +333,26 @@ static int add_from_iterator(lua_State *L, ajob *a, int src, lua_Integer max)
 static void check_items(lua_State *L, int idx, const char *fname)
 {
     if (!lua_istable(L, idx) && !mpe__range_test(L, idx) && !lua_isfunction(L, idx))
-        luaL_error(L, "mpe: %s: argument %d must be a table, mpe.range or function, got %s", fname,
-                   mpe__argno(fname, idx), mpe__got(L, idx));
+        mpe__argerror(L, fname, idx, "must be a table, mpe.range or function, got "
+                      "%s", mpe__got(L, idx));
 }
 
 static void check_fn(lua_State *L, int idx, const char *fname)
 {
     if (!lua_isfunction(L, idx))
-        luaL_error(L, "mpe: %s: argument %d must be a function, got %s", fname,
-                   mpe__argno(fname, idx), mpe__got(L, idx));
+        mpe__argerror(L, fname, idx, "must be a function, got %s", mpe__got(L, idx));
+}
+
+void mpe__pool_check_call(lua_State *L, const char *fname, int flags, callopts *o)
+{
+    check_fn(L, 2, fname);
+    if (flags & MPE_CALL_ITEMS)
+        check_items(L, 3, fname);
+    else if (!(flags & MPE_CALL_ARGS))
+        return;
+    else if (!lua_isnoneornil(L, 3) && !lua_istable(L, 3))
+        mpe__argerror(L, fname, 3, "(args) must be a table, got %s", mpe__got(L, 3));
+    parse_callopts(L, 4, fname, o, (flags & MPE_CALL_CB) != 0, (flags & MPE_CALL_OUT) != 0);
 }
 
 /* Items at idx into a's job. limit: pull at most this many from an iterator
@@ -357,7 +365,7 @@ static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
         a->count = r->count;
         a->finished = 1;
     } else if (r) {
-        luaL_error(L, "mpe: starmap: items must be tables of arguments, not an mpe.range");
+        mpe__argerror(L, "starmap", 0, "items must be tables of arguments, not an mpe.range");
     } else if (lua_istable(L, idx)) {
         add_table(L, a, idx);
         a->finished = 1;
@@ -429,16 +437,15 @@ static void submit(lua_State *L, ajob *a, int idx, submit_what what, lua_Integer
 static int submit_map(lua_State *L, const char *fname, int mode, int allow_cb)
 {
     lpool *lp = openpool(L, fname);
-    check_fn(L, 2, fname);
-    check_items(L, 3, fname);
     callopts o;
-    parse_callopts(L, 4, fname, &o, allow_cb, 1);
+    mpe__pool_check_call(L, fname, MPE_CALL_ITEMS | MPE_CALL_OUT | (allow_cb ? MPE_CALL_CB : 0), &o);
     if (o.out) { /* a table's or range's items are counted before any work */
         const mpe_range *r = mpe__range_test(L, 3);
         lua_Integer n = r ? r->count : lua_istable(L, 3) ? (lua_Integer)lua_rawlen(L, 3) : -1;
         if (n > o.outrows)
-            luaL_error(L, "mpe: %s: option 'out' has %d rows or elements, fewer than the %d items",
-                       fname, (int)o.outrows, (int)n);
+            mpe__argerror(L, fname, 0, "option 'out' has %d rows or elements, fewer than the %d "
+                          "items",
+                          (int)o.outrows, (int)n);
     }
     ajob *a = new_job(L, lp, 1, 2, A_MAP, mode, &o, allow_cb ? 4 : 0);
     submit(L, a, 3, S_ITEMS, -1);
@@ -483,12 +490,8 @@ static int pool_apply_async(lua_State *L)
 {
     lua_settop(L, 4); /* args and opts may be absent: give them their slots */
     lpool *lp = openpool(L, "pool:apply_async");
-    check_fn(L, 2, "pool:apply_async");
-    if (!lua_isnoneornil(L, 3) && !lua_istable(L, 3))
-        return luaL_error(L, "mpe: pool:apply_async: argument 2 (args) must be a table, got %s",
-                          mpe__got(L, 3));
     callopts o;
-    parse_callopts(L, 4, "pool:apply_async", &o, 1, 0);
+    mpe__pool_check_call(L, "pool:apply_async", MPE_CALL_ARGS | MPE_CALL_CB, &o);
     o.chunksize = 0;
     if (lua_isnoneornil(L, 3)) {
         lua_newtable(L);
@@ -502,7 +505,7 @@ static int pool_apply_async(lua_State *L)
 static int pool_apply(lua_State *L)
 {
     lpool *lp = openpool(L, "pool:apply");
-    check_fn(L, 2, "pool:apply");
+    mpe__pool_check_call(L, "pool:apply", 0, NULL);
     int nargs = lua_gettop(L) - 2;
     lua_createtable(L, nargs, 1);
     for (int i = 1; i <= nargs; i++) {
@@ -639,10 +642,8 @@ static int imap_next(lua_State *L)
 static int imap_common(lua_State *L, const char *fname, int what)
 {
     lpool *lp = openpool(L, fname);
-    check_fn(L, 2, fname);
-    check_items(L, 3, fname);
     callopts o;
-    parse_callopts(L, 4, fname, &o, 0, 0);
+    mpe__pool_check_call(L, fname, MPE_CALL_ITEMS, &o);
     ajob *a = new_job(L, lp, 1, 2, what, MPE_M_MAP, &o, 0);
     int ai = lua_gettop(L);
     if (!lua_isfunction(L, 3)) {
@@ -727,7 +728,7 @@ static int pool_join(lua_State *L)
 {
     lpool *lp = checkpool(L, "pool:join");
     if (lp->state == P_OPEN)
-        return luaL_error(L, "mpe: pool:join: call pool:close() or pool:terminate() first");
+        return mpe__argerror(L, "pool:join", 0, "call pool:close() or pool:terminate() first");
     if (lp->state == P_JOINED || lp->state == P_TERMINATED) {
         lp->state = P_JOINED;
         return 0;
@@ -740,7 +741,7 @@ static int pool_join(lua_State *L)
 
 static int pool_gc(lua_State *L)
 {
-    lpool *lp = lua_touserdata(L, 1);
+    lpool *lp = topool(L, 1, "pool:__gc");
     if (lp->p) {
         mpe__pool_free(lp->p); /* terminates, in the creator; frees memory elsewhere */
         lp->p = NULL;
@@ -753,7 +754,7 @@ static int pool_gc(lua_State *L)
 /* <close>: a normal exit closes and joins; an exit by error terminates. */
 static int pool_close_meta(lua_State *L)
 {
-    lpool *lp = lua_touserdata(L, 1);
+    lpool *lp = topool(L, 1, "pool:__close");
     if (!lp->p || lp->owner != mpe__shm_self())
         return 0;
     if (!lua_isnil(L, 2)) {
@@ -775,7 +776,7 @@ static int pool_close_meta(lua_State *L)
 
 static int pool_index(lua_State *L)
 {
-    lpool *lp = luaL_checkudata(L, 1, POOL_MT);
+    lpool *lp = topool(L, 1, "pool:__index");
     const char *k = lua_tostring(L, 2);
     if (k && strcmp(k, "workers") == 0) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
@@ -798,7 +799,7 @@ static int pool_index(lua_State *L)
 
 static int pool_tostring(lua_State *L)
 {
-    lpool *lp = luaL_checkudata(L, 1, POOL_MT);
+    lpool *lp = topool(L, 1, "pool:__tostring");
     lua_pushfstring(L, "mpe.Pool (%p)", (void *)lp);
     return 1;
 }
@@ -814,8 +815,8 @@ static int pool_new(lua_State *L)
         o.workers = (int)lua_tointeger(L, 1);
         given = 1;
         if (lua_tointeger(L, 1) < 0 || lua_tointeger(L, 1) > 1024)
-            return luaL_error(L, "mpe: pool: argument 1 (workers) must be from 0 to 1024, got %d",
-                              (int)lua_tointeger(L, 1));
+            return mpe__argerror(L, "pool", 1, "(workers) must be from 0 to 1024, got %d",
+                                 (int)lua_tointeger(L, 1));
     } else if (lua_istable(L, 1)) {
         lua_pushnil(L);
         while (lua_next(L, 1)) {
@@ -823,49 +824,50 @@ static int pool_new(lua_State *L)
             int v = lua_gettop(L);
             if (k && strcmp(k, "workers") == 0) {
                 if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 0 || lua_tointeger(L, v) > 1024)
-                    return luaL_error(L, "mpe: pool: option 'workers' must be an integer from 0 to 1024, got %s",
-                                      mpe__got(L, v));
+                    return mpe__argerror(L, "pool", 0, "option 'workers' must be an integer from 0 to 1024, got %s",
+                                         mpe__got(L, v));
                 o.workers = (int)lua_tointeger(L, v);
                 given = 1;
             } else if (k && strcmp(k, "maxtasksperchild") == 0) {
                 if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 1)
-                    return luaL_error(L, "mpe: pool: option 'maxtasksperchild' must be a positive integer, got %s",
-                                      mpe__got(L, v));
+                    return mpe__argerror(L, "pool", 0, "option 'maxtasksperchild' must be a positive integer, got %s",
+                                         mpe__got(L, v));
                 o.maxtasks = lua_tointeger(L, v) > (1 << 30) ? (1 << 30) : (int)lua_tointeger(L, v);
             } else if (k && strcmp(k, "timeout") == 0) {
                 if (lua_type(L, v) != LUA_TNUMBER || !(lua_tonumber(L, v) > 0) ||
                     !(lua_tonumber(L, v) <= 1e9))
-                    return luaL_error(L, "mpe: pool: option 'timeout' must be a positive number of seconds, got %s",
-                                      mpe__got(L, v));
+                    return mpe__argerror(L, "pool", 0, "option 'timeout' must be a positive number of seconds, got %s",
+                                         mpe__got(L, v));
                 o.timeout = lua_tonumber(L, v);
             } else if (k && strcmp(k, "retries") == 0) {
                 if (!lua_isinteger(L, v) || lua_tointeger(L, v) < 0 || lua_tointeger(L, v) > 1000)
-                    return luaL_error(L, "mpe: pool: option 'retries' must be an integer from 0 to 1000, got %s",
-                                      mpe__got(L, v));
+                    return mpe__argerror(L, "pool", 0, "option 'retries' must be an integer from 0 to 1000, got %s",
+                                         mpe__got(L, v));
                 o.retries = (int)lua_tointeger(L, v);
             } else if (k && strcmp(k, "initializer") == 0) {
                 if (!is_callable(L, v))
-                    return luaL_error(L, "mpe: pool: option 'initializer' must be a function, got %s",
-                                      mpe__got(L, v));
+                    return mpe__argerror(L, "pool", 0, "option 'initializer' must be a function, got %s",
+                                         mpe__got(L, v));
                 init = 1;
             } else if (k && strcmp(k, "ranks") == 0) {
                 const char *r = lua_type(L, v) == LUA_TSTRING ? lua_tostring(L, v) : "";
                 if (strcmp(r, "all") != 0 && strcmp(r, "local") != 0)
-                    return luaL_error(L, "mpe: pool: option 'ranks' must be \"all\" or \"local\", got %s",
-                                      mpe__got(L, v));
+                    return mpe__argerror(L, "pool", 0, "option 'ranks' must be \"all\" or \"local\", got %s",
+                                         mpe__got(L, v));
                 local = strcmp(r, "local") == 0;
             } else if (k && strcmp(k, "initargs") == 0) {
                 if (!lua_istable(L, v))
-                    return luaL_error(L, "mpe: pool: option 'initargs' must be a table, got %s",
-                                      mpe__got(L, v));
+                    return mpe__argerror(L, "pool", 0, "option 'initargs' must be a table, got %s",
+                                         mpe__got(L, v));
                 initargs = 1;
             } else
-                return luaL_error(L, "mpe: pool: unknown option '%s'", k ? k : luaL_tolstring(L, -2, NULL));
+                return mpe__argerror(L, "pool", 0, "unknown option '%s'",
+                                     k ? k : luaL_tolstring(L, -2, NULL));
             lua_settop(L, v - 1);
         }
     } else if (!lua_isnoneornil(L, 1))
-        return luaL_error(L, "mpe: pool: argument 1 must be a worker count or an options table, got %s",
-                          mpe__got(L, 1));
+        return mpe__argerror(L, "pool", 1, "must be a worker count or an options table, got %s",
+                             mpe__got(L, 1));
     if (o.workers == 0 && (given || mpe__inline_default()))
         return mpe__inline_pool(L); /* lmpe_inline.c: tasks run in the caller */
     /* Under MPI a pool spans every rank unless kept local (mpi.c). Only the
@@ -916,7 +918,7 @@ static int pool_new(lua_State *L)
 
 static int pool_gc_full(lua_State *L)
 {
-    lpool *lp = lua_touserdata(L, 1);
+    lpool *lp = topool(L, 1, "pool:__gc");
     pool_gc(L);
     mpe__buf_free(&lp->scratch);
     for (int k = 0; k < lp->sfds.n; k++)

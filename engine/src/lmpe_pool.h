@@ -14,6 +14,25 @@
 
 enum { P_OPEN, P_CLOSED, P_TERMINATED, P_JOINED };
 
+/* Options of map-like calls: chunksize, errors, callback, error_callback. */
+typedef struct callopts {
+    int chunksize, collect;
+    int progress;       /* 0, 1 (true) or 2 ("force") */
+    lua_Integer window; /* imap: 0 for the default */
+    int out;            /* option out=: the stack index of the options table, else 0 */
+    lua_Integer outrows; /* its elements (1-D) or rows (2-D) */
+} callopts;
+
+/* The argument checks of a pool call, its arguments where its method call
+ * has them (self at 1): the function at 2; with MPE_CALL_ITEMS items (a
+ * table, mpe.range or function) at 3, with MPE_CALL_ARGS an args table or
+ * nil at 3, and with either the options at 4, parsed into o (MPE_CALL_CB:
+ * callbacks allowed, MPE_CALL_OUT: option out allowed). Raises misuse errors.
+ * The worker pool (lmpe_pool.c) and the inline pool (lua/mpe/inline.lua,
+ * through lmpe_inline.c) both check with it, so their messages cannot drift. */
+enum { MPE_CALL_ITEMS = 1, MPE_CALL_ARGS = 2, MPE_CALL_CB = 4, MPE_CALL_OUT = 8 };
+void mpe__pool_check_call(lua_State *L, const char *fname, int flags, callopts *o);
+
 typedef struct lpool {
     mpe_pool *p;
     int state;

@@ -60,8 +60,8 @@ static int l_isatty(lua_State *L)
 {
     lua_Number d = lua_tonumber(L, 1);
     if (lua_type(L, 1) != LUA_TNUMBER || d != floor(d))
-        return luaL_error(L, "mpe: isatty: argument 1 must be a descriptor number, got %s",
-                          lua_type(L, 1) == LUA_TNUMBER ? luaL_tolstring(L, 1, NULL)
+        return mpe__argerror(L, "isatty", 1, "must be a descriptor number, got %s",
+                             lua_type(L, 1) == LUA_TNUMBER ? luaL_tolstring(L, 1, NULL)
                                                         : mpe__typename(L, 1));
     lua_pushboolean(L, d >= 0 && d <= 1 << 20 && isatty((int)d));
     return 1;

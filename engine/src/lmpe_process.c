@@ -8,6 +8,7 @@
  * strong table, so that dropping the last reference never collects (and so
  * joins or kills) a running child early. */
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include "compat.h"
@@ -87,21 +88,22 @@ static void set_live(lua_State *L, int idx, int live)
 
 /* ---- checks ------------------------------------------------------------------------ */
 
+/* The one checker of mpe.Process: the process at idx, raising if it is none. */
+static lprocess *toprocess(lua_State *L, int idx, const char *fname)
+{
+    lprocess *lp = luaL_testudata(L, idx, PROCESS_MT);
+    if (!lp)
+        mpe__typeerror(L, idx, PROCESS_MT, fname);
+    return lp;
+}
+
 static lprocess *checkprocess(lua_State *L, int idx, const char *method)
 {
-    lprocess *lp = NULL;
-    if (lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx)) {
-        luaL_getmetatable(L, PROCESS_MT);
-        if (lua_rawequal(L, -1, -2))
-            lp = lua_touserdata(L, idx);
-        lua_pop(L, 2);
-    }
-    if (!lp)
-        luaL_error(L, "mpe: process:%s: self must be an mpe.Process (call it as p:%s()), got %s",
-                   method, method, mpe__typename(L, idx));
+    char fname[48];
+    snprintf(fname, sizeof fname, "process:%s", method);
+    lprocess *lp = toprocess(L, idx, fname);
     if (lp->closed)
-        luaL_error(L, "mpe: process:%s: attempt to use a closed process (%s)", method,
-                   process_name(L, idx));
+        mpe__argerror(L, fname, 0, "attempt to use a closed process (%s)", process_name(L, idx));
     return lp;
 }
 
@@ -151,7 +153,7 @@ static void copy_args(lua_State *L, int src)
         n = (lua_Integer)lua_rawlen(L, src);
     lua_pop(L, 1);
     if (n > 1000000)
-        luaL_error(L, "mpe: process: option 'args' has too many values (%d)", (int)n);
+        mpe__argerror(L, "process", 0, "option 'args' has too many values (%d)", (int)n);
     lua_createtable(L, (int)n, 1);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, src, (int)i);
@@ -165,8 +167,8 @@ static void copy_args(lua_State *L, int src)
 static int parse_options(lua_State *L, int *daemon)
 {
     if (lua_gettop(L) > 1)
-        luaL_error(L, "mpe: process: an options table takes no further arguments (got %d); put "
-                      "them in option 'args'", lua_gettop(L) - 1);
+        mpe__argerror(L, "process", 0, "an options table takes no further arguments (got %d); put them in option 'args'",
+                      lua_gettop(L) - 1);
     lua_pushnil(L);
     while (lua_next(L, 1)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
@@ -174,30 +176,30 @@ static int parse_options(lua_State *L, int *daemon)
                    strcmp(k, "daemon"))) {
             lua_pop(L, 1);
             lua_pushvalue(L, -1);
-            return luaL_error(L, "mpe: process: unknown option '%s'", luaL_tolstring(L, -1, NULL));
+            return mpe__argerror(L, "process", 0, "unknown option '%s'",
+                                 luaL_tolstring(L, -1, NULL));
         }
         lua_pop(L, 1);
     }
     lua_getfield(L, 1, "target"); /* 2 */
     if (!is_callable(L, 2))
-        luaL_error(L, "mpe: process: option 'target' must be a function (or callable), got %s",
-                   mpe__got(L, 2));
+        mpe__argerror(L, "process", 0, "option 'target' must be a function (or callable), got %s",
+                      mpe__got(L, 2));
     lua_getfield(L, 1, "args"); /* 3 */
     if (lua_isnil(L, 3))
         lua_newtable(L);
     else if (lua_type(L, 3) != LUA_TTABLE)
-        luaL_error(L, "mpe: process: option 'args' must be a table, got %s", mpe__got(L, 3));
+        mpe__argerror(L, "process", 0, "option 'args' must be a table, got %s", mpe__got(L, 3));
     else
         copy_args(L, 3);
     lua_replace(L, 3);
     lua_getfield(L, 1, "name"); /* 4 */
     if (!lua_isnil(L, 4) && (lua_type(L, 4) != LUA_TSTRING || lua_rawlen(L, 4) == 0))
-        luaL_error(L, "mpe: process: option 'name' must be a non-empty string, got %s",
-                   lua_type(L, 4) == LUA_TSTRING ? "an empty string" : mpe__got(L, 4));
+        mpe__argerror(L, "process", 0, "option 'name' must be a non-empty string, got %s",
+                      lua_type(L, 4) == LUA_TSTRING ? "an empty string" : mpe__got(L, 4));
     lua_getfield(L, 1, "daemon"); /* 5 */
     if (!lua_isnil(L, 5) && lua_type(L, 5) != LUA_TBOOLEAN)
-        luaL_error(L, "mpe: process: option 'daemon' must be a boolean, got %s",
-                   mpe__got(L, 5));
+        mpe__argerror(L, "process", 0, "option 'daemon' must be a boolean, got %s", mpe__got(L, 5));
     *daemon = lua_toboolean(L, 5);
     lua_pop(L, 1);
     return 0;
@@ -209,14 +211,14 @@ static int l_process(lua_State *L)
     int daemon = 0;
     int nargs = lua_gettop(L);
     if (nargs == 0)
-        return luaL_error(L, "mpe: process: argument 1 must be a function or an options table, "
-                             "got no value");
+        return mpe__argerror(L, "process", 1,
+                             "must be a function or an options table, got no value");
     if (lua_type(L, 1) == LUA_TTABLE && !is_callable(L, 1)) {
         parse_options(L, &daemon); /* stack: opts, target, args, name */
     } else {
         if (!is_callable(L, 1))
-            return luaL_error(L, "mpe: process: argument 1 must be a function or an options "
-                                 "table, got %s", mpe__got(L, 1));
+            return mpe__argerror(L, "process", 1, "must be a function or an options table, got %s",
+                                 mpe__got(L, 1));
         lua_createtable(L, nargs - 1, 1);
         for (int i = 2; i <= nargs; i++) {
             lua_pushvalue(L, i);
@@ -270,7 +272,7 @@ static void reap_finished(lua_State *L)
     lua_pushnil(L);
     while (lua_next(L, -2)) {
         lua_pop(L, 1);
-        lprocess *lp = luaL_testudata(L, -1, PROCESS_MT);
+        lprocess *lp = toprocess(L, lua_gettop(L), "process"); /* the table holds only processes */
         /* Clearing a field during lua_next is allowed; adding one is not. */
         if (lp && !lp->closed && lp->p.creator == getpid() && !lp->p.reaped &&
             mpe__process_join(&lp->p, 0, NULL, NULL) == MPE_WAIT_OK) {
@@ -287,7 +289,7 @@ static int l_start(lua_State *L)
 {
     lprocess *lp = checkprocess(L, 1, "start");
     if (lp->started)
-        return luaL_error(L, "mpe: process:start: %s was already started", process_name(L, 1));
+        mpe__argerror(L, "process:start", 0, "%s was already started", process_name(L, 1));
     lua_settop(L, 1);
     push_info(L, 1, "name");   /* 2 */
     push_info(L, 1, "target"); /* 3 */
@@ -422,8 +424,8 @@ static int l_kill(lua_State *L)
 /* __gc and __close: end a child still running (see mpe__process_release). */
 static int l_gc(lua_State *L)
 {
-    lprocess *lp = lua_touserdata(L, 1);
-    if (!lp || lp->closed)
+    lprocess *lp = toprocess(L, 1, "process:__gc");
+    if (lp->closed)
         return 0;
     lp->closed = 1;
     mpe__process_release(&lp->p, lp->daemon);
@@ -433,7 +435,7 @@ static int l_gc(lua_State *L)
 
 static int l_tostring(lua_State *L)
 {
-    lprocess *lp = luaL_checkudata(L, 1, PROCESS_MT);
+    lprocess *lp = toprocess(L, 1, "process:__tostring");
     const char *name = process_name(L, 1);
     int code;
     if (!lp->started)
@@ -448,7 +450,7 @@ static int l_tostring(lua_State *L)
 /* Fields first (pid, name, exitcode, daemon), then methods (upvalue 1). */
 static int l_index(lua_State *L)
 {
-    lprocess *lp = luaL_checkudata(L, 1, PROCESS_MT);
+    lprocess *lp = toprocess(L, 1, "process:__index");
     const char *k = lua_tostring(L, 2);
     int code;
     if (k && lua_type(L, 2) == LUA_TSTRING) {
@@ -484,13 +486,13 @@ static int l_index(lua_State *L)
  * started with) and p.daemon = b (before start only). */
 static int l_newindex(lua_State *L)
 {
-    lprocess *lp = luaL_checkudata(L, 1, PROCESS_MT);
+    lprocess *lp = toprocess(L, 1, "process:__newindex");
     const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
     if (k && strcmp(k, "name") == 0) {
         if (lua_type(L, 3) != LUA_TSTRING || lua_rawlen(L, 3) == 0)
-            return luaL_error(L, "mpe: process: name must be a non-empty string, got %s",
-                              lua_type(L, 3) == LUA_TSTRING ? "an empty string"
-                                                            : mpe__typename(L, 3));
+            return mpe__argerror(L, "process", 0, "name must be a non-empty string, got %s",
+                                 lua_type(L, 3) == LUA_TSTRING ? "an empty string"
+                                                               : mpe__typename(L, 3));
         push_regtable(L, &INFO_KEY, 1);
         lua_pushvalue(L, 1);
         lua_rawget(L, -2);
@@ -500,17 +502,17 @@ static int l_newindex(lua_State *L)
     }
     if (k && strcmp(k, "daemon") == 0) {
         if (lua_type(L, 3) != LUA_TBOOLEAN)
-            return luaL_error(L, "mpe: process: daemon must be a boolean, got %s",
-                              mpe__typename(L, 3));
+            return mpe__argerror(L, "process", 0, "daemon must be a boolean, got %s",
+                                 mpe__typename(L, 3));
         if (lp->started)
-            return luaL_error(L, "mpe: process: cannot change daemon of %s after start",
-                              process_name(L, 1));
+            return mpe__argerror(L, "process", 0, "cannot change daemon of %s after start",
+                                 process_name(L, 1));
         lp->daemon = lua_toboolean(L, 3);
         return 0;
     }
     lua_pushvalue(L, 2);
-    return luaL_error(L, "mpe: process: cannot set field '%s' (only name and daemon)",
-                      luaL_tolstring(L, -1, NULL));
+    return mpe__argerror(L, "process", 0, "cannot set field '%s' (only name and daemon)",
+                         luaL_tolstring(L, -1, NULL));
 }
 
 void mpe__open_process(lua_State *L)

@@ -20,8 +20,7 @@ static int range_new(lua_State *L)
         double d = lua_tonumber(L, i);
         if (!lua_isinteger(L, i) &&
             !(lua_type(L, i) == LUA_TNUMBER && d == floor(d) && d >= -9.2e18 && d <= 9.2e18))
-            return luaL_error(L, "mpe: range: argument %d must be an integer, got %s", i,
-                              mpe__got(L, i));
+            return mpe__argerror(L, "range", i, "must be an integer, got %s", mpe__got(L, i));
     }
     /* Integers as they are: through a double, maxinteger would round up and overflow. */
     first = lua_isinteger(L, 1) ? lua_tointeger(L, 1) : (lua_Integer)lua_tonumber(L, 1);
@@ -29,7 +28,7 @@ static int range_new(lua_State *L)
     if (!lua_isnoneornil(L, 3))
         step = lua_isinteger(L, 3) ? lua_tointeger(L, 3) : (lua_Integer)lua_tonumber(L, 3);
     if (step == 0)
-        return luaL_error(L, "mpe: range: argument 3 (step) must not be 0");
+        return mpe__argerror(L, "range", 3, "(step) must not be 0");
     mpe_range *r = lua_newuserdatauv(L, sizeof *r, 0);
     r->first = first;
     r->step = step;
@@ -49,15 +48,24 @@ static int range_new(lua_State *L)
     return 1;
 }
 
+/* The one checker of mpe.range: the range at idx, raising if it is none. */
+static mpe_range *torange(lua_State *L, int idx, const char *fname)
+{
+    mpe_range *r = luaL_testudata(L, idx, RANGE_MT);
+    if (!r)
+        mpe__typeerror(L, idx, RANGE_MT, fname);
+    return r;
+}
+
 static int range_len(lua_State *L)
 {
-    lua_pushinteger(L, ((mpe_range *)luaL_checkudata(L, 1, RANGE_MT))->count);
+    lua_pushinteger(L, torange(L, 1, "range:__len")->count);
     return 1;
 }
 
 static int range_index(lua_State *L)
 {
-    mpe_range *r = luaL_checkudata(L, 1, RANGE_MT);
+    mpe_range *r = torange(L, 1, "range:__index");
     if (lua_isinteger(L, 2)) {
         lua_Integer i = lua_tointeger(L, 2);
         if (i >= 1 && i <= r->count)
@@ -78,7 +86,7 @@ static int range_index(lua_State *L)
 
 static int range_tostring(lua_State *L)
 {
-    mpe_range *r = luaL_checkudata(L, 1, RANGE_MT);
+    mpe_range *r = torange(L, 1, "range:__tostring");
     lua_pushfstring(L, "mpe.range(%I, %I, %I)", (LUAI_UACINT)r->first,
                     (LUAI_UACINT)(r->first + (r->count - 1) * r->step), (LUAI_UACINT)r->step);
     return 1;

@@ -47,7 +47,6 @@ static shmud *newud(lua_State *L, const char *mt)
     return u;
 }
 
-/* The object of the userdata at idx, raising if it is not one or closed. */
 /* The userdata at idx if it is an mt, else NULL. A full userdata of our size
  * carrying the type's tag address is ours: cheaper than luaL_testudata's
  * registry lookup and metatable comparison. */
@@ -60,13 +59,20 @@ static shmud *toshm(lua_State *L, int idx, const char *mt)
     return u;
 }
 
-static mpe_shm_obj *checkobj(lua_State *L, int idx, const char *mt, const char *fname)
+/* The one checker of mpe.Array and mpe.Value (mt says which): the userdata
+ * at idx, open or closed, raising if it is not one. */
+static shmud *checkshm(lua_State *L, int idx, const char *mt, const char *fname)
 {
     shmud *u = toshm(L, idx, mt);
     if (!u)
-        mpe__fail(L, "mpe: %s: %s must be an %s (call methods with a colon), got %s", fname,
-                  idx == 1 ? "self" : lua_pushfstring(L, "argument %d", mpe__argno(fname, idx)), mt,
-                  mpe__typename(L, idx));
+        mpe__typeerror(L, idx, mt, fname);
+    return u;
+}
+
+/* The object of the userdata at idx, raising if it is not one or closed. */
+static mpe_shm_obj *checkobj(lua_State *L, int idx, const char *mt, const char *fname)
+{
+    shmud *u = checkshm(L, idx, mt, fname);
     if (!u->o)
         mpe__fail(L, "mpe: attempt to use a closed %s", mt);
     return u->o;
@@ -91,7 +97,7 @@ static mpe_num checknum(lua_State *L, int idx, const char *fname, const char *wh
 {
     mpe_num v = {0, 0, 0};
     if (lua_type(L, idx) != LUA_TNUMBER)
-        mpe__fail(L, "mpe: %s: %s must be a number, got %s", fname, what, mpe__typename(L, idx));
+        mpe__argerror(L, fname, 0, "%s must be a number, got %s", what, mpe__typename(L, idx));
     if (lua_isinteger(L, idx)) {
         v.isint = 1;
         v.i = (int64_t)lua_tointeger(L, idx);
@@ -121,15 +127,14 @@ static size_t checkindex(lua_State *L, mpe_shm_obj *o, int idx, const char *fnam
     } else if (lua_type(L, idx) == LUA_TNUMBER) {
         lua_Number d = lua_tonumber(L, idx);
         if (d != floor(d) || !(d >= -9.2e18 && d <= 9.2e18))
-            mpe__fail(L, "mpe: %s: index %s is not an integer", fname, lua_tostring(L, idx));
+            mpe__argerror(L, fname, 0, "index %s is not an integer", lua_tostring(L, idx));
         i = (lua_Integer)d;
     } else {
-        mpe__fail(L, "mpe: %s: index must be an integer, got %s", fname, mpe__got(L, idx));
-        return 0;
+        mpe__argerror(L, fname, 0, "index must be an integer, got %s", mpe__got(L, idx));
     }
     if ((uint64_t)i - 1 >= (uint64_t)o->n)
-        mpe__fail(L, "mpe: %s: index %lld out of range 1..%lld", fname, (long long)i,
-                   (long long)o->n);
+        mpe__argerror(L, fname, 0, "index %lld out of range 1..%lld", (long long)i,
+                      (long long)o->n);
     return (size_t)(i - 1);
 }
 
@@ -137,7 +142,7 @@ static size_t checkindex(lua_State *L, mpe_shm_obj *o, int idx, const char *fnam
 static size_t checkcount(lua_State *L, int idx, const char *fname, const char *what)
 {
     if (!lua_isinteger(L, idx) || lua_tointeger(L, idx) < 0)
-        mpe__fail(L, "mpe: %s: argument %d must be %s, got %s", fname, idx, what, mpe__got(L, idx));
+        mpe__argerror(L, fname, idx, "must be %s, got %s", what, mpe__got(L, idx));
     return (size_t)lua_tointeger(L, idx);
 }
 
@@ -181,7 +186,7 @@ static lua_Integer optint(lua_State *L, int idx, lua_Integer def, const char *fn
     if (lua_isnoneornil(L, idx))
         return def;
     if (!lua_isinteger(L, idx))
-        mpe__fail(L, "mpe: %s: argument %d must be an integer, got %s", fname, idx - 1, mpe__got(L, idx));
+        mpe__argerror(L, fname, idx, "must be an integer, got %s", mpe__got(L, idx));
     return lua_tointeger(L, idx);
 }
 
@@ -193,8 +198,8 @@ static void checkrange(lua_State *L, mpe_shm_obj *o, int a, const char *fname, s
     lua_Integer i = optint(L, a, 1, fname);
     lua_Integer j = optint(L, a + 1, n, fname);
     if (i < 1 || j > n || i > j + 1)
-        mpe__fail(L, "mpe: %s: range %lld..%lld out of bounds 1..%lld", fname, (long long)i,
-                   (long long)j, (long long)n);
+        mpe__argerror(L, fname, 0, "range %lld..%lld out of bounds 1..%lld",
+                      (long long)i, (long long)j, (long long)n);
     *from = (size_t)(i - 1);
     *to = (size_t)j;
 }
@@ -214,7 +219,7 @@ static void copy_values(lua_State *L, mpe_shm_obj *o, int tbl, size_t first, siz
             uint64_t bits;
             mpe_err e;
             if (mpe__array_check(o, v, &bits, &e) != 0)
-                mpe__fail(L, "mpe: %s: item %d: %s", fname, (int)(k + 1), e.msg);
+                mpe__argerror(L, fname, 0, "item %d: %s", (int)(k + 1), e.msg);
             if (pass == 1)
                 mpe__array_put(o, first + k, bits);
             lua_pop(L, 1);
@@ -230,8 +235,8 @@ static int l_array(lua_State *L)
     int values = lua_type(L, 2) == LUA_TTABLE;
     if (values) {
         if (!lua_isnoneornil(L, 3))
-            mpe__fail(L, "mpe: array: argument 3 must be absent when argument 2 is a table of "
-                          "values, got %s", mpe__got(L, 3));
+            mpe__argerror(L, "array", 3, "must be absent when argument 2 is a table of values, got %s",
+                          mpe__got(L, 3));
         rows = (size_t)lua_rawlen(L, 2);
     } else {
         rows = checkcount(L, 2, "array", "a non-negative integer (a length) or a table of numbers");
@@ -258,8 +263,7 @@ static shmud *self_fast(lua_State *L)
     shmud *u = lua_touserdata(L, 1);
     if (MPE_UNLIKELY(lua_type(L, 1) != LUA_TUSERDATA || lua_rawlen(L, 1) != sizeof *u ||
                      u->tag != &array_tag)) {
-        checkobj(L, 1, ARRAY_MT, "array");
-        u = lua_touserdata(L, 1);
+        u = checkshm(L, 1, ARRAY_MT, "array");
     }
     return u;
 }
@@ -326,8 +330,8 @@ static int array_newindex(lua_State *L)
         }
     }
     if (lua_type(L, 2) == LUA_TSTRING)
-        mpe__fail(L, "mpe: array: cannot set field '%s' (only integer indices)",
-                   lua_tostring(L, 2));
+        mpe__argerror(L, "array", 0, "cannot set field '%s' (only integer indices)",
+                      lua_tostring(L, 2));
     size_t i = checkindex(L, o, 2, "array");
     mpe__array_put(o, i, checkelem(L, o, 3, "array"));
     return 0;
@@ -348,7 +352,7 @@ static int array_eq(lua_State *L)
 
 static int array_tostring(lua_State *L)
 {
-    shmud *u = luaL_checkudata(L, 1, ARRAY_MT);
+    shmud *u = checkshm(L, 1, ARRAY_MT, "array:__tostring");
     if (!u->o) {
         lua_pushfstring(L, "mpe.Array (closed): %p", (void *)u);
         return 1;
@@ -366,8 +370,12 @@ static int array_tostring(lua_State *L)
 /* __gc and __close, for both arrays and values: idempotent. */
 static int shm_gc(lua_State *L)
 {
-    shmud *u = lua_touserdata(L, 1);
-    if (u && u->o) {
+    shmud *u = toshm(L, 1, ARRAY_MT);
+    if (!u)
+        u = toshm(L, 1, VALUE_MT);
+    if (!u)
+        mpe__typeerror(L, 1, ARRAY_MT " or " VALUE_MT, "array:__gc");
+    if (u->o) {
         mpe_shm_obj *o = u->o;
         u->o = NULL;
         mpe__shm_unref(o);
@@ -407,15 +415,13 @@ static size_t checkcell(lua_State *L, mpe_shm_obj *o, const char *fname, int *ne
     }
     *next = 4;
     if (!lua_isinteger(L, 2) || !lua_isinteger(L, 3))
-        mpe__fail(L, "mpe: %s: row and column must be integers, got %s and %s", fname,
-                   mpe__got(L, 2), mpe__got(L, 3));
+        mpe__argerror(L, fname, 0, "row and column must be integers, got %s and %s", mpe__got(L, 2),
+                      mpe__got(L, 3));
     lua_Integer r = lua_tointeger(L, 2), c = lua_tointeger(L, 3);
     if ((uint64_t)r - 1 >= (uint64_t)rows)
-        mpe__fail(L, "mpe: %s: row %lld out of range 1..%lld", fname, (long long)r,
-                   (long long)rows);
+        mpe__argerror(L, fname, 0, "row %lld out of range 1..%lld", (long long)r, (long long)rows);
     if ((uint64_t)c - 1 >= (uint64_t)cols)
-        mpe__fail(L, "mpe: %s: column %lld out of range 1..%lld", fname, (long long)c,
-                   (long long)cols);
+        mpe__argerror(L, fname, 0, "column %lld out of range 1..%lld", (long long)c, (long long)cols);
     return (size_t)(r - 1) * cols + (size_t)(c - 1);
 }
 
@@ -481,12 +487,12 @@ static int array_copyfrom(lua_State *L)
     } else if (lua_type(L, 2) == LUA_TTABLE) {
         count = (size_t)lua_rawlen(L, 2);
     } else {
-        return mpe__fail(L, "mpe: array:copyfrom: argument 1 must be a table of numbers or an "
-                             "mpe.Array, got %s", mpe__typename(L, 2));
+        return mpe__argerror(L, "array:copyfrom", 2, "must be a table of numbers or an mpe.Array, got %s",
+                             mpe__typename(L, 2));
     }
     if (first < 1 || (uint64_t)first - 1 > o->n || count > o->n - (size_t)(first - 1))
-        mpe__fail(L, "mpe: array:copyfrom: %lld values from index %lld do not fit in %lld elements",
-                   (long long)count, (long long)first, (long long)o->n);
+        mpe__argerror(L, "array:copyfrom", 0, "%lld values from index %lld do not fit in %lld elements",
+                      (long long)count, (long long)first, (long long)o->n);
     if (!src) {
         copy_values(L, o, 2, (size_t)(first - 1), count, "array:copyfrom");
         return 0;
@@ -498,7 +504,7 @@ static int array_copyfrom(lua_State *L)
             uint64_t bits;
             mpe_err e;
             if (mpe__array_check(o, mpe__array_get(src->o, k), &bits, &e) != 0)
-                mpe__fail(L, "mpe: array:copyfrom: item %d: %s", (int)(k + 1), e.msg);
+                mpe__argerror(L, "array:copyfrom", 0, "item %d: %s", (int)(k + 1), e.msg);
             if (pass == 1)
                 mpe__array_put(o, (size_t)(first - 1) + k, bits);
         }
@@ -525,8 +531,8 @@ static int l_value(lua_State *L)
     lua_settop(L, 2);
     const mpe_ctype *t = checkctype(L, 1, "value");
     if (!lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TNUMBER)
-        mpe__fail(L, "mpe: value: argument 2 must be a number (the initial value), got %s",
-                   mpe__got(L, 2));
+        mpe__argerror(L, "value", 2, "must be a number (the initial value), got %s",
+                      mpe__got(L, 2));
     shmud *u = newud(L, VALUE_MT);
     u->o = create(L, t, 0, 1, 1, "value");
     if (!lua_isnoneornil(L, 2))
@@ -560,7 +566,7 @@ static int value_add(lua_State *L)
 
 static int value_tostring(lua_State *L)
 {
-    shmud *u = luaL_checkudata(L, 1, VALUE_MT);
+    shmud *u = checkshm(L, 1, VALUE_MT, "value:__tostring");
     if (!u->o) {
         lua_pushfstring(L, "mpe.Value (closed): %p", (void *)u);
         return 1;

@@ -65,13 +65,23 @@ static syncud *newud(lua_State *L, const char *mt)
     return u;
 }
 
-static syncud *checkud(lua_State *L, int idx, const char *mt, const char *fname)
+/* The one checker of the six sync types: the userdata at idx, open or
+ * closed, if it is an mt or an mt2 (NULL: none; mt NULL: any of the six),
+ * else raise. */
+static syncud *checksync(lua_State *L, int idx, const char *mt, const char *mt2, const char *fname)
 {
     syncud *u = toud(L, idx);
-    if (!is_type(u, mt))
-        mpe__fail(L, "mpe: %s: %s must be an %s (call methods with a colon), got %s", fname,
-                  idx == 1 ? "self" : lua_pushfstring(L, "argument %d", mpe__argno(fname, idx)), mt,
-                  mpe__typename(L, idx));
+    if (u && (!mt || is_type(u, mt) || (mt2 && is_type(u, mt2))))
+        return u;
+    char want[64];
+    snprintf(want, sizeof want, "%s%s%s", mt ? mt : "mpe synchronization object",
+             mt2 ? " or " : "", mt2 ? mt2 : "");
+    mpe__typeerror(L, idx, want, fname);
+}
+
+static syncud *checkud(lua_State *L, int idx, const char *mt, const char *fname)
+{
+    syncud *u = checksync(L, idx, mt, NULL, fname);
     if (!u->o)
         mpe__fail(L, "mpe: attempt to use a closed %s", mt);
     return u;
@@ -80,11 +90,9 @@ static syncud *checkud(lua_State *L, int idx, const char *mt, const char *fname)
 /* The object of a lock or an rlock at idx, raising if it is neither or closed. */
 static mpe_shm_obj *checklock(lua_State *L, int idx, const char *method)
 {
-    syncud *u = toud(L, idx);
-    if (!is_type(u, LOCK_MT) && !is_type(u, RLOCK_MT))
-        mpe__fail(L, "mpe: lock:%s: %s must be an mpe.Lock or mpe.RLock (call methods with a "
-                  "colon), got %s", method,
-                  idx == 1 ? "self" : lua_pushfstring(L, "argument %d", idx - 1), mpe__typename(L, idx));
+    char fname[48];
+    snprintf(fname, sizeof fname, "lock:%s", method);
+    syncud *u = checksync(L, idx, LOCK_MT, RLOCK_MT, fname);
     if (!u->o)
         mpe__fail(L, "mpe: attempt to use a closed %s", u->mt);
     return u->o;
@@ -111,8 +119,8 @@ static mpe_shm_obj *create(lua_State *L, uint32_t kind, unsigned n, const char *
 
 static int sync_gc(lua_State *L)
 {
-    syncud *u = lua_touserdata(L, 1);
-    if (u && u->o) {
+    syncud *u = checksync(L, 1, NULL, NULL, "sync:__gc");
+    if (u->o) {
         mpe_shm_obj *o = u->o, *lock = u->lock;
         u->o = u->lock = NULL;
         mpe__sync_drop(o);
@@ -215,7 +223,7 @@ static int lock_release(lua_State *L)
 static int call_holding(lua_State *L, mpe_shm_obj *o, int fidx, const char *fname)
 {
     if (!is_callable(L, fidx))
-        mpe__fail(L, "mpe: %s: argument %d must be a function, got %s", fname, fidx - 1, mpe__got(L, fidx));
+        mpe__argerror(L, fname, fidx, "must be a function, got %s", mpe__got(L, fidx));
     int nargs = lua_gettop(L) - fidx;
     acquire_lock(L, o, -1, fname);
     if (!lua_toboolean(L, -1))
@@ -239,9 +247,9 @@ static int lock_with(lua_State *L)
 
 static int lock_tostring(lua_State *L)
 {
-    syncud *u = lua_touserdata(L, 1);
-    const char *mt = is_type(toud(L, 1), LOCK_MT) ? LOCK_MT : RLOCK_MT;
-    if (!u || !u->o)
+    syncud *u = checksync(L, 1, LOCK_MT, RLOCK_MT, "lock:__tostring");
+    const char *mt = u->mt;
+    if (!u->o)
         lua_pushfstring(L, "%s (closed): %p", mt, (void *)u);
     else
         lua_pushfstring(L, "%s: %p", mt, u->o->p);
@@ -255,7 +263,8 @@ static int l_semaphore(lua_State *L)
     lua_Integer n = 1;
     if (!lua_isnoneornil(L, 1)) {
         if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 0 || lua_tointeger(L, 1) > SEM_VALUE_MAX)
-            mpe__fail(L, "mpe: semaphore: argument 1 must be a non-negative integer, got %s", mpe__got(L, 1));
+            mpe__argerror(L, "semaphore", 1, "must be a non-negative integer, got %s",
+                          mpe__got(L, 1));
         n = lua_tointeger(L, 1);
     }
     syncud *u = newud(L, SEM_MT);
@@ -280,8 +289,8 @@ static int sem_release(lua_State *L)
     lua_Integer n = 1;
     if (!lua_isnoneornil(L, 2)) {
         if (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 1 || lua_tointeger(L, 2) > SEM_VALUE_MAX)
-            mpe__fail(L, "mpe: semaphore:release: argument 1 must be a positive integer, got %s",
-                 mpe__got(L, 2));
+            mpe__argerror(L, "semaphore:release", 2, "must be a positive integer, got %s",
+                          mpe__got(L, 2));
         n = lua_tointeger(L, 2);
     }
     mpe_err e;
@@ -300,7 +309,7 @@ static int sem_with(lua_State *L)
 {
     mpe_shm_obj *o = checkud(L, 1, SEM_MT, "semaphore:with")->o;
     if (!is_callable(L, 2))
-        mpe__fail(L, "mpe: semaphore:with: argument 1 must be a function, got %s", mpe__got(L, 2));
+        mpe__argerror(L, "semaphore:with", 2, "must be a function, got %s", mpe__got(L, 2));
     int nargs = lua_gettop(L) - 2;
     mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
@@ -360,12 +369,9 @@ static int l_condition(lua_State *L)
 {
     mpe_shm_obj *lock = NULL;
     if (!lua_isnoneornil(L, 1)) {
-        syncud *l = toud(L, 1);
-        if (!is_type(l, LOCK_MT) && !is_type(l, RLOCK_MT))
-            mpe__fail(L, "mpe: condition: argument 1 must be an mpe.Lock or mpe.RLock, got %s",
-                 mpe__got(L, 1));
+        syncud *l = checksync(L, 1, LOCK_MT, RLOCK_MT, "condition");
         if (!l->o)
-            mpe__fail(L, "mpe: condition: argument 1 is a closed %s", mpe__typename(L, 1));
+            mpe__argerror(L, "condition", 1, "is a closed %s", mpe__typename(L, 1));
         lock = l->o;
     }
     syncud *u = newud(L, COND_MT);
@@ -416,7 +422,7 @@ static int cond_wait_for(lua_State *L)
 {
     syncud *u = checkud(L, 1, COND_MT, "condition:wait_for");
     if (!is_callable(L, 2))
-        mpe__fail(L, "mpe: condition:wait_for: argument 1 must be a function, got %s", mpe__got(L, 2));
+        mpe__argerror(L, "condition:wait_for", 2, "must be a function, got %s", mpe__got(L, 2));
     double timeout = mpe__opt_timeout(L, 3, "condition:wait_for");
     double end = timeout >= 0 ? mpe__proc_now() + timeout : 0;
     lua_settop(L, 2);
@@ -443,8 +449,8 @@ static int cond_notify(lua_State *L)
     lua_Integer n = 1;
     if (!lua_isnoneornil(L, 2)) {
         if (!lua_isinteger(L, 2) || lua_tointeger(L, 2) < 0)
-            mpe__fail(L, "mpe: condition:notify: argument 1 must be a non-negative integer, got %s",
-                 mpe__got(L, 2));
+            mpe__argerror(L, "condition:notify", 2, "must be a non-negative integer, got %s",
+                          mpe__got(L, 2));
         n = lua_tointeger(L, 2);
         if (n > 0x7fffffff)
             n = 0x7fffffff;
@@ -475,8 +481,8 @@ static int cond_with(lua_State *L)
 static int l_barrier(lua_State *L)
 {
     if (!lua_isinteger(L, 1) || lua_tointeger(L, 1) < 1 || lua_tointeger(L, 1) > 0x7fffffff)
-        mpe__fail(L, "mpe: barrier: argument 1 must be a positive integer (the number of parties), "
-                "got %s", mpe__got(L, 1));
+        mpe__argerror(L, "barrier", 1, "must be a positive integer (the number of parties), got %s",
+                      mpe__got(L, 1));
     unsigned n = (unsigned)lua_tointeger(L, 1);
     syncud *u = newud(L, BARRIER_MT);
     u->o = create(L, MPE_SHM_BARRIER, n, "barrier");
@@ -516,9 +522,9 @@ static int barrier_parties(lua_State *L)
 
 static int sync_tostring(lua_State *L)
 {
-    syncud *u = lua_touserdata(L, 1);
-    const char *mt = mpe__typename(L, 1);
-    if (!u || !u->o)
+    syncud *u = checksync(L, 1, NULL, NULL, "sync:__tostring");
+    const char *mt = u->mt;
+    if (!u->o)
         lua_pushfstring(L, "%s (closed): %p", mt, (void *)u);
     else
         lua_pushfstring(L, "%s: %p", mt, u->o->p);

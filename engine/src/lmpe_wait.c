@@ -58,8 +58,8 @@ static int call_method(lua_State *L, int idx, const char *name)
 static int collect(lua_State *L, int idx, const char *fname)
 {
     if (!lua_istable(L, idx))
-        luaL_error(L, "mpe: %s: argument %d must be a table of async results or processes, got %s",
-                   fname, idx, mpe__got(L, idx));
+        mpe__argerror(L, fname, idx, "must be a table of async results or processes, got %s",
+                      mpe__got(L, idx));
     lua_newtable(L);
     int out = lua_gettop(L), n = 0;
     lua_newtable(L);
@@ -69,20 +69,20 @@ static int collect(lua_State *L, int idx, const char *fname)
         lua_rawgeti(L, idx, i);
         int o = lua_gettop(L), kind = kind_of(L, o);
         if (kind == K_NONE)
-            luaL_error(L, "mpe: %s: item %d of argument %d must be an mpe.AsyncResult or mpe.Process, got %s",
-                       fname, (int)i, idx, mpe__got(L, o));
+            mpe__argerror(L, fname, 0, "item %d of argument %d must be an mpe.AsyncResult or "
+                          "mpe.Process, got %s", (int)i, idx, mpe__got(L, o));
         if (kind == K_ASYNC) {
             ajob *a = lua_touserdata(L, o);
             if (!a->j)
-                luaL_error(L, "mpe: %s: item %d of argument %d was released", fname, (int)i, idx);
+                mpe__argerror(L, fname, 0, "item %d of argument %d was released", (int)i, idx);
             if (a->lp->owner != mpe__shm_self())
-                luaL_error(L, "mpe: %s: item %d of argument %d belongs to process %d; a forked child cannot wait for it",
-                           fname, (int)i, idx, (int)a->lp->owner);
+                mpe__argerror(L, fname, 0, "item %d of argument %d belongs to process %d; a "
+                              "forked child cannot wait for it", (int)i, idx, (int)a->lp->owner);
         } else if (kind == K_PROCESS) {
             lua_getfield(L, o, "pid");
             if (lua_isnil(L, -1))
-                luaL_error(L, "mpe: %s: item %d of argument %d is a process that was not started", fname,
-                           (int)i, idx);
+                mpe__argerror(L, fname, 0, "item %d of argument %d is a process that was not started",
+                              (int)i, idx);
             lua_pop(L, 1);
         }
         lua_pushvalue(L, o);
@@ -258,20 +258,20 @@ static int wait_options(lua_State *L, int idx, double *timeout)
     if (lua_isnoneornil(L, idx))
         return mode;
     if (!lua_istable(L, idx))
-        luaL_error(L, "mpe: wait: argument %d (options) must be a table, got %s", idx,
-                   mpe__got(L, idx));
+        mpe__argerror(L, "wait", idx, "(options) must be a table, got %s", mpe__got(L, idx));
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
         if (k && strcmp(k, "timeout") == 0) {
             double t = lua_tonumber(L, -1);
             if (lua_type(L, -1) != LUA_TNUMBER || !(t >= 0) || t > 1e9)
-                luaL_error(L, "mpe: wait: option 'timeout' must be a number of seconds from 0 to 1e9, got %s",
-                           mpe__got(L, -1));
+                mpe__argerror(L, "wait", 0, "option 'timeout' must be a number of seconds from 0 to 1e9, got %s",
+                              mpe__got(L, -1));
             *timeout = t;
         } else if (k && strcmp(k, "first") == 0) {
             if (!lua_isboolean(L, -1))
-                luaL_error(L, "mpe: wait: option 'first' must be a boolean, got %s", mpe__got(L, -1));
+                mpe__argerror(L, "wait", 0, "option 'first' must be a boolean, got %s",
+                              mpe__got(L, -1));
             first = lua_toboolean(L, -1);
         } else if (k && strcmp(k, "return_when") == 0) {
             static const char *const names[] = {"ALL_COMPLETED", "FIRST_COMPLETED", "FIRST_EXCEPTION"};
@@ -280,14 +280,14 @@ static int wait_options(lua_State *L, int idx, double *timeout)
                 if (strcmp(v, names[m]) == 0)
                     when = m;
             if (when < 0)
-                luaL_error(L, "mpe: wait: option 'return_when' must be \"FIRST_COMPLETED\", "
+                mpe__argerror(L, "wait", 0, "option 'return_when' must be \"FIRST_COMPLETED\", "
                               "\"FIRST_EXCEPTION\" or \"ALL_COMPLETED\", got %s", mpe__got(L, -1));
         } else
-            luaL_error(L, "mpe: wait: unknown option '%s'", k ? k : luaL_tolstring(L, -2, NULL));
+            mpe__argerror(L, "wait", 0, "unknown option '%s'", k ? k : luaL_tolstring(L, -2, NULL));
         lua_pop(L, 1);
     }
     if (first >= 0 && when >= 0)
-        luaL_error(L, "mpe: wait: options 'first' and 'return_when' cannot be given together");
+        mpe__argerror(L, "wait", 0, "options 'first' and 'return_when' cannot be given together");
     if (first > 0)
         mode = W_FIRST;
     if (when >= 0)

@@ -24,7 +24,7 @@
 -- effect. The initializer runs once, in the caller, when the pool is created.
 -- h is the C side's helper table (lmpe_inline.c): copy, handler, typename,
 -- sendable (an encode whose bytes are dropped: the function's check), reset, timeout,
--- Error, now, pid.
+-- Error, now, pid, out_put, and the worker pool's argument checks: check_call, selferror.
 local M = {}
 
 local unpack = table.unpack or unpack
@@ -40,21 +40,15 @@ local function tname(v)
   return h.typename(v)
 end
 
--- A bad value as the C bindings show it (mpe__got): numbers and strings as
--- given, anything else by its type.
-local function got(v)
-  return h.got(v)
-end
-
 local function err(fmt, ...)
   error(string.format(fmt, ...), 3)
 end
 
--- ---- argument checks (same messages as lmpe_pool.c) -------------------------------
+-- ---- argument checks: the worker pool's own, from C (h.check_call, h.selferror) ---
 
 local function checkpool(self, fname)
   if getmt(self) ~= PoolMT then
-    err("mpe: %s: self must be an mpe.Pool (call it with ':'), got %s", fname, tname(self))
+    h.selferror(fname, "mpe.Pool", self)
   end
   if self._owner ~= h.pid() then
     err("mpe: %s: this pool belongs to process %d; a forked child cannot use it", fname, self._owner)
@@ -70,78 +64,9 @@ local function openpool(self, fname)
   return self
 end
 
-local function callable(v)
-  if type(v) == "function" then return true end
-  local mt = getmt(v)
-  return mt ~= nil and mt.__call ~= nil
-end
-
-local function check_fn(v, idx, fname)
-  if type(v) ~= "function" then
-    err("mpe: %s: argument %d must be a function, got %s", fname, idx - 1, got(v))
-  end
-end
-
-local function check_items(v, idx, fname)
-  if type(v) ~= "table" and type(v) ~= "function" and tname(v) ~= "mpe.range" then
-    err("mpe: %s: argument %d must be a table, mpe.range or function, got %s", fname, idx - 1, got(v))
-  end
-end
-
 local function isint(v)
   return type(v) == "number" and v == math.floor(v) and v > -2^53 and v < 2^53
     and (not math.type or math.type(v) == "integer")
-end
-
--- The options of map-like calls (parse_callopts in lmpe_pool.c).
--- allow_out: the call takes option out (map, starmap and their async forms).
-local function callopts(o, idx, fname, allow_cb, allow_out)
-  local r = { progress = false }
-  if o == nil then return r end
-  if type(o) ~= "table" then
-    err("mpe: %s: argument %d (options) must be a table, got %s", fname, idx - 1, got(o))
-  end
-  for k, v in pairs(o) do
-    if k == "chunksize" then
-      if not isint(v) or v < 1 or v > 1048576 then
-        err("mpe: %s: option 'chunksize' must be an integer from 1 to 1048576, got %s", fname,
-            got(v))
-      end
-    elseif k == "errors" then
-      if v ~= "raise" and v ~= "collect" then
-        err("mpe: %s: option 'errors' must be \"raise\" or \"collect\"", fname)
-      end
-      r.collect = v == "collect"
-    elseif allow_cb and (k == "callback" or k == "error_callback") then
-      if not callable(v) then err("mpe: %s: option '%s' must be a function, got %s", fname, k, got(v)) end
-      r[k] = v
-    elseif k == "progress" then
-      if v == "force" then r.progress = "force"
-      elseif type(v) == "boolean" then r.progress = v
-      else
-        err("mpe: %s: option 'progress' must be true, false or \"force\", got %s", fname,
-            got(v))
-      end
-    elseif k == "out" then
-      if not allow_out then
-        err("mpe: %s: option 'out' is not accepted here (results come back one by one); "
-            .. "use pool:map, starmap, map_async or starmap_async", fname)
-      end
-      r.outrows = h.out_rows(v)
-      if not r.outrows then
-        err("mpe: %s: option 'out' must be an open mpe.array, got %s", fname, got(v))
-      end
-      r.out = v
-    elseif k == "window" then
-      if not isint(v) or v < 1 or v > 65536 then
-        err("mpe: %s: option 'window' must be an integer from 1 to 65536, got %s", fname,
-            got(v))
-      end
-    else
-      err("mpe: %s: unknown option '%s'", fname, tostring(k))
-    end
-  end
-  return r
 end
 
 -- ---- running one task --------------------------------------------------------------
@@ -303,7 +228,7 @@ end
 
 local function checkasync(self, fname)
   if getmt(self) ~= AsyncMT then
-    err("mpe: %s: self must be an mpe.AsyncResult (call it with ':'), got %s", fname, tname(self))
+    h.selferror(fname, "mpe.AsyncResult", self)
   end
   if self._owner ~= h.pid() then
     err("mpe: %s: this result belongs to process %d; a forked child cannot use it", fname, self._owner)
@@ -408,9 +333,7 @@ end
 
 local function submit_map(self, fname, mode, fn, src, opts, allow_cb)
   openpool(self, fname)
-  check_fn(fn, 2, fname)
-  check_items(src, 3, fname)
-  local o = callopts(opts, 4, fname, allow_cb, true)
+  local o = h.check_call(self, fn, src, opts, fname, "items", allow_cb, true)
   check_fn_sendable(fn)
   local a = new_async("map", o)
   run_map(a, fn, mode, src, o, fname)
@@ -446,17 +369,13 @@ end
 
 function Pool:apply_async(fn, args, opts)
   openpool(self, "pool:apply_async")
-  check_fn(fn, 2, "pool:apply_async")
-  if args ~= nil and type(args) ~= "table" then
-    err("mpe: pool:apply_async: argument 2 (args) must be a table, got %s", got(args))
-  end
-  local o = callopts(opts, 4, "pool:apply_async", true)
+  local o = h.check_call(self, fn, args, opts, "pool:apply_async", "args", true)
   return run_apply(fn, args or {}, o)
 end
 
 function Pool:apply(fn, ...)
   openpool(self, "pool:apply")
-  check_fn(fn, 2, "pool:apply")
+  h.check_call(self, fn, nil, nil, "pool:apply", "fn")
   return push_values(run_apply(fn, { n = select("#", ...), ... }, {}))
 end
 
@@ -466,9 +385,7 @@ end
 -- "collect"); raises a failure at its item otherwise.
 local function imap_common(self, fname, fn, src, opts)
   openpool(self, fname)
-  check_fn(fn, 2, fname)
-  check_items(src, 3, fname)
-  local o = callopts(opts, 4, fname, false)
+  local o = h.check_call(self, fn, src, opts, fname, "items")
   check_fn_sendable(fn)
   local nxt, total = items_of(src, "map")
   local bar = progress_new(o.progress)
@@ -543,12 +460,9 @@ end
 -- value", as the C methods do: a Lua function sees nil otherwise.
 for prefix, methods in pairs{ ["pool:"] = Pool, ["async:"] = Async } do
   for name, f in pairs(methods) do
-    local what = prefix == "pool:" and "an mpe.Pool" or "an mpe.AsyncResult"
+    local what = prefix == "pool:" and "mpe.Pool" or "mpe.AsyncResult"
     methods[name] = function(...)
-      if select("#", ...) == 0 then
-        error(string.format("mpe: %s%s: self must be %s (call it with ':'), got no value",
-                            prefix, name, what), 2)
-      end
+      if select("#", ...) == 0 then h.selferror(prefix .. name, what) end
       return f(...)
     end
   end

@@ -533,7 +533,7 @@ describe("mpe.pool", function()
       assert.has_error(function() pool:map(function() end, {}, {errors = "ignore"}) end,
         'mpe: pool:map: option \'errors\' must be "raise" or "collect"')
       assert.has_error(function() pool.map({}, function() end, {}) end,
-        "mpe: pool:map: self must be an mpe.Pool (call it with ':'), got table")
+        "mpe: pool:map: self must be an mpe.Pool (call methods with a colon), got table")
     end)
 
     it("says which value cannot be sent", function()

@@ -447,7 +447,7 @@ describe("mpe.process", function()
       local p = mpe.process(function() end)
       p:start()
       assert.has_error(function() p.join("x") end,
-        "mpe: process:join: self must be an mpe.Process (call it as p:join()), got string")
+        "mpe: process:join: self must be an mpe.Process (call methods with a colon), got string")
       assert.has_error(function() p:join("x") end,
         "mpe: process:join: argument 1 (timeout) must be a number of seconds, got \"x\"")
       assert.has_error(function() p:join(-1) end)

@@ -325,7 +325,7 @@ describe("mpe.condition", function()
     local c = mpe.condition()
     assert.equal("mpe: condition:wait: lock is not held by this process", errmsg(c.wait, c, 0.01))
     assert.equal("mpe: condition:notify: lock is not held by this process", errmsg(c.notify, c))
-    assert.equal("mpe: condition: argument 1 must be an mpe.Lock or mpe.RLock, got 5",
+    assert.equal("mpe: condition: argument 1 must be an mpe.Lock or mpe.RLock, got number",
       errmsg(mpe.condition, 5))
   end)
 end)
