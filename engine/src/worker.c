@@ -33,6 +33,7 @@
 #include "shm.h"
 #include "transport.h"
 #include "worker.h"
+#include "worker_jit.h"
 
 #define FLUSH_BYTES (256 * 1024)
 #define FLUSH_NS 2000000
@@ -75,6 +76,12 @@ typedef struct wstate {
     int *segfd;       /* the pool's shared segments by id (MPE_F_SEGS), -1 where none */
     int nsegfd;
     mpe_fdin fdin;    /* descriptors received, claimed by F_FDS and F_SEGS frames by position */
+    /* the chunk's Lua loop (worker_jit.c), when it runs through one */
+    mpe_jit_run jr;
+    int64_t jit_from; /* first item of the batch being run, or -1 */
+    int jit_trim;     /* the failure being recorded came through the loop's frame */
+    double jres[MPE_JIT_BATCH]; /* a batch's collected results */
+    uint8_t jtag[MPE_JIT_BATCH]; /* and their tags (mpe_jit_run.tags), zeroed once read */
 } wstate;
 
 static int64_t now_ns(void)
@@ -339,46 +346,189 @@ static void tick(wstate *w)
     }
 }
 
-/* lua_pcall'd: run items w->i .. n-1; raises out of the item that fails. */
+/* Item w->i is done, its results recorded. */
+static void item_done(wstate *w)
+{
+    w->count++;
+    w->tasks++;
+    /* Results carrying many distinct segments go in several messages,
+     * each with about a sendmsg's worth of descriptors. */
+    if (w->rfds.n >= MPE_FDIO_BATCH)
+        close_segment(w, 0);
+}
+
+/* Run item w->i by a C call of the function at index 1; its results land
+ * above base. */
+static void run_one(wstate *w, int base)
+{
+    lua_State *L = w->L;
+    mpe_progress *pr = w->cfg->progress;
+    tick(w);
+    pr->item = (int32_t)w->i;
+    if (w->cfg->timeouts)
+        pr->started_ns = now_ns();
+    lua_pushvalue(L, 1);
+    push_item(w);
+    int nargs = 1;
+    if (w->mode != MPE_M_MAP) {
+        int t = lua_gettop(L);
+        if (!lua_istable(L, t))
+            luaL_error(L, "mpe: arguments of item must be a table, got %s", luaL_typename(L, t));
+        lua_getfield(L, t, "n");
+        lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, t);
+        lua_pop(L, 1);
+        if (n < 0 || n > 250)
+            luaL_error(L, "mpe: too many arguments (%d)", (int)n);
+        luaL_checkstack(L, (int)n + 4, "too many arguments");
+        for (lua_Integer k = 1; k <= n; k++)
+            lua_rawgeti(L, t, k);
+        lua_remove(L, t);
+        nargs = (int)n;
+    }
+    lua_call(L, nargs, w->mode == MPE_M_APPLY || (w->arr && w->outcols) ? LUA_MULTRET : 1);
+    record(w, base + 1, lua_gettop(L));
+    lua_settop(L, base);
+    item_done(w);
+}
+
+/* ---- the chunk loop in Lua (worker_jit.c) ------------------------------------------
+ * Chunks of map items that are numbers, with results collected or into a 1-D
+ * int64/double out array, run in batches through lua/mpe/jitloop.lua, which
+ * stores numbers itself; what it does not store comes back here one item at a
+ * time and is recorded as the C loop records it. */
+
+/* The chunk's Lua loop: pushes it and returns 1 if the chunk can run through one. */
+static int jit_setup(wstate *w)
+{
+    mpe_jit_run *r = &w->jr;
+    w->jit_from = -1;
+    if (w->mode != MPE_M_MAP || w->kind == MPE_K_ENC || (w->arr && !w->outfast))
+        return 0;
+    memset(r, 0, sizeof *r);
+    r->kind = w->kind;
+    if (w->kind == MPE_K_RANGE) {
+        /* Every item and step product exact in a double: within 2^52. */
+        double a = (double)w->rstart, b = a + (double)w->rstep * (double)(w->n ? w->n - 1 : 0);
+        if (a < -4503599627370496.0 || a > 4503599627370496.0 || b < -4503599627370496.0 ||
+            b > 4503599627370496.0)
+            return 0;
+        r->x0 = (double)w->rstart;
+        r->step = (double)w->rstep;
+    } else {
+        if (w->items->n - w->items->pos < (size_t)w->n * 8)
+            return 0; /* the C loop reports the malformed chunk */
+        r->in = w->items->p + w->items->pos;
+    }
+    if (w->arr) {
+        r->okind = w->outfast == 1 ? MPE_JIT_I64 : MPE_JIT_F64;
+        r->out = w->arr->data;
+        r->d = (int64_t)w->first;
+    }
+    r->item = &w->cfg->progress->item;
+    r->started = w->cfg->timeouts ? &w->cfg->progress->started_ns : NULL;
+    return mpe__jit_loop(w->L, r);
+}
+
+/* Account items w->jit_from .. k-1, which the Lua loop ran and stored; the
+ * table at index odd holds their results that are not numbers. */
+static void jit_done(wstate *w, uint32_t k, int odd)
+{
+    lua_State *L = w->L;
+    uint32_t from = (uint32_t)w->jit_from, m = k - from;
+    w->jit_from = -1;
+    if (w->arr && m > 0 && w->segmode == 0)
+        w->segmode = MPE_R_NONE;
+    for (uint32_t q = 0; q < m && (!w->arr || w->segmode < 0); q++) {
+        w->i = from + q;
+        if (w->arr) { /* the segment went general after an error */
+            put_record(w, 0, 0);
+        } else {
+            double v = w->jres[q];
+            if (w->jtag[q] == 0 && w->segmode >= 0) { /* record's packed case, without the stack */
+                int kind = mpe__jit_isint(v) ? MPE_R_INTS : MPE_R_FLOATS;
+                if (w->segmode == 0)
+                    w->segmode = kind;
+                if (w->segmode == kind) {
+                    if (kind == MPE_R_INTS)
+                        mpe__buf_put_u64(L, &w->ints, (uint64_t)(int64_t)v);
+                    else
+                        mpe__buf_put_f64(L, &w->ints, v);
+                    continue;
+                }
+            }
+            if (w->jtag[q] == 0)
+                lua_pushnumber(L, v);
+            else if (w->jtag[q] == 1) {
+                lua_rawgeti(L, odd, (lua_Integer)q + 1);
+                lua_pushnil(L);
+                lua_rawseti(L, odd, (lua_Integer)q + 1);
+            } else
+                lua_pushnil(L);
+            w->jtag[q] = 0;
+            record(w, lua_gettop(L), lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    }
+    w->count += m;
+    w->tasks += m;
+    w->i = k;
+}
+
+/* Run the chunk's items through the Lua loop at index 2 (its odd table at 3)
+ * in batches of
+ * tick_every items, reading the clock before each batch (as the C loop does
+ * before each item, so the chunk's last items go in its final frame). */
+static void run_jit(wstate *w, int base)
+{
+    lua_State *L = w->L;
+    mpe_jit_run *r = &w->jr;
+    uint32_t lim = w->n; /* items from lim on have no element in the out array */
+    if (w->arr)
+        lim = w->outrows <= w->first ? 0 : w->outrows - w->first < w->n ? (uint32_t)(w->outrows - w->first) : w->n;
+    while (w->i < w->n) {
+        if (w->i >= lim) { /* the C loop raises the out= error */
+            run_one(w, base);
+            w->i++;
+            continue;
+        }
+        w->tick_left = 1;
+        tick(w);
+        /* The progress slot names the next item from now on, as the C loop's
+         * does before each item (the loop stamps each again as it starts it). */
+        w->cfg->progress->item = (int32_t)w->i;
+        if (w->cfg->timeouts)
+            w->cfg->progress->started_ns = now_ns();
+        uint32_t j = w->i + (uint32_t)(w->tick_every < MPE_JIT_BATCH ? w->tick_every : MPE_JIT_BATCH);
+        if (j > lim || j < w->i)
+            j = lim;
+        if (!w->arr) {
+            r->out = w->jres;
+            r->tags = w->jtag;
+            r->d = -(int64_t)w->i;
+        }
+        w->jit_from = (int64_t)w->i;
+        uint32_t k = mpe__jit_items(L, 2, 1, 3, r, w->i, j);
+        jit_done(w, k, 3);
+        if (k < j) { /* item k returned what the loop does not store */
+            record(w, base + 1, lua_gettop(L));
+            lua_settop(L, base);
+            item_done(w);
+            w->i++;
+        }
+    }
+}
+
+/* lua_pcall'd with the function (and the chunk's Lua loop and its odd table,
+ * if it runs through one): run items w->i .. n-1; raises out of the item that fails. */
 static int run_items(lua_State *L)
 {
     wstate *w = lua_touserdata(L, lua_upvalueindex(1));
-    mpe_progress *pr = w->cfg->progress;
-    int timeouts = w->cfg->timeouts;
-    int base = 1; /* the function, passed by run_chunk */
-    for (; w->i < w->n; w->i++) {
-        tick(w);
-        pr->item = (int32_t)w->i;
-        if (timeouts)
-            pr->started_ns = now_ns();
-        lua_pushvalue(L, 1);
-        push_item(w);
-        int nargs = 1;
-        if (w->mode != MPE_M_MAP) {
-            int t = lua_gettop(L);
-            if (!lua_istable(L, t))
-                return luaL_error(L, "mpe: arguments of item must be a table, got %s", luaL_typename(L, t));
-            lua_getfield(L, t, "n");
-            lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, t);
-            lua_pop(L, 1);
-            if (n < 0 || n > 250)
-                return luaL_error(L, "mpe: too many arguments (%d)", (int)n);
-            luaL_checkstack(L, (int)n + 4, "too many arguments");
-            for (lua_Integer k = 1; k <= n; k++)
-                lua_rawgeti(L, t, k);
-            lua_remove(L, t);
-            nargs = (int)n;
-        }
-        lua_call(L, nargs, w->mode == MPE_M_APPLY || (w->arr && w->outcols) ? LUA_MULTRET : 1);
-        record(w, base + 1, lua_gettop(L));
-        lua_settop(L, base);
-        w->count++;
-        w->tasks++;
-        /* Results carrying many distinct segments go in several messages,
-         * each with about a sendmsg's worth of descriptors. */
-        if (w->rfds.n >= MPE_FDIO_BATCH)
-            close_segment(w, 0);
-    }
+    int base = lua_gettop(L);
+    if (base == 3)
+        run_jit(w, base);
+    else
+        for (; w->i < w->n; w->i++)
+            run_one(w, base);
     return 0;
 }
 
@@ -427,7 +577,7 @@ static void trim_traceback(wstate *w, int err)
     const char *tb = lua_tolstring(L, -1, &len);
     if (tb) {
         const char *end = tb + len;
-        for (int drop = w->inherited + 1; drop > 0 && end > tb; drop--) {
+        for (int drop = w->inherited + 1 + w->jit_trim; drop > 0 && end > tb; drop--) {
             const char *nl = end - 1;
             while (nl > tb && *nl != '\n')
                 nl--;
@@ -536,12 +686,22 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
     w->chunk_start = w->last_check = now_ns();
     w->rstart = h.rstart;
     w->rstep = h.rstep;
+    int jit = jit_setup(w) ? 2 : 0; /* the loop and its odd table, at base + S_FN + 1, 2 */
+    if (jit)
+        lua_newtable(L);
     __atomic_store_n(&w->cfg->progress->chunk, (int64_t)chunk, __ATOMIC_RELEASE);
     while (w->i < w->n) {
         lua_pushvalue(L, base + S_RUNNER);
         lua_pushvalue(L, base + S_FN);
-        if (lua_pcall(L, 1, 0, base + S_HANDLER) == LUA_OK)
+        for (int q = 1; q <= jit; q++)
+            lua_pushvalue(L, base + S_FN + q);
+        if (lua_pcall(L, 1 + jit, 0, base + S_HANDLER) == LUA_OK)
             break;
+        /* Raised in the Lua loop: the items of its batch before the one it
+         * was running (the progress slot names it) are done. */
+        w->jit_trim = w->jit_from >= 0;
+        if (w->jit_trim)
+            jit_done(w, (uint32_t)w->cfg->progress->item, base + S_FN + 2);
         /* Item w->i failed: cut off what it half wrote, record the error, go on. */
         if (w->mark != (size_t)-1) {
             w->gen.n = w->mark;
@@ -554,12 +714,14 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
         w->segmode = -1;
         w->segerrors = 1;
         put_error(w, base + S_ENCODER);
-        lua_settop(L, base + S_FN);
+        w->jit_trim = 0;
+        lua_settop(L, base + S_FN + jit);
         w->count++;
         w->tasks++;
         w->i++;
     }
     __atomic_store_n(&w->cfg->progress->chunk, 0, __ATOMIC_RELEASE);
+    lua_settop(L, base + S_FN);
     close_segment(w, 1);
 }
 
