@@ -918,7 +918,6 @@ static void test_decode_numbers(void)
         for (int k = 0; k < 8; k++)
             buf[8 * i + k] = (unsigned char)((uint64_t)iv[i] >> (8 * k));
     MPE_ASSERT(numbers(L, 5, buf, sizeof buf, 6, 1));
-    MPE_ASSERT(lua_rawlen(L, -1) == 0); /* indices 5..10, no border at 1 */
     for (int i = 0; i < 6; i++) {
         lua_rawgeti(L, -1, 5 + i);
         MPE_ASSERT(lua_type(L, -1) == LUA_TNUMBER);
@@ -930,10 +929,11 @@ static void test_decode_numbers(void)
         }
         lua_pop(L, 1);
     }
-    lua_rawgeti(L, -1, 4);
-    MPE_ASSERT(lua_isnil(L, -1));
-    lua_rawgeti(L, -2, 11);
-    MPE_ASSERT(lua_isnil(L, -1));
+    for (int i = 0; i <= 11; i += i == 4 ? 7 : 1) { /* nothing below first or past the end */
+        lua_rawgeti(L, -1, i);
+        MPE_ASSERT(lua_isnil(L, -1));
+        lua_pop(L, 1);
+    }
     lua_settop(L, 0);
     /* doubles: NaN, -0.0, infinities, the smallest subnormal */
     double dv[6] = {NAN, -0.0, INFINITY, -INFINITY, 5e-324, 1.0 / 3};
