@@ -145,6 +145,11 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
     if (a->what == A_IMAP_UNORDERED || a->what == A_IMAP) {
         mpe__async_getref(L, a->ref, a->what == A_IMAP ? "have" : "q");
         q = lua_gettop(L);
+    } else if (m->flags & (MPE_R_INTS | MPE_R_FLOATS)) { /* packed numbers, straight in */
+        mpe__decode_numbers(L, res, m->index, m->data, m->len, m->count, m->flags & MPE_R_INTS);
+        a->delivered += m->count;
+        lua_settop(L, top);
+        return;
     }
     for (uint32_t i = 0; i < m->count; i++) {
         lua_Integer index = m->index + (lua_Integer)i;
