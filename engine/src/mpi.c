@@ -1,7 +1,7 @@
-/* mpi.c -- the MPI backend's launch, world and messages: joining MPI under a
- * launcher (rank 0 runs the script, the other ranks serve it), what every
- * rank knows of the others, and the message layer the serving ranks
- * (mpi_serve.c) and rank 0's bridge (mpi_link.c) share.
+/* mpi.c -- the MPI backend's launch and world: joining MPI under a launcher
+ * (rank 0 runs the script, the other ranks serve it), what every rank knows
+ * of the others, and the watch connections that tell rank 0 a rank ended.
+ * The message layer all of them use is mpi_msg.c.
  * SPDX-License-Identifier: MIT
  *
  * Linked into the `mpe` command of an MPE_MPI build only: mpe.so and libmpe
@@ -30,165 +30,11 @@
 #include "ranks.h"
 #include "sig.h"
 
-#define TAG 77
-#define IDLE_MIN_US 20
-#define IDLE_MAX_US 10000
 #define WATCH_ADDRS 16        /* rank 0's IPv4 addresses offered for watch connections */
 #define WATCH_CONNECT_MS 2000 /* per address tried */
 #define WATCH_ACCEPT_MS 10000 /* for all the ranks that connected */
 
-mpe_mpi_world mpe__mpi_world = {.comm = MPI_COMM_NULL};
 static mpe_ranks ops;
-
-int64_t mpe__mpi_now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
-/* ---- sending without blocking, receiving, sleeping ----------------------------------
- * Records go into one batch per destination (mpe__mpi_post) and leave as one
- * MPI message per destination at the next mpe__mpi_push: a loop iteration's
- * results or chunks cost one message, not one each. Every send is an
- * MPI_Isend of a message owned by the send queue until it completes: two
- * ranks sending large messages to each other never wait on each other. */
-typedef struct outmsg {
-    MPI_Request rq;
-    int dest;
-    size_t n;
-    char *p;                 /* malloc'd records */
-    struct outmsg *next;
-} outmsg;
-
-static outmsg *sendq;
-static size_t pending;
-static mpe_buf *batch; /* per rank: records posted, not yet handed to MPI */
-
-int mpe__mpi_put(mpe_buf *b, unsigned op, uint32_t id, const void *a, size_t na)
-{
-    if (na > UINT32_MAX || mpe__buf_grow(b, MPE_MPI_REC + na) != 0)
-        return -1;
-    char *p = b->p + b->n;
-    uint32_t n32 = (uint32_t)na;
-    p[0] = (char)op;
-    memcpy(p + 1, &id, 4);
-    memcpy(p + 5, &n32, 4);
-    if (na)
-        memcpy(p + MPE_MPI_REC, a, na);
-    b->n += MPE_MPI_REC + na;
-    return 0;
-}
-
-int mpe__mpi_next(const char *p, size_t n, size_t *off, mpe_mpi_rec *r)
-{
-    uint32_t len;
-    if (*off + MPE_MPI_REC > n)
-        return 0;
-    memcpy(&len, p + *off + 5, 4);
-    if (len > n - *off - MPE_MPI_REC)
-        return 0; /* malformed: the rest is dropped */
-    r->op = (unsigned char)p[*off];
-    memcpy(&r->id, p + *off + 1, 4);
-    r->p = p + *off + MPE_MPI_REC;
-    r->n = len;
-    *off += MPE_MPI_REC + len;
-    return 1;
-}
-
-int mpe__mpi_send(int dest, mpe_buf *b)
-{
-    outmsg *m = malloc(sizeof *m);
-    if (!m || b->n > INT_MAX) {
-        free(m);
-        mpe__buf_free(b);
-        return -1;
-    }
-    m->dest = dest;
-    m->p = b->p;
-    m->n = b->n;
-    *b = (mpe_buf){0};
-    if (MPI_Isend(m->p, (int)m->n, MPI_BYTE, dest, TAG, mpe__mpi_world.comm, &m->rq) != MPI_SUCCESS) {
-        free(m->p);
-        free(m);
-        return -1;
-    }
-    m->next = sendq;
-    sendq = m;
-    pending += m->n;
-    return 0;
-}
-
-int mpe__mpi_post(int dest, unsigned op, uint32_t id, const void *a, size_t na)
-{
-    return batch ? mpe__mpi_put(&batch[dest], op, id, a, na) : -1;
-}
-
-int mpe__mpi_push(void)
-{
-    for (int d = 0; batch && d < mpe__mpi_world.size; d++)
-        if (batch[d].n > 0)
-            mpe__mpi_send(d, &batch[d]);
-    for (outmsg **pp = &sendq; *pp;) {
-        outmsg *m = *pp;
-        int done = 0;
-        MPI_Test(&m->rq, &done, MPI_STATUS_IGNORE);
-        if (done) {
-            *pp = m->next;
-            pending -= m->n;
-            free(m->p);
-            free(m);
-        } else
-            pp = &m->next;
-    }
-    return sendq != NULL;
-}
-
-size_t mpe__mpi_pending(void)
-{
-    return pending;
-}
-
-int mpe__mpi_take(mpe_buf *b, int *src)
-{
-    int flag = 0, n = 0;
-    MPI_Status st;
-    MPI_Iprobe(MPI_ANY_SOURCE, TAG, mpe__mpi_world.comm, &flag, &st);
-    if (!flag)
-        return 0;
-    MPI_Get_count(&st, MPI_BYTE, &n);
-    b->n = 0;
-    if (mpe__buf_grow(b, (size_t)n + 1) != 0) {
-        fprintf(stderr, "mpe: rank %d: not enough memory for a message of %d bytes\n",
-                mpe__mpi_world.me, n);
-        MPI_Abort(MPI_COMM_WORLD, 1);
-    }
-    MPI_Recv(b->p, n, MPI_BYTE, st.MPI_SOURCE, TAG, mpe__mpi_world.comm, MPI_STATUS_IGNORE);
-    b->n = (size_t)n;
-    *src = st.MPI_SOURCE;
-    return 1;
-}
-
-/* 20 µs for the first 2 ms (a pool at work sends again soon: keep latency
- * low), then a quarter of the idle time, at most IDLE_MAX_US (an idle rank
- * costs next to nothing). */
-int mpe__mpi_idle_us(int64_t since)
-{
-    int64_t idle = (mpe__mpi_now_ns() - since) / 1000;
-    if (idle < 2000)
-        return IDLE_MIN_US;
-    return idle / 4 > IDLE_MAX_US ? IDLE_MAX_US : (int)(idle / 4);
-}
-
-void mpe__mpi_nap(int fd, int us)
-{
-    struct pollfd pf = {.fd = fd, .events = POLLIN};
-    struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)us * 1000};
-    int r;
-    do
-        r = ppoll(&pf, fd >= 0, &ts, NULL);
-    while (r < 0 && errno == EINTR && !mpe__sig_caught());
-}
 
 /* ---- watching the ranks ------------------------------------------------------------
  * Rank 0 must see a serving rank die wherever it ran, before the launcher's
@@ -385,8 +231,7 @@ int mpe__mpi_start(int *argc, char ***argv, mpe_err *e)
     w->pid = calloc((size_t)w->size, sizeof *w->pid);
     w->host = calloc((size_t)w->size, sizeof *w->host);
     w->watch = malloc((size_t)w->size * sizeof *w->watch);
-    batch = calloc((size_t)w->size, sizeof *batch);
-    if (!w->workers || !w->pid || !w->host || !w->watch || !batch)
+    if (!w->workers || !w->pid || !w->host || !w->watch || mpe__mpi_msg_init(w->size) != 0)
         return mpe__seterr(e, "not enough memory");
     for (int r = 0; r < w->size; r++)
         w->watch[r] = -1;

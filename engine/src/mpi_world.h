@@ -1,10 +1,10 @@
 /* mpi_world.h -- what the MPI backend's files share: the world (ranks, their pids and
  * hosts), the wire protocol between rank 0 and the serving ranks, and the
- * message layer (non-blocking sends, receiving, sleeping) of mpi.c.
+ * message layer (non-blocking sends, receiving, sleeping) of mpi_msg.c.
  * SPDX-License-Identifier: MIT
  *
- * Included only by the files of an MPE_MPI build (mpi.c: launch, world and
- * messages; mpi_serve.c: the serving ranks; mpi_link.c: rank 0's transport
+ * Included only by the files of an MPE_MPI build (mpi.c: launch and world;
+ * mpi_msg.c: messages; mpi_serve.c: the serving ranks; mpi_link.c: rank 0's transport
  * and bridge thread). They alone include <mpi.h> and link libmpi; the engine
  * reaches them through mpe__ranks (ranks.h). */
 #ifndef MPE_MPI_WORLD_H
@@ -61,6 +61,9 @@ typedef struct mpe_mpi_world {
 } mpe_mpi_world;
 extern mpe_mpi_world mpe__mpi_world;
 
+/* mpi_msg.c, the message layer. msg_init: one batch per rank of a world of
+ * size ranks, once, before any record is posted. 0, or -1 (memory). */
+int mpe__mpi_msg_init(int size);
 /* Monotonic clock in ns. */
 int64_t mpe__mpi_now_ns(void);
 /* Append a record to b. 0, or -1 when memory runs out. */
