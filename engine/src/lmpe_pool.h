@@ -24,7 +24,7 @@ typedef struct callopts {
     lua_Integer outrows; /* its elements (1-D) or rows (2-D) */
 } callopts;
 
-/* The argument checks of a pool call, its arguments where its method call
+/* lmpe_poolargs.c. The argument checks of a pool call, its arguments where its method call
  * has them (self at 1): the function at 2; with MPE_CALL_ITEMS items (a
  * table, mpe.range or function) at 3, with MPE_CALL_ARGS an args table or
  * nil at 3, and with either the options at 4, parsed into o (MPE_CALL_CB:
@@ -33,6 +33,9 @@ typedef struct callopts {
  * through lmpe_inline.c) both check with it, so their messages cannot drift. */
 enum { MPE_CALL_ITEMS = 1, MPE_CALL_ARGS = 2, MPE_CALL_CB = 4, MPE_CALL_OUT = 8 };
 void mpe__pool_check_call(lua_State *L, const char *fname, int flags, callopts *o);
+/* Whether the value at i can be called (a function or a __call metamethod). */
+int mpe__is_callable(lua_State *L, int i);
+#define MPE_IMAP_WINDOW 65536 /* items pulled from an iterator ahead of the consumer */
 
 typedef struct lpool {
     mpe_pool *p;
