@@ -39,7 +39,7 @@ endforeach()
 # A module joins this list when it needs no Lua; keep it so.
 set(MPE_LUA_FREE
   err.h err.c buf.h buf.c proc.h proc.c ranks.h shm.h shm.c array.h array.c
-  waitctl.h sync.h sync.c ipc.h ipc.c queue.h queue.c pipe.h pipe.c dict.h dict.c
+  waitctl.h sync.h sync.c ipc.h ipc.c queue.h queue.c pipe.h pipe.c dict.h dict.c fdio.h fdio.c
   protocol.h pool_api.h poolstate.h job.h job.c frames.h frames.c)
 add_test(NAME luafree COMMAND ${CMAKE_COMMAND} -DCC=${CMAKE_C_COMPILER}
          -DSRCDIR=${PROJECT_SOURCE_DIR}/engine/src "-DFILES=${MPE_LUA_FREE}"
@@ -170,13 +170,19 @@ file(WRITE ${PROJECT_BINARY_DIR}/CTestCustom.cmake "${MPE_CTEST_CUSTOM}")
 # `mpirun -n 3 mpe run busted` (rank 0 runs busted, ranks 1-2 serve; Lua 5.4
 # only: it uses <close>), and the launch tests (clean exit, failing script, a
 # rank killed, Ctrl-C). Root and oversubscription are allowed through Open
-# MPI's environment variables. Not under the sanitizers: LSan reports Open
-# MPI's own allocations at every exit (run them by hand with
-# ASAN_OPTIONS=detect_leaks=0).
-if(MPE_HAVE_MPI AND NOT MPE_SANITIZE)
+# MPI's environment variables. Under the sanitizers LSan would report Open
+# MPI's own allocations at every exit: tests/mpi/lsan.supp suppresses those
+# (only Open MPI's libraries), which needs whole allocation stacks
+# (fast_unwind_on_malloc=0: Open MPI is built without frame pointers).
+if(MPE_HAVE_MPI)
   find_program(MPE_MPIRUN NAMES mpirun mpiexec)
   set(MPE_MPI_ENV "OMPI_ALLOW_RUN_AS_ROOT=1" "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1"
       "OMPI_MCA_rmaps_base_oversubscribe=1")
+  if(MPE_SANITIZE)
+    list(APPEND MPE_MPI_ENV
+      "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:fast_unwind_on_malloc=0"
+      "LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/mpi/lsan.supp")
+  endif()
   if(MPE_LUA STREQUAL "lua5.4")
     add_test(NAME mpi.spec
              COMMAND ${MPE_MPIRUN} -n 3 $<TARGET_FILE:mpe> run ${BUSTED} -o plainTerminal
@@ -188,5 +194,11 @@ if(MPE_HAVE_MPI AND NOT MPE_SANITIZE)
   add_test(NAME mpi.launch COMMAND bash ${PROJECT_SOURCE_DIR}/tests/mpi/launch.sh
            WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
   set_tests_properties(mpi.launch PROPERTIES TIMEOUT 300 RUN_SERIAL ON
+                       ENVIRONMENT "${MPE_TEST_ENV};${MPE_MPI_ENV}")
+  # srun on a one-node Slurm cluster the script sets up and takes down itself
+  # (about 4 s); skipped (77, with the reason) unless root with Slurm and munge.
+  add_test(NAME mpi.srun COMMAND bash ${PROJECT_SOURCE_DIR}/tests/mpi/srun.sh
+           WORKING_DIRECTORY ${PROJECT_SOURCE_DIR})
+  set_tests_properties(mpi.srun PROPERTIES TIMEOUT 300 RUN_SERIAL ON SKIP_RETURN_CODE 77
                        ENVIRONMENT "${MPE_TEST_ENV};${MPE_MPI_ENV}")
 endif()

@@ -42,11 +42,7 @@ int mpe__rd_varint(mpe_rd *r, uint64_t *out);
 /* Point *out at the next n bytes (inside the reader's input) and skip them. */
 int mpe__rd_bytes(mpe_rd *r, size_t n, const unsigned char **out);
 
-/* Descriptors travelling with a message. */
-#define MPE_MAX_FDS 64
-typedef struct mpe_fds {
-    int fd[MPE_MAX_FDS];
-    int n;
-} mpe_fds;
+/* Descriptors travelling with a message: mpe_fds, a growable list (fdio.h). */
+#include "fdio.h"
 
 #endif

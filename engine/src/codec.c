@@ -5,6 +5,7 @@
  *
  * What values are linked to by name or trusted by key (C function names,
  * registered metatables and shared-object types, the MAC) is in codec_link.c. */
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -46,11 +47,16 @@ enum { UP_VALUE = 0, UP_JOIN = 1 };
 /* Arrays of at least this many numbers of one kind are packed. */
 #define PACK_MIN 4
 
-static uint64_t le64(const unsigned char *p)
+/* The 8 bytes at p as a little-endian u64. */
+static uint64_t ld64(const unsigned char *p)
 {
     uint64_t v = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(&v, p, 8);
+#else
     for (int i = 7; i >= 0; i--)
         v = (v << 8) | p[i];
+#endif
     return v;
 }
 
@@ -854,6 +860,36 @@ static const char *printable(const unsigned char *p, size_t n, char s[68])
     return s;
 }
 
+void mpe__decode_numbers(lua_State *L, int t, lua_Integer first, const void *p, size_t len,
+                         size_t count, int ints)
+{
+    /* lua_rawseti takes an int under LuaJIT. */
+    const uint64_t top = MPE_HAS_INTEGERS ? (uint64_t)INT64_MAX : (uint64_t)INT_MAX;
+    if (MPE_UNLIKELY(count > len / 8))
+        luaL_error(L, "mpe: decode: %d packed numbers in %d bytes", (int)count, (int)len);
+    if (count == 0)
+        return;
+    if (MPE_UNLIKELY(first < 1 || (uint64_t)first > top - (count - 1)))
+        luaL_error(L, "mpe: decode: packed numbers at index %d do not fit", (int)first);
+    const unsigned char *q = p;
+    /* One pass per kind, no reader calls: this is the parent's loop for every
+     * packed result frame (ten million items for a big map). */
+    if (ints) {
+        for (size_t i = 0; i < count; i++) {
+            lua_pushinteger(L, (lua_Integer)(int64_t)ld64(q + 8 * i));
+            lua_rawseti(L, t, first + (lua_Integer)i);
+        }
+    } else {
+        for (size_t i = 0; i < count; i++) {
+            uint64_t u = ld64(q + 8 * i);
+            double v;
+            memcpy(&v, &u, 8);
+            lua_pushnumber(L, v);
+            lua_rawseti(L, t, first + (lua_Integer)i);
+        }
+    }
+}
+
 static void dec_table(dec *d, unsigned tag)
 {
     lua_State *L = d->L;
@@ -871,22 +907,19 @@ static void dec_table(dec *d, unsigned tag)
     dec_enter(d);
     if (tag == T_TABLE) {
         for (uint64_t i = 1; i <= n; i++) {
-            dec_value(d);
+            mpe_rd *r = d->r;
+            if (r->pos < r->n && r->p[r->pos] == T_INT) { /* a list of integers, inline */
+                r->pos++;
+                uint64_t z = rd_varint(d);
+                lua_pushinteger(L, (lua_Integer)(int64_t)((z >> 1) ^ (0 - (z & 1))));
+            } else {
+                dec_value(d);
+            }
             lua_rawseti(L, t, (int)i);
         }
     } else {
         const unsigned char *p = rd_bytes(d, n * 8);
-        for (uint64_t i = 0; i < n; i++) {
-            uint64_t u = le64(p + 8 * i);
-            if (tag == T_TABLE_INT) {
-                lua_pushinteger(L, (lua_Integer)(int64_t)u);
-            } else {
-                double v;
-                memcpy(&v, &u, 8);
-                lua_pushnumber(L, v);
-            }
-            lua_rawseti(L, t, (int)(i + 1));
-        }
+        mpe__decode_numbers(L, t, 1, p, (size_t)n * 8, (size_t)n, tag == T_TABLE_INT);
     }
     uint32_t m = rd_u32(d);
     if (m > remaining(d) / 2)

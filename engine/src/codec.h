@@ -18,6 +18,13 @@ void mpe__encode(lua_State *L, int idx, mpe_buf *b, const char *root, mpe_fds *f
  * "mpe: decode: ..." on malformed input, never reads outside r. fds supplies
  * the descriptors that came with the message (NULL: none). */
 void mpe__decode(lua_State *L, mpe_rd *r, mpe_fds *fds);
+/* Set t[first + i] for i in 0..count-1 from count packed 8-byte little-endian
+ * numbers at p (int64 when ints, else IEEE-754 doubles): the layout of a
+ * T_TABLE_INT/T_TABLE_FLOAT array and of packed result frames. t is an
+ * absolute stack index. Raises "mpe: decode: ..." when len < count * 8 or
+ * first + count - 1 overflows; reads nothing past p[len). */
+void mpe__decode_numbers(lua_State *L, int t, lua_Integer first, const void *p, size_t len,
+                         size_t count, int ints);
 
 /* A type of mpe userdata that travels by reference (shared arrays, locks,
  * queues...). Registered once per lua_State; found by the metatable's __name. */

@@ -112,14 +112,16 @@ int mpe__compat_error(lua_State *L, const char *fmt, ...)
 /* LuaJIT has only doubles. A number counts as an integer when Lua 5.4 would
  * have kept it as one after a round trip: integral, inside the int64 range,
  * and not -0.0 (whose sign an integer encoding would lose). */
-int mpe__compat_isinteger(lua_State *L, int idx)
+int mpe__compat_numisint(double n)
 {
-    if (lua_type(L, idx) != LUA_TNUMBER)
-        return 0;
-    lua_Number n = lua_tonumber(L, idx);
     if (n != floor(n) || n < -9223372036854775808.0 || n >= 9223372036854775808.0)
         return 0; /* also false for NaN and the infinities */
     return !(n == 0 && signbit(n));
+}
+
+int mpe__compat_isinteger(lua_State *L, int idx)
+{
+    return lua_type(L, idx) == LUA_TNUMBER && mpe__compat_numisint((double)lua_tonumber(L, idx));
 }
 
 int mpe__compat_absindex(lua_State *L, int idx)

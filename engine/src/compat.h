@@ -18,12 +18,16 @@
 #define MPE_HAS_INTEGERS 0
 /* Functions get their globals from an environment, not an _ENV upvalue. */
 #define MPE_HAS_ENV_UPVALUE 0
+/* The FFI library (ffi): the worker's chunk loop runs in Lua through it. */
+#define MPE_HAS_FFI 1
 #define LUA_OK 0
 #define lua_rawlen(L, i) lua_objlen((L), (i))
 #define lua_newuserdatauv(L, sz, nuv) lua_newuserdata((L), (sz))
 #define luaL_len(L, i) ((lua_Integer)lua_objlen((L), (i)))
 #define lua_pushglobaltable(L) lua_pushvalue((L), LUA_GLOBALSINDEX)
 int mpe__compat_isinteger(lua_State *L, int idx);
+/* The same for a number: integral, fits an int64, not -0. */
+int mpe__compat_numisint(double n);
 #define lua_isinteger(L, i) mpe__compat_isinteger((L), (i))
 int mpe__compat_absindex(lua_State *L, int idx);
 #define lua_absindex(L, i) mpe__compat_absindex((L), (i))
@@ -63,6 +67,7 @@ int mpe__compat_isfastfunc(lua_State *L, int idx);
 #else
 #define MPE_HAS_INTEGERS 1
 #define MPE_HAS_ENV_UPVALUE 1
+#define MPE_HAS_FFI 0
 #define mpe__compat_isfastfunc(L, idx) 0
 #endif
 

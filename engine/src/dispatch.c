@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include "compat.h"
 #include "buf.h"
+#include "fdio.h"
 #include "frames.h"
 #include "job.h"
 #include "pool_api.h"
@@ -43,17 +44,6 @@ static void post(mpe_pool *p, mpe_msg *m)
         p->inbox = m;
     p->inbox_last = m;
     pthread_cond_broadcast(&p->cv);
-}
-
-static void drop_fdq(wslot *w)
-{
-    while (w->fdq_n > 0) {
-        mpe_fds *f = &w->fdq[w->fdq_head];
-        for (int k = 0; k < f->n; k++)
-            close(f->fd[k]);
-        w->fdq_head = (w->fdq_head + 1) % 8;
-        w->fdq_n--;
-    }
 }
 
 /* Give worker w one more chunk if there is work. Returns 1 if it did. */
@@ -260,7 +250,7 @@ static void on_death(mpe_pool *p, wslot *w)
     int st = 0;
     p->tp->reap(w->link, &st);
     w->link = NULL;
-    drop_fdq(w);
+    mpe__fdin_close(&w->fdin);
     int64_t running = pg.chunk;
     int32_t item = pg.item;
     int ready = pg.ready;
@@ -350,21 +340,10 @@ static void drop_chunk(mpe_pool *p, wslot *w, chunk *c)
     mpe__job_unref(p, j);
 }
 
-/* Claim the oldest descriptor set received (a result frame with MPE_R_FDS
- * travelled alone with it); NULL if none came. */
-static int claim_fds(wslot *w, mpe_fds *out)
-{
-    if (w->fdq_n == 0)
-        return 0;
-    *out = w->fdq[w->fdq_head];
-    w->fdq_head = (w->fdq_head + 1) % 8;
-    w->fdq_n--;
-    return 1;
-}
-
 /* A result frame from worker w: post its outcomes to the inbox and account
- * for them in the job. */
-static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
+ * for them in the job. fds: the descriptors that came with it; a message
+ * that keeps them empties it (the caller closes what is left). */
+static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len, mpe_fds *fds)
 {
     mpe_result_head h;
     size_t at;
@@ -374,8 +353,6 @@ static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
     if (!c)
         return;
     mpe_job *j = c->job;
-    mpe_fds fds = {.n = 0};
-    int hasfds = (h.flags & MPE_R_FDS) && claim_fds(w, &fds);
     if (mpe__job_running(j)) {
         size_t plen = len - at;
         mpe_msg *m = malloc(sizeof *m + plen);
@@ -388,9 +365,10 @@ static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
             m->flags = h.flags;
             m->worker = w->number;
             m->pid = w->pid;
-            if (hasfds)
-                m->fds = fds;
-            hasfds = 0;
+            if (h.flags & MPE_R_FDS) {
+                m->fds = *fds; /* ownership moves to the message */
+                memset(fds, 0, sizeof *fds);
+            }
             m->len = plen;
             if (plen)
                 memcpy(m->data, s + at, plen);
@@ -415,9 +393,7 @@ static void on_result(mpe_pool *p, wslot *w, const char *s, uint32_t len)
         if (h.flags & MPE_R_ERRORS)
             mpe__job_failed(j);
     }
-    for (int k = 0; hasfds && k < fds.n; k++) /* nobody wants them */
-        close(fds.fd[k]);
-    c->got += h.count;
+    c->got += h.count; /* descriptors nobody wants: read_frames closes them */
     mpe__job_account(p, j, h.count);
     if (h.flags & MPE_R_FINAL) {
         mpe__job_measured(p, j, c->b - c->a, h.ns);
@@ -459,9 +435,14 @@ static void read_frames(mpe_pool *p, wslot *w)
         if (!mpe__frame_peek(&w->in, off, &type, &len))
             break;
         const char *s = w->in.p + off + MPE_FRAME_HDR;
-        if (type == MPE_F_RESULT)
-            on_result(p, w, s, len);
-        else if (type == MPE_F_INITFAIL)
+        if (type == MPE_F_RESULT) {
+            /* Its descriptors are those that rode on its bytes (fdio.c). */
+            mpe_fds fds = {0};
+            uint64_t start = w->fdin.pos - (uint64_t)(w->in.n - off);
+            mpe__fdio_claim(&w->fdin, start, start + MPE_FRAME_HDR + len, &fds);
+            on_result(p, w, s, len, &fds);
+            mpe__fds_close(&fds);
+        } else if (type == MPE_F_INITFAIL)
             on_initfail(p, w, s, len);
         off += MPE_FRAME_HDR + len;
     }
@@ -493,10 +474,12 @@ static void check_timeouts(mpe_pool *p, int64_t now)
 /* ---- the thread: feed, flush, drain ------------------------------------------------- */
 
 /* The descriptors that travel with the frame at w->tx_off, if it is one that
- * goes alone with them (MPE_F_FDS: a function's, MPE_F_SEGS: segments'),
- * into fds; returns how many, or -1 if it is a plain frame. *len: the bytes
- * of the message that starts at w->tx_off (up to the next such frame). */
-static int message_at(mpe_pool *p, wslot *w, size_t *len, int *fds)
+ * goes alone with them (MPE_F_FDS: a function's, any number, *fds then its
+ * entry's list; MPE_F_SEGS: segments', written into segfds, which has room
+ * for MPE_FRAMES_SEGS_MAX, *fds then segfds); returns how many, or -1 if it
+ * is a plain frame. *len: the bytes of the message that starts at w->tx_off
+ * (up to the next such frame). */
+static int message_at(mpe_pool *p, wslot *w, size_t *len, int *segfds, const int **fds)
 {
     unsigned type;
     uint32_t flen;
@@ -510,17 +493,18 @@ static int message_at(mpe_pool *p, wslot *w, size_t *len, int *fds)
             mpe__frames_read_u64(body, flen, &fid);
             for (fnentry *f = p->fns; f; f = f->next)
                 if (f->id == fid) {
-                    memcpy(fds, f->fds.fd, (size_t)f->fds.n * sizeof *fds);
+                    *fds = f->fds.fd;
                     return f->fds.n;
                 }
             return 0;
         }
         /* A job holds its segments while its chunks are out, so every id
          * here is still open. */
-        uint32_t ids[MPE_MAX_FDS];
-        n = mpe__frames_segs_read(body, flen, ids, MPE_MAX_FDS);
+        uint32_t ids[MPE_FRAMES_SEGS_MAX];
+        n = mpe__frames_segs_read(body, flen, ids, MPE_FRAMES_SEGS_MAX);
         for (int q = 0; q < n; q++)
-            fds[q] = mpe__job_seg_fd(p, ids[q]);
+            segfds[q] = mpe__job_seg_fd(p, ids[q]);
+        *fds = segfds;
         return n < 0 ? 0 : n;
     }
     /* Stop before the next such frame: it must start a message of its own. */
@@ -536,9 +520,10 @@ static int message_at(mpe_pool *p, wslot *w, size_t *len, int *fds)
  * message at a time. */
 static void flush(mpe_pool *p, wslot *w)
 {
-    int fds[MPE_MAX_FDS];
+    int segfds[MPE_FRAMES_SEGS_MAX];
+    const int *fds = NULL;
     size_t len;
-    int nfds = message_at(p, w, &len, fds);
+    int nfds = message_at(p, w, &len, segfds, &fds);
     /* Plain frames go without the lock (tx, in and the link are this
      * thread's while the slot is live); a message with descriptors, rare,
      * keeps it: they belong to entries the main thread may drop. */
@@ -559,19 +544,10 @@ static void flush(mpe_pool *p, wslot *w)
 static void drain(mpe_pool *p, wslot *w)
 {
     ssize_t got;
-    pthread_mutex_unlock(&p->mu); /* in, the link and fdq are this thread's */
-    do {
-        mpe_fds set = {.n = 0};
-        got = p->tp->recv(w->link, &w->in, &set);
-        if (set.n > 0) {
-            if (w->fdq_n < 8) {
-                w->fdq[(w->fdq_head + w->fdq_n) % 8] = set;
-                w->fdq_n++;
-            } else
-                for (int q = 0; q < set.n; q++)
-                    close(set.fd[q]);
-        }
-    } while (got > 0 && w->in.n < (4u << 20) && w->fdq_n < 8);
+    pthread_mutex_unlock(&p->mu); /* in, the link and fdin are this thread's */
+    do
+        got = p->tp->recv(w->link, &w->in, &w->fdin);
+    while (got > 0 && w->in.n < (4u << 20));
     int err = got < 0 ? errno : 0;
     pthread_mutex_lock(&p->mu);
     read_frames(p, w);
@@ -649,9 +625,9 @@ void *mpe__dispatch_main(void *arg)
         }
         check_timeouts(p, now_ns());
     }
-    /* Descriptor sets received that no result claimed. */
+    /* Descriptors received that no result claimed. */
     for (int i = 0; i < p->n; i++)
-        drop_fdq(&p->w[i]);
+        mpe__fdin_close(&p->w[i].fdin);
     pthread_mutex_unlock(&p->mu);
     free(links);
     free(want);

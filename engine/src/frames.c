@@ -4,6 +4,7 @@
  *
  * Lua-free: the dispatcher thread builds frames too, and may not raise. The
  * wire is little-endian. */
+#include <limits.h>
 #include <string.h>
 #include "frames.h"
 
@@ -160,39 +161,62 @@ int mpe__frames_chunk_read(mpe_rd *r, mpe_chunk_head *h)
 
 /* ---- an encoded item's head ------------------------------------------------------ */
 
+/* Bytes of the varint k of an item's head. */
+static size_t varint_len(uint64_t k)
+{
+    size_t n = 1;
+    while (k >= 0x80) {
+        k >>= 7;
+        n++;
+    }
+    return n;
+}
+
 size_t mpe__frames_item_head_size(int k)
 {
-    return 1 + 4 * (size_t)k; /* k < 128: one varint byte */
+    return varint_len((uint64_t)k) + 4 * (size_t)k;
 }
 
 size_t mpe__frames_item_head(unsigned char *d, const uint32_t *ids, int k)
 {
     unsigned char *s = d;
-    *d++ = (unsigned char)k;
+    uint64_t v = (uint64_t)k;
+    for (; v >= 0x80; v >>= 7)
+        *d++ = (unsigned char)(v | 0x80);
+    *d++ = (unsigned char)v;
     for (int i = 0; i < k; i++)
         for (int b = 0; b < 4; b++)
             *d++ = (unsigned char)(ids[i] >> (8 * b));
     return (size_t)(d - s);
 }
 
-int mpe__frames_item_ids(const unsigned char *s, uint32_t *ids)
+int mpe__frames_item_ids(const unsigned char *s, const unsigned char **ids)
 {
-    int k = s[0];
-    for (int q = 0; q < k; q++) {
-        const unsigned char *v = s + 1 + 4 * q;
-        ids[q] = (uint32_t)v[0] | (uint32_t)v[1] << 8 | (uint32_t)v[2] << 16 | (uint32_t)v[3] << 24;
+    uint64_t k = 0;
+    for (int shift = 0;; shift += 7) {
+        unsigned c = *s++;
+        k |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80))
+            break;
     }
-    return k;
+    *ids = s;
+    return (int)k;
 }
 
-int mpe__frames_item_read(mpe_rd *r, uint32_t *ids, int *k)
+uint32_t mpe__frames_item_id(const unsigned char *ids, int q)
 {
-    unsigned n;
-    if (mpe__rd_u8(r, &n) || n > MPE_MAX_FDS)
+    const unsigned char *v = ids + 4 * (size_t)q;
+    return (uint32_t)v[0] | (uint32_t)v[1] << 8 | (uint32_t)v[2] << 16 | (uint32_t)v[3] << 24;
+}
+
+int mpe__frames_item_read(mpe_rd *r, const unsigned char **ids, int *k)
+{
+    uint64_t n;
+    /* Bounded by the bytes left, so k x 4 ids are all there. */
+    if (mpe__rd_varint(r, &n) || n > (r->n - r->pos) / 4 || n > INT_MAX)
         return -1;
-    for (unsigned q = 0; q < n; q++)
-        if (mpe__rd_u32(r, &ids[q]))
-            return -1;
+    *ids = r->p + r->pos;
+    r->pos += 4 * (size_t)n;
     *k = (int)n;
     return 0;
 }

@@ -34,8 +34,10 @@ int mpe__frames_read_u32(const char *s, uint32_t len, uint32_t *v);
 int mpe__frames_func_begin(mpe_buf *b, uint64_t id, size_t *start);
 int mpe__frames_func_read(mpe_rd *r, const char *s, uint32_t len, uint64_t *id);
 
-/* MPE_F_SEGS: [u32 n][n x u32 segment id], sent alone with n descriptors.
+/* MPE_F_SEGS: [u32 n][n x u32 segment id], sent alone with n descriptors,
+ * at most MPE_FRAMES_SEGS_MAX (a sender with more sends several frames).
  * read: at most max ids into ids; returns n, or -1 if malformed. */
+#define MPE_FRAMES_SEGS_MAX 64
 int mpe__frames_segs(mpe_buf *b, const uint32_t *ids, int n);
 int mpe__frames_segs_read(const char *s, uint32_t len, uint32_t *ids, int max);
 
@@ -54,15 +56,19 @@ int mpe__frames_chunk(mpe_buf *b, const mpe_chunk_head *h, const void *payload, 
 /* Reads the head (and a range's start and step); r is left at the items. */
 int mpe__frames_chunk_read(mpe_rd *r, mpe_chunk_head *h);
 
-/* One encoded item of a store or a chunk: [u8 k][k x u32 segment id][encoding]
- * (k <= MPE_MAX_FDS): its descriptor slot q is the pool's segment ids[q]. */
+/* One encoded item of a store or a chunk: [varint k][k x u32 segment id]
+ * [encoding], any number k: its descriptor slot q is the pool's segment
+ * with the q-th id. */
 size_t mpe__frames_item_head_size(int k);
 /* Write the head at d (room for mpe__frames_item_head_size(k)); returns its size. */
 size_t mpe__frames_item_head(unsigned char *d, const uint32_t *ids, int k);
-/* The ids of the item at s (ids has room for MPE_MAX_FDS): returns k. */
-int mpe__frames_item_ids(const unsigned char *s, uint32_t *ids);
-/* Read an item's head from r: k and the ids; -1 if malformed. */
-int mpe__frames_item_read(mpe_rd *r, uint32_t *ids, int *k);
+/* The k of a head written by mpe__frames_item_head at s; *ids is set to its
+ * ids, each read with mpe__frames_item_id. */
+int mpe__frames_item_ids(const unsigned char *s, const unsigned char **ids);
+uint32_t mpe__frames_item_id(const unsigned char *ids, int q);
+/* Read an item's head from r: k, and *ids at its ids (inside r's input),
+ * r left at the encoding; -1 if malformed. */
+int mpe__frames_item_read(mpe_rd *r, const unsigned char **ids, int *k);
 
 /* MPE_F_RESULT: [u64 chunk id][u32 from][u32 count][u8 flags][u64 elapsed ns]
  * [payload]. The payload is count packed int64 (MPE_R_INTS) or doubles

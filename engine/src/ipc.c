@@ -1,6 +1,7 @@
 /* ipc.c -- what mpe.queue, mpe.pipe and mpe.dict share: robust process-shared
- * mutexes taken in interruptible slices, shared futex waits, descriptor
- * passing over Unix sockets, and the crash points the tests use.
+ * mutexes taken in interruptible slices, shared futex waits, descriptors
+ * inside references (their passing is fdio.c's), and the crash points the
+ * tests use.
  * SPDX-License-Identifier: MIT
  *
  * Waits follow sync.c: sleep in slices of at most 100 ms and ask the caller
@@ -12,7 +13,6 @@
 #include <linux/futex.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <fcntl.h>
@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include "buf.h"
 #include "err.h"
+#include "fdio.h"
 #include "ipc.h"
 #include "proc.h"
 #include "waitctl.h"
@@ -159,85 +160,11 @@ void mpe__ipc_futex_wake(uint32_t *addr, int n)
     syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
 }
 
-/* ---- descriptor passing ----------------------------------------------------------------- */
-
-typedef union {
-    char buf[CMSG_SPACE(sizeof(int) * (MPE_MAX_FDS + 1))];
-    struct cmsghdr align;
-} cmsgbuf;
-
-ssize_t mpe__ipc_send(int sock, const void *p, size_t n, const int *fds, int nfds, int flags)
-{
-    struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-    cmsgbuf u;
-    if (nfds > MPE_MAX_FDS + 1) {
-        errno = EINVAL;
-        return -1;
-    }
-    if (nfds > 0) {
-        memset(&u, 0, sizeof u);
-        m.msg_control = u.buf;
-        m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    }
-    ssize_t r;
-    do
-        r = sendmsg(sock, &m, flags | MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
-    return r;
-}
-
-ssize_t mpe__ipc_recv(int sock, void *p, size_t n, mpe_fds *fds, int *lost, int flags)
-{
-    struct iovec iov = {.iov_base = p, .iov_len = n};
-    cmsgbuf u;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-    ssize_t r;
-    do
-        r = recvmsg(sock, &m, flags | MSG_CMSG_CLOEXEC);
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return r;
-    if (lost)
-        *lost = (m.msg_flags & MSG_CTRUNC) ? 1 : 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        int got[MPE_MAX_FDS + 1];
-        memcpy(got, CMSG_DATA(c), sizeof(int) * (size_t)k);
-        for (int i = 0; i < k; i++) {
-            if (fds && fds->n < MPE_MAX_FDS) {
-                fds->fd[fds->n++] = got[i];
-            } else {
-                close(got[i]);
-                if (lost)
-                    (*lost)++;
-            }
-        }
-    }
-    return r;
-}
-
-void mpe__ipc_close_fds(mpe_fds *fds)
-{
-    for (int i = 0; i < fds->n; i++)
-        if (fds->fd[i] >= 0)
-            close(fds->fd[i]);
-    fds->n = 0;
-}
+/* ---- descriptors inside references ---------------------------------------------------- */
 
 int mpe__ipc_fd_write(int fd, mpe_buf *b, mpe_fds *fds, mpe_err *e)
 {
     struct stat st;
-    if (fds->n >= MPE_MAX_FDS)
-        return mpe__seterr(e, "more than %d descriptors in one message", MPE_MAX_FDS);
     if (fstat(fd, &st) != 0)
         return mpe__seterr(e, "fstat: %s", strerror(errno));
     if (mpe__buf_grow(b, 20) != 0)
@@ -245,7 +172,8 @@ int mpe__ipc_fd_write(int fd, mpe_buf *b, mpe_fds *fds, mpe_err *e)
     int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (d < 0)
         return mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
-    fds->fd[fds->n++] = d; /* the message's own duplicate */
+    if (mpe__fds_add(fds, d) != 0) /* the message's own duplicate */
+        return mpe__seterr(e, "out of memory");
     uint32_t slot = (uint32_t)(fds->n - 1);
     uint64_t id[2] = {(uint64_t)st.st_dev, (uint64_t)st.st_ino};
     unsigned char *p = (unsigned char *)b->p + b->n;

@@ -30,13 +30,6 @@ void mpe__ipc_unlock(pthread_mutex_t *m);
  * MPE_WAIT_TIMEOUT or MPE_WAIT_INTERRUPTED. Shared (not private) futexes. */
 int mpe__ipc_futex_wait(uint32_t *addr, uint32_t val, double deadline, const mpe_waitctl *w);
 void mpe__ipc_futex_wake(uint32_t *addr, int n);
-/* sendmsg/recvmsg with SCM_RIGHTS, retrying EINTR. recv appends the
- * descriptors that came (close-on-exec) to fds; those beyond MPE_MAX_FDS are
- * closed and *lost counts them. Return as sendmsg/recvmsg. */
-ssize_t mpe__ipc_send(int sock, const void *p, size_t n, const int *fds, int nfds, int flags);
-ssize_t mpe__ipc_recv(int sock, void *p, size_t n, mpe_fds *fds, int *lost, int flags);
-/* Close every slot >= 0 of fds; fds->n becomes 0. */
-void mpe__ipc_close_fds(mpe_fds *fds);
 /* A descriptor inside a reference: fd_write appends a duplicate of fd to fds
  * and writes [u32 slot][u64 device][u64 inode] to b; fd_read returns a
  * duplicate (close-on-exec) of the descriptor in that slot after checking

@@ -172,6 +172,24 @@ static int intern_all(mpe_pool *p, mpe_job *j, mpe_fds *fds, uint32_t *ids)
     return r;
 }
 
+/* Close every descriptor of fds and mark it taken (-1): a submission that
+ * fails still takes them. */
+static void take_all(mpe_fds *fds)
+{
+    for (int i = 0; fds && i < fds->n; i++)
+        if (fds->fd[i] >= 0) {
+            close(fds->fd[i]);
+            fds->fd[i] = -1;
+        }
+}
+
+/* Room for the segment ids of an item with k descriptors: ids1 (64 of them)
+ * or, for more, an allocation the caller frees (ids != ids1). NULL on ENOMEM. */
+static uint32_t *ids_for(int k, uint32_t *ids1)
+{
+    return k <= 64 ? ids1 : jrealloc(NULL, (size_t)k * sizeof *ids1);
+}
+
 /* ---- the job list and the work list ----------------------------------------------- */
 
 /* Give j its id and put it on the pool's job list (the lock held). */
@@ -329,8 +347,12 @@ static void put_item(mpe_job *j, const uint32_t *ids, int k, const char *s, size
 int mpe__job_add_enc(mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *fds)
 {
     j->kind = MPE_K_ENC;
-    uint32_t ids[MPE_MAX_FDS];
     int k = fds ? fds->n : 0;
+    uint32_t ids1[64], *ids = ids_for(k, ids1);
+    if (!ids) {
+        take_all(fds);
+        return -1;
+    }
     /* The store may move while the dispatcher copies from it: hold the lock. */
     pthread_mutex_lock(&p->mu);
     int r = intern_all(p, j, fds, ids);
@@ -354,6 +376,8 @@ int mpe__job_add_enc(mpe_pool *p, mpe_job *j, const char *s, size_t n, mpe_fds *
     if (r == 0)
         put_item(j, ids, k, s, n);
     pthread_mutex_unlock(&p->mu);
+    if (ids != ids1)
+        free(ids);
     return r;
 }
 
@@ -425,7 +449,8 @@ mpe_job *mpe__job_one(mpe_pool *p, int mode, uint64_t fnid, int raise_first, con
                       mpe_fds *fds)
 {
     int k = fds ? fds->n : 0;
-    mpe_job *j = jrealloc(NULL, sizeof *j);
+    uint32_t ids1[64], *ids = ids_for(k, ids1);
+    mpe_job *j = ids ? jrealloc(NULL, sizeof *j) : NULL;
     if (j) {
         memset(j, 0, sizeof *j);
         if (jgrow(&j->items, mpe__frames_item_head_size(k) + n) != 0) {
@@ -434,11 +459,9 @@ mpe_job *mpe__job_one(mpe_pool *p, int mode, uint64_t fnid, int raise_first, con
         }
     }
     if (!j) {
-        for (int i = 0; i < k; i++)
-            if (fds->fd[i] >= 0) {
-                close(fds->fd[i]);
-                fds->fd[i] = -1;
-            }
+        if (ids != ids1)
+            free(ids);
+        take_all(fds);
         return NULL;
     }
     j->mode = mode;
@@ -448,19 +471,21 @@ mpe_job *mpe__job_one(mpe_pool *p, int mode, uint64_t fnid, int raise_first, con
     j->kind = MPE_K_ENC;
     j->off = j->off1;
     j->offcap = 2;
-    uint32_t ids[MPE_MAX_FDS];
     pthread_mutex_lock(&p->mu);
     if (intern_all(p, j, fds, ids) != 0) {
         seg_release(p, j, 1);
         pthread_mutex_unlock(&p->mu);
         mpe__buf_free(&j->items);
         free(j);
-        return NULL;
+        j = NULL;
+    } else {
+        link_job(p, j);
+        put_item(j, ids, k, s, n);
+        publish_locked(p, j, 1);
+        pthread_mutex_unlock(&p->mu);
     }
-    link_job(p, j);
-    put_item(j, ids, k, s, n);
-    publish_locked(p, j, 1);
-    pthread_mutex_unlock(&p->mu);
+    if (ids != ids1)
+        free(ids);
     return j;
 }
 
@@ -679,7 +704,8 @@ int mpe__job_cut(mpe_pool *p, int busy, int64_t room, mpe_cut *c)
 }
 
 /* Queue the segments items [a, e) of j refer to that the worker lacks (at
- * most MPE_MAX_FDS a frame: each frame's descriptors travel in one message). */
+ * most MPE_FRAMES_SEGS_MAX a frame, so that each frame's descriptors travel
+ * in one sendmsg). */
 static int queue_segs(mpe_pool *p, const mpe_cut *c, mpe_buf *out, unsigned char **has, size_t *hascap)
 {
     mpe_job *j = c->job;
@@ -692,17 +718,18 @@ static int queue_segs(mpe_pool *p, const mpe_cut *c, mpe_buf *out, unsigned char
         *has = h;
         *hascap = cap;
     }
-    uint32_t ids[MPE_MAX_FDS], item[MPE_MAX_FDS];
+    uint32_t ids[MPE_FRAMES_SEGS_MAX];
     int n = 0;
     for (int64_t i = c->a; i < c->e; i++) {
-        int k = mpe__frames_item_ids((const unsigned char *)j->items.p + j->off[i - j->base], item);
+        const unsigned char *item;
+        int k = mpe__frames_item_ids((const unsigned char *)j->items.p + j->off[i - j->base], &item);
         for (int q = 0; q < k; q++) {
-            uint32_t id = item[q];
+            uint32_t id = mpe__frames_item_id(item, q);
             if (id >= (uint32_t)p->nsegs || (*has)[id] || p->segs[id].fd < 0)
                 continue;
             (*has)[id] = 1;
             ids[n++] = id;
-            if (n == MPE_MAX_FDS) {
+            if (n == MPE_FRAMES_SEGS_MAX) {
                 if (mpe__frames_segs(out, ids, n) != 0)
                     return -1;
                 n = 0;

@@ -10,6 +10,7 @@
 #include "compat.h"
 #include "buf.h"
 #include "err.h"
+#include "fdio.h"
 #include "lbuf.h"
 
 void mpe__buf_lgrow(lua_State *L, mpe_buf *b, size_t extra)
@@ -45,18 +46,14 @@ mpe_buf *mpe__buf_box(lua_State *L)
 
 static int fds_box_gc(lua_State *L)
 {
-    mpe_fds *f = lua_touserdata(L, 1);
-    for (int i = 0; i < f->n; i++)
-        if (f->fd[i] >= 0)
-            close(f->fd[i]);
-    f->n = 0;
+    mpe__fds_close(lua_touserdata(L, 1));
     return 0;
 }
 
 mpe_fds *mpe__fds_box(lua_State *L)
 {
     mpe_fds *f = lua_newuserdatauv(L, sizeof *f, 0);
-    f->n = 0;
+    memset(f, 0, sizeof *f);
     if (luaL_newmetatable(L, "mpe.Descriptors")) {
         lua_pushcfunction(L, fds_box_gc);
         lua_setfield(L, -2, "__gc");

@@ -15,6 +15,7 @@
 #include "codec.h"
 #include "err.h"
 #include "frames.h"
+#include "job.h"
 #include "lmpe_err.h"
 #include "lmpe_pool.h"
 #include "pool_api.h"
@@ -23,6 +24,21 @@
 #include "protocol.h"
 #include "shm.h"
 #include "sig.h"
+
+lua_Integer mpe__async_count(const ajob *a)
+{
+    return a->j ? (lua_Integer)mpe__job_count(a->j) : 0;
+}
+
+int mpe__async_finished(const ajob *a)
+{
+    return a->j && mpe__job_finished(a->j);
+}
+
+int mpe__async_all_delivered(const ajob *a)
+{
+    return a->j && mpe__job_all_delivered(a->j);
+}
 
 /* Push field k of the table behind ref. */
 void mpe__async_getref(lua_State *L, int ref, const char *k)
@@ -135,6 +151,11 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
     if (a->what == A_IMAP_UNORDERED || a->what == A_IMAP) {
         mpe__async_getref(L, a->ref, a->what == A_IMAP ? "have" : "q");
         q = lua_gettop(L);
+    } else if (m->flags & (MPE_R_INTS | MPE_R_FLOATS)) { /* packed numbers, straight in */
+        mpe__decode_numbers(L, res, m->index, m->data, m->len, m->count, m->flags & MPE_R_INTS);
+        mpe__job_delivered(a->j, m->count);
+        lua_settop(L, top);
+        return;
     }
     for (uint32_t i = 0; i < m->count; i++) {
         lua_Integer index = m->index + (lua_Integer)i;

@@ -14,6 +14,7 @@
 #include "compat.h"
 #include "buf.h"
 #include "codec.h"
+#include "fdio.h"
 #include "lbuf.h"
 #include "lmpe.h"
 #include "lmpe_err.h"
@@ -28,10 +29,7 @@ static const char HELPERS_KEY = 'h'; /* registry: the helper table, made once pe
  * take), now rather than at its __gc. */
 static void close_fds(mpe_fds *fds)
 {
-    for (int k = 0; k < fds->n; k++)
-        if (fds->fd[k] >= 0)
-            close(fds->fd[k]);
-    fds->n = 0;
+    mpe__fds_truncate(fds, 0); /* the memory stays for the next use, freed by the box */
 }
 
 /* The boxes copy and sendable encode into, kept as upvalues 1 and 2 of

@@ -19,6 +19,7 @@
 #include "codec.h"
 #include "dict.h"
 #include "err.h"
+#include "fdio.h"
 #include "ipc.h"
 #include "lmpe.h"
 #include "lmpe_err.h"
@@ -162,7 +163,7 @@ static int queue_release(lua_State *L)
         mpe__queue_drop(o);
     }
     if (u) {
-        mpe__ipc_close_fds(&u->fds);
+        mpe__fds_close(&u->fds);
         mpe__buf_free(&u->buf);
     }
     return 0;
@@ -205,7 +206,7 @@ static int queue_put(lua_State *L)
     if (lua_gettop(L) < 2)
         mpe__argerror(L, "queue:put", 2, "(the item) is missing");
     double timeout = mpe__opt_timeout(L, 3, "queue:put");
-    mpe__ipc_close_fds(&u->fds);
+    mpe__fds_close(&u->fds);
     u->buf.n = 0;
     mpe__encode(L, 2, &u->buf, "item", &u->fds);
     mpe_sigwatch h;
@@ -222,7 +223,7 @@ static int queue_get(lua_State *L)
 {
     queueud *u = checkqueue(L, 1, "queue:get");
     double timeout = mpe__opt_timeout(L, 2, "queue:get");
-    mpe__ipc_close_fds(&u->fds);
+    mpe__fds_close(&u->fds);
     mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
@@ -233,7 +234,7 @@ static int queue_get(lua_State *L)
     mpe_rd rd;
     mpe__rd_init(&rd, u->buf.p, u->buf.n);
     mpe__decode(L, &rd, &u->fds);
-    mpe__ipc_close_fds(&u->fds);
+    mpe__fds_close(&u->fds);
     scratch_done(&u->buf);
     return 1;
 }
@@ -312,7 +313,7 @@ static int conn_close(lua_State *L)
 {
     connud *u = checkud(L, 1, CONN_MT, "connection:close");
     mpe__pipe_close(&u->p);
-    mpe__ipc_close_fds(&u->fds);
+    mpe__fds_close(&u->fds);
     mpe__buf_free(&u->buf);
     return 0;
 }
@@ -328,7 +329,7 @@ static int conn_send(lua_State *L)
     connud *u = checkconn(L, 1, "connection:send");
     if (lua_gettop(L) < 2)
         mpe__argerror(L, "connection:send", 2, "(the value) is missing");
-    mpe__ipc_close_fds(&u->fds);
+    mpe__fds_close(&u->fds);
     u->buf.n = 0;
     mpe__encode(L, 2, &u->buf, "message", &u->fds);
     mpe_sigwatch h;
@@ -351,7 +352,7 @@ static int conn_recv(lua_State *L)
 {
     connud *u = checkconn(L, 1, "connection:recv");
     double timeout = mpe__opt_timeout(L, 2, "connection:recv");
-    mpe__ipc_close_fds(&u->fds);
+    mpe__fds_close(&u->fds);
     mpe_sigwatch h;
     mpe_waitctl w = watch(L, &h);
     mpe_err e;
@@ -374,7 +375,7 @@ static int conn_recv(lua_State *L)
     mpe_rd rd;
     mpe__rd_init(&rd, data, n);
     mpe__decode(L, &rd, &u->fds);
-    mpe__ipc_close_fds(&u->fds);
+    mpe__fds_close(&u->fds);
     return 1;
 }
 
@@ -450,7 +451,7 @@ static int dict_release(lua_State *L)
         mpe__dict_drop(o);
     }
     if (u) {
-        mpe__ipc_close_fds(&u->fds);
+        mpe__fds_close(&u->fds);
         mpe__buf_free(&u->buf);
     }
     return 0;
@@ -490,10 +491,10 @@ static void put_key(lua_State *L, int idx, mpe_buf *b, const char *fname)
  * kept. Descriptors go to u->fds, which the userdata owns if encoding raises. */
 static void put_value(lua_State *L, dictud *u, int idx, const char *fname)
 {
-    mpe__ipc_close_fds(&u->fds);
+    mpe__fds_close(&u->fds);
     mpe__encode(L, idx, &u->buf, "value", &u->fds);
     if (u->fds.n > 0) {
-        mpe__ipc_close_fds(&u->fds);
+        mpe__fds_close(&u->fds);
         mpe__argerror(L, fname, 0, "a dict cannot hold shared objects (mpe.Array, mpe.Lock, mpe.Queue, ...): pass them to processes as arguments or through a queue");
     }
 }

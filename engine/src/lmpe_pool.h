@@ -12,7 +12,6 @@
 
 #define POOL_MT "mpe.Pool"
 #define ASYNC_MT "mpe.AsyncResult"
-#define IMAP_WINDOW 65536 /* items pulled from an iterator ahead of the consumer */
 
 enum { P_OPEN, P_CLOSED, P_TERMINATED, P_JOINED };
 
@@ -25,7 +24,7 @@ typedef struct callopts {
     lua_Integer outrows; /* its elements (1-D) or rows (2-D) */
 } callopts;
 
-/* The argument checks of a pool call, its arguments where its method call
+/* lmpe_poolargs.c. The argument checks of a pool call, its arguments where its method call
  * has them (self at 1): the function at 2; with MPE_CALL_ITEMS items (a
  * table, mpe.range or function) at 3, with MPE_CALL_ARGS an args table or
  * nil at 3, and with either the options at 4, parsed into o (MPE_CALL_CB:
@@ -34,6 +33,9 @@ typedef struct callopts {
  * through lmpe_inline.c) both check with it, so their messages cannot drift. */
 enum { MPE_CALL_ITEMS = 1, MPE_CALL_ARGS = 2, MPE_CALL_CB = 4, MPE_CALL_OUT = 8 };
 void mpe__pool_check_call(lua_State *L, const char *fname, int flags, callopts *o);
+/* Whether the value at i can be called (a function or a __call metamethod). */
+int mpe__is_callable(lua_State *L, int i);
+#define MPE_IMAP_WINDOW 65536 /* items pulled from an iterator ahead of the consumer */
 
 typedef struct lpool {
     mpe_pool *p;
@@ -69,22 +71,6 @@ typedef struct ajob {
     uint64_t fnid;       /* apply: the function, until submit_value creates the job */
 } ajob;
 
-/* Items added to a's job, and whether no more will come: the job module's
- * figures (none before an apply's job exists, or after an abort). */
-static inline lua_Integer mpe__async_count(const ajob *a)
-{
-    return a->j ? (lua_Integer)mpe__job_count(a->j) : 0;
-}
-static inline int mpe__async_finished(const ajob *a)
-{
-    return a->j && mpe__job_finished(a->j);
-}
-/* Whether every item of a's job was added and its outcome delivered. */
-static inline int mpe__async_all_delivered(const ajob *a)
-{
-    return a->j && mpe__job_all_delivered(a->j);
-}
-
 /* lmpe_submit.c. The async object of a new job (what: A_*, mode: MPE_M_*, the
  * pool at pool_idx, the function at fn_idx, callbacks at cb_idx or 0), left
  * on the stack; its engine job is created and routed (an apply's later, with
@@ -101,7 +87,13 @@ void mpe__submit(lua_State *L, ajob *a, int idx, submit_what what, lua_Integer l
  * over a range or a table, move the job's window after the consumer. */
 void mpe__submit_feed(lua_State *L, ajob *a);
 
-/* lmpe_async.c. Fields of a job's (or pool's) table behind a registry ref. */
+/* lmpe_async.c. Items added to a's job, and whether no more will come: the
+ * job module's figures (none before an apply's job exists, or after an abort);
+ * whether every item was added and its outcome delivered. */
+lua_Integer mpe__async_count(const ajob *a);
+int mpe__async_finished(const ajob *a);
+int mpe__async_all_delivered(const ajob *a);
+/* Fields of a job's (or pool's) table behind a registry ref. */
 void mpe__async_getref(lua_State *L, int ref, const char *k);
 void mpe__async_setref(lua_State *L, int ref, const char *k, int idx);
 void mpe__async_getfailures(lua_State *L, ajob *a); /* created at the first failure */

@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "codec.h"
 #include "err.h"
+#include "fdio.h"
 #include "job.h"
 #include "lmpe.h"
 #include "lmpe_err.h"
@@ -53,7 +54,7 @@ ajob *mpe__submit_new(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int wha
     a->what = what;
     a->mode = mode;
     a->collect = o->collect;
-    a->window = o->window > 0 ? o->window : IMAP_WINDOW;
+    a->window = o->window > 0 ? o->window : MPE_IMAP_WINDOW;
     a->progress = o->progress;
     a->out = o->out != 0;
     a->outrows = o->outrows;
@@ -113,10 +114,7 @@ static void encode_value(lua_State *L, ajob *a, int idx)
         snprintf(root, sizeof root, a->mode == MPE_M_MAP ? "item %lld" : "item %lld args",
                  (long long)mpe__async_count(a) + 1);
     lp->scratch.n = 0;
-    for (int k = 0; k < lp->sfds.n; k++) /* left by an encoding that raised */
-        if (lp->sfds.fd[k] >= 0)
-            close(lp->sfds.fd[k]);
-    lp->sfds.n = 0;
+    mpe__fds_truncate(&lp->sfds, 0); /* left by an encoding that raised */
     mpe__encode(L, idx, &lp->scratch, root, lp->remote ? &mpe__codec_remote : &lp->sfds);
 }
 

@@ -3,7 +3,7 @@
  * SPDX-License-Identifier: MIT
  *
  * A frame is [u32 payload length][u32 descriptor count][payload]; the frame's
- * descriptors are attached to its first byte. A stream socket, not a
+ * descriptors ride on its first bytes and are claimed by position (fdio.c). A stream socket, not a
  * datagram one, because a message may be far larger than a socket buffer
  * (datagrams cannot exceed it). The kernel never merges bytes that carry
  * descriptors with later ones in one read, and the stream keeps order, so the
@@ -19,6 +19,7 @@
 #include <unistd.h>
 #include "buf.h"
 #include "err.h"
+#include "fdio.h"
 #include "ipc.h"
 #include "pipe.h"
 #include "proc.h"
@@ -57,11 +58,7 @@ void mpe__pipe_close(mpe_pipe *p)
     if (p->fd >= 0)
         close(p->fd);
     p->fd = -1;
-    for (int i = 0; i < p->nq; i++)
-        close(p->q[i]);
-    free(p->q);
-    p->q = NULL;
-    p->nq = p->capq = 0;
+    mpe__fdin_close(&p->q);
     mpe__buf_free(&p->in);
     p->off = 0;
 }
@@ -118,39 +115,9 @@ int mpe__pipe_send(mpe_pipe *p, const void *data, size_t n, mpe_fds *fds, const 
     struct iovec iov[2] = {{hdr, FRAME_HDR}, {(void *)data, n}};
     size_t sent = 0, total = FRAME_HDR + n;
     while (sent < total) {
-        /* Skip what went already; descriptors ride on the first byte only. */
-        struct iovec v[2];
-        int nv = 0;
-        size_t skip = sent;
-        for (int i = 0; i < 2; i++) {
-            if (skip >= iov[i].iov_len) {
-                skip -= iov[i].iov_len;
-                continue;
-            }
-            v[nv].iov_base = (char *)iov[i].iov_base + skip;
-            v[nv].iov_len = iov[i].iov_len - skip;
-            skip = 0;
-            nv++;
-        }
-        union {
-            char buf[CMSG_SPACE(sizeof(int) * MPE_MAX_FDS)];
-            struct cmsghdr align;
-        } u;
-        struct msghdr m = {.msg_iov = v, .msg_iovlen = (size_t)nv};
-        if (sent == 0 && fds->n > 0) {
-            memset(&u, 0, sizeof u);
-            m.msg_control = u.buf;
-            m.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)fds->n);
-            struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)fds->n);
-            memcpy(CMSG_DATA(c), fds->fd, sizeof(int) * (size_t)fds->n);
-        }
-        ssize_t r;
-        do
-            r = sendmsg(p->fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
-        while (r < 0 && errno == EINTR);
+        /* Descriptors ride on the first bytes only (fdio.c). */
+        ssize_t r = mpe__fdio_sendv(p->fd, iov, 2, sent, sent ? NULL : fds->fd, sent ? 0 : fds->n,
+                                    MSG_DONTWAIT);
         if (r > 0) {
             sent += (size_t)r;
             continue;
@@ -159,8 +126,10 @@ int mpe__pipe_send(mpe_pipe *p, const void *data, size_t n, mpe_fds *fds, const 
             rc = MPE_IPC_CLOSED;
             goto out;
         }
-        if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-            mpe__seterr(e, "sendmsg(pipe): %s", strerror(errno));
+        if (r < 0) {
+            mpe__seterr(e, "sendmsg(pipe): %s",
+                        errno == ETOOMANYREFS ? "too many descriptors in flight (raise the open files limit)"
+                                              : strerror(errno));
             rc = MPE_WAIT_ERROR;
             goto out;
         }
@@ -177,7 +146,7 @@ int mpe__pipe_send(mpe_pipe *p, const void *data, size_t n, mpe_fds *fds, const 
             goto out;
     }
 out:
-    mpe__ipc_close_fds(fds);
+    mpe__fds_close(fds);
     return rc;
 }
 
@@ -188,8 +157,8 @@ static uint32_t rd32(const unsigned char *s)
     return (uint32_t)s[0] | (uint32_t)s[1] << 8 | (uint32_t)s[2] << 16 | (uint32_t)s[3] << 24;
 }
 
-/* 1 when a whole frame (bytes and descriptors) is buffered; *len, *nfds set
- * whenever the header is. */
+/* 1 when a whole frame is buffered (its descriptors came with its first
+ * bytes, so they are here too); *len, *nfds set whenever the header is. */
 static int have_frame(const mpe_pipe *p, uint32_t *len, uint32_t *nfds)
 {
     *len = 0;
@@ -199,7 +168,7 @@ static int have_frame(const mpe_pipe *p, uint32_t *len, uint32_t *nfds)
     const unsigned char *s = (const unsigned char *)p->in.p + p->off;
     *len = rd32(s);
     *nfds = rd32(s + 4);
-    return p->in.n - p->off - FRAME_HDR >= *len && (uint32_t)p->nq >= *nfds;
+    return p->in.n - p->off - FRAME_HDR >= *len;
 }
 
 /* Read what is there without blocking. 1 if bytes came, 0 at EOF (p->eof
@@ -214,28 +183,9 @@ static int fill(mpe_pipe *p, size_t want)
     size_t room = want > READ_CHUNK ? want : READ_CHUNK;
     if (mpe__buf_grow(&p->in, room) != 0)
         return -1;
-    mpe_fds got = {.n = 0};
-    ssize_t r = mpe__ipc_recv(p->fd, p->in.p + p->in.n, p->in.cap - p->in.n, &got, NULL,
-                              MSG_DONTWAIT);
+    ssize_t r = mpe__fdio_recv(p->fd, p->in.p + p->in.n, p->in.cap - p->in.n, &p->q, MSG_DONTWAIT);
     if (r < 0)
         return -1;
-    if (got.n > 0) {
-        if (p->nq + got.n > p->capq) {
-            int cap = p->capq ? p->capq * 2 : 16;
-            while (cap < p->nq + got.n)
-                cap *= 2;
-            int *q = realloc(p->q, sizeof(int) * (size_t)cap);
-            if (!q) {
-                mpe__ipc_close_fds(&got);
-                errno = ENOMEM;
-                return -1;
-            }
-            p->q = q;
-            p->capq = cap;
-        }
-        memcpy(p->q + p->nq, got.fd, sizeof(int) * (size_t)got.n);
-        p->nq += got.n;
-    }
     if (r == 0) {
         p->eof = 1;
         return 0;
@@ -250,12 +200,6 @@ int mpe__pipe_recv(mpe_pipe *p, double timeout, const mpe_waitctl *w, const void
     double deadline = timeout < 0 ? -1 : mpe__proc_now() + timeout;
     uint32_t len, nfds;
     while (!have_frame(p, &len, &nfds)) {
-        if (nfds > MPE_MAX_FDS ||
-            (p->in.n - p->off >= FRAME_HDR && p->in.n - p->off - FRAME_HDR >= len)) {
-            /* Bytes complete but descriptors short: they were lost on the way. */
-            mpe__seterr(e, "malformed message (%u descriptors)", (unsigned)nfds);
-            return MPE_WAIT_ERROR;
-        }
         if (p->eof && p->in.n > p->off) {
             mpe__seterr(e, "the other end stopped in the middle of a message (%zu bytes of it came)",
                         p->in.n - p->off);
@@ -272,7 +216,9 @@ int mpe__pipe_recv(mpe_pipe *p, double timeout, const mpe_waitctl *w, const void
             continue;
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            mpe__seterr(e, "recvmsg(pipe): %s", strerror(errno));
+            mpe__seterr(e, "recvmsg(pipe): %s",
+                        errno == EPROTO ? "descriptors were dropped (the open files limit?)"
+                                        : strerror(errno));
             return MPE_WAIT_ERROR;
         }
         if (timeout == 0)
@@ -281,15 +227,20 @@ int mpe__pipe_recv(mpe_pipe *p, double timeout, const mpe_waitctl *w, const void
         if (rc != MPE_WAIT_OK)
             return rc;
     }
-    if (fds->n + (int)nfds > MPE_MAX_FDS) {
-        mpe__seterr(e, "malformed message (%u descriptors)", (unsigned)nfds);
+    /* The frame's descriptors are those that rode on its bytes. */
+    uint64_t start = p->q.pos - (uint64_t)(p->in.n - p->off);
+    int had = fds->n;
+    if (mpe__fdio_claim(&p->q, start, start + FRAME_HDR + len, fds) != 0) {
+        mpe__seterr(e, "out of memory for a message's descriptors");
+        p->off += FRAME_HDR + (size_t)len;
         return MPE_WAIT_ERROR;
     }
-    if (nfds > 0) { /* p->q may still be NULL otherwise */
-        memcpy(fds->fd + fds->n, p->q, sizeof(int) * nfds);
-        fds->n += (int)nfds;
-        p->nq -= (int)nfds;
-        memmove(p->q, p->q + nfds, sizeof(int) * (size_t)p->nq);
+    if ((uint32_t)(fds->n - had) != nfds) {
+        /* Sent with nfds, a different count came: they were lost on the way. */
+        mpe__seterr(e, "malformed message (%u descriptors, %d came)", (unsigned)nfds, fds->n - had);
+        mpe__fds_truncate(fds, had);
+        p->off += FRAME_HDR + (size_t)len;
+        return MPE_WAIT_ERROR;
     }
     *data = p->in.p + p->off + FRAME_HDR;
     *n = len;
@@ -312,7 +263,9 @@ int mpe__pipe_poll(mpe_pipe *p, double timeout, const mpe_waitctl *w, mpe_err *e
             }
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 break;
-            mpe__seterr(e, "recvmsg(pipe): %s", strerror(errno));
+            mpe__seterr(e, "recvmsg(pipe): %s",
+                        errno == EPROTO ? "descriptors were dropped (the open files limit?)"
+                                        : strerror(errno));
             return MPE_WAIT_ERROR;
         }
         if (p->eof || have_frame(p, &len, &nfds))

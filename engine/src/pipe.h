@@ -15,7 +15,7 @@ typedef struct mpe_pipe {
     int fd;        /* -1 once closed */
     mpe_buf in;    /* received bytes; in.p[off..] is not consumed yet */
     size_t off;
-    int *q, nq, capq; /* received descriptors not yet handed out, in order */
+    mpe_fdin q;    /* received descriptors not yet handed out, with their positions */
     int eof;
     int cut; /* a send stopped mid-frame: this end's sending side is shut down */
 } mpe_pipe;

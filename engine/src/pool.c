@@ -23,6 +23,7 @@
 #include "buf.h"
 #include "codec.h"
 #include "err.h"
+#include "fdio.h"
 #include "frames.h"
 #include "job.h"
 #include "lbuf.h"
@@ -97,7 +98,7 @@ static int spawn(lua_State *L, mpe_pool *p, int i, mpe_err *e)
     w->in.n = w->out.n = w->out_off = w->tx.n = w->tx_off = 0;
     if (w->has)
         memset(w->has, 0, w->hascap); /* a new worker knows no segment */
-    w->fdq_head = w->fdq_n = 0;
+    mpe__fdin_close(&w->fdin); /* positions count from the new link's first byte */
     int failed = 0;
     for (fnentry *f = p->fns; f; f = f->next)
         failed |= send_function(w, f);
@@ -263,8 +264,8 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     f->hash = h;
     f->frame = *b; /* ownership moves to the entry */
     memset(b, 0, sizeof *b);
-    f->fds = *fds;
-    fds->n = 0;
+    f->fds = *fds; /* ownership moves to the entry */
+    memset(fds, 0, sizeof *fds);
     pthread_mutex_lock(&p->mu);
     f->next = p->fns;
     p->fns = f;
@@ -285,8 +286,7 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
                     if (p->w[i].state == W_LIVE)
                         mpe__frames_u64(&p->w[i].out, MPE_F_DROP, g->id);
                 mpe__buf_free(&g->frame);
-                for (int k = 0; k < g->fds.n; k++)
-                    close(g->fds.fd[k]);
+                mpe__fds_close(&g->fds);
                 free(g);
             } else
                 pp = &g->next;
@@ -322,9 +322,7 @@ int mpe__pool_msg_live(const mpe_msg *m)
 
 void mpe__pool_msg_done(mpe_pool *p, mpe_msg *m)
 {
-    for (int i = 0; i < m->fds.n; i++)
-        if (m->fds.fd[i] >= 0)
-            close(m->fds.fd[i]);
+    mpe__fds_close(&m->fds);
     if (m->job) {
         pthread_mutex_lock(&p->mu);
         mpe__job_unref(p, m->job);
@@ -446,9 +444,9 @@ void mpe__pool_free(mpe_pool *p)
     while (p->inbox) {
         mpe_msg *m = p->inbox;
         p->inbox = m->next;
-        for (int i = 0; i < m->fds.n; i++)
-            if (mine)
-                close(m->fds.fd[i]);
+        if (mine)
+            mpe__fds_truncate(&m->fds, 0);
+        free(m->fds.fd);
         free(m);
     }
     for (int i = 0; p->w && i < p->n; i++) {
@@ -458,11 +456,16 @@ void mpe__pool_free(mpe_pool *p)
             w->inflight = c->next;
             free(c);
         }
-        if (!mine && w->state == W_LIVE)
+        if (mine)
+            mpe__fdin_close(&w->fdin);
+        else if (w->state == W_LIVE)
             p->tp->forget(w->link); /* the worker is the creator's */
         mpe__buf_free(&w->in);
         mpe__buf_free(&w->out);
         mpe__buf_free(&w->tx);
+        free(w->fdin.fds.fd); /* a forked copy: the numbers are not its own */
+        free(w->fdin.at);
+        memset(&w->fdin, 0, sizeof w->fdin);
     }
     while (p->jobs) {
         mpe_job *j = p->jobs;
@@ -471,8 +474,9 @@ void mpe__pool_free(mpe_pool *p)
     while (p->fns) {
         fnentry *f = p->fns;
         p->fns = f->next;
-        for (int k = 0; mine && k < f->fds.n; k++)
-            close(f->fds.fd[k]);
+        if (mine)
+            mpe__fds_truncate(&f->fds, 0);
+        free(f->fds.fd);
         mpe__buf_free(&f->frame);
         free(f);
     }

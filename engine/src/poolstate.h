@@ -58,8 +58,7 @@ typedef struct wslot {
     size_t tx_off;
     unsigned char *has; /* has[id]: pool segment id was sent to it (MPE_F_SEGS) */
     size_t hascap;
-    mpe_fds fdq[8];    /* descriptor sets received, in order, for MPE_R_FDS frames */
-    int fdq_head, fdq_n;
+    mpe_fdin fdin;     /* descriptors received, claimed by MPE_R_FDS frames by position */
 } wslot;
 
 /* A shared segment that items carry, held once by the pool however many

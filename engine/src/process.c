@@ -16,6 +16,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -25,6 +26,7 @@
 #include "buf.h"
 #include "codec.h"
 #include "err.h"
+#include "fdio.h"
 #include "lbuf.h"
 #include "proc.h"
 #include "process.h"
@@ -46,11 +48,9 @@ void mpe__process_init(mpe_process *p)
  * result() decodes from them again; tracked like the channel itself. */
 static void close_received(mpe_process *p)
 {
-    for (int i = 0; i < p->fds.n; i++) {
+    for (int i = 0; i < p->fds.n; i++)
         mpe__proc_untrack_fd(p->fds.fd[i]);
-        close(p->fds.fd[i]);
-    }
-    p->fds.n = 0;
+    mpe__fds_close(&p->fds);
 }
 
 static void close_tracked(int *fd)
@@ -114,10 +114,10 @@ pid_t mpe__process_start(mpe_process *p, mpe_err *e)
 /* ---- the child's side ---------------------------------------------------------- */
 
 /* The payload being built in the child: bytes, and the descriptors of the
- * shared objects it refers to (borrowed from their owners, never closed). */
+ * shared objects it refers to (the message's duplicates, in a box). */
 typedef struct outcome {
     mpe_buf *b;
-    mpe_fds fds;
+    mpe_fds *fds;
 } outcome;
 
 static int is_error_object(lua_State *L, int idx)
@@ -135,7 +135,7 @@ static int is_error_object(lua_State *L, int idx)
 static int encode_value(lua_State *L)
 {
     outcome *o = lua_touserdata(L, 1);
-    mpe__encode(L, 2, o->b, "error value", &o->fds);
+    mpe__encode(L, 2, o->b, "error value", o->fds);
     return 0;
 }
 
@@ -173,14 +173,14 @@ static void encode_failure(lua_State *L, int idx, outcome *o)
     /* The value goes along only if it can: an unsendable error value must not
      * hide the error itself. */
     size_t mark = o->b->n;
-    int fdmark = o->fds.n;
+    int fdmark = o->fds->n;
     lua_pushcfunction(L, encode_value);
     lua_pushlightuserdata(L, o);
     lua_pushvalue(L, top + 3);
     if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
         lua_pop(L, 1);
         o->b->n = mark;
-        o->fds.n = fdmark;
+        mpe__fds_truncate(o->fds, fdmark);
         lua_pushnil(L);
         mpe__encode(L, -1, o->b, "error value", NULL);
         lua_pop(L, 1);
@@ -197,7 +197,7 @@ static int send_outcome(lua_State *L)
     int first = 3, n = lua_gettop(L) - 2;
     outcome o;
     o.b = mpe__buf_box(L);
-    o.fds.n = 0;
+    o.fds = mpe__fds_box(L);
     static const char zero[HEADER_SIZE] = {0};
     mpe__buf_put(L, o.b, zero, HEADER_SIZE);
     if (raised) {
@@ -208,7 +208,7 @@ static int send_outcome(lua_State *L)
         for (int i = 0; i < n; i++) {
             if (n > 1)
                 snprintf(root, sizeof root, "result %d", i + 1);
-            mpe__encode(L, first + i, o.b, root, &o.fds);
+            mpe__encode(L, first + i, o.b, root, o.fds);
         }
     }
     uint64_t len = o.b->n - HEADER_SIZE;
@@ -216,7 +216,7 @@ static int send_outcome(lua_State *L)
     for (int i = 0; i < 8; i++)
         o.b->p[1 + i] = (char)(unsigned char)(len >> (8 * i));
     /* A failure (EPIPE: the parent is gone) leaves nobody to tell. */
-    mpe__transport_send_all(p->fd, o.b->p, o.b->n, o.fds.fd, o.fds.n);
+    mpe__fdio_send_all(p->fd, o.b->p, o.b->n, o.fds->fd, o.fds->n);
     return 0;
 }
 
@@ -263,7 +263,12 @@ static int drain(mpe_process *p, mpe_err *e)
 {
     while (p->fd >= 0) {
         int had = p->fds.n;
-        ssize_t r = mpe__transport_recv(p->fd, &p->payload, &p->fds, 0);
+        ssize_t r = -1;
+        if (mpe__buf_grow(&p->payload, 1 << 16) == 0)
+            r = mpe__fdio_recvmsg(p->fd, p->payload.p + p->payload.n,
+                                  p->payload.cap - p->payload.n, &p->fds, MSG_DONTWAIT);
+        if (r > 0)
+            p->payload.n += (size_t)r;
         for (int i = had; i < p->fds.n; i++)
             mpe__proc_track_fd(p->fds.fd[i]);
         if (r > 0) {
@@ -454,7 +459,8 @@ void mpe__process_release(mpe_process *p, int daemon)
          * now. Forget them; never close them. */
         p->fd = -1;
         p->pidfd = -1;
-        p->fds.n = 0;
+        free(p->fds.fd);
+        p->fds = (mpe_fds){0};
     }
     mpe__buf_free(&p->payload);
 }

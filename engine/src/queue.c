@@ -44,6 +44,7 @@
 #include <unistd.h>
 #include "buf.h"
 #include "err.h"
+#include "fdio.h"
 #include "ipc.h"
 #include "proc.h"
 #include "queue.h"
@@ -587,13 +588,14 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
     double deadline = deadline_of(timeout);
     uint64_t spill_at = q->initial / 4 < SPILL_AT ? q->initial / 4 : SPILL_AT;
     int spilled = n > spill_at, sfd = -1, rc, locked = 0;
+    mpe_fds bundle = {0};
     if (n > UINT32_MAX) {
         mpe__seterr(e, "an item of %zu bytes is too large (at most 4 GiB)", n);
         rc = MPE_WAIT_ERROR;
         goto out;
     }
-    if (fds->n + spilled > MPE_MAX_FDS) {
-        mpe__seterr(e, "an item carries more than %d shared segments", MPE_MAX_FDS - 1);
+    if (fds->n + spilled > UINT16_MAX) {
+        mpe__seterr(e, "an item carries more than %d shared segments", UINT16_MAX - 1);
         rc = MPE_WAIT_ERROR;
         goto out;
     }
@@ -603,8 +605,29 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
             rc = MPE_WAIT_ERROR;
             goto out;
         }
-        fds->fd[fds->n++] = sfd; /* now closed with the others */
+        if (mpe__fds_add(fds, sfd) != 0) { /* now closed with the others */
+            mpe__seterr(e, "out of memory for an item's descriptors");
+            rc = MPE_WAIT_ERROR;
+            goto out;
+        }
     }
+    /* More than one message may carry: they travel in a bundle, one
+     * descriptor, so that the channel's message stays one sendmsg. */
+    if (fds->n > MPE_FDIO_BATCH) {
+        int bfd = mpe__fdio_bundle(fds->fd, fds->n);
+        if (bfd < 0) {
+            mpe__seterr(e, "bundling %d descriptors: %s", fds->n, strerror(errno));
+            rc = MPE_WAIT_ERROR;
+            goto out;
+        }
+        bundle.n = 0;
+        if (mpe__fds_add(&bundle, bfd) != 0) {
+            mpe__seterr(e, "out of memory for an item's descriptors");
+            rc = MPE_WAIT_ERROR;
+            goto out;
+        }
+    }
+    const mpe_fds *carry = fds->n > MPE_FDIO_BATCH ? &bundle : fds;
     rec_hdr h = {(uint32_t)n, (uint16_t)fds->n, (uint16_t)(REC_MAGIC | (spilled ? REC_SPILL : 0)),
                  0, 0};
     uint64_t need = rec_size(&h);
@@ -628,13 +651,13 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
                 break;
             /* Number the message before it goes: see the header comment. */
             h.seq = ++q->seq;
-            ssize_t s = mpe__ipc_send(l->sock[0], &h.seq, sizeof h.seq, fds->fd, fds->n,
-                                      MSG_DONTWAIT);
+            ssize_t s = mpe__fdio_send(l->sock[0], &h.seq, sizeof h.seq, carry->fd, carry->n,
+                                       MSG_DONTWAIT);
             if (s == (ssize_t)sizeof h.seq) {
                 mpe__ipc_crash(MPE_CRASH_PUT_SENT);
                 break;
             }
-            if (s >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != ENOBUFS)) {
+            if (s > 0 || (s < 0 && errno != ENOBUFS)) {
                 mpe__seterr(e, "sendmsg(queue channel): %s",
                             s < 0 && errno == ETOOMANYREFS
                                 ? "too many descriptors in flight (raise the open files limit)"
@@ -681,7 +704,8 @@ int mpe__queue_put(mpe_shm_obj *o, const void *p, size_t n, mpe_fds *fds, double
 out:
     if (locked)
         mpe__ipc_unlock(&q->put_m);
-    mpe__ipc_close_fds(fds); /* sent or not, the duplicates were the message's */
+    mpe__fds_close(fds); /* sent or not, the duplicates were the message's */
+    mpe__fds_close(&bundle);
     return rc;
 }
 
@@ -691,9 +715,7 @@ out:
 static void drop_message(int sock)
 {
     uint64_t seq;
-    mpe_fds got = {.n = 0};
-    mpe__ipc_recv(sock, &seq, sizeof seq, &got, NULL, MSG_DONTWAIT);
-    mpe__ipc_close_fds(&got);
+    mpe__fdio_recvmsg(sock, &seq, sizeof seq, NULL, MSG_DONTWAIT);
 }
 
 /* Peek the descriptors of message want into fds (duplicates: the message
@@ -703,21 +725,34 @@ static int peek_fds(int sock, uint64_t want, unsigned nfds, mpe_fds *fds, mpe_er
 {
     for (;;) {
         uint64_t seq = 0;
-        mpe_fds got = {.n = 0};
-        int lost = 0;
-        ssize_t r = mpe__ipc_recv(sock, &seq, sizeof seq, &got, &lost, MSG_PEEK | MSG_DONTWAIT);
+        mpe_fds got = {0};
+        ssize_t r = mpe__fdio_recvmsg(sock, &seq, sizeof seq, &got, MSG_PEEK | MSG_DONTWAIT);
         if (r < 0) {
+            int err = errno;
+            mpe__fds_close(&got); /* the list's memory; its descriptors are closed already */
+            errno = err;
             if (errno == EAGAIN || errno == EWOULDBLOCK)
                 return mpe__seterr(e, "an item's descriptors are missing from the queue's channel");
+            if (errno == EPROTO) /* the kernel dropped some: the item cannot be rebuilt */
+                return mpe__seterr(e, "an item's descriptors were dropped on the way "
+                                      "(the open files limit?)");
             return mpe__seterr(e, "recvmsg(queue channel): %s", strerror(errno));
         }
-        if (r == (ssize_t)sizeof seq && seq == want && got.n == (int)nfds && !lost &&
-            fds->n + got.n <= MPE_MAX_FDS) {
-            memcpy(fds->fd + fds->n, got.fd, sizeof(int) * (size_t)got.n);
-            fds->n += got.n;
+        /* More than one message carries came as a bundle (see put). */
+        int bundled = nfds > MPE_FDIO_BATCH;
+        if (r == (ssize_t)sizeof seq && seq == want && got.n == (bundled ? 1 : (int)nfds)) {
+            if (!bundled) {
+                int moved = mpe__fds_move(fds, &got);
+                mpe__fds_close(&got);
+                return moved == 0 ? 0 : mpe__seterr(e, "out of memory");
+            }
+            int ok = mpe__fdio_unbundle(got.fd[0], (int)nfds, fds);
+            mpe__fds_close(&got);
+            if (ok != 0)
+                return mpe__seterr(e, "an item's descriptors did not arrive whole (%s)", strerror(errno));
             return 0;
         }
-        mpe__ipc_close_fds(&got);
+        mpe__fds_close(&got);
         if (r == (ssize_t)sizeof seq && seq >= want)
             return mpe__seterr(e, "an item's descriptors did not arrive (message %llu, wanted %llu)",
                                (unsigned long long)seq, (unsigned long long)want);
@@ -728,10 +763,7 @@ static int peek_fds(int sock, uint64_t want, unsigned nfds, mpe_fds *fds, mpe_er
 /* Close the descriptors fds gained from slot first on. */
 static void close_from(mpe_fds *fds, int first)
 {
-    for (int i = first; i < fds->n; i++)
-        if (fds->fd[i] >= 0)
-            close(fds->fd[i]);
-    fds->n = first;
+    mpe__fds_truncate(fds, first);
 }
 
 /* Read a spilled payload of n bytes from fd into out. */

@@ -20,6 +20,7 @@
 #include <unistd.h>
 #include "buf.h"
 #include "err.h"
+#include "fdio.h"
 #include "shm.h"
 
 #define SEG_MAGIC 0x5345504dU  /* "MPES" */
@@ -379,14 +380,13 @@ int mpe__shm_ref_write(const mpe_shm_obj *o, mpe_buf *b, mpe_fds *fds, mpe_err *
             break;
     }
     if (slot == fds->n) {
-        if (fds->n >= MPE_MAX_FDS)
-            return mpe__seterr(e, "more than %d shared segments in one message", MPE_MAX_FDS);
         /* A duplicate the message owns: the object may be collected (closing
          * its own descriptor) before the message is sent. */
         int d = fcntl(s->fd, F_DUPFD_CLOEXEC, 0);
         if (d < 0)
             return mpe__seterr(e, "fcntl(F_DUPFD_CLOEXEC): %s", strerror(errno));
-        fds->fd[fds->n++] = d;
+        if (mpe__fds_add(fds, d) != 0)
+            return mpe__seterr(e, "out of memory for a message's descriptors");
     }
     if (mpe__buf_grow(b, REF_BYTES) != 0)
         return mpe__seterr(e, "out of memory");

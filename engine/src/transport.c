@@ -2,10 +2,9 @@
  * socketpair per worker carrying framed messages, with descriptor passing.
  * SPDX-License-Identifier: MIT
  *
- * Two layers: descriptor-level primitives (mpe__transport_send, _send_all,
- * _recv, _wait; process.c uses them too), and on top of them the socketpair
- * backend of transport.h's operation table, which is all the scheduler and
- * the worker loop call, so that another backend (MPI) plugs in beside it. */
+ * The socketpair backend of transport.h's operation table, which is all the
+ * scheduler and the worker loop call, so that another backend (MPI) plugs in
+ * beside it; bytes and descriptors travel through fdio.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -18,107 +17,23 @@
 #include "compat.h"
 #include "buf.h"
 #include "err.h"
+#include "fdio.h"
 #include "lbuf.h"
 #include "proc.h"
 #include "protocol.h"
 #include "transport.h"
 #include "worker.h"
 
-static ssize_t send_some(int fd, const void *p, size_t n, const int *fds, int nfds, int flags)
-{
-    struct iovec iov = {.iov_base = (void *)p, .iov_len = n};
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * MPE_MAX_FDS)];
-        struct cmsghdr align;
-    } u;
-    if (nfds > 0) {
-        memset(&u, 0, sizeof u);
-        m.msg_control = u.buf;
-        m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-    }
-    ssize_t r;
-    do
-        r = sendmsg(fd, &m, flags | MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
-    return r;
-}
-
-ssize_t mpe__transport_send(int fd, const void *p, size_t n, const int *fds, int nfds)
-{
-    ssize_t r = send_some(fd, p, n, fds, nfds, MSG_DONTWAIT);
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return 0;
-    return r;
-}
-
-int mpe__transport_send_all(int fd, const void *p, size_t n, const int *fds, int nfds)
-{
-    const char *s = p;
-    while (n > 0) {
-        ssize_t r = send_some(fd, s, n, fds, nfds, 0);
-        if (r < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                mpe__transport_wait(-fd - 1, -1); /* wait for room */
-                continue;
-            }
-            return -1;
-        }
-        s += r;
-        n -= (size_t)r;
-        nfds = 0; /* descriptors travel with the first byte only */
-    }
-    return 0;
-}
-
-ssize_t mpe__transport_recv(int fd, mpe_buf *b, mpe_fds *fds, int block)
+/* Append what one read brings to b, its descriptors (with their stream
+ * positions) to in. As mpe__fdio_recv. */
+static ssize_t link_recv(int fd, mpe_buf *b, mpe_fdin *in, int block)
 {
     if (mpe__buf_grow(b, 1 << 16) != 0)
         return -1;
-    struct iovec iov = {.iov_base = b->p + b->n, .iov_len = b->cap - b->n};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * MPE_MAX_FDS)];
-        struct cmsghdr align;
-    } u;
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                       .msg_controllen = sizeof u.buf};
-    ssize_t r;
-    do
-        r = recvmsg(fd, &m, MSG_CMSG_CLOEXEC | (block ? 0 : MSG_DONTWAIT));
-    while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return -1;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        int n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        int *got = (int *)CMSG_DATA(c);
-        for (int i = 0; i < n; i++) {
-            if (fds && fds->n < MPE_MAX_FDS)
-                fds->fd[fds->n++] = got[i];
-            else
-                close(got[i]);
-        }
-    }
-    b->n += (size_t)r;
+    ssize_t r = mpe__fdio_recv(fd, b->p + b->n, b->cap - b->n, in, block ? 0 : MSG_DONTWAIT);
+    if (r > 0)
+        b->n += (size_t)r;
     return r;
-}
-
-/* fd >= 0: wait until readable; fd < 0: wait until -fd-1 is writable. */
-int mpe__transport_wait(int fd, double timeout)
-{
-    struct pollfd p = {.fd = fd >= 0 ? fd : -fd - 1, .events = fd >= 0 ? POLLIN : POLLOUT};
-    int ms = timeout < 0 ? -1 : (int)(timeout * 1000 + 0.999);
-    int r;
-    do
-        r = poll(&p, 1, ms);
-    while (r < 0 && errno == EINTR);
-    return r > 0;
 }
 
 int mpe__frame_peek(const mpe_buf *b, size_t off, unsigned *type, uint32_t *len)
@@ -232,12 +147,18 @@ static mpe_link *sp_start(mpe_transport *t, lua_State *L, mpe_progress *progress
 
 static ssize_t sp_send(mpe_link *l, const void *p, size_t n, const int *fds, int nfds)
 {
-    return mpe__transport_send(l->fd, p, n, fds, nfds);
+    ssize_t r = mpe__fdio_send(l->fd, p, n, fds, nfds, MSG_DONTWAIT);
+    /* A message with descriptors goes whole: the scheduler sends such frames
+     * alone and only ever resumes plain bytes. They are a few hundred bytes. */
+    if (r > 0 && nfds > 0 && (size_t)r < n &&
+        mpe__fdio_send_all(l->fd, (const char *)p + r, n - (size_t)r, NULL, 0) != 0)
+        return -1;
+    return r > 0 && nfds > 0 ? (ssize_t)n : r;
 }
 
-static ssize_t sp_recv(mpe_link *l, mpe_buf *b, mpe_fds *fds)
+static ssize_t sp_recv(mpe_link *l, mpe_buf *b, mpe_fdin *in)
 {
-    return mpe__transport_recv(l->fd, b, fds, 0);
+    return link_recv(l->fd, b, in, 0);
 }
 
 static int sp_wait(mpe_transport *t, mpe_link *const *links, const unsigned *want, unsigned *ev, int n,
@@ -311,12 +232,12 @@ static void sp_progress(mpe_link *l, mpe_progress *out)
 
 static int sp_send_all(mpe_link *self, const void *p, size_t n, const int *fds, int nfds)
 {
-    return mpe__transport_send_all(self->fd, p, n, fds, nfds);
+    return mpe__fdio_send_all(self->fd, p, n, fds, nfds);
 }
 
-static ssize_t sp_child_recv(mpe_link *self, mpe_buf *b, mpe_fds *fds, int block)
+static ssize_t sp_child_recv(mpe_link *self, mpe_buf *b, mpe_fdin *in, int block)
 {
-    return mpe__transport_recv(self->fd, b, fds, block);
+    return link_recv(self->fd, b, in, block);
 }
 
 const mpe_transport_ops mpe__transport_socketpair = {

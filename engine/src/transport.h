@@ -8,8 +8,9 @@
  * groups (MPI: a remote rank with forked local workers behind it)
  * multiplexes its links over whatever channel it has; the scheduler still
  * sees one link per worker. Bytes on a link are whole pool frames
- * ([u32 length][u8 type][body], layouts in pool.h); descriptors travel with
- * the first byte of a send and are claimed in arrival order on the far side.
+ * ([u32 length][u8 type][body], layouts in pool.h); descriptors ride on
+ * the first bytes of a send and the far side's frame claims those that came
+ * with its bytes (fdio.h).
  *
  * Threads: start runs on the main thread (it forks); every other parent-side
  * operation runs on the dispatcher thread. The child-side operations run in
@@ -57,15 +58,18 @@ typedef struct mpe_transport_ops {
      * set on failure. */
     mpe_link *(*start)(mpe_transport *t, lua_State *L, mpe_progress *progress, mpe_worker_fn run,
                        void *ud, pid_t *pid, mpe_err *e);
-    /* Send up to n bytes without blocking; fds (nfds > 0) go with the first
-     * byte and stay owned by the caller. Returns the bytes taken (0: no room
-     * now), or -1 when the link is broken (its end is then seen by recv). */
+    /* Send up to n bytes without blocking; fds (nfds > 0, any number) ride
+     * on the first bytes and stay owned by the caller; a message with
+     * descriptors goes whole once its first byte went. Returns the bytes
+     * taken (0: no room now), or -1 when the link is broken (its end is
+     * then seen by recv). */
     ssize_t (*send)(mpe_link *l, const void *p, size_t n, const int *fds, int nfds);
-    /* Append what has arrived to b (descriptor sets, one per sent message
-     * that carried some, to fds; may be NULL). Returns the bytes read, 0 at
+    /* Append what has arrived to b, the descriptors that came with it to in
+     * (mpe__fdio_claim hands a frame those that rode on its bytes). Returns
+     * the bytes read, 0 at
      * the link's end (the death notice: call reap), -1 with errno EAGAIN when
      * nothing is there, -1 otherwise on failure (treated as the end). */
-    ssize_t (*recv)(mpe_link *l, mpe_buf *b, mpe_fds *fds);
+    ssize_t (*recv)(mpe_link *l, mpe_buf *b, mpe_fdin *in);
     /* Readiness: wait until one of the n links is ready (ev[i] set to
      * MPE_T_* bits; MPE_T_WRITE is only asked where want[i] has it), until
      * wakefd (an eventfd, -1: none) is readable (drained here), or ms pass
@@ -94,27 +98,14 @@ typedef struct mpe_transport_ops {
     int (*lost)(mpe_link *l, char *s, size_t n);
 
     /* ---- child side (in the worker) ---- */
-    /* Send all n bytes, blocking; fds go with the first byte. 0, or -1 when
+    /* Send all n bytes, blocking; fds go with the first bytes. 0, or -1 when
      * the parent is gone. */
     int (*send_all)(mpe_link *self, const void *p, size_t n, const int *fds, int nfds);
     /* As recv, but blocking when block is set. */
-    ssize_t (*child_recv)(mpe_link *self, mpe_buf *b, mpe_fds *fds, int block);
+    ssize_t (*child_recv)(mpe_link *self, mpe_buf *b, mpe_fdin *in, int block);
 } mpe_transport_ops;
 
 /* The socketpair backend (transport.c): a local forked worker per link. */
 extern const mpe_transport_ops mpe__transport_socketpair;
-
-/* Transport primitives over a stream socket (transport.c); the pool reaches
- * its workers through the operation table above, built on them. */
-/* Send up to n bytes without blocking, with nfds descriptors attached to the
- * first byte. Returns bytes sent (0 when the channel is full), -1 on error. */
-ssize_t mpe__transport_send(int fd, const void *p, size_t n, const int *fds, int nfds);
-/* Send everything, blocking. Returns 0 or -1 (peer gone). */
-int mpe__transport_send_all(int fd, const void *p, size_t n, const int *fds, int nfds);
-/* Append what is readable to b, descriptors to fds (extra ones are closed).
- * Returns bytes read, 0 at EOF, -1 with errno EAGAIN when nothing is there. */
-ssize_t mpe__transport_recv(int fd, mpe_buf *b, mpe_fds *fds, int block);
-/* Wait until fd is readable or timeout (seconds, <0 forever). 1 ready, 0 timeout. */
-int mpe__transport_wait(int fd, double timeout);
 
 #endif

@@ -22,6 +22,7 @@
 #include "buf.h"
 #include "codec.h"
 #include "err.h"
+#include "fdio.h"
 #include "frames.h"
 #include "lbuf.h"
 #include "lmpe.h"
@@ -32,10 +33,10 @@
 #include "shm.h"
 #include "transport.h"
 #include "worker.h"
+#include "worker_jit.h"
 
 #define FLUSH_BYTES (256 * 1024)
 #define FLUSH_NS 2000000
-#define MAX_QUEUED 16
 
 typedef struct keyed_fds {
     uint64_t key; /* a function id */
@@ -74,8 +75,13 @@ typedef struct wstate {
     int nkeyed, keyedcap;
     int *segfd;       /* the pool's shared segments by id (MPE_F_SEGS), -1 where none */
     int nsegfd;
-    mpe_fds queued[MAX_QUEUED]; /* descriptor sets received, not yet claimed by an F_FDS frame */
-    int qhead, qn;
+    mpe_fdin fdin;    /* descriptors received, claimed by F_FDS and F_SEGS frames by position */
+    /* the chunk's Lua loop (worker_jit.c), when it runs through one */
+    mpe_jit_run jr;
+    int64_t jit_from; /* first item of the batch being run, or -1 */
+    int jit_trim;     /* the failure being recorded came through the loop's frame */
+    double jres[MPE_JIT_BATCH]; /* a batch's collected results */
+    uint8_t jtag[MPE_JIT_BATCH]; /* and their tags (mpe_jit_run.tags), zeroed once read */
 } wstate;
 
 static int64_t now_ns(void)
@@ -87,10 +93,7 @@ static int64_t now_ns(void)
 
 static void close_fds(mpe_fds *f)
 {
-    for (int k = 0; k < f->n; k++)
-        if (f->fd[k] >= 0)
-            close(f->fd[k]);
-    f->n = 0;
+    mpe__fds_close(f);
 }
 
 static void malformed(const char *what) __attribute__((noreturn));
@@ -300,22 +303,23 @@ static void push_item(wstate *w)
         break;
     }
     default: {
-        /* [u8 k][k x u32 segment id][encoding]: descriptor slot q of the item is
-         * segment ids[q]; each decode gets its own duplicates. */
-        uint32_t ids[MPE_MAX_FDS];
+        /* [varint k][k x u32 segment id][encoding]: descriptor slot q of the
+         * item is segment id q; each decode gets its own duplicates. */
+        const unsigned char *ids;
         int k;
-        if (mpe__frames_item_read(w->items, ids, &k))
+        if (mpe__frames_item_read(w->items, &ids, &k))
             malformed("chunk");
         if (k == 0) {
             mpe__decode(L, w->items, NULL);
             break;
         }
-        mpe_fds tmp = {.n = 0};
-        for (int q = 0; q < k; q++)
-            tmp.fd[tmp.n++] = ids[q] < (uint32_t)w->nsegfd && w->segfd[ids[q]] >= 0 ? dup(w->segfd[ids[q]]) : -1;
         /* A decode that raises (a missing descriptor) must not leak the duplicates. */
         mpe_fds *box = mpe__fds_box(L);
-        *box = tmp;
+        for (int q = 0; q < k; q++) {
+            uint32_t id = mpe__frames_item_id(ids, q);
+            if (mpe__fds_add(box, id < (uint32_t)w->nsegfd && w->segfd[id] >= 0 ? dup(w->segfd[id]) : -1))
+                malformed("chunk (no memory)");
+        }
         mpe__decode(L, w->items, box);
         close_fds(box);   /* the decode attached what it needed */
         lua_remove(L, -2); /* the box */
@@ -342,46 +346,189 @@ static void tick(wstate *w)
     }
 }
 
-/* lua_pcall'd: run items w->i .. n-1; raises out of the item that fails. */
+/* Item w->i is done, its results recorded. */
+static void item_done(wstate *w)
+{
+    w->count++;
+    w->tasks++;
+    /* Results carrying many distinct segments go in several messages,
+     * each with about a sendmsg's worth of descriptors. */
+    if (w->rfds.n >= MPE_FDIO_BATCH)
+        close_segment(w, 0);
+}
+
+/* Run item w->i by a C call of the function at index 1; its results land
+ * above base. */
+static void run_one(wstate *w, int base)
+{
+    lua_State *L = w->L;
+    mpe_progress *pr = w->cfg->progress;
+    tick(w);
+    pr->item = (int32_t)w->i;
+    if (w->cfg->timeouts)
+        pr->started_ns = now_ns();
+    lua_pushvalue(L, 1);
+    push_item(w);
+    int nargs = 1;
+    if (w->mode != MPE_M_MAP) {
+        int t = lua_gettop(L);
+        if (!lua_istable(L, t))
+            luaL_error(L, "mpe: arguments of item must be a table, got %s", luaL_typename(L, t));
+        lua_getfield(L, t, "n");
+        lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, t);
+        lua_pop(L, 1);
+        if (n < 0 || n > 250)
+            luaL_error(L, "mpe: too many arguments (%d)", (int)n);
+        luaL_checkstack(L, (int)n + 4, "too many arguments");
+        for (lua_Integer k = 1; k <= n; k++)
+            lua_rawgeti(L, t, k);
+        lua_remove(L, t);
+        nargs = (int)n;
+    }
+    lua_call(L, nargs, w->mode == MPE_M_APPLY || (w->arr && w->outcols) ? LUA_MULTRET : 1);
+    record(w, base + 1, lua_gettop(L));
+    lua_settop(L, base);
+    item_done(w);
+}
+
+/* ---- the chunk loop in Lua (worker_jit.c) ------------------------------------------
+ * Chunks of map items that are numbers, with results collected or into a 1-D
+ * int64/double out array, run in batches through lua/mpe/jitloop.lua, which
+ * stores numbers itself; what it does not store comes back here one item at a
+ * time and is recorded as the C loop records it. */
+
+/* The chunk's Lua loop: pushes it and returns 1 if the chunk can run through one. */
+static int jit_setup(wstate *w)
+{
+    mpe_jit_run *r = &w->jr;
+    w->jit_from = -1;
+    if (w->mode != MPE_M_MAP || w->kind == MPE_K_ENC || (w->arr && !w->outfast))
+        return 0;
+    memset(r, 0, sizeof *r);
+    r->kind = w->kind;
+    if (w->kind == MPE_K_RANGE) {
+        /* Every item and step product exact in a double: within 2^52. */
+        double a = (double)w->rstart, b = a + (double)w->rstep * (double)(w->n ? w->n - 1 : 0);
+        if (a < -4503599627370496.0 || a > 4503599627370496.0 || b < -4503599627370496.0 ||
+            b > 4503599627370496.0)
+            return 0;
+        r->x0 = (double)w->rstart;
+        r->step = (double)w->rstep;
+    } else {
+        if (w->items->n - w->items->pos < (size_t)w->n * 8)
+            return 0; /* the C loop reports the malformed chunk */
+        r->in = w->items->p + w->items->pos;
+    }
+    if (w->arr) {
+        r->okind = w->outfast == 1 ? MPE_JIT_I64 : MPE_JIT_F64;
+        r->out = w->arr->data;
+        r->d = (int64_t)w->first;
+    }
+    r->item = &w->cfg->progress->item;
+    r->started = w->cfg->timeouts ? &w->cfg->progress->started_ns : NULL;
+    return mpe__jit_loop(w->L, r);
+}
+
+/* Account items w->jit_from .. k-1, which the Lua loop ran and stored; the
+ * table at index odd holds their results that are not numbers. */
+static void jit_done(wstate *w, uint32_t k, int odd)
+{
+    lua_State *L = w->L;
+    uint32_t from = (uint32_t)w->jit_from, m = k - from;
+    w->jit_from = -1;
+    if (w->arr && m > 0 && w->segmode == 0)
+        w->segmode = MPE_R_NONE;
+    for (uint32_t q = 0; q < m && (!w->arr || w->segmode < 0); q++) {
+        w->i = from + q;
+        if (w->arr) { /* the segment went general after an error */
+            put_record(w, 0, 0);
+        } else {
+            double v = w->jres[q];
+            if (w->jtag[q] == 0 && w->segmode >= 0) { /* record's packed case, without the stack */
+                int kind = mpe__jit_isint(v) ? MPE_R_INTS : MPE_R_FLOATS;
+                if (w->segmode == 0)
+                    w->segmode = kind;
+                if (w->segmode == kind) {
+                    if (kind == MPE_R_INTS)
+                        mpe__buf_put_u64(L, &w->ints, (uint64_t)(int64_t)v);
+                    else
+                        mpe__buf_put_f64(L, &w->ints, v);
+                    continue;
+                }
+            }
+            if (w->jtag[q] == 0)
+                lua_pushnumber(L, v);
+            else if (w->jtag[q] == 1) {
+                lua_rawgeti(L, odd, (lua_Integer)q + 1);
+                lua_pushnil(L);
+                lua_rawseti(L, odd, (lua_Integer)q + 1);
+            } else
+                lua_pushnil(L);
+            w->jtag[q] = 0;
+            record(w, lua_gettop(L), lua_gettop(L));
+            lua_pop(L, 1);
+        }
+    }
+    w->count += m;
+    w->tasks += m;
+    w->i = k;
+}
+
+/* Run the chunk's items through the Lua loop at index 2 (its odd table at 3)
+ * in batches of
+ * tick_every items, reading the clock before each batch (as the C loop does
+ * before each item, so the chunk's last items go in its final frame). */
+static void run_jit(wstate *w, int base)
+{
+    lua_State *L = w->L;
+    mpe_jit_run *r = &w->jr;
+    uint32_t lim = w->n; /* items from lim on have no element in the out array */
+    if (w->arr)
+        lim = w->outrows <= w->first ? 0 : w->outrows - w->first < w->n ? (uint32_t)(w->outrows - w->first) : w->n;
+    while (w->i < w->n) {
+        if (w->i >= lim) { /* the C loop raises the out= error */
+            run_one(w, base);
+            w->i++;
+            continue;
+        }
+        w->tick_left = 1;
+        tick(w);
+        /* The progress slot names the next item from now on, as the C loop's
+         * does before each item (the loop stamps each again as it starts it). */
+        w->cfg->progress->item = (int32_t)w->i;
+        if (w->cfg->timeouts)
+            w->cfg->progress->started_ns = now_ns();
+        uint32_t j = w->i + (uint32_t)(w->tick_every < MPE_JIT_BATCH ? w->tick_every : MPE_JIT_BATCH);
+        if (j > lim || j < w->i)
+            j = lim;
+        if (!w->arr) {
+            r->out = w->jres;
+            r->tags = w->jtag;
+            r->d = -(int64_t)w->i;
+        }
+        w->jit_from = (int64_t)w->i;
+        uint32_t k = mpe__jit_items(L, 2, 1, 3, r, w->i, j);
+        jit_done(w, k, 3);
+        if (k < j) { /* item k returned what the loop does not store */
+            record(w, base + 1, lua_gettop(L));
+            lua_settop(L, base);
+            item_done(w);
+            w->i++;
+        }
+    }
+}
+
+/* lua_pcall'd with the function (and the chunk's Lua loop and its odd table,
+ * if it runs through one): run items w->i .. n-1; raises out of the item that fails. */
 static int run_items(lua_State *L)
 {
     wstate *w = lua_touserdata(L, lua_upvalueindex(1));
-    mpe_progress *pr = w->cfg->progress;
-    int timeouts = w->cfg->timeouts;
-    int base = 1; /* the function, passed by run_chunk */
-    for (; w->i < w->n; w->i++) {
-        tick(w);
-        pr->item = (int32_t)w->i;
-        if (timeouts)
-            pr->started_ns = now_ns();
-        lua_pushvalue(L, 1);
-        push_item(w);
-        int nargs = 1;
-        if (w->mode != MPE_M_MAP) {
-            int t = lua_gettop(L);
-            if (!lua_istable(L, t))
-                return luaL_error(L, "mpe: arguments of item must be a table, got %s", luaL_typename(L, t));
-            lua_getfield(L, t, "n");
-            lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : (lua_Integer)lua_rawlen(L, t);
-            lua_pop(L, 1);
-            if (n < 0 || n > 250)
-                return luaL_error(L, "mpe: too many arguments (%d)", (int)n);
-            luaL_checkstack(L, (int)n + 4, "too many arguments");
-            for (lua_Integer k = 1; k <= n; k++)
-                lua_rawgeti(L, t, k);
-            lua_remove(L, t);
-            nargs = (int)n;
-        }
-        lua_call(L, nargs, w->mode == MPE_M_APPLY || (w->arr && w->outcols) ? LUA_MULTRET : 1);
-        record(w, base + 1, lua_gettop(L));
-        lua_settop(L, base);
-        w->count++;
-        w->tasks++;
-        /* Descriptors travel at most MPE_MAX_FDS a message: results carrying
-         * many distinct segments go in several. */
-        if (w->rfds.n >= MPE_MAX_FDS / 2)
-            close_segment(w, 0);
-    }
+    int base = lua_gettop(L);
+    if (base == 3)
+        run_jit(w, base);
+    else
+        for (; w->i < w->n; w->i++)
+            run_one(w, base);
     return 0;
 }
 
@@ -430,7 +577,7 @@ static void trim_traceback(wstate *w, int err)
     const char *tb = lua_tolstring(L, -1, &len);
     if (tb) {
         const char *end = tb + len;
-        for (int drop = w->inherited + 1; drop > 0 && end > tb; drop--) {
+        for (int drop = w->inherited + 1 + w->jit_trim; drop > 0 && end > tb; drop--) {
             const char *nl = end - 1;
             while (nl > tb && *nl != '\n')
                 nl--;
@@ -539,12 +686,22 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
     w->chunk_start = w->last_check = now_ns();
     w->rstart = h.rstart;
     w->rstep = h.rstep;
+    int jit = jit_setup(w) ? 2 : 0; /* the loop and its odd table, at base + S_FN + 1, 2 */
+    if (jit)
+        lua_newtable(L);
     __atomic_store_n(&w->cfg->progress->chunk, (int64_t)chunk, __ATOMIC_RELEASE);
     while (w->i < w->n) {
         lua_pushvalue(L, base + S_RUNNER);
         lua_pushvalue(L, base + S_FN);
-        if (lua_pcall(L, 1, 0, base + S_HANDLER) == LUA_OK)
+        for (int q = 1; q <= jit; q++)
+            lua_pushvalue(L, base + S_FN + q);
+        if (lua_pcall(L, 1 + jit, 0, base + S_HANDLER) == LUA_OK)
             break;
+        /* Raised in the Lua loop: the items of its batch before the one it
+         * was running (the progress slot names it) are done. */
+        w->jit_trim = w->jit_from >= 0;
+        if (w->jit_trim)
+            jit_done(w, (uint32_t)w->cfg->progress->item, base + S_FN + 2);
         /* Item w->i failed: cut off what it half wrote, record the error, go on. */
         if (w->mark != (size_t)-1) {
             w->gen.n = w->mark;
@@ -557,12 +714,14 @@ static void run_chunk(wstate *w, mpe_rd *r, int base)
         w->segmode = -1;
         w->segerrors = 1;
         put_error(w, base + S_ENCODER);
-        lua_settop(L, base + S_FN);
+        w->jit_trim = 0;
+        lua_settop(L, base + S_FN + jit);
         w->count++;
         w->tasks++;
         w->i++;
     }
     __atomic_store_n(&w->cfg->progress->chunk, 0, __ATOMIC_RELEASE);
+    lua_settop(L, base + S_FN);
     close_segment(w, 1);
 }
 
@@ -611,6 +770,8 @@ static void handle_frames(wstate *w, int base)
         mpe_rd r;
         const char *body = w->in.p + off + MPE_FRAME_HDR;
         mpe__rd_init(&r, body, len);
+        /* The frame's stream positions: its descriptors rode on its bytes. */
+        uint64_t start = w->fdin.pos - (uint64_t)(w->in.n - off);
         off += MPE_FRAME_HDR + len;
         uint64_t id = 0;
         switch (type) {
@@ -619,11 +780,13 @@ static void handle_frames(wstate *w, int base)
                 malformed("function");
             keyed_fds *k = find_keyed(w, id);
             if (k) {
-                mpe_fds tmp = {.n = 0};
+                mpe_fds *tmp = mpe__fds_box(L); /* closed even if the decode raises */
                 for (int i = 0; i < k->fds.n; i++)
-                    tmp.fd[tmp.n++] = k->fds.fd[i] >= 0 ? dup(k->fds.fd[i]) : -1;
-                mpe__decode(L, &r, &tmp);
-                close_fds(&tmp);
+                    if (mpe__fds_add(tmp, k->fds.fd[i] >= 0 ? dup(k->fds.fd[i]) : -1))
+                        malformed("function (no memory)");
+                mpe__decode(L, &r, tmp);
+                close_fds(tmp);
+                lua_remove(L, -2); /* the box */
             } else if (w->cfg->remote)
                 mpe__worker_decode_fn(L, &r);
             else
@@ -639,13 +802,11 @@ static void handle_frames(wstate *w, int base)
             drop_keyed(w, id);
             break;
         case MPE_F_FDS: {
-            /* Claims the oldest descriptor set received: each F_FDS message
-             * carried exactly one, and they arrive in order. */
-            if (mpe__frames_read_u64(body, len, &id) || w->qn == 0)
+            /* Claims the descriptors that came with it (fdio.c). */
+            mpe_fds got = {0};
+            if (mpe__frames_read_u64(body, len, &id) ||
+                mpe__fdio_claim(&w->fdin, start, start + MPE_FRAME_HDR + len, &got) != 0 || got.n == 0)
                 malformed("descriptor");
-            mpe_fds got = w->queued[w->qhead];
-            w->qhead = (w->qhead + 1) % MAX_QUEUED;
-            w->qn--;
             if (find_keyed(w, id))
                 close_fds(&got); /* already known */
             else {
@@ -664,15 +825,12 @@ static void handle_frames(wstate *w, int base)
             break;
         }
         case MPE_F_SEGS: {
-            /* Claims the oldest descriptor set received, as F_FDS does. */
-            uint32_t ids[MPE_MAX_FDS];
-            int n = mpe__frames_segs_read(body, len, ids, MPE_MAX_FDS);
-            if (n < 0 || w->qn == 0)
-                malformed("segments");
-            mpe_fds got = w->queued[w->qhead];
-            w->qhead = (w->qhead + 1) % MAX_QUEUED;
-            w->qn--;
-            if (n != got.n)
+            /* Claims the descriptors that came with it, as F_FDS does. */
+            uint32_t ids[MPE_FRAMES_SEGS_MAX];
+            int n = mpe__frames_segs_read(body, len, ids, MPE_FRAMES_SEGS_MAX);
+            mpe_fds got = {0};
+            if (n < 0 || mpe__fdio_claim(&w->fdin, start, start + MPE_FRAME_HDR + len, &got) != 0 ||
+                n != got.n)
                 malformed("segments");
             for (int q = 0; q < n; q++) {
                 uint32_t sid = ids[q];
@@ -693,7 +851,9 @@ static void handle_frames(wstate *w, int base)
                 if (w->segfd[sid] >= 0)
                     close(w->segfd[sid]);
                 w->segfd[sid] = got.fd[q];
+                got.fd[q] = -1; /* taken */
             }
+            close_fds(&got);
             break;
         }
         case MPE_F_SEGDROP: {
@@ -764,21 +924,14 @@ void mpe__worker_main(lua_State *L, const mpe_worker_cfg *cfg)
     cfg->progress->ready = 1;
     for (;;) {
         handle_frames(&w, base);
-        mpe_fds got = {.n = 0};
-        ssize_t rd = cfg->tp->child_recv(cfg->link, &w.in, &got, 0);
+        ssize_t rd = cfg->tp->child_recv(cfg->link, &w.in, &w.fdin, 0);
         if (rd < 0 && errno == EAGAIN) {
             flush_out(&w); /* nothing more to do for now: let the parent have the results */
-            rd = cfg->tp->child_recv(cfg->link, &w.in, &got, 1);
+            rd = cfg->tp->child_recv(cfg->link, &w.in, &w.fdin, 1);
         }
         if (rd <= 0) {
             fflush(NULL);
             _exit(0); /* EOF or a broken channel: the pool is gone */
-        }
-        if (got.n > 0) {
-            if (w.qn == MAX_QUEUED)
-                malformed("descriptor");
-            w.queued[(w.qhead + w.qn) % MAX_QUEUED] = got;
-            w.qn++;
         }
     }
 }

@@ -10,7 +10,8 @@
 -- script), MPE_BENCH_LUA (default lua5.4), MPE_JIT_BIN (a LuaJIT build of mpe;
 -- no LuaJIT rows without it), MPE_BENCH_LUAJIT (default luajit), MPE_OLD_BIN
 -- (another Lua 5.4 build, e.g. the one before a change: its own row, measured
--- in the same rounds against the same serial runs),
+-- in the same rounds against the same serial runs), MPE_JIT_OLD_BIN (another
+-- LuaJIT build, its row against the LuaJIT row's serial runs),
 -- MPE_BENCH_PYTHON (default python3). The serial sides load mpe.so from the
 -- directory of their build's mpe (for mpe.now()).
 -- --quick: small sizes, a smoke test of the harness (figures mean little).
@@ -111,6 +112,8 @@ local jitbindir = MPE_JIT and (MPE_JIT:match("^(.*)/[^/]*$") or ".")
 local LUAJIT = os.getenv("MPE_BENCH_LUAJIT") or "luajit"
 local MPE_OLD = os.getenv("MPE_OLD_BIN")
 if MPE_OLD == "" then MPE_OLD = nil end
+local MPE_JIT_OLD = MPE_JIT and os.getenv("MPE_JIT_OLD_BIN")
+if MPE_JIT_OLD == "" then MPE_JIT_OLD = nil end
 local PYTHON = os.getenv("MPE_BENCH_PYTHON") or "python3"
 local CHILD = dir .. "/child.lua"
 local PEERS = dir .. "/peers"
@@ -121,11 +124,11 @@ local have_lua = select(2, command_output(LUA .. " -v"))
 local have_luajit = MPE_JIT and select(2, command_output(LUAJIT .. " -v"))
 
 -- The sides: "mpe" and "serial" (Lua 5.4), "old" (MPE_OLD_BIN), "jit" and
--- "serial_jit" (LuaJIT), "python".
+-- "serial_jit" (LuaJIT), "jit_old" (MPE_JIT_OLD_BIN), "python".
 local function side_command(side, w, n, workers)
   local args = " " .. w.name .. " " .. n .. " " .. workers
-  if side == "mpe" or side == "jit" or side == "old" then
-    local bin = side == "jit" and MPE_JIT or side == "old" and MPE_OLD or MPE
+  if side == "mpe" or side == "jit" or side == "old" or side == "jit_old" then
+    local bin = side == "jit" and MPE_JIT or side == "old" and MPE_OLD or side == "jit_old" and MPE_JIT_OLD or MPE
     return TIMEOUT .. shell_quote(bin) .. " run " .. shell_quote(CHILD) .. " mpe" .. args
   elseif side == "serial" or side == "serial_jit" then
     -- mpe.so on the C path gives the serial side the same monotonic clock.
@@ -247,6 +250,7 @@ print(string.format("programs: %s (mpe %s), %s, %s", MPE, mpe.version,
   have_lua and (command_output(LUA .. " -v"):gsub("%s+$", "")) or (LUA .. ": not found"),
   have_python and (command_output(PYTHON .. " --version"):gsub("%s+$", "")) or "Python: not run"))
 if MPE_OLD then print("old build rows: " .. MPE_OLD) end
+if MPE_JIT_OLD then print("old LuaJIT build rows: " .. MPE_JIT_OLD) end
 if MPE_JIT then
   print(string.format("LuaJIT rows: %s (%s), %s", MPE_JIT, (command_output(shell_quote(MPE_JIT) .. " version"):gsub("%s+$", "")),
     have_luajit and (command_output(LUAJIT .. " -v"):gsub("%s+$", "")) or (LUAJIT .. ": not found")))
@@ -261,9 +265,11 @@ local BUILDS = {
   { name = "Lua 5.4", mpe = "mpe", serial = "serial", have_serial = have_lua },
   { name = "Lua 5.4 old", mpe = "old", serial = "serial", have_serial = have_lua, old = true },
   { name = "LuaJIT", mpe = "jit", serial = "serial_jit", have_serial = have_luajit, jit = true },
+  { name = "LuaJIT old", mpe = "jit_old", serial = "serial_jit", have_serial = have_luajit, jit = true, jitold = true },
 }
 
 local SIDE_LABEL = { mpe = "mpe", serial = "lua5.4", old = "mpe-old", jit = "mpe-jit", serial_jit = "luajit",
+  jit_old = "jit-old",
   python = "python" }
 
 local rows = {}
@@ -280,11 +286,13 @@ for _, w in ipairs(workloads) do
     print(title .. ":")
     local sides, builds = {}, {}
     for _, b in ipairs(BUILDS) do
-      if (b.old and MPE_OLD and w.old ~= false) or (b.jit and MPE_JIT and w.jit ~= false) or not (b.old or b.jit) then
+      if (b.old and MPE_OLD and w.old ~= false) or
+          (b.jit and MPE_JIT and w.jit ~= false and (not b.jitold or MPE_JIT_OLD)) or
+          not (b.old or b.jit) then
         builds[#builds + 1] = b
         sides[#sides + 1] = b.mpe
-        -- The old build shares the Lua 5.4 row's serial runs.
-        if w.serial and b.have_serial and not b.old then sides[#sides + 1] = b.serial end
+        -- The old builds share the Lua 5.4 / LuaJIT rows' serial runs.
+        if w.serial and b.have_serial and not b.old and not b.jitold then sides[#sides + 1] = b.serial end
       end
     end
     if w.python and have_python then sides[#sides + 1] = "python" end

@@ -297,7 +297,6 @@ add {
     return #a .. ":" .. string.format("%.0f", a[n])
   end,
   serial = W.squares.serial,
-  old = false, -- option out= is new
   figure = "speedup",
   target = { min = 1.7, against = "serial" },
   jit = { target = { min = 1.5, against = "serial" } },

@@ -1,6 +1,7 @@
 /* test_codec.c -- unit tests of the wire format (codec.c, lmpe_codec.c):
  * round trips of every kind of value and every error path of the decoder.
  * SPDX-License-Identifier: MIT */
+#include <limits.h>
 #include <math.h>
 #include <fcntl.h>
 #include "mpe.h"
@@ -790,11 +791,10 @@ typedef struct thing {
 static void thing_encode(lua_State *L, int idx, mpe_buf *b, mpe_fds *fds)
 {
     thing *t = luaL_checkudata(L, idx, "test.Thing");
-    if (fds->n >= MPE_MAX_FDS)
-        luaL_error(L, "too many descriptors");
     mpe__buf_put_u32(L, b, t->value);
     mpe__buf_put_u8(L, b, (unsigned)fds->n);
-    fds->fd[fds->n++] = t->fd;
+    if (mpe__fds_add(fds, t->fd) != 0)
+        luaL_error(L, "too many descriptors");
 }
 
 static int thing_gc(lua_State *L)
@@ -853,8 +853,8 @@ static void test_shared_objects(void)
     MPE_ASSERT_EQ(encode_top(L, &b, "args", &fds), 0);
     MPE_ASSERT_EQ(fds.n, 1);
     MPE_ASSERT_EQ(fds.fd[0], p[0]);
-    mpe_fds in = {.n = 1};
-    in.fd[0] = dup(p[0]);
+    mpe_fds in = {0};
+    MPE_ASSERT_EQ(mpe__fds_add(&in, dup(p[0])), 0);
     MPE_ASSERT(in.fd[0] >= 0);
     MPE_ASSERT_EQ(decode_bytes(L, b.p, b.n, &in, NULL), 0);
     MPE_ASSERT_EQ(in.fd[0], -1); /* the decoder took it */
@@ -866,13 +866,146 @@ static void test_shared_objects(void)
     MPE_ASSERT_EQ(decode_bytes(L2, b.p, b.n, &in, NULL), -1);
     MPE_ASSERT_CONTAINS(lua_tostring(L2, -1), "unknown shared object type 'test.Thing'");
     MPE_ASSERT(in.fd[0] >= 0);
-    close(in.fd[0]);
+    mpe__fds_close(&in);
+    free(fds.fd); /* its one slot is the thing's own descriptor */
     lua_close(L2);
     mpe__buf_free(&b);
     lua_close(L); /* closes the things' descriptors */
 }
 
 /* ---- mpe.encode as the Lua API sees it ------------------------------------------------- */
+
+/* mpe__decode_numbers under pcall: t (a fresh table) at 1, then first, the
+ * bytes, count, ints. */
+static int p_numbers(lua_State *L)
+{
+    size_t len;
+    const char *p = lua_tolstring(L, 3, &len);
+    mpe__decode_numbers(L, 1, (lua_Integer)lua_tonumber(L, 2), p, len, (size_t)lua_tonumber(L, 4),
+                        lua_toboolean(L, 5));
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* Run p_numbers; returns the table (on the stack) or NULL with the message on top. */
+static int numbers(lua_State *L, lua_Integer first, const void *p, size_t len, size_t count,
+                   int ints)
+{
+    lua_pushcfunction(L, p_numbers);
+    lua_newtable(L);
+    lua_pushnumber(L, (lua_Number)first);
+    lua_pushlstring(L, p, len);
+    lua_pushnumber(L, (lua_Number)count);
+    lua_pushboolean(L, ints);
+    return lua_pcall(L, 5, 1, 0) == LUA_OK;
+}
+
+/* The packed-number loop shared by T_TABLE_INT/FLOAT and packed result frames:
+ * every value lands at its index with its subtype; short input and indices
+ * that do not fit raise and write nothing past the input. */
+static void test_decode_numbers(void)
+{
+    lua_State *L = newstate();
+    int64_t iv[6] = {0, -1, 1, 4611686018427387904LL, -4611686018427387904LL, 9007199254740993LL};
+    if (MPE_HAS_INTEGERS) {
+        iv[3] = INT64_MAX;
+        iv[4] = INT64_MIN;
+    } else {
+        iv[5] = 9007199254740992LL; /* LuaJIT: a double holds up to 2^53 exactly */
+    }
+    unsigned char buf[6 * 8];
+    for (int i = 0; i < 6; i++)
+        for (int k = 0; k < 8; k++)
+            buf[8 * i + k] = (unsigned char)((uint64_t)iv[i] >> (8 * k));
+    MPE_ASSERT(numbers(L, 5, buf, sizeof buf, 6, 1));
+    for (int i = 0; i < 6; i++) {
+        lua_rawgeti(L, -1, 5 + i);
+        MPE_ASSERT(lua_type(L, -1) == LUA_TNUMBER);
+        if (MPE_HAS_INTEGERS) {
+            MPE_ASSERT(lua_isinteger(L, -1));
+            MPE_ASSERT((int64_t)lua_tointeger(L, -1) == iv[i]);
+        } else {
+            MPE_ASSERT(lua_tonumber(L, -1) == (lua_Number)iv[i]);
+        }
+        lua_pop(L, 1);
+    }
+    for (int i = 0; i <= 11; i += i == 4 ? 7 : 1) { /* nothing below first or past the end */
+        lua_rawgeti(L, -1, i);
+        MPE_ASSERT(lua_isnil(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 0);
+    /* doubles: NaN, -0.0, infinities, the smallest subnormal */
+    double dv[6] = {NAN, -0.0, INFINITY, -INFINITY, 5e-324, 1.0 / 3};
+    for (int i = 0; i < 6; i++) {
+        uint64_t u;
+        memcpy(&u, &dv[i], 8);
+        for (int k = 0; k < 8; k++)
+            buf[8 * i + k] = (unsigned char)(u >> (8 * k));
+    }
+    MPE_ASSERT(numbers(L, 1, buf, sizeof buf, 6, 0));
+    MPE_ASSERT(lua_rawlen(L, -1) == 6);
+    for (int i = 0; i < 6; i++) {
+        lua_rawgeti(L, -1, 1 + i);
+        MPE_ASSERT(lua_type(L, -1) == LUA_TNUMBER);
+        MPE_ASSERT(!MPE_HAS_INTEGERS || !lua_isinteger(L, -1));
+        double d = (double)lua_tonumber(L, -1);
+        MPE_ASSERT(memcmp(&d, &dv[i], 8) == 0 || (isnan(d) && isnan(dv[i])));
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 0);
+    /* nothing to do: no table entries, whatever first is */
+    MPE_ASSERT(numbers(L, 0, buf, 0, 0, 1));
+    MPE_ASSERT(lua_rawlen(L, -1) == 0);
+    lua_pushnil(L);
+    MPE_ASSERT(lua_next(L, -2) == 0);
+    lua_settop(L, 0);
+    /* short input: count * 8 > len */
+    MPE_ASSERT(!numbers(L, 1, buf, 8 * 3 - 1, 3, 1));
+    MPE_ASSERT(strstr(lua_tostring(L, -1), "mpe: decode: 3 packed numbers in 23 bytes") != NULL);
+    lua_settop(L, 0);
+    /* indices that do not fit */
+    MPE_ASSERT(!numbers(L, 0, buf, 8, 1, 1));
+    MPE_ASSERT(strstr(lua_tostring(L, -1), "do not fit") != NULL);
+    lua_settop(L, 0);
+    MPE_ASSERT(!numbers(L, MPE_HAS_INTEGERS ? (lua_Integer)INT64_MAX : INT_MAX, buf, 16, 2, 1));
+    MPE_ASSERT(strstr(lua_tostring(L, -1), "do not fit") != NULL);
+    lua_close(L);
+}
+
+/* Small lists decode integers inline (no packed form below 4 elements):
+ * every kind of element still decodes, and a truncated integer raises. */
+static void test_small_lists(void)
+{
+    lua_State *L = newstate();
+    run(L, "local function rt(v) return mpe.decode(mpe.encode(v)) end\n"
+           "local e = rt({}); assert(next(e) == nil)\n"
+           "local a = rt({2, 3}); assert(#a == 2 and a[1] == 2 and a[2] == 3 and isint(a[1]))\n"
+           "local big = HAS_INT and {math.maxinteger, math.mininteger, -1} or {2^53, -2^53, -1}\n"
+           "local b = rt(big)\n"
+           "for i = 1, 3 do assert(b[i] == big[i] and isint(b[i])) end\n"
+           "local m = rt({1, 2.5, 3}); assert(isint(m[1]) and isfloat(m[2]) and m[2] == 2.5 and isint(m[3]))\n"
+           "local n = rt({0/0, 1, 2}); assert(n[1] ~= n[1] and n[2] == 1 and n[3] == 2)\n"
+           "local t = rt({1, {2, 3}, 'x'}); assert(t[1] == 1 and t[2][1] == 2 and t[2][2] == 3 and t[3] == 'x')\n"
+           "local k = rt({7, 8, n = 2}); assert(k[1] == 7 and k[2] == 8 and k.n == 2)\n"
+           "local s = {1}; local r = rt({s, 5, s}); assert(r[1] == r[3] and r[2] == 5 and r[1][1] == 1)\n"
+           "local many = {} for i = 1, 200 do many[i] = {i, -i, i * i} end\n"
+           "local m2 = rt(many)\n"
+           "for i = 1, 200 do local f = m2[i]; assert(#f == 3 and f[1] == i and f[2] == -i and f[3] == i * i) end\n");
+    /* T_TABLE, 2 elements: an integer whose varint is cut off, then one past the end */
+    static const unsigned char cut[] = {MPE_CODEC_VERSION, 6, 2, 3, 0x80};
+    lua_pushlstring(L, (const char *)cut, sizeof cut);
+    lua_setglobal(L, "CUT");
+    static const unsigned char shortl[] = {MPE_CODEC_VERSION, 6, 2, 3, 4};
+    lua_pushlstring(L, (const char *)shortl, sizeof shortl);
+    lua_setglobal(L, "SHORT");
+    const char *m = run_err(L, "mpe.decode(CUT)");
+    MPE_ASSERT(strstr(m, "mpe: decode:") != NULL);
+    lua_settop(L, 0);
+    m = run_err(L, "mpe.decode(SHORT)");
+    MPE_ASSERT(strstr(m, "mpe: decode:") != NULL);
+    lua_close(L);
+}
 
 static void test_big_string(void)
 {
@@ -893,4 +1026,5 @@ MPE_TEST_MAIN(MPE_TEST(test_scalars), MPE_TEST(test_float_bits),
               MPE_TEST(test_depth), MPE_TEST(test_truncated), MPE_TEST(test_bad_input),
               MPE_TEST_T(test_garbage, 120), MPE_TEST(test_no_amplification),
               MPE_TEST(test_shared_objects),
-              MPE_TEST(test_big_string))
+              MPE_TEST(test_big_string), MPE_TEST(test_decode_numbers),
+              MPE_TEST(test_small_lists))

@@ -69,7 +69,7 @@ static const char *get(mpe_shm_obj *q, double timeout, int *r)
     *r = mpe__queue_get(q, &b, &fds, timeout, NULL, &e);
     if (*r == MPE_WAIT_ERROR)
         MPE_FAIL("mpe__queue_get: %s", e.msg);
-    mpe__ipc_close_fds(&fds);
+    mpe__fds_close(&fds);
     if (*r != MPE_WAIT_OK) {
         mpe__buf_free(&b);
         return NULL;
@@ -109,8 +109,8 @@ static void assert_fd_holds(int fd, const char *text)
  * are the tag as well). */
 static void put_with_fd(mpe_shm_obj *q, const char *tag)
 {
-    mpe_fds fds = {.n = 1};
-    fds.fd[0] = memfd_with(tag);
+    mpe_fds fds = {0};
+    MPE_ASSERT_EQ(mpe__fds_add(&fds, memfd_with(tag)), 0);
     mpe_err e;
     int r = mpe__queue_put(q, tag, strlen(tag), &fds, 5, NULL, &e);
     if (r != MPE_WAIT_OK)
@@ -130,7 +130,7 @@ static void get_with_fd(mpe_shm_obj *q, const char *tag)
     MPE_ASSERT(memcmp(b.p, tag, b.n) == 0);
     MPE_ASSERT_EQ(fds.n, 1);
     assert_fd_holds(fds.fd[0], tag);
-    mpe__ipc_close_fds(&fds);
+    mpe__fds_close(&fds);
     mpe__buf_free(&b);
 }
 
@@ -264,14 +264,14 @@ static void test_queue_reference_travels(void)
         close(sv[0]);
         char buf[256];
         mpe_fds fds = {.n = 0};
-        ssize_t n = mpe__ipc_recv(sv[1], buf, sizeof buf, &fds, NULL, 0);
+        ssize_t n = mpe__fdio_recvmsg(sv[1], buf, sizeof buf, &fds, 0);
         mpe_rd r;
         mpe__rd_init(&r, buf, (size_t)n);
         mpe_err e;
         mpe_shm_obj *q = mpe__queue_ref_read(&r, &fds, &e);
         if (!q)
             MPE_FAIL("ref_read: %s", e.msg);
-        mpe__ipc_close_fds(&fds);
+        mpe__fds_close(&fds);
         put_with_fd(q, "hello from a stranger");
         mpe__queue_drop(q);
         _exit(0);
@@ -283,8 +283,8 @@ static void test_queue_reference_travels(void)
     mpe_err e;
     MPE_ASSERT_EQ(mpe__queue_ref_write(q, &b, &fds, &e), 0);
     MPE_ASSERT_EQ(fds.n, 4); /* the control block's slab, the ring's file, the channel's ends */
-    MPE_ASSERT(mpe__ipc_send(sv[0], b.p, b.n, fds.fd, fds.n, 0) == (ssize_t)b.n);
-    mpe__ipc_close_fds(&fds);
+    MPE_ASSERT(mpe__fdio_send(sv[0], b.p, b.n, fds.fd, fds.n, 0) == (ssize_t)b.n);
+    mpe__fds_close(&fds);
     MPE_ASSERT_EQ(wait_child(pid), 0);
     get_with_fd(q, "hello from a stranger");
     mpe__buf_free(&b);
@@ -313,8 +313,8 @@ static void test_queue_reference_checks_descriptors(void)
     got = mpe__queue_ref_read(&r, &fb, &e);
     MPE_ASSERT(got == qb); /* the same process: the same object, one more reference */
     mpe__queue_drop(got);
-    mpe__ipc_close_fds(&fa);
-    mpe__ipc_close_fds(&fb);
+    mpe__fds_close(&fa);
+    mpe__fds_close(&fb);
     mpe__buf_free(&ba);
     mpe__buf_free(&bb);
     mpe__queue_drop(qa);
@@ -558,7 +558,7 @@ static void test_pipe_frames_descriptors_and_eof(void)
             snprintf(reply, sizeof reply, "%zu bytes %d fds", len, fds.n);
             if (fds.n)
                 assert_fd_holds(fds.fd[0], "attached");
-            mpe__ipc_close_fds(&fds);
+            mpe__fds_close(&fds);
             mpe_fds none = {.n = 0};
             if (mpe__pipe_send(&b, reply, strlen(reply), &none, NULL, &e) != MPE_WAIT_OK)
                 _exit(2);
@@ -572,8 +572,7 @@ static void test_pipe_frames_descriptors_and_eof(void)
     for (int k = 0; k < 3; k++) {
         mpe_fds fds = {.n = 0};
         if (k == 1) {
-            fds.fd[0] = memfd_with("attached");
-            fds.n = 1;
+            MPE_ASSERT_EQ(mpe__fds_add(&fds, memfd_with("attached")), 0);
         }
         MPE_ASSERT_EQ(mpe__pipe_send(&a, k == 2 ? big : "hello", k == 2 ? n : 5, &fds, NULL, &e),
                       MPE_WAIT_OK);

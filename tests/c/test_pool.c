@@ -370,15 +370,16 @@ static void encode_int(lua_State *L, mpe_buf *b, lua_Integer v)
  * a segment the pool already holds, duplicated) when it is >= 0. */
 static int add_item(lua_State *L, mpe_pool *p, mpe_job *j, mpe_buf *b, lua_Integer v, int k, int known)
 {
-    mpe_fds fds = {.n = 0};
+    mpe_fds fds = {0};
     for (int i = 0; i < k; i++)
-        fds.fd[fds.n++] = segment();
+        MPE_ASSERT_EQ(mpe__fds_add(&fds, segment()), 0);
     if (known >= 0)
-        fds.fd[fds.n++] = dup(known);
+        MPE_ASSERT_EQ(mpe__fds_add(&fds, dup(known)), 0);
     encode_int(L, b, v);
     int r = mpe__job_add_enc(p, j, b->p, b->n, &fds);
     for (int i = 0; i < fds.n; i++)
         MPE_ASSERT_EQ(fds.fd[i], -1); /* taken, also on failure */
+    mpe__fds_close(&fds);
     return r;
 }
 
@@ -452,7 +453,9 @@ static void test_abort_each_step(void)
         if (!j)
             failed = 1;
         for (int i = 0; j && i < 5 && !failed; i++)
-            failed = add_item(L, p, j, &b, 20 + i, 1 + (i & 1), i == 3 ? known : -1) != 0;
+            /* Item 4 carries 130 segments: its ids need an allocation of
+             * their own and its head's k two varint bytes. */
+            failed = add_item(L, p, j, &b, 20 + i, i == 4 ? 130 : 1 + (i & 1), i == 3 ? known : -1) != 0;
         char *d = NULL;
         mpe_job *pk = NULL;
         if (!failed) {
@@ -469,18 +472,21 @@ static void test_abort_each_step(void)
         MPE_ASSERT(n < 100);
     }
     /* A one-item job (apply) whose creation fails at any allocation leaves
-     * nothing (the 3rd and 4th fail with segments already interned). */
-    for (int n = 1; n <= 4; n++) {
-        mpe_fds fds = {.n = 0};
-        fds.fd[fds.n++] = dup(known); /* interned first: its reference must go again */
-        for (int i = 0; i < 5; i++)
-            fds.fd[fds.n++] = segment();
+     * nothing (the 3rd and 4th fail with segments already interned; with
+     * 130 segments the first is that of their ids). */
+    for (int n = 1; n <= 10; n++) {
+        int nseg = n <= 4 ? 5 : 130, nth = n <= 4 ? n : n - 4;
+        mpe_fds fds = {0};
+        MPE_ASSERT_EQ(mpe__fds_add(&fds, dup(known)), 0); /* interned first: its reference must go again */
+        for (int i = 0; i < nseg; i++)
+            MPE_ASSERT_EQ(mpe__fds_add(&fds, segment()), 0);
         encode_int(L, &b, 7);
-        mpe__job_fail_alloc(n);
+        mpe__job_fail_alloc(nth);
         mpe_job *j = mpe__job_one(p, MPE_M_APPLY, fn2, 0, b.p, b.n, &fds);
         mpe__job_fail_alloc(0);
         for (int i = 0; i < fds.n; i++)
             MPE_ASSERT_EQ(fds.fd[i], -1);
+        mpe__fds_close(&fds);
         if (j) { /* the allocations ran out before n: it was created and runs */
             state none;
             mpe__job_abort(p, j);

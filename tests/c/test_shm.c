@@ -153,10 +153,7 @@ static void test_fork_slab_allocations_differ(void)
 
 static void close_fds(mpe_fds *fds)
 {
-    for (int i = 0; i < fds->n; i++)
-        if (fds->fd[i] >= 0)
-            close(fds->fd[i]);
-    fds->n = 0;
+    mpe__fds_close(fds);
 }
 
 static void test_ref_same_process_hits_cache(void)
@@ -209,7 +206,8 @@ static void test_ref_malformed(void)
     /* a descriptor that is not a segment */
     int p[2];
     MPE_ASSERT_EQ(pipe(p), 0);
-    mpe_fds other = {.fd = {p[0]}, .n = 1};
+    int one[1] = {p[0]};
+    mpe_fds other = {.fd = one, .n = 1, .cap = 1};
     mpe__rd_init(&r, b.p, b.n);
     MPE_ASSERT(mpe__shm_ref_read(&r, &other, MPE_SHM_ARRAY, &e) == NULL);
     close(p[0]);
@@ -228,36 +226,13 @@ static void test_ref_malformed(void)
 
 static int send_fds(int sock, const void *p, size_t n, const mpe_fds *fds)
 {
-    struct iovec iov = {(void *)p, n};
-    char ctl[CMSG_SPACE(sizeof(int) * MPE_MAX_FDS)];
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (fds->n) {
-        m.msg_control = ctl;
-        m.msg_controllen = CMSG_SPACE(sizeof(int) * fds->n);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * fds->n);
-        memcpy(CMSG_DATA(c), fds->fd, sizeof(int) * fds->n);
-    }
-    return sendmsg(sock, &m, 0) == (ssize_t)n ? 0 : -1;
+    return mpe__fdio_send_all(sock, p, n, fds->fd, fds->n);
 }
 
 static ssize_t recv_fds(int sock, void *p, size_t n, mpe_fds *fds)
 {
-    struct iovec iov = {p, n};
-    char ctl[CMSG_SPACE(sizeof(int) * MPE_MAX_FDS)];
-    struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl,
-                       .msg_controllen = sizeof ctl};
-    ssize_t r = recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
     fds->n = 0;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c))
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int k = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-            memcpy(fds->fd + fds->n, CMSG_DATA(c), sizeof(int) * k);
-            fds->n += k;
-        }
-    return r;
+    return mpe__fdio_recvmsg(sock, p, n, fds, 0);
 }
 
 /* The pool's case: a worker forked before the array existed gets it by
@@ -270,7 +245,7 @@ static void test_ref_over_scm_rights(void)
     if (pid == 0) {
         close(sv[0]);
         char msg[256];
-        mpe_fds fds;
+        mpe_fds fds = {0};
         int segs0;
         mpe__shm_stats(&segs0, NULL);
         ssize_t n = recv_fds(sv[1], msg, sizeof msg, &fds);

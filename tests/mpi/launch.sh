@@ -1,7 +1,8 @@
 #!/bin/bash
 # launch.sh -- `mpirun -n 3 mpe run ...` end to end: clean exit on every rank,
-# a failing script's status, a rank killed mid-map ends the run naming it,
-# Ctrl-C to mpirun stops every rank and worker. Run by ctest when MPI is on.
+# a failing script's status, a rank killed mid-map ends the run naming it and
+# its items (on rank 0's host and on another host), Ctrl-C to mpirun stops
+# every rank and worker. Run by ctest when MPI is on.
 # The Lua here avoids <close>, so it runs under LuaJIT builds too.
 set -u
 MPE_BIN=${MPE_BIN:-build/mpe}
@@ -9,6 +10,9 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
+# Under ASan (an MPE_SANITIZE build) a report in any rank fails the case,
+# also where the run's status is non-zero anyway (a killed rank, Ctrl-C).
+sane() { [[ $1 != *"Sanitizer"* && $1 != *"runtime error:"* ]] || fail "sanitizer report: $1"; }
 # Processes whose command line holds this run's marker (the script path).
 left() { pgrep -f "$tmp/" | grep -v "^$$\$" | wc -l; }
 
@@ -21,6 +25,7 @@ print("world", mpe.world().rank, mpe.world().size, r[1000])
 LUA
 out=$(timeout 120 mpirun -n 3 "$MPE_BIN" run "$tmp/ok.lua" 2>&1) || fail "clean run: status $? ($out)"
 [[ $out == *"world	0	3	1001"* ]] || fail "clean run printed: $out"
+sane "$out"
 sleep 1
 [ "$(left)" = 0 ] || fail "processes left after a clean run: $(pgrep -af "$tmp/")"
 echo "ok 1 clean run"
@@ -39,6 +44,7 @@ error("script says no")
 LUA
 out=$(timeout 120 mpirun -n 3 "$MPE_BIN" run "$tmp/err.lua" 2>&1) && fail "failing script exited 0"
 [[ $out == *"script says no"* ]] || fail "failing script: $out"
+sane "$out"
 sleep 1
 [ "$(left)" = 0 ] || fail "processes left after a failing script"
 echo "ok 3 failing script"
@@ -66,6 +72,7 @@ start=$(date +%s)
 out=$(timeout 120 mpirun -n 3 "$MPE_BIN" run "$tmp/kill.lua" 2>&1) && fail "killed rank: status 0 ($out)"
 took=$(( $(date +%s) - start ))
 [[ $out == *"rank 1"* ]] || fail "killed rank not named: $out"
+sane "$out"
 # Its worker that killed it was running an item (each takes 50 ms, one a
 # chunk): rank 0 names the items its workers held before the launcher ends it.
 [[ $out =~ "rank 1 (pid "[0-9]+" on "[^\)]*") died; its pool worker "[0-9]+" held item"s?" "[0-9]+(-[0-9]+)?(, [0-9]+(-[0-9]+)?)*( and [0-9]+(-[0-9]+)?)?" of a map" ]] ||
@@ -76,7 +83,33 @@ sleep 1
 [ "$(left)" = 0 ] || fail "processes left after a rank died: $(pgrep -af "$tmp/")"
 echo "ok 4 killed rank ($took s)"
 
-# 5. Ctrl-C (SIGINT) to mpirun stops every rank and every worker.
+# 5. A killed rank on another host is named with its items too. The other
+# host is simulated: ranks 1-2 run in a
+# UTS namespace of their own with another host name, so rank 0 cannot use a
+# pidfd or /proc for them, only what works across hosts.
+other_host() {
+  if ! unshare -u true 2>/dev/null; then
+    echo "skip 5 killed rank elsewhere: 'unshare -u' is not allowed here (needs CAP_SYS_ADMIN)"
+    return
+  fi
+  out=$(timeout 120 mpirun -n 1 "$MPE_BIN" run "$tmp/kill.lua" : -n 2 unshare -u \
+        sh -c 'hostname mpe-elsewhere && exec "$0" run "$1"' "$MPE_BIN" "$tmp/kill.lua" 2>&1) &&
+    fail "killed rank elsewhere: status 0 ($out)"
+  if [[ $out == *"cannot be watched"* ]]; then
+    echo "skip 5 killed rank elsewhere: this host has no IPv4 address but loopback ($out)"
+    return
+  fi
+  [[ $out =~ "rank 1 (pid "[0-9]+" on mpe-elsewhere) died; its pool worker "[0-9]+" held item"s?" "[0-9]+ ]] ||
+    fail "the items of a killed rank on another host are not named: $out"
+  [[ $out != *"finished"* ]] || fail "the map finished after a rank elsewhere died: $out"
+  sane "$out"
+  sleep 1
+  [ "$(left)" = 0 ] || fail "processes left after a rank elsewhere died: $(pgrep -af "$tmp/")"
+  echo "ok 5 killed rank on another host"
+}
+other_host
+
+# 6. Ctrl-C (SIGINT) to mpirun stops every rank and every worker.
 cat > "$tmp/long.lua" <<'LUA'
 local mpe = require "mpe"
 local pool = mpe.pool()
@@ -90,6 +123,7 @@ sleep 1
 [ "$(left)" -gt 3 ] || fail "the long run has no workers: $(cat "$tmp/long.out")"
 kill -INT $pid
 wait $pid && fail "interrupted run exited 0"
+sane "$(cat "$tmp/long.out")"
 for _ in $(seq 50); do [ "$(left)" = 0 ] && break; sleep 0.2; done
 [ "$(left)" = 0 ] || fail "processes left after Ctrl-C: $(pgrep -af "$tmp/")"
-echo "ok 5 Ctrl-C"
+echo "ok 6 Ctrl-C"

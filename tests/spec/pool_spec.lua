@@ -131,6 +131,51 @@ describe("mpe.pool", function()
       end
     end)
 
+    it("delivers every packed number exactly, through every entry point", function()
+      -- item i's result: integers at the extremes, then floats (NaN, -0.0,
+      -- infinities), then integers again: packed segments of both kinds and
+      -- segments that switch kind part-way (written out one by one).
+      local big = math.maxinteger or 2^53
+      local small = math.mininteger or -2^53
+      local function val(i)
+        local k = i % 400
+        if k < 150 then
+          return i % 3 == 0 and big - i or (i % 3 == 1 and small + i or -i)
+        elseif k < 250 then
+          return i % 4 == 0 and 0/0 or (i % 4 == 1 and -0.0 or (i % 4 == 2 and 1/0 or i + 0.5))
+        end
+        return i * 7
+      end
+      local function same(i, v)
+        local w = val(i)
+        if w ~= w then assert(v ~= v, "item " .. i .. ": not NaN") return end
+        assert(v == w and (not math.type or math.type(v) == math.type(w)),
+          "item " .. i .. ": " .. tostring(v) .. " ~= " .. tostring(w))
+        if w == 0 and 1 / w < 0 then assert(1 / v < 0, "item " .. i .. ": lost -0.0") end
+      end
+      local n = 3000
+      local function check(r) assert.are.equal(n, r.n); for i = 1, n do same(i, r[i]) end end
+      local f = val
+      check(pool:map(f, mpe.range(1, n)))
+      check(pool:map(f, mpe.range(1, n), {chunksize = 7}))
+      check(pool:map_async(f, mpe.range(1, n)):get())
+      local args = {}
+      for i = 1, n do args[i] = {i} end
+      check(pool:starmap(f, args))
+      check(pool:starmap_async(f, args):get())
+      local got = {}
+      for i, v in pool:imap(f, mpe.range(1, n)) do same(i, v); got[i] = 1 end
+      for i, v in pool:imap_unordered(f, mpe.range(1, n)) do
+        same(i, v); assert.are.equal(1, got[i]); got[i] = 2
+      end
+      for i = 1, n do assert.are.equal(2, got[i]) end
+      same(4, pool:apply(f, 4)); same(160, pool:apply(f, 160))
+      same(171, pool:apply_async(f, {171}):get())
+      -- no results at all, and one
+      assert.are.same({n = 0}, pool:map(f, {}))
+      local one = pool:map(f, {3}); same(3, one[1])
+    end)
+
     it("honours an explicit chunksize", function()
       local r = pool:map(function(x) return mpe.current_process().pid end, mpe.range(1, 40), {chunksize = 20})
       -- with chunks of 20, items 1..20 ran in one process and 21..40 in one process
