@@ -25,5 +25,7 @@ const mpe_range *mpe__range_test(lua_State *L, int idx);
 /* lmpe_shm.c: the object of the open mpe.Array at idx, or NULL if it is none. */
 mpe_shm_obj *mpe__array_test(lua_State *L, int idx);
 void mpe__open_range(lua_State *L); /* called by mpe__open_pool */
+/* lmpe_process.c: whether the value at idx is an mpe.Process (a test, no error). */
+int mpe__process_test(lua_State *L, int idx);
 
 #endif

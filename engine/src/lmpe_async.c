@@ -524,10 +524,15 @@ void mpe__async_run_callbacks(lua_State *L, ajob *a)
 
 /* ---- async results ------------------------------------------------------------------------ */
 
+ajob *mpe__async_test(lua_State *L, int idx)
+{
+    return luaL_testudata(L, idx, ASYNC_MT);
+}
+
 /* The one checker of mpe.AsyncResult: the result at idx, raising if it is none. */
 static ajob *toasync(lua_State *L, int idx, const char *fname)
 {
-    ajob *a = luaL_testudata(L, idx, ASYNC_MT);
+    ajob *a = mpe__async_test(L, idx);
     if (!a)
         mpe__typeerror(L, idx, ASYNC_MT, fname);
     return a;

@@ -115,6 +115,8 @@ void mpe__async_open(lua_State *L); /* the mpe.AsyncResult metatable */
 void mpe__open_wait(lua_State *L);
 /* The one checker of mpe.AsyncResult methods: self at index 1, usable by this process. */
 ajob *mpe__async_check(lua_State *L, const char *fname);
+/* The mpe.AsyncResult at idx, or NULL if the value is none (a test, no error). */
+ajob *mpe__async_test(lua_State *L, int idx);
 int mpe__async_cancel(lua_State *L);
 /* lmpe_inline.c: mpe.pool's inline form (workers = 0); argument 1 is
  * mpe.pool's, already checked. Returns 1 (the pool). */

@@ -88,6 +88,11 @@ static void set_live(lua_State *L, int idx, int live)
 
 /* ---- checks ------------------------------------------------------------------------ */
 
+int mpe__process_test(lua_State *L, int idx)
+{
+    return luaL_testudata(L, idx, PROCESS_MT) != NULL;
+}
+
 /* The one checker of mpe.Process: the process at idx, raising if it is none. */
 static lprocess *toprocess(lua_State *L, int idx, const char *fname)
 {

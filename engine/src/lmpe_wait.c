@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "compat.h"
+#include "lmpe.h"
 #include "lmpe_err.h"
 #include "lmpe_pool.h"
 #include "pool_api.h"
@@ -22,15 +23,14 @@
 #include "sig.h"
 
 #define SLICE 0.02 /* longest sleep in one place while others may finish */
-#define PROCESS_MT "mpe.Process"
 
 enum { K_NONE = -1, K_ASYNC, K_INLINE, K_PROCESS };
 
 static int kind_of(lua_State *L, int idx)
 {
-    if (luaL_testudata(L, idx, ASYNC_MT))
+    if (mpe__async_test(L, idx))
         return K_ASYNC;
-    if (luaL_testudata(L, idx, PROCESS_MT))
+    if (mpe__process_test(L, idx))
         return K_PROCESS;
     if (lua_istable(L, idx) && luaL_getmetafield(L, idx, "__name") != LUA_TNIL) {
         int is = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), ASYNC_MT) == 0;
