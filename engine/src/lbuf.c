@@ -30,38 +30,36 @@ static int box_gc(lua_State *L)
     return 0;
 }
 
-mpe_buf *mpe__buf_box(lua_State *L)
-{
-    mpe_buf *b = lua_newuserdatauv(L, sizeof *b, 0);
-    memset(b, 0, sizeof *b);
-    if (luaL_newmetatable(L, "mpe.Buffer")) {
-        lua_pushcfunction(L, box_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, box_gc);
-        lua_setfield(L, -2, "__close");
-    }
-    lua_setmetatable(L, -2);
-    return b;
-}
-
 static int fds_box_gc(lua_State *L)
 {
     mpe__fds_close(lua_touserdata(L, 1));
     return 0;
 }
 
-mpe_fds *mpe__fds_box(lua_State *L)
+/* A zeroed userdata of n bytes whose metatable (name) runs release on
+ * __gc and __close. */
+static void *new_box(lua_State *L, size_t n, const char *name, lua_CFunction release)
 {
-    mpe_fds *f = lua_newuserdatauv(L, sizeof *f, 0);
-    memset(f, 0, sizeof *f);
-    if (luaL_newmetatable(L, "mpe.Descriptors")) {
-        lua_pushcfunction(L, fds_box_gc);
+    void *u = lua_newuserdatauv(L, n, 0);
+    memset(u, 0, n);
+    if (luaL_newmetatable(L, name)) {
+        lua_pushcfunction(L, release);
         lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, fds_box_gc);
+        lua_pushcfunction(L, release);
         lua_setfield(L, -2, "__close");
     }
     lua_setmetatable(L, -2);
-    return f;
+    return u;
+}
+
+mpe_buf *mpe__buf_box(lua_State *L)
+{
+    return new_box(L, sizeof(mpe_buf), "mpe.Buffer", box_gc);
+}
+
+mpe_fds *mpe__fds_box(lua_State *L)
+{
+    return new_box(L, sizeof(mpe_fds), "mpe.Descriptors", fds_box_gc);
 }
 
 void mpe__buf_put(lua_State *L, mpe_buf *b, const void *p, size_t n)

@@ -116,6 +116,20 @@ int mpe__mpi_where(pid_t pid, int *rank)
     return found;
 }
 
+/* The transport's own memory (NULL: nothing), on every way out. */
+static void free_transport(mpe_transport *t)
+{
+    if (!t)
+        return;
+    free(t->share);
+    free(t->live);
+    free(t->ll);
+    free(t->lwant);
+    free(t->lev);
+    free(t->lidx);
+    free(t);
+}
+
 static mpe_transport *mt_open(int n, mpe_err *e)
 {
     mpe_transport *t = calloc(1, sizeof *t);
@@ -144,15 +158,7 @@ static mpe_transport *mt_open(int n, mpe_err *e)
 nomem:
     mpe__seterr(e, "pool: not enough memory");
 fail:
-    if (t) {
-        free(t->share);
-        free(t->live);
-        free(t->ll);
-        free(t->lwant);
-        free(t->lev);
-        free(t->lidx);
-    }
-    free(t);
+    free_transport(t);
     return NULL;
 }
 
@@ -161,13 +167,7 @@ static void mt_close(mpe_transport *t)
     if (!t)
         return;
     sp->close(t->local);
-    free(t->share);
-    free(t->live);
-    free(t->ll);
-    free(t->lwant);
-    free(t->lev);
-    free(t->lidx);
-    free(t);
+    free_transport(t);
 }
 
 /* Encode {initializer, initargs} for OPEN, under a pcall (L is the pool owner's state). */

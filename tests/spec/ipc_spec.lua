@@ -35,20 +35,7 @@ end
 -- slabs aside (a dict's lock lives in a slab; slabs rotate as they fill, so
 -- which ones are open depends on what else lives in them). slab_count()
 -- counts those on their own.
--- The descriptors this process holds, the fewest of three looks: a leak stays,
--- while a descriptor that something holds for an instant (it was seen once
--- in CI, gone when counted again) must not fail a no-growth check.
-local function count_fds(filter)
-  local least
-  for _ = 1, 3 do
-    local h = io.popen("find /proc/" .. mpe.current_process().pid .. "/fd -type l ! -lname 'pipe:*' "
-                       .. filter .. " 2>/dev/null | wc -l")
-    local n = tonumber(h:read("*a"))
-    h:close()
-    least = least and math.min(least, n) or n
-  end
-  return least
-end
+local count_fds = require "fdcount" -- pipes aside, the fewest of three looks
 
 local function fd_count()
   return count_fds("! -lname '*mpe-slab*'")

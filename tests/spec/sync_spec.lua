@@ -24,20 +24,7 @@ local function errmsg(fn, ...)
   return tostring(err)
 end
 
--- Open descriptors of this process, pipes aside: io.popen's own pipe may or may
--- not be open yet in the parent when the listing runs.
-local function fd_count()
-  -- The fewest of three looks: a leak stays, a descriptor held for an
-  -- instant must not fail a no-growth check.
-  local least
-  for _ = 1, 3 do
-    local h = io.popen("find /proc/" .. mpe.current_process().pid .. "/fd -type l ! -lname 'pipe:*' 2>/dev/null | wc -l")
-    local n = tonumber(h:read("*a"))
-    h:close()
-    least = least and math.min(least, n) or n
-  end
-  return least
-end
+local fd_count = require "fdcount" -- pipes aside, the fewest of three looks
 
 local function memfd_maps()
   local n = 0
