@@ -233,6 +233,7 @@ static void test_queue_spills_large_items(void)
     MPE_ASSERT(memcmp(b.p, big, n) == 0);
     MPE_ASSERT_STREQ(get_ok(q), "after");
     mpe__buf_free(&b);
+    mpe__fds_close(&fds); /* the list's memory: the spill's descriptor came through it */
     free(big);
     mpe__queue_drop(q);
 }
