@@ -59,7 +59,7 @@ describe("one value with " .. N .. " distinct shared objects", function()
           if r[i] == N * (N + 1) / 2 and check(arrs, i) then good = good + 1 end
         end
         local joined = healthy_then_joined(pool)
-        pool = nil
+        pool, r = nil, nil
         collectgarbage()
         collectgarbage()
         return good, joined, before, fd_count()

@@ -19,7 +19,13 @@ function M.through(pool, e, fn, args, opts)
     for i = 1, #args do items[i] = args[i][1] end
     if e == "map" then return pool:map(fn, items, opts) end
     if e == "map_async" then return pool:map_async(fn, items, opts):get() end
-    for i, v in pool[e](pool, fn, items, opts) do out[i] = v end
+    -- In a function of its own: the loop's hidden iterator slots (which hold
+    -- the imap object, and through it the job) end with its frame, so a
+    -- caller's collectgarbage() can free them.
+    local function drain()
+      for i, v in pool[e](pool, fn, items, opts) do out[i] = v end
+    end
+    drain()
     return out
   elseif e == "starmap" then
     return pool:starmap(fn, args, opts)
