@@ -391,6 +391,8 @@ static void trim(mpe_pool *p, mpe_job *j)
     if (j->kind != MPE_K_ENC)
         return;
     int64_t low = j->cut;
+    if (low - j->base < 4096)
+        return; /* the items handed out are fewer still: before the scans below */
     for (mpe_range_redo *r = j->redo; r; r = r->next)
         if (r->a < low)
             low = r->a;
