@@ -6,6 +6,7 @@
  * Main thread only: the dispatcher thread hands over messages (pool.c), and
  * this file decodes them into each job's tables, kept behind a registry
  * reference (works the same under LuaJIT). */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,13 +49,90 @@ void mpe__async_getref(lua_State *L, int ref, const char *k)
     lua_remove(L, -2);
 }
 
-void mpe__async_setref(lua_State *L, int ref, const char *k, int idx)
+/* ---- an async object's fields: slots in its pool's field tables ---------------------------- */
+
+void mpe__async_bind(lua_State *L, ajob *a, int pool_idx)
+{
+    lpool *lp = a->lp;
+    pool_idx = lua_absindex(L, pool_idx);
+    if (lp->nfree == 0 && lp->capfree <= lp->nslots) {
+        /* Room for every slot on the free list now, so __gc never allocates. */
+        int cap = lp->capfree ? 2 * lp->capfree : 64;
+        int *f = lp->capfree < INT_MAX / 2 ? realloc(lp->free_slots, (size_t)cap * sizeof *f) : NULL;
+        if (!f)
+            luaL_error(L, "mpe: not enough memory for a result");
+        lp->free_slots = f;
+        lp->capfree = cap;
+    }
+    a->slot = lp->nfree > 0 ? lp->free_slots[--lp->nfree] : ++lp->nslots;
+    a->fields = 0;
+    if (lp->nlive++ == 0) { /* the pool lives while any of its results does */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
+        lua_pushvalue(L, pool_idx);
+        lua_setfield(L, -2, "self");
+        lua_pop(L, 1);
+    }
+}
+
+/* Clear a's fields and give its slot back (its __gc; never raises). */
+static void unbind(lua_State *L, ajob *a)
+{
+    lpool *lp = a->lp;
+    if (!a->slot)
+        return;
+    int pooltable = lp->ref != LUA_NOREF; /* gone when the pool was finalized first (lua_close) */
+    if (pooltable) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
+        for (int f = 1; f <= AF_NFIELDS; f++)
+            if (a->fields & (1u << f)) {
+                lua_rawgeti(L, -1, f);
+                lua_pushnil(L);
+                lua_rawseti(L, -2, a->slot);
+                lua_pop(L, 1);
+            }
+    }
+    lp->free_slots[lp->nfree++] = a->slot;
+    a->slot = 0;
+    a->fields = 0;
+    if (--lp->nlive == 0) {
+        if (pooltable) {
+            lua_pushnil(L);
+            lua_setfield(L, -2, "self");
+        } else { /* the pool's own __gc left the list to the last result */
+            free(lp->free_slots);
+            lp->free_slots = NULL;
+            lp->nfree = lp->capfree = 0;
+        }
+    }
+    if (pooltable)
+        lua_pop(L, 1);
+}
+
+void mpe__async_get(lua_State *L, const ajob *a, int f)
+{
+    if (!(a->fields & (1u << f))) { /* unset: no lookup */
+        lua_pushnil(L);
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->lp->ref);
+    lua_rawgeti(L, -1, f);
+    lua_rawgeti(L, -1, a->slot);
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+}
+
+void mpe__async_set(lua_State *L, ajob *a, int f, int idx)
 {
     idx = lua_absindex(L, idx);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, a->lp->ref);
+    lua_rawgeti(L, -1, f);
     lua_pushvalue(L, idx);
-    lua_setfield(L, -2, k);
-    lua_pop(L, 1);
+    lua_rawseti(L, -2, a->slot);
+    lua_pop(L, 2);
+    if (lua_isnil(L, idx))
+        a->fields &= ~(1u << f);
+    else
+        a->fields |= 1u << f;
 }
 
 /* ---- turning messages into Lua values ------------------------------------------------- */
@@ -90,11 +168,11 @@ static void make_task_error(lua_State *L, ajob *a, lua_Integer index, int worker
 /* Push a's failures table, creating it at the first failure. */
 void mpe__async_getfailures(lua_State *L, ajob *a)
 {
-    mpe__async_getref(L, a->ref, "failures");
+    mpe__async_get(L, a, AF_FAILURES);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
         lua_newtable(L);
-        mpe__async_setref(L, a->ref, "failures", -1);
+        mpe__async_set(L, a, AF_FAILURES, -1);
     }
 }
 
@@ -106,16 +184,16 @@ static void add_failure(lua_State *L, ajob *a, lua_Integer index)
     lua_pop(L, 1);
     if (!a->failed) {
         a->failed = 1;
-        mpe__async_setref(L, a->ref, "first_error", -1);
+        mpe__async_set(L, a, AF_FIRST_ERROR, -1);
     }
     lua_pop(L, 1);
     if (a->what == A_IMAP_UNORDERED) {
-        mpe__async_getref(L, a->ref, "q");
+        mpe__async_get(L, a, AF_Q);
         lua_pushinteger(L, index);
         lua_rawseti(L, -2, mpe__job_enqueue(a->j));
         lua_pop(L, 1);
     } else if (a->what == A_IMAP) {
-        mpe__async_getref(L, a->ref, "have");
+        mpe__async_get(L, a, AF_HAVE);
         lua_pushboolean(L, 1);
         lua_rawseti(L, -2, index);
         lua_pop(L, 1);
@@ -143,13 +221,16 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
         mpe__job_delivered(a->j, m->count);
         return;
     }
-    mpe__async_getref(L, a->ref, "results");
+    if (a->what == A_APPLY)
+        lua_pushnil(L); /* no results table: the value goes into the field */
+    else
+        mpe__async_get(L, a, AF_RESULTS);
     int res = lua_gettop(L);
     mpe_rd r;
     mpe__rd_init(&r, m->data, m->len);
     int q = 0;
     if (a->what == A_IMAP_UNORDERED || a->what == A_IMAP) {
-        mpe__async_getref(L, a->ref, a->what == A_IMAP ? "have" : "q");
+        mpe__async_get(L, a, a->what == A_IMAP ? AF_HAVE : AF_Q);
         q = lua_gettop(L);
     } else if (m->flags & (MPE_R_INTS | MPE_R_FLOATS)) { /* packed numbers, straight in */
         mpe__decode_numbers(L, res, m->index, m->data, m->len, m->count, m->flags & MPE_R_INTS);
@@ -188,8 +269,14 @@ static void deliver(lua_State *L, ajob *a, mpe_msg *m)
             }
             if (a->what == A_APPLY) {
                 a->nres = (lua_Integer)nvals;
-                for (int k = (int)nvals; k >= 1; k--)
-                    lua_rawseti(L, res, k);
+                if (nvals != 1) { /* a table of them; one value is the field itself */
+                    lua_createtable(L, (int)nvals, 0);
+                    lua_insert(L, res + 1);
+                    for (int k = (int)nvals; k >= 1; k--)
+                        lua_rawseti(L, res + 1, k);
+                }
+                mpe__async_set(L, a, AF_RESULTS, -1);
+                lua_settop(L, res);
             } else {
                 if (nvals == 0)
                     lua_pushnil(L);
@@ -228,7 +315,7 @@ void mpe__async_progress(lua_State *L, ajob *a, int final)
     lua_pushliteral(L, "mpe.progress");
     if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
         lua_getfield(L, -1, "update");
-        mpe__async_getref(L, a->ref, "progress");
+        mpe__async_get(L, a, AF_PROGRESS);
         lua_pushinteger(L, a->j ? mpe__job_ndelivered(a->j) : 0);
         lua_setfield(L, -2, "done");
         if (mpe__async_finished(a)) {
@@ -259,7 +346,7 @@ void mpe__async_check_complete(lua_State *L, ajob *a)
         if (a->failed && !a->collect)
             mpe__job_cancel(a->lp->p, a->j);
         if (a->what == A_MAP) { /* results.n, also for callbacks */
-            mpe__async_getref(L, a->ref, "results");
+            mpe__async_get(L, a, AF_RESULTS);
             lua_pushinteger(L, mpe__async_count(a));
             lua_setfield(L, -2, "n");
             lua_pop(L, 1);
@@ -311,7 +398,7 @@ static void fail_all(lua_State *L, lpool *lp, int done, int *ndone)
         if (a && !a->complete) {
             a->failed = 1;
             a->collect = 0;
-            mpe__async_setref(L, a->ref, "first_error", err);
+            mpe__async_set(L, a, AF_FIRST_ERROR, err);
             a->complete = 1;
             lua_pushvalue(L, -1);
             lua_rawseti(L, done, ++*ndone);
@@ -360,7 +447,7 @@ static void lost(lua_State *L, ajob *a, mpe_msg *m)
     a->collect = 0;
     a->lost = 1;
     a->complete = 1;
-    mpe__async_setref(L, a->ref, "first_error", err);
+    mpe__async_set(L, a, AF_FIRST_ERROR, err);
     lua_settop(L, err - 1);
     mpe__job_cancel(a->lp->p, a->j);
 }
@@ -484,12 +571,26 @@ int mpe__async_wait(lua_State *L, ajob *a, double deadline)
     }
 }
 
+/* Push an apply's return values; returns how many. */
+static int push_applied(lua_State *L, const ajob *a)
+{
+    mpe__async_get(L, a, AF_RESULTS);
+    if (a->nres == 1)
+        return 1;
+    int t = lua_gettop(L);
+    luaL_checkstack(L, (int)a->nres + 2, "too many results");
+    for (lua_Integer i = 1; i <= a->nres; i++)
+        lua_rawgeti(L, t, i);
+    lua_remove(L, t);
+    return (int)a->nres;
+}
+
 void mpe__async_run_callbacks(lua_State *L, ajob *a)
 {
     if (a->callbacks_run)
         return;
     a->callbacks_run = 1;
-    mpe__async_getref(L, a->ref, "cb");
+    mpe__async_get(L, a, AF_CB);
     if (!lua_istable(L, -1)) {
         lua_pop(L, 1);
         return;
@@ -498,23 +599,15 @@ void mpe__async_run_callbacks(lua_State *L, ajob *a)
     if (a->failed && !a->collect) {
         lua_getfield(L, cb, "error_callback");
         if (!lua_isnil(L, -1)) {
-            mpe__async_getref(L, a->ref, "first_error");
+            mpe__async_get(L, a, AF_FIRST_ERROR);
             lua_call(L, 1, 0);
         } else
             lua_pop(L, 1);
     } else {
         lua_getfield(L, cb, "callback");
         if (!lua_isnil(L, -1)) {
-            mpe__async_getref(L, a->ref, a->out ? "out" : "results");
-            int nargs = 1;
-            if (a->what == A_APPLY) {
-                int t = lua_gettop(L);
-                luaL_checkstack(L, (int)a->nres + 2, "too many results");
-                for (lua_Integer i = 1; i <= a->nres; i++)
-                    lua_rawgeti(L, t, i);
-                lua_remove(L, t);
-                nargs = (int)a->nres;
-            }
+            int nargs = a->what == A_APPLY ? push_applied(L, a)
+                                           : (mpe__async_get(L, a, a->out ? AF_OUT : AF_RESULTS), 1);
             lua_call(L, nargs, 0);
         } else
             lua_pop(L, 1);
@@ -555,10 +648,7 @@ static int async_gc(lua_State *L)
     if (a->j && a->lp && a->lp->p && a->lp->owner == mpe__shm_self())
         mpe__job_release(a->lp->p, a->j);
     a->j = NULL;
-    if (a->ref != LUA_NOREF) {
-        luaL_unref(L, LUA_REGISTRYINDEX, a->ref);
-        a->ref = LUA_NOREF;
-    }
+    unbind(L, a);
     return 0;
 }
 
@@ -566,23 +656,18 @@ static int async_gc(lua_State *L)
 int mpe__async_push_values(lua_State *L, ajob *a)
 {
     if (a->failed && !a->collect) {
-        mpe__async_getref(L, a->ref, "first_error");
+        mpe__async_get(L, a, AF_FIRST_ERROR);
         return lua_error(L);
     }
-    mpe__async_getref(L, a->ref, a->out ? "out" : "results");
+    if (a->what == A_APPLY)
+        return push_applied(L, a);
+    mpe__async_get(L, a, a->out ? AF_OUT : AF_RESULTS);
     if (a->out) { /* option out=: the array, filled by the workers */
         if (a->collect) {
             mpe__async_getfailures(L, a);
             return 2;
         }
         return 1;
-    }
-    if (a->what == A_APPLY) {
-        int t = lua_gettop(L);
-        luaL_checkstack(L, (int)a->nres + 2, "too many results");
-        for (lua_Integer i = 1; i <= a->nres; i++)
-            lua_rawgeti(L, t, i);
-        return (int)a->nres;
     }
     lua_pushinteger(L, mpe__async_count(a));
     lua_setfield(L, -2, "n");

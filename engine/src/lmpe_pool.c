@@ -163,7 +163,7 @@ static int imap_try(lua_State *L, ajob *a)
         if (mpe__job_exhausted(a->j))
             return -1;
         i = mpe__job_yielded(a->j) + 1;
-        mpe__async_getref(L, a->ref, "have");
+        mpe__async_get(L, a, AF_HAVE);
         lua_rawgeti(L, -1, i);
         int have = !lua_isnil(L, -1);
         lua_pop(L, 1);
@@ -178,7 +178,7 @@ static int imap_try(lua_State *L, ajob *a)
         lua_Integer at = mpe__job_dequeue(a->j);
         if (!at)
             return mpe__job_exhausted(a->j) ? -1 : 0;
-        mpe__async_getref(L, a->ref, "q");
+        mpe__async_get(L, a, AF_Q);
         lua_rawgeti(L, -1, at);
         i = lua_tointeger(L, -1);
         lua_pushnil(L);
@@ -201,7 +201,7 @@ static int imap_try(lua_State *L, ajob *a)
         return 3;
     }
     lua_pop(L, 2);
-    mpe__async_getref(L, a->ref, "results");
+    mpe__async_get(L, a, AF_RESULTS);
     lua_pushinteger(L, i);
     lua_rawgeti(L, -2, i);
     lua_pushnil(L);
@@ -230,7 +230,7 @@ static int imap_next(lua_State *L)
         mpe__async_pump(L, a->lp);
         mpe__async_raise_if_broken(L, a->lp);
         if (a->lost) { /* a result could not be received: the iteration fails */
-            mpe__async_getref(L, a->ref, "first_error");
+            mpe__async_get(L, a, AF_FIRST_ERROR);
             return lua_error(L);
         }
         n = imap_try(L, a);
@@ -249,9 +249,9 @@ static int imap_common(lua_State *L, const char *fname, int what)
     int ai = lua_gettop(L);
     if (!lua_isfunction(L, 3)) /* stored whole, shown a window at a time */
         mpe__job_window(lp->p, a->j, a->window);
-    mpe__async_setref(L, a->ref, "src", 3);
+    mpe__async_set(L, a, AF_SRC, 3);
     lua_newtable(L);
-    mpe__async_setref(L, a->ref, "have", -1);
+    mpe__async_set(L, a, AF_HAVE, -1);
     lua_pop(L, 1);
     mpe__submit(L, a, 3, S_ITEMS, a->window);
     if (a->complete) /* no items at all */
@@ -489,7 +489,11 @@ static int pool_new(lua_State *L)
     lp->remote = o.spread;
     lp->state = P_TERMINATED; /* until the workers exist */
     luaL_setmetatable(L, POOL_MT);
-    lua_createtable(L, 0, 4);
+    lua_createtable(L, AF_NFIELDS, 4);
+    for (int f = 1; f <= AF_NFIELDS; f++) { /* the async objects' fields, by slot */
+        lua_newtable(L);
+        lua_rawseti(L, -2, f);
+    }
     lua_newtable(L);
     lua_setfield(L, -2, "jobs");
     lua_pushinteger(L, o.workers);
@@ -527,6 +531,10 @@ static int pool_gc_full(lua_State *L)
     if (lp->ref != LUA_NOREF) {
         luaL_unref(L, LUA_REGISTRYINDEX, lp->ref);
         lp->ref = LUA_NOREF;
+    }
+    if (lp->nlive == 0) { /* else results outlive it (lua_close): the last one frees the list */
+        free(lp->free_slots);
+        lp->free_slots = NULL;
     }
     if (lp->init_ref != LUA_NOREF)
         luaL_unref(L, LUA_REGISTRYINDEX, lp->init_ref);

@@ -37,10 +37,31 @@ void mpe__pool_check_call(lua_State *L, const char *fname, int flags, callopts *
 int mpe__is_callable(lua_State *L, int i);
 #define MPE_IMAP_WINDOW 65536 /* items pulled from an iterator ahead of the consumer */
 
+/* An async object's fields live in its pool's table, one table per field
+ * indexed by the object's slot, instead of a table per object: an
+ * apply_async call creates no table (the userdata is its one allocation). */
+enum {
+    AF_RESULTS = 1, /* results table (map), the value or a table of values (apply) */
+    AF_FAILURES,    /* [index] = error, created at the first failure */
+    AF_FIRST_ERROR, /* the error get raises */
+    AF_CB,          /* the options table with callback / error_callback */
+    AF_SRC,         /* imap: the items (iterator, table or range) */
+    AF_Q,           /* imap_unordered: indexes in the order they arrived */
+    AF_HAVE,        /* imap: [index] = true once delivered */
+    AF_PROGRESS,    /* the progress bar's state */
+    AF_OUT,         /* option out=: the array */
+    AF_NFIELDS = AF_OUT
+};
+
 typedef struct lpool {
     mpe_pool *p;
     int state;
-    int ref;       /* registry ref of { jobs = {[lightuserdata(job)] = async} } */
+    int ref;       /* registry ref of { [AF_*] = {[slot] = field}, jobs = {[lightuserdata(job)] = async},
+                    * self = the pool while any async object lives } */
+    int nslots;    /* slots handed out (the highest in use or free) */
+    int *free_slots; /* slots of collected async objects, reused first */
+    int nfree, capfree;
+    int nlive;     /* async objects alive */
     int init_ref, initargs_ref;
     pid_t owner;
     int broken;    /* the initializer failed: fields.broken holds the error */
@@ -57,12 +78,14 @@ typedef struct ajob {
     int what;            /* A_* */
     int mode;            /* MPE_M_* */
     int collect;         /* errors = "collect" */
-    int ref;             /* registry ref of { pool=, results=, failures=, cb=, src=, q= } */
+    int slot;            /* its fields are at this index of the pool's field tables (AF_*) */
+    unsigned fields;     /* bit f: field f was set, and is cleared when the object goes */
     int failed;          /* a failure was delivered (raise mode: the job is over) */
     int complete;
     int lost;            /* a result could not be received (memory): the job failed as a whole */
     int callbacks_run;
-    lua_Integer nres;    /* apply: number of return values */
+    lua_Integer nres;    /* apply: number of return values; one is the AF_RESULTS field itself,
+                          * any other number a table of them */
     lua_Integer window;  /* imap: items pulled ahead of the consumer (option 'window') */
     int progress;        /* option progress = true | "force": fields.progress is the bar's state */
     double progress_next; /* clock before which the bar is not redrawn */
@@ -93,9 +116,13 @@ void mpe__submit_feed(lua_State *L, ajob *a);
 lua_Integer mpe__async_count(const ajob *a);
 int mpe__async_finished(const ajob *a);
 int mpe__async_all_delivered(const ajob *a);
-/* Fields of a job's (or pool's) table behind a registry ref. */
+/* Field k of the pool's table behind a registry ref. */
 void mpe__async_getref(lua_State *L, int ref, const char *k);
-void mpe__async_setref(lua_State *L, int ref, const char *k, int idx);
+/* An async object's field f (AF_*): push it (nil if unset), set it from idx. */
+void mpe__async_get(lua_State *L, const ajob *a, int f);
+void mpe__async_set(lua_State *L, ajob *a, int f, int idx);
+/* Give a new async object of the pool at pool_idx its slot; raises on no memory. */
+void mpe__async_bind(lua_State *L, ajob *a, int pool_idx);
 void mpe__async_getfailures(lua_State *L, ajob *a); /* created at the first failure */
 void mpe__async_check_complete(lua_State *L, ajob *a);
 void mpe__async_unroute(lua_State *L, ajob *a);     /* forget a finished job in the pool */

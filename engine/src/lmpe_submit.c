@@ -49,7 +49,6 @@ ajob *mpe__submit_new(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int wha
         lua_pop(L, 1);
     ajob *a = lua_newuserdatauv(L, sizeof *a, 0);
     memset(a, 0, sizeof *a);
-    a->ref = LUA_NOREF;
     a->lp = lp;
     a->what = what;
     a->mode = mode;
@@ -59,22 +58,23 @@ ajob *mpe__submit_new(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int wha
     a->out = o->out != 0;
     a->outrows = o->outrows;
     luaL_setmetatable(L, ASYNC_MT);
-    lua_createtable(L, 0, 4);
-    lua_pushvalue(L, pool_idx);
-    lua_setfield(L, -2, "pool");
-    lua_newtable(L);
-    lua_setfield(L, -2, "results");
+    mpe__async_bind(L, a, pool_idx);
+    if (what != A_APPLY) { /* an apply's value goes into the field itself */
+        lua_newtable(L);
+        mpe__async_set(L, a, AF_RESULTS, -1);
+        lua_pop(L, 1);
+    }
     if (o->out) {
         lua_getfield(L, o->out, "out");
-        lua_setfield(L, -2, "out");
+        mpe__async_set(L, a, AF_OUT, -1);
+        lua_pop(L, 1);
     }
-    if (cb_idx && lua_istable(L, cb_idx)) {
-        lua_pushvalue(L, cb_idx);
-        lua_setfield(L, -2, "cb");
-    }
+    if (cb_idx && lua_istable(L, cb_idx))
+        mpe__async_set(L, a, AF_CB, cb_idx);
     if (what == A_IMAP_UNORDERED) {
         lua_newtable(L);
-        lua_setfield(L, -2, "q");
+        mpe__async_set(L, a, AF_Q, -1);
+        lua_pop(L, 1);
     }
     if (o->progress) { /* the bar's state, kept by lua/mpe/progress.lua */
         lua_createtable(L, 0, 8);
@@ -85,9 +85,9 @@ ajob *mpe__submit_new(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int wha
         lua_setfield(L, -2, "mode");
         lua_pushnumber(L, mpe__proc_now());
         lua_setfield(L, -2, "start");
-        lua_setfield(L, -2, "progress");
+        mpe__async_set(L, a, AF_PROGRESS, -1);
+        lua_pop(L, 1);
     }
-    a->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (what == A_APPLY) { /* the engine job comes with its one item: submit_value */
         a->fnid = fnid;
         return a;
@@ -234,7 +234,7 @@ static void add_items(lua_State *L, ajob *a, int idx, lua_Integer limit)
     if (finished && a->what == A_MAP && count > 0 && !a->out) {
         /* Results arrive by index: a table of the final size avoids rehashing. */
         lua_createtable(L, count > (1 << 26) ? (1 << 26) : (int)count, 1);
-        mpe__async_setref(L, a->ref, "results", -1);
+        mpe__async_set(L, a, AF_RESULTS, -1);
         lua_pop(L, 1);
     }
     mpe__job_publish(a->lp->p, a->j, finished);
@@ -300,7 +300,7 @@ void mpe__submit_feed(lua_State *L, ajob *a)
     lua_Integer room = a->window - mpe__job_ahead(a->j);
     if (room <= a->window / 2)
         return;
-    mpe__async_getref(L, a->ref, "src");
+    mpe__async_get(L, a, AF_SRC);
     int src = lua_gettop(L);
     int finished = add_from_iterator(L, a, src, room);
     lua_pop(L, 1);

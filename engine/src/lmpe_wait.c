@@ -375,7 +375,7 @@ int mpe__async_cancel(lua_State *L)
     mpe_failure f = {.kind = "cancelled",
                      .message = "mpe: cancelled: the work was withdrawn before any worker started it"};
     mpe__error_push(L, &f);
-    mpe__async_setref(L, a->ref, "first_error", -1);
+    mpe__async_set(L, a, AF_FIRST_ERROR, -1);
     lua_pop(L, 1);
     mpe__async_progress(L, a, 1);
     mpe__async_unroute(L, a);
