@@ -562,6 +562,16 @@ int64_t mpe__job_count(const mpe_job *j)
     return j->count;
 }
 
+void mpe__job_set_tag(mpe_job *j, int tag)
+{
+    j->tag = tag;
+}
+
+int mpe__job_tag(const mpe_job *j)
+{
+    return j->tag;
+}
+
 int mpe__job_finished(const mpe_job *j)
 {
     return j->finished;

@@ -59,6 +59,7 @@ struct mpe_job {
     int64_t delivered;         /* items whose outcome was delivered */
     int64_t yielded;           /* imap: items handed to the consumer */
     int64_t qhead, qtail;      /* imap_unordered: positions of the delivered items waiting */
+    int tag;                   /* the bindings' name for it (their async object's slot) */
 };
 
 /* ---- submission (main thread) ------------------------------------------------------
@@ -117,6 +118,9 @@ void mpe__job_release(mpe_pool *p, mpe_job *j);
  * Main thread, without the lock: only the main thread writes them. */
 int64_t mpe__job_count(const mpe_job *j);
 int mpe__job_finished(const mpe_job *j);
+/* The bindings' name for j, 0 until set (main thread, no lock). */
+void mpe__job_set_tag(mpe_job *j, int tag);
+int mpe__job_tag(const mpe_job *j);
 /* ---- delivery (main thread, no lock) --------------------------------------------- */
 /* n more items of j had their outcome delivered; how many so far; whether
  * every item has (no more will come and each one was delivered). */

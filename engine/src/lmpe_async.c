@@ -355,14 +355,43 @@ void mpe__async_check_complete(lua_State *L, ajob *a)
     mpe__async_progress(L, a, a->complete); /* after every delivery; time-limited inside */
 }
 
-/* Forget a finished job in the pool's routing table. */
+/* Routing: messages name their job, the job its object's slot. */
+void mpe__async_route(lua_State *L, ajob *a, int ai)
+{
+    mpe__job_set_tag(a->j, a->slot);
+    mpe__async_set(L, a, AF_SELF, ai);
+}
+
 void mpe__async_unroute(lua_State *L, ajob *a)
 {
-    mpe__async_getref(L, a->lp->ref, "jobs");
-    lua_pushlightuserdata(L, a->j);
-    lua_pushnil(L);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
+    if (a->fields & (1u << AF_SELF)) {
+        lua_pushnil(L);
+        mpe__async_set(L, a, AF_SELF, -1);
+        lua_pop(L, 1);
+    }
+}
+
+void mpe__async_routed(lua_State *L, lpool *lp)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
+    lua_rawgeti(L, -1, AF_SELF);
+    lua_remove(L, -2);
+}
+
+/* a (at ai) completed in a pump: out of the routing, and onto the list of
+ * those whose callbacks run at the end of the pump (the table at done, made
+ * at the first one). */
+static void completed(lua_State *L, ajob *a, int ai, int done, int *ndone)
+{
+    mpe__async_unroute(L, a);
+    if (!(a->fields & (1u << AF_CB)))
+        return;
+    if (lua_isnil(L, done)) {
+        lua_newtable(L);
+        lua_replace(L, done);
+    }
+    lua_pushvalue(L, ai);
+    lua_rawseti(L, done, ++*ndone);
 }
 
 static void pool_broken(lua_State *L, lpool *lp, mpe_msg *m)
@@ -391,17 +420,16 @@ static void pool_broken(lua_State *L, lpool *lp, mpe_msg *m)
 static void fail_all(lua_State *L, lpool *lp, int done, int *ndone)
 {
     int err = lua_gettop(L);
-    mpe__async_getref(L, lp->ref, "jobs");
+    mpe__async_routed(L, lp);
     lua_pushnil(L);
-    while (lua_next(L, -2)) {
+    while (lua_next(L, -2)) { /* unrouting clears fields of the table walked: allowed */
         ajob *a = lua_touserdata(L, -1);
         if (a && !a->complete) {
             a->failed = 1;
             a->collect = 0;
             mpe__async_set(L, a, AF_FIRST_ERROR, err);
             a->complete = 1;
-            lua_pushvalue(L, -1);
-            lua_rawseti(L, done, ++*ndone);
+            completed(L, a, lua_gettop(L), done, ndone);
         }
         lua_pop(L, 1);
     }
@@ -467,9 +495,9 @@ void mpe__async_pump(lua_State *L, lpool *lp)
         luaL_error(L, "mpe: pool: cannot replace a worker: %s", e.msg);
     mpe_msg *m;
     int top = lua_gettop(L);
-    mpe__async_getref(L, lp->ref, "jobs");
-    int jobs = lua_gettop(L);
-    lua_newtable(L); /* jobs completed in this pass, in order */
+    mpe__async_routed(L, lp);
+    int routed = lua_gettop(L);
+    lua_pushnil(L); /* completed in this pass with callbacks to run, in order: made when needed */
     int done = lua_gettop(L), ndone = 0;
     while ((m = mpe__pool_take(lp->p)) != NULL) {
         if (m->type == MPE_MSG_BROKEN) {
@@ -499,20 +527,17 @@ void mpe__async_pump(lua_State *L, lpool *lp)
             mpe__pool_msg_done(lp->p, m);
             continue;
         }
-        lua_pushlightuserdata(L, m->job);
-        lua_rawget(L, jobs);
+        lua_rawgeti(L, routed, mpe__job_tag(m->job));
         ajob *a = lua_touserdata(L, -1);
-        if (a && !a->complete) {
+        if (a && a->j == m->job && !a->complete) { /* (a slot is reused once its object went) */
             lua_pushcfunction(L, deliver_p);
             lua_pushlightuserdata(L, a);
             lua_pushlightuserdata(L, m);
             if (lua_pcall(L, 2, 0, 0) != LUA_OK)
                 lost(L, a, m); /* pops the error */
             mpe__async_check_complete(L, a);
-            if (a->complete) {
-                lua_pushvalue(L, -1);
-                lua_rawseti(L, done, ++ndone);
-            }
+            if (a->complete)
+                completed(L, a, lua_gettop(L), done, &ndone);
         }
         lua_pop(L, 1);
         mpe__pool_msg_done(lp->p, m);
@@ -524,8 +549,6 @@ void mpe__async_pump(lua_State *L, lpool *lp)
     int first_err = lua_gettop(L);
     for (int i = 1; i <= ndone; i++) {
         lua_rawgeti(L, done, i);
-        ajob *a = lua_touserdata(L, -1);
-        mpe__async_unroute(L, a);
         lua_pushcfunction(L, run_callbacks_p);
         lua_insert(L, -2);
         if (lua_pcall(L, 1, 0, 0) != LUA_OK) {

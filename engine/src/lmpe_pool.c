@@ -300,7 +300,7 @@ static void drain(lua_State *L, lpool *lp)
     for (;;) {
         mpe__async_pump(L, lp);
         mpe__async_raise_if_broken(L, lp);
-        mpe__async_getref(L, lp->ref, "jobs");
+        mpe__async_routed(L, lp);
         lua_pushnil(L);
         int any = lua_next(L, -2);
         if (any) {
@@ -494,8 +494,6 @@ static int pool_new(lua_State *L)
         lua_newtable(L);
         lua_rawseti(L, -2, f);
     }
-    lua_newtable(L);
-    lua_setfield(L, -2, "jobs");
     lua_pushinteger(L, o.workers);
     lua_setfield(L, -2, "nworkers");
     if (init) {

@@ -50,14 +50,15 @@ enum {
     AF_HAVE,        /* imap: [index] = true once delivered */
     AF_PROGRESS,    /* the progress bar's state */
     AF_OUT,         /* option out=: the array */
-    AF_NFIELDS = AF_OUT
+    AF_SELF,        /* the object itself while its job is routed (results still to come) */
+    AF_NFIELDS = AF_SELF
 };
 
 typedef struct lpool {
     mpe_pool *p;
     int state;
-    int ref;       /* registry ref of { [AF_*] = {[slot] = field}, jobs = {[lightuserdata(job)] = async},
-                    * self = the pool while any async object lives } */
+    int ref;       /* registry ref of { [AF_*] = {[slot] = field}, self = the pool while any
+                    * async object lives }; [AF_SELF] routes messages (mpe__job_tag: the slot) */
     int nslots;    /* slots handed out (the highest in use or free) */
     int *free_slots; /* slots of collected async objects, reused first */
     int nfree, capfree;
@@ -125,7 +126,9 @@ void mpe__async_set(lua_State *L, ajob *a, int f, int idx);
 void mpe__async_bind(lua_State *L, ajob *a, int pool_idx);
 void mpe__async_getfailures(lua_State *L, ajob *a); /* created at the first failure */
 void mpe__async_check_complete(lua_State *L, ajob *a);
+void mpe__async_route(lua_State *L, ajob *a, int ai); /* a (at ai) gets its job's messages */
 void mpe__async_unroute(lua_State *L, ajob *a);     /* forget a finished job in the pool */
+void mpe__async_routed(lua_State *L, lpool *lp);    /* push { [slot] = async } of the routed */
 /* Read every message that arrived, run the callbacks of the jobs it completed. */
 void mpe__async_pump(lua_State *L, lpool *lp);
 void mpe__async_raise_if_broken(lua_State *L, lpool *lp);

@@ -21,16 +21,6 @@
 #include "proc.h"
 #include "protocol.h"
 
-/* Enter a's engine job in the pool's routing table (ajob at stack index ai). */
-static void route(lua_State *L, ajob *a, int ai)
-{
-    mpe__async_getref(L, a->lp->ref, "jobs");
-    lua_pushlightuserdata(L, a->j);
-    lua_pushvalue(L, ai);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
-}
-
 /* Create the async object for a new job; leaves it on the stack. An apply's
  * engine job is created by submit_value, with its item. */
 ajob *mpe__submit_new(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int what, int mode,
@@ -97,7 +87,7 @@ ajob *mpe__submit_new(lua_State *L, lpool *lp, int pool_idx, int fn_idx, int wha
                          !o->collect && what != A_IMAP && what != A_IMAP_UNORDERED);
     if (!a->j)
         luaL_error(L, "mpe: not enough memory for a job");
-    route(L, a, lua_gettop(L));
+    mpe__async_route(L, a, lua_gettop(L));
     return a;
 }
 
@@ -137,7 +127,7 @@ static void submit_value(lua_State *L, ajob *a, int idx, int ai)
     lp->sfds.n = 0; /* the job took them */
     if (!a->j)
         luaL_error(L, "mpe: not enough memory for a job");
-    route(L, a, ai);
+    mpe__async_route(L, a, ai);
 }
 
 /* Add every item of the table at idx. A plain sequence of numbers of one
