@@ -421,11 +421,12 @@ static void publish_locked(mpe_pool *p, mpe_job *j, int finished)
     mpe__job_enlist(p, j);
     if (j->finished && j->done >= j->visible)
         pthread_cond_broadcast(&p->cv);
-    /* Wake the dispatcher only if a worker waits for work: a busy worker's
-     * next results wake it anyway, and a write per apply_async would cost
-     * more than the task. */
+    /* Wake the dispatcher only if a worker has nothing at all: a busy
+     * worker's next result wakes it anyway, and it then hands out everything
+     * published meanwhile in one pass, so a run of apply_async reaches the
+     * workers in batches (a wake per call would cost more than the task). */
     for (int i = 0; i < p->n; i++)
-        if (p->w[i].state == W_LIVE && p->w[i].ninflight < 2) {
+        if (p->w[i].state == W_LIVE && p->w[i].ninflight == 0) {
             mpe__pool_wake(p);
             break;
         }
