@@ -2,7 +2,8 @@
 # tests/valgrind.sh -- valgrind memcheck over the C unit tests (tests/c), the
 # embedding host, and short Lua runs (the doubler example, a pool map with
 # shared objects, failures and a process, under `mpe run` and under the stock
-# interpreter with mpe.so): no memory error and no definite leak.
+# interpreter with mpe.so), and a script ending with live unread results of an
+# unclosed pool: no memory error and no definite leak.
 #   tests/valgrind.sh [BUILD_DIR]     (default: build; not a sanitizer build)
 # Forked children (pool workers, processes, the C harness's cases) run under
 # memcheck too: valgrind follows fork (--trace-children=no only stops it at
@@ -91,6 +92,26 @@ EOF
 check "mpe run pool.lua" "$BUILD/mpe" run "$T/pool.lua"
 if [[ -f $BUILD/mpe.so ]] && command -v "$INTERP" >/dev/null; then
     LUA_CPATH="$BUILD/?.so;;" check "$INTERP pool.lua (mpe.so)" "$INTERP" "$T/pool.lua"
+fi
+
+cat >"$T/live.lua" <<'EOF'
+-- Ends with live unread results of a pool it never closed (some still
+-- running): closing the interpreter finalizes them and the pool, which share
+-- the pool's field tables and free list (async objects' slots).
+local mpe = require "mpe"
+local p = mpe.pool(2)
+KEEP = {}
+for i = 1, 2000 do KEEP[i] = p:apply_async(function(x) return x, { x } end, { i }) end
+KEEP[#KEEP + 1] = p:map_async(function(x) return x end, mpe.range(1, 100))
+assert(KEEP[10]:get() == 10)
+for i = 1, 500 do local _ = p:apply_async(function(x) return x end, { i }) end
+p = nil
+collectgarbage()
+print("ok")
+EOF
+check "mpe run live.lua" "$BUILD/mpe" run "$T/live.lua"
+if [[ -f $BUILD/mpe.so ]] && command -v "$INTERP" >/dev/null; then
+    LUA_CPATH="$BUILD/?.so;;" check "$INTERP live.lua (mpe.so)" "$INTERP" "$T/live.lua"
 fi
 
 echo "valgrind.sh: $((SECONDS - t0)) s, $([[ $fail == 0 ]] && echo "no errors" || echo "FAILED")"
