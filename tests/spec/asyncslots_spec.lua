@@ -433,6 +433,100 @@ io.stdout:flush()
   end
 end)
 
+describe("async slots: routing", function()
+  it("dropped results with callbacks stay routed: join runs each callback once, with its values", function()
+    local p = mpe.pool(2)
+    local got, calls = {}, 0
+    for i = 1, 200 do
+      local _ = p:apply_async(function(x) return x, nil, x * 10 end, { i },
+        { callback = function(...)
+          calls = calls + 1
+          got[i] = pack(...)
+        end })
+    end
+    local maps = {}
+    local _ = p:map_async(times10, { 1, 2, 3 }, { callback = function(r) maps[#maps + 1] = r end })
+    gc() -- routed objects are held by their pool until their results are in
+    p:close()
+    p:join()
+    assert.are.equal(200, calls)
+    for i = 1, 200 do check_values({ i, nil, i * 10 }, 3, got[i], "callback " .. i) end
+    assert.are.equal(1, #maps)
+    assert.are.same({ 10, 20, 30, n = 3 }, maps[1])
+  end)
+
+  it("results still running when join starts: join waits for each and runs its callback once", function()
+    -- The first task's callback (run in the parent, inside join) lets the
+    -- others go, so join certainly finds them routed and not complete.
+    local p = mpe.pool(2)
+    local ev = mpe.event()
+    local got, calls = {}, 0
+    local _ = p:apply_async(function() return "go" end, {}, { callback = function() ev:set() end })
+    for i = 1, 20 do
+      local _ = p:apply_async(gated(ev), { i }, { callback = function(v)
+        calls = calls + 1
+        got[i] = v
+      end })
+    end
+    gc()
+    p:close()
+    p:join()
+    assert.is_true(ev:is_set())
+    assert.are.equal(20, calls)
+    for i = 1, 20 do assert.are.equal(i * 10, got[i]) end
+  end)
+
+  it("work pending when the initializer fails: each result raises that failure, each error_callback once", function()
+    local ev = mpe.event()
+    local p = mpe.pool { workers = 2, initializer = function()
+      ev:wait(60)
+      error("init broke")
+    end }
+    local errs, calls = {}, 0
+    local opts = { callback = function() calls = calls + 1 end,
+                   error_callback = function(e) errs[#errs + 1] = e end }
+    local as = {}
+    for i = 1, 50 do as[i] = p:apply_async(times10, { i }, opts) end
+    as[51] = p:map_async(times10, { 1, 2 }, opts)
+    ev:set()
+    for i = 1, 51 do
+      local ok, err = pcall(as[i].get, as[i], 60)
+      assert.is_false(ok)
+      assert.truthy(tostring(err.message):find("pool initializer failed", 1, true), tostring(err.message))
+      assert.is_false(as[i]:successful())
+    end
+    assert.are.equal(51, #errs)
+    assert.are.equal(0, calls)
+    p:terminate()
+  end)
+
+  it("a forked process collects the live results it inherited; both sides keep their own", function()
+    local p = mpe.pool(2)
+    local as = {}
+    for i = 1, 100 do as[i] = p:apply_async(times10, { i }) end
+    local n, sum = through.isolated(function()
+      local count = #as
+      as = nil
+      gc() -- the copies are finalized in the child only
+      local q = mpe.pool(2)
+      local bs = {}
+      for i = 1, 100 do bs[i] = q:apply_async(function(x) return x * 100 end, { i }) end
+      local s = 0
+      for i = 1, 100 do s = s + bs[i]:get(60) end
+      q:close()
+      q:join()
+      return count, s
+    end, 90)
+    assert.are.equal(100, n)
+    assert.are.equal(505000, sum)
+    local s = 0
+    for i = 1, 100 do s = s + as[i]:get(60) end
+    assert.are.equal(50500, s)
+    p:close()
+    p:join()
+  end)
+end)
+
 describe("async slots: many live results", function()
   it("20,000 apply_async results alive at once, then every get: the right sum", function()
     local p = mpe.pool(2)
