@@ -10,6 +10,7 @@
 local mpe = require "mpe"
 local through = require "poolfail_through"
 local script_runner = require "runscript"
+local pids = require "pids"
 local unpack = table.unpack or unpack
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 
@@ -28,39 +29,11 @@ end
 
 local function times10(x) return x * 10 end
 
--- The pids of this process's children.
-local function children()
-  local pid = mpe.current_process().pid
-  local f = assert(io.open("/proc/" .. pid .. "/task/" .. pid .. "/children"))
-  local s = f:read("*a")
-  f:close()
-  local t = {}
-  for c in s:gmatch("%d+") do t[tonumber(c)] = true end
-  return t
-end
-
--- Exists and is not a zombie.
-local function pid_running(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local s = f:read("*a")
-  f:close()
-  local state = s:match("%) (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
-
--- Wait (bounded, 30 s) until none of pids runs; returns those still running.
-local function gone(pids)
-  local left
-  for _ = 1, 300 do
-    left = {}
-    for _, pid in ipairs(pids) do
-      if pid_running(pid) then left[#left + 1] = pid end
-    end
-    if #left == 0 then return left end
-    os.execute("sleep 0.1")
-  end
-  return left
+-- The sum of the first values of results as[1..n].
+local function total(as, n)
+  local s = 0
+  for i = 1, n do s = s + as[i]:get(60) end
+  return s
 end
 
 describe("async slots: reuse", function()
@@ -334,15 +307,16 @@ end)
 
 describe("async slots: lifetimes", function()
   it("a result outlives the last reference to its pool; the pool goes with its last result", function()
-    local before = children()
+    local before = {}
+    for _, pid in ipairs(pids.children()) do before[pid] = true end
     local p = mpe.pool(2)
     local ev = mpe.event()
     local a = p:apply_async(gated(ev), { 9 })
-    local pids = {}
-    for pid in pairs(children()) do
-      if not before[pid] then pids[#pids + 1] = pid end
+    local workers = {}
+    for _, pid in ipairs(pids.children()) do
+      if not before[pid] then workers[#workers + 1] = pid end
     end
-    assert.are.equal(2, #pids)
+    assert.are.equal(2, #workers)
     local b = p:apply_async(function() return mpe.current_process().pid end, {})
     p = nil
     gc()
@@ -355,7 +329,7 @@ describe("async slots: lifetimes", function()
     a, b = nil, nil
     gc()
     gc()
-    assert.are.same({}, gone(pids))
+    assert.are.same({}, pids.gone(workers))
   end)
 
   it("mpe.wait and mpe.as_completed over apply_async and map_async results in reused slots", function()
@@ -425,10 +399,10 @@ io.stdout:flush()
       assert.is_nil(out:find("double free", 1, true), out)
       assert.is_nil(out:find("Sanitizer", 1, true), out)
       assert.is_nil(out:find("runtime error", 1, true), out)
-      local pids = {}
-      for pid in out:gmatch("worker (%d+)") do pids[#pids + 1] = tonumber(pid) end
-      assert.is_true(#pids >= 1, out)
-      assert.are.same({}, gone(pids))
+      local workers = {}
+      for pid in out:gmatch("worker (%d+)") do workers[#workers + 1] = tonumber(pid) end
+      assert.is_true(#workers >= 1, out)
+      assert.are.same({}, pids.gone(workers))
     end)
   end
 end)
@@ -511,17 +485,14 @@ describe("async slots: routing", function()
       local q = mpe.pool(2)
       local bs = {}
       for i = 1, 100 do bs[i] = q:apply_async(function(x) return x * 100 end, { i }) end
-      local s = 0
-      for i = 1, 100 do s = s + bs[i]:get(60) end
+      local sum = total(bs, 100)
       q:close()
       q:join()
-      return count, s
+      return count, sum
     end, 90)
     assert.are.equal(100, n)
     assert.are.equal(505000, sum)
-    local s = 0
-    for i = 1, 100 do s = s + as[i]:get(60) end
-    assert.are.equal(50500, s)
+    assert.are.equal(50500, total(as, 100))
     p:close()
     p:join()
   end)
@@ -546,9 +517,7 @@ describe("async slots: many live results", function()
     gc()
     local again = {}
     for i = 1, 1000 do again[i] = p:apply_async(times10, { i }) end
-    local sum2 = 0
-    for i = 1, 1000 do sum2 = sum2 + again[i]:get(60) end
-    assert.are.equal(5005000, sum2)
+    assert.are.equal(5005000, total(again, 1000))
     p:close()
     p:join()
   end)

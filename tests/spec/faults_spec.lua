@@ -19,25 +19,9 @@ local SELF = mpe.current_process().pid
 
 -- ---- helpers ----------------------------------------------------------------------
 
--- The pids of this process's children, from the kernel (no fork needed).
-local function children()
-  local f = io.open("/proc/" .. SELF .. "/task/" .. SELF .. "/children")
-  local t = {}
-  if not f then return t end
-  for c in f:read("*a"):gmatch("%d+") do t[#t + 1] = tonumber(c) end
-  f:close()
-  return t
-end
-
--- A process that exists and is not a zombie.
-local function running(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local s = f:read("*a")
-  f:close()
-  local state = s:match("%) (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
-end
+-- The pids of this process's children; a process that exists and is not a zombie.
+local pids = require "pids"
+local children, running = pids.children, pids.running
 
 -- Poll pred() for up to `seconds` (a generous bound, never a timing
 -- assertion: the condition normally holds within milliseconds).

@@ -5,16 +5,10 @@ local mpe = require "mpe"
 
 local MPE_BIN = os.getenv("MPE_BIN")
 
--- The pids of this process's children (no fork needed to ask).
-local function children()
-  local pid = mpe.current_process().pid
-  local f = assert(io.open("/proc/" .. pid .. "/task/" .. pid .. "/children"))
-  local s = f:read("*a")
-  f:close()
-  local t = {}
-  for c in s:gmatch("%d+") do t[#t + 1] = tonumber(c) end
-  return t
-end
+-- The pids of this process's children; whether a process exists and is not
+-- a zombie (an orphan's zombie waits for init, which a container may not run).
+local pids = require "pids"
+local children, pid_running = pids.children, pids.running
 
 -- Burn CPU for about `seconds` of this process's CPU time.
 local function spin(seconds)
@@ -48,17 +42,6 @@ local function pid_exists(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if f then f:close() end
   return f ~= nil
-end
-
--- Exists and is not a zombie (an orphan's zombie waits for init, which a
--- container may not run).
-local function pid_running(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return false end
-  local s = f:read("*a")
-  f:close()
-  local state = s:match("%) (%a)")
-  return state ~= nil and state ~= "Z" and state ~= "X"
 end
 
 describe("mpe.process", function()
