@@ -341,6 +341,7 @@ static int pool_gc(lua_State *L)
 {
     lpool *lp = topool(L, 1, "pool:__gc");
     if (lp->p) {
+        mpe__pool_forget_functions(L, lp->p);
         mpe__pool_free(lp->p); /* terminates, in the creator; frees memory elsewhere */
         lp->p = NULL;
     }
