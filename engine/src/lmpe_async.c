@@ -578,6 +578,8 @@ void mpe__async_raise_if_broken(lua_State *L, lpool *lp)
 /* Wait until a is complete or the deadline passes. Returns 1 if complete. */
 int mpe__async_wait(lua_State *L, ajob *a, double deadline)
 {
+    if (a->complete) /* delivered by an earlier pump: nothing to wait for */
+        return 1;
     mpe_sigwatch sw;
     mpe__sig_watch(L, &sw);
     for (;;) {
