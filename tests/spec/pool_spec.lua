@@ -131,6 +131,40 @@ describe("mpe.pool", function()
       end
     end)
 
+    -- A table of numbers goes packed, checked and copied in one pass; an item
+    -- of another kind (found at the start, in the middle or at the end, also
+    -- past the first group of 32) sends the whole table item by item instead.
+    it("sends tables of numbers of mixed kinds item by item, each as it was", function()
+      local function kind(x) return math.type and math.type(x) or type(x) end
+      local cases = {
+        {1, 2, 3},
+        {1.5, 2.5, 3.5},
+        {1, 2, 2.5},
+        {1.5, 2, 3},
+        {1, "2", 3},
+      }
+      local long = {}
+      for i = 1, 100 do long[i] = i end
+      long[70] = 70.5
+      cases[#cases + 1] = long
+      local longf = {}
+      for i = 1, 100 do longf[i] = i + 0.25 end
+      longf[100] = 7
+      cases[#cases + 1] = longf
+      for _, items in ipairs(cases) do
+        for _, e in ipairs({"map", "map_async", "imap", "imap_unordered"}) do
+          local r = {}
+          if e == "map" then r = pool:map(function(x) return x end, items)
+          elseif e == "map_async" then r = pool:map_async(function(x) return x end, items):get()
+          else for i, v in pool[e](pool, function(x) return x end, items) do r[i] = v end end
+          for i = 1, #items do
+            assert(r[i] == items[i] and kind(r[i]) == kind(items[i]),
+              e .. " item " .. i .. ": " .. tostring(r[i]) .. " (" .. kind(r[i]) .. ")")
+          end
+        end
+      end
+    end)
+
     it("delivers every packed number exactly, through every entry point", function()
       -- item i's result: integers at the extremes, then floats (NaN, -0.0,
       -- infinities), then integers again: packed segments of both kinds and
