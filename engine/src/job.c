@@ -331,6 +331,11 @@ char *mpe__job_packed_begin(mpe_pool *p, mpe_job *j, int kind, size_t count)
     return j->items.p + j->items.n;
 }
 
+void mpe__job_packed_abandon(mpe_job *j)
+{
+    j->kind = MPE_K_ENC; /* nothing was committed: the store holds no item */
+}
+
 /* Append one item, [item head][encoding], to j's store, which has room for
  * it and its offset. */
 static void put_item(mpe_job *j, const uint32_t *ids, int k, const char *s, size_t n)

@@ -77,6 +77,8 @@ void mpe__job_add_range(mpe_job *j, int64_t start, int64_t step, int64_t count);
  * written visible. */
 char *mpe__job_packed_begin(mpe_pool *p, mpe_job *j, int kind, size_t count);
 void mpe__job_packed_commit(mpe_pool *p, mpe_job *j, size_t count, int finished);
+/* Give up a packed store before any commit: items come encoded instead. */
+void mpe__job_packed_abandon(mpe_job *j);
 /* Append one encoded item s[0..n) whose descriptor slots are fds (may be
  * NULL). The job takes every descriptor (each set to -1), also on failure:
  * a segment the pool knows is closed, a new one kept, so each distinct

@@ -578,6 +578,8 @@ void mpe__async_raise_if_broken(lua_State *L, lpool *lp)
 /* Wait until a is complete or the deadline passes. Returns 1 if complete. */
 int mpe__async_wait(lua_State *L, ajob *a, double deadline)
 {
+    if (a->complete) /* delivered by an earlier pump: nothing to wait for */
+        return 1;
     mpe_sigwatch sw;
     mpe__sig_watch(L, &sw);
     for (;;) {
@@ -642,7 +644,7 @@ void mpe__async_run_callbacks(lua_State *L, ajob *a)
 
 ajob *mpe__async_test(lua_State *L, int idx)
 {
-    return luaL_testudata(L, idx, ASYNC_MT);
+    return mpe__testudata(L, idx, ASYNC_MT);
 }
 
 /* The one checker of mpe.AsyncResult: the result at idx, raising if it is none. */
@@ -761,11 +763,14 @@ void mpe__async_open(lua_State *L)
                                              {NULL, NULL}};
     luaL_newmetatable(L, ASYNC_MT);
     lua_newtable(L);
-    luaL_setfuncs(L, async_methods, 0);
+    lua_pushvalue(L, -2); /* each one's upvalue: the checker's fast path */
+    luaL_setfuncs(L, async_methods, 1);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, async_gc);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, async_gc, 1);
     lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, async_close);
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, async_close, 1);
     lua_setfield(L, -2, "__close");
     lua_pop(L, 1);
 }

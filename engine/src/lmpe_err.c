@@ -230,6 +230,18 @@ int mpe__typeerror(lua_State *L, int idx, const char *tname, const char *fname)
                          mpe__typename(L, idx));
 }
 
+void *mpe__testudata(lua_State *L, int idx, const char *tname)
+{
+    void *u = lua_touserdata(L, idx);
+    if (u && lua_getmetatable(L, idx)) {
+        int same = lua_rawequal(L, -1, lua_upvalueindex(1)); /* 0 if there is no upvalue */
+        lua_pop(L, 1);
+        if (same)
+            return u;
+    }
+    return luaL_testudata(L, idx, tname);
+}
+
 double mpe__opt_timeout(lua_State *L, int arg, const char *fname)
 {
     if (lua_isnoneornil(L, arg))

@@ -60,6 +60,10 @@ int mpe__argerror(lua_State *L, const char *fname, int idx, const char *fmt, ...
  * type's one checker raises it. Never returns. */
 int mpe__typeerror(lua_State *L, int idx, const char *tname, const char *fname)
     __attribute__((noreturn));
+/* luaL_testudata, first comparing the value's metatable with the calling C
+ * function's upvalue 1, where a type's methods and metamethods that are
+ * called per task keep their metatable (no registry lookup by name). */
+void *mpe__testudata(lua_State *L, int idx, const char *tname);
 /* Optional timeout argument: nil/none -> -1 (wait forever), a number >= 0 ->
  * seconds; anything else raises an argument error naming fname. */
 double mpe__opt_timeout(lua_State *L, int arg, const char *fname);

@@ -31,7 +31,7 @@
 /* The one checker of mpe.Pool: the pool at idx, raising if it is none. */
 static lpool *topool(lua_State *L, int idx, const char *fname)
 {
-    lpool *lp = luaL_testudata(L, idx, POOL_MT);
+    lpool *lp = mpe__testudata(L, idx, POOL_MT);
     if (!lp)
         mpe__typeerror(L, idx, POOL_MT, fname);
     return lp;
@@ -341,6 +341,7 @@ static int pool_gc(lua_State *L)
 {
     lpool *lp = topool(L, 1, "pool:__gc");
     if (lp->p) {
+        mpe__pool_forget_functions(L, lp->p);
         mpe__pool_free(lp->p); /* terminates, in the creator; frees memory elsewhere */
         lp->p = NULL;
     }
@@ -559,7 +560,8 @@ void mpe__open_pool(lua_State *L)
         {NULL, NULL}};
     luaL_newmetatable(L, POOL_MT);
     lua_newtable(L);
-    luaL_setfuncs(L, pool_methods, 0);
+    lua_pushvalue(L, -2); /* the methods' upvalue: their checker's fast path */
+    luaL_setfuncs(L, pool_methods, 1);
     lua_pushcclosure(L, pool_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, pool_gc_full);

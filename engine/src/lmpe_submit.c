@@ -130,45 +130,52 @@ static void submit_value(lua_State *L, ajob *a, int idx, int ai)
     mpe__async_route(L, a, ai);
 }
 
+/* The n items of the table at idx as packed numbers of kind, checked and
+ * copied in one pass; published when all are in. Returns 0 and leaves the
+ * store as it was (nothing published) at the first item of another kind. */
+static int add_packed(lua_State *L, ajob *a, int idx, lua_Integer n, int kind)
+{
+    enum { GROUP = 32 }; /* items on the stack at once: one pop per group */
+    char *dst = mpe__job_packed_begin(a->lp->p, a->j, kind, (size_t)n);
+    if (!dst)
+        luaL_error(L, "mpe: not enough memory for %d items", (int)n);
+    luaL_checkstack(L, GROUP, "mpe: table items");
+    int top = lua_gettop(L);
+    for (lua_Integer i = 1; i <= n; i += GROUP) {
+        int g = n - i + 1 < GROUP ? (int)(n - i + 1) : GROUP;
+        for (int k = 0; k < g; k++)
+            lua_rawgeti(L, idx, i + k);
+        for (int k = 0; k < g; k++, dst += 8) {
+            int at = top + 1 + k;
+            if (kind == MPE_K_INTS && lua_isinteger(L, at)) { /* (false for a non-number) */
+                int64_t v = (int64_t)lua_tointeger(L, at);
+                memcpy(dst, &v, 8);
+            } else if (kind == MPE_K_FLOATS && lua_type(L, at) == LUA_TNUMBER && !lua_isinteger(L, at)) {
+                double v = lua_tonumber(L, at);
+                memcpy(dst, &v, 8);
+            } else {
+                lua_settop(L, top);
+                mpe__job_packed_abandon(a->j);
+                return 0;
+            }
+        }
+        lua_settop(L, top);
+    }
+    mpe__job_packed_commit(a->lp->p, a->j, (size_t)n, 1);
+    return 1;
+}
+
 /* Add every item of the table at idx. A plain sequence of numbers of one
  * kind goes packed; anything else item by item. */
 static void add_table(lua_State *L, ajob *a, int idx)
 {
     lua_Integer n = (lua_Integer)lua_rawlen(L, idx);
-    int kind = 0;
     if (a->mode == MPE_M_MAP && n > 0) {
-        kind = MPE_K_INTS;
-        for (lua_Integer i = 1; i <= n && kind; i++) {
-            lua_rawgeti(L, idx, i);
-            if (lua_type(L, -1) != LUA_TNUMBER)
-                kind = 0;
-            else if (lua_isinteger(L, -1) != (kind == MPE_K_INTS))
-                kind = (i == 1) ? MPE_K_FLOATS : 0;
-            lua_pop(L, 1);
-        }
-    }
-    if (kind) {
-        /* Written straight into the store and published every 64k items, so
-         * the workers start while the rest is still being copied. */
-        char *dst = mpe__job_packed_begin(a->lp->p, a->j, kind, (size_t)n);
-        if (!dst)
-            luaL_error(L, "mpe: not enough memory for %d items", (int)n);
-        for (lua_Integer i = 1; i <= n; i++) {
-            lua_rawgeti(L, idx, i);
-            if (kind == MPE_K_INTS) {
-                int64_t v = (int64_t)lua_tointeger(L, -1);
-                memcpy(dst, &v, 8);
-            } else {
-                double v = lua_tonumber(L, -1);
-                memcpy(dst, &v, 8);
-            }
-            dst += 8;
-            lua_pop(L, 1);
-            if ((i & 0xffff) == 0 && i < n)
-                mpe__job_packed_commit(a->lp->p, a->j, (size_t)i, 0);
-        }
-        mpe__job_packed_commit(a->lp->p, a->j, (size_t)n, 1);
-        return;
+        lua_rawgeti(L, idx, 1);
+        int kind = lua_type(L, -1) != LUA_TNUMBER ? 0 : lua_isinteger(L, -1) ? MPE_K_INTS : MPE_K_FLOATS;
+        lua_pop(L, 1);
+        if (kind && add_packed(L, a, idx, n, kind))
+            return;
     }
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, idx, i);

@@ -142,6 +142,7 @@ mpe_pool *mpe__pool_new(lua_State *L, const mpe_pool_opts *o, mpe_err *e)
         mpe__seterr(e, "pool: not enough memory");
         return NULL;
     }
+    mpe__pool_forget_functions(L, p); /* a freed pool's, at this address */
     p->o = *o;
     p->n = o->workers;
     p->owner = mpe__shm_self();
@@ -189,9 +190,51 @@ fail:
     return NULL;
 }
 
+/* Whether function id is still in the cache (main thread: only it changes
+ * the list, so it may read it without the lock). */
+static int fn_cached(const mpe_pool *p, uint64_t id)
+{
+    for (const fnentry *f = p->fns; f; f = f->next)
+        if (f->id == id)
+            return 1;
+    return 0;
+}
+
+static uint64_t function_id(lua_State *L, mpe_pool *p, int idx);
+
+void mpe__pool_forget_functions(lua_State *L, const mpe_pool *p)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "mpe.pool.fns");
+    if (lua_istable(L, -1)) {
+        lua_pushlightuserdata(L, (void *)p);
+        lua_pushnil(L);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+}
+
 uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
 {
     idx = lua_absindex(L, idx);
+    const void *fn = lua_topointer(L, idx);
+    if (fn && fn == p->last_fn && fn_cached(p, p->last_fnid))
+        return p->last_fnid; /* the same function again (apply_async in a loop): no lookup */
+    uint64_t id = function_id(L, p, idx);
+    /* Held strongly (at key 0 of the pool's weak-keyed table) while it is
+     * the last, so its address cannot name a new object meanwhile. */
+    lua_getfield(L, LUA_REGISTRYINDEX, "mpe.pool.fns");
+    lua_pushlightuserdata(L, p);
+    lua_rawget(L, -2);
+    lua_pushvalue(L, idx);
+    lua_rawseti(L, -2, 0);
+    lua_pop(L, 2);
+    p->last_fn = fn;
+    p->last_fnid = id;
+    return id;
+}
+
+static uint64_t function_id(lua_State *L, mpe_pool *p, int idx)
+{
     /* registry["mpe.pool.fns"][p] is a table function -> id (weak keys) */
     lua_getfield(L, LUA_REGISTRYINDEX, "mpe.pool.fns");
     if (!lua_istable(L, -1)) {
@@ -215,15 +258,10 @@ uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx)
     }
     lua_pushvalue(L, idx);
     lua_rawget(L, -2);
-    if (lua_isinteger(L, -1)) {
-        /* Still cached? Only this (main) thread changes the list, so it may
-         * read it without the lock. */
+    if (lua_isinteger(L, -1) && fn_cached(p, (uint64_t)lua_tointeger(L, -1))) {
         uint64_t id = (uint64_t)lua_tointeger(L, -1);
-        for (fnentry *f = p->fns; f; f = f->next)
-            if (f->id == id) {
-                lua_pop(L, 3);
-                return id;
-            }
+        lua_pop(L, 3);
+        return id;
     }
     lua_pop(L, 1);
     /* Encode it once, into a frame owned by a Lua box until it is handed over. */

@@ -105,6 +105,8 @@ struct mpe_pool {
     int nsegs, segcap, seg_hint; /* seg_hint: the last id found, tried first */
     fnentry *fns;
     int nfns;
+    const void *last_fn;    /* the function mpe__pool_function saw last (held: see there) */
+    uint64_t last_fnid;
     double cost_ns;         /* pool-wide per-item cost estimate */
 };
 

@@ -183,8 +183,9 @@ static void child_setup(pid_t parent, uint64_t nth)
         struct sigaction sa;
         if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &sa) != 0)
             continue;
-        if (sig != SIGCHLD && !(sa.sa_flags & SA_SIGINFO) && sa.sa_handler == SIG_IGN)
-            continue;
+        if (!(sa.sa_flags & SA_SIGINFO) &&
+            (sa.sa_handler == SIG_DFL || (sig != SIGCHLD && sa.sa_handler == SIG_IGN)))
+            continue; /* already the default, or kept ignored: no second system call */
         sigaction(sig, &dfl, NULL);
     }
     /* A write to a channel whose reader died returns EPIPE instead of killing us. */

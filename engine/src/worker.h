@@ -11,7 +11,9 @@
 /* What a worker is doing, in memory shared with the parent: the item it runs
  * (for blame when it dies, and for task timeouts). */
 typedef struct mpe_progress {
-    volatile int64_t chunk;      /* chunk id being run, 0 when idle */
+    /* A cache line each: a worker writes its slot for every item, and two
+     * slots in one line would bounce it between the workers' cores. */
+    _Alignas(64) volatile int64_t chunk; /* chunk id being run, 0 when idle */
     volatile int32_t item;       /* its item being run (0-based) */
     volatile int64_t started_ns; /* when that item started (monotonic) */
     volatile int32_t ready;      /* the initializer is done: deaths now are the items' */

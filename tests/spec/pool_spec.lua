@@ -131,6 +131,40 @@ describe("mpe.pool", function()
       end
     end)
 
+    -- A table of numbers goes packed, checked and copied in one pass; an item
+    -- of another kind (found at the start, in the middle or at the end, also
+    -- past the first group of 32) sends the whole table item by item instead.
+    it("sends tables of numbers of mixed kinds item by item, each as it was", function()
+      local function kind(x) return math.type and math.type(x) or type(x) end
+      local cases = {
+        {1, 2, 3},
+        {1.5, 2.5, 3.5},
+        {1, 2, 2.5},
+        {1.5, 2, 3},
+        {1, "2", 3},
+      }
+      local long = {}
+      for i = 1, 100 do long[i] = i end
+      long[70] = 70.5
+      cases[#cases + 1] = long
+      local longf = {}
+      for i = 1, 100 do longf[i] = i + 0.25 end
+      longf[100] = 7
+      cases[#cases + 1] = longf
+      for _, items in ipairs(cases) do
+        for _, e in ipairs({"map", "map_async", "imap", "imap_unordered"}) do
+          local r = {}
+          if e == "map" then r = pool:map(function(x) return x end, items)
+          elseif e == "map_async" then r = pool:map_async(function(x) return x end, items):get()
+          else for i, v in pool[e](pool, function(x) return x end, items) do r[i] = v end end
+          for i = 1, #items do
+            assert(r[i] == items[i] and kind(r[i]) == kind(items[i]),
+              e .. " item " .. i .. ": " .. tostring(r[i]) .. " (" .. kind(r[i]) .. ")")
+          end
+        end
+      end
+    end)
+
     it("delivers every packed number exactly, through every entry point", function()
       -- item i's result: integers at the extremes, then floats (NaN, -0.0,
       -- infinities), then integers again: packed segments of both kinds and
@@ -590,6 +624,52 @@ describe("mpe.pool", function()
   end)
 
   describe("lifecycle", function()
+    -- Function ids were kept in the registry by the pool's address and never
+    -- dropped: a pool allocated where a freed one had been took its table, and
+    -- the id of the old pool's first function named the new pool's first one,
+    -- so f ran g (231 of 240 new pools in a fresh script on the old build).
+    it("a new pool at a freed pool's address runs the functions it is given", function()
+      local out = run_mpe("LUA_PATH='tests/spec/?.lua;;'", [[
+        local mpe = require "mpe"
+        local T = require "poolfail_through"
+        local function f(x) return "f" .. x end
+        local function g(x) return "g" .. x end
+        local bad = 0
+        for _, e in ipairs(T.ENTRIES) do
+          for r = 1, 10 do
+            local p1 = mpe.pool(1)
+            assert(T.through(p1, e, f, {{1}})[1] == "f1")
+            p1:close(); p1:join(); p1 = nil
+            collectgarbage(); collectgarbage()
+            local p2 = mpe.pool(1)
+            local a, b = T.through(p2, e, g, {{1}})[1], T.through(p2, e, f, {{1}})[1]
+            if a ~= "g1" or b ~= "f1" then bad = bad + 1; print(e, r, a, b) end
+            p2:close(); p2:join(); p2 = nil
+            collectgarbage(); collectgarbage()
+          end
+        end
+        print("bad " .. bad)
+      ]])
+      assert.matches("bad 0\nstatus=0", out)
+    end)
+
+    it("forgets a pool's function ids when the pool goes", function()
+      local function tables()
+        local n, fns = 0, debug.getregistry()["mpe.pool.fns"]
+        for _ in pairs(fns or {}) do n = n + 1 end
+        return n
+      end
+      collectgarbage(); collectgarbage()
+      local before = tables()
+      for _ = 1, 5 do
+        local p = mpe.pool(1)
+        assert.are.equal(2, p:apply(function(x) return x + 1 end, 1))
+        p:close(); p:join()
+      end
+      collectgarbage(); collectgarbage()
+      assert.are.equal(before, tables())
+    end)
+
     it("close then join waits for pending work and its callbacks", function()
       local got
       pool:map_async(function(x) spin(200000) return x end, {1, 2, 3}, {callback = function(r) got = r.n end})
