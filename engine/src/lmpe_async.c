@@ -621,7 +621,7 @@ void mpe__async_run_callbacks(lua_State *L, ajob *a)
         return;
     }
     int cb = lua_gettop(L);
-    if (a->failed && !a->collect) {
+    if (a->failed && (!a->collect || a->what == A_APPLY)) { /* an apply has no values to give */
         lua_getfield(L, cb, "error_callback");
         if (!lua_isnil(L, -1)) {
             mpe__async_get(L, a, AF_FIRST_ERROR);
@@ -683,6 +683,11 @@ int mpe__async_push_values(lua_State *L, ajob *a)
     if (a->failed && !a->collect) {
         mpe__async_get(L, a, AF_FIRST_ERROR);
         return lua_error(L);
+    }
+    if (a->what == A_APPLY && a->failed) { /* errors = "collect": nil and the error, not raised */
+        lua_pushnil(L);
+        mpe__async_get(L, a, AF_FIRST_ERROR);
+        return 2;
     }
     if (a->what == A_APPLY)
         return push_applied(L, a);

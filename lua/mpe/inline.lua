@@ -238,7 +238,10 @@ end
 
 -- Its values, or raise its error (mpe__async_push_values).
 local function push_values(a)
-  if a._err then error(a._err, 0) end
+  if a._err then
+    if a._what == "apply" and a._collect then return nil, a._err end -- errors = "collect"
+    error(a._err, 0)
+  end
   if a._what == "apply" then return unpack(a._values, 1, a._values.n) end
   if a._collect then return a._values, a._failures end
   return a._values

@@ -243,18 +243,29 @@ describe("async slots: errors and state", function()
     assert.is_true(b:successful())
   end)
 
-  it("apply_async with errors = \"collect\": get does not raise, successful is false", function()
-    local calls, errs = {}, 0
-    local a = pool:apply_async(function() error("collected") end, {},
-      { errors = "collect", callback = function(...) calls[#calls + 1] = pack(...) end,
-        error_callback = function() errs = errs + 1 end })
-    assert.is_true(a:wait(60))
-    assert.is_false(a:successful())
-    assert.are.equal(0, select("#", a:get()))
-    assert.are.equal(0, select("#", a:get()))
-    assert.are.equal(1, #calls)
-    assert.are.equal(0, calls[1].n)
-    assert.are.equal(0, errs)
+  -- The error was lost before: get returned nothing, the callback ran with
+  -- no arguments and error_callback never ran.
+  it("apply_async with errors = \"collect\": get returns nil and the error, error_callback gets it", function()
+    local inline = mpe.pool(0) -- the inline pool must agree
+    for _, p in ipairs({ pool, inline }) do
+      local calls, errs = {}, {}
+      local a = p:apply_async(function() error("collected") end, {},
+        { errors = "collect", callback = function(...) calls[#calls + 1] = pack(...) end,
+          error_callback = function(e) errs[#errs + 1] = e end })
+      assert.is_true(a:wait(60))
+      assert.is_false(a:successful())
+      for _ = 1, 2 do
+        local v = pack(a:get())
+        assert.are.equal(2, v.n)
+        assert.is_nil(v[1])
+        assert.are.equal("error", v[2].kind)
+        assert.truthy(v[2].message:find("collected", 1, true), v[2].message)
+      end
+      assert.are.equal(0, #calls)
+      assert.are.equal(1, #errs)
+      assert.are.equal(select(2, a:get()), errs[1])
+    end
+    inline:close(); inline:join()
     local b = pool:apply_async(function(x) return x, x end, { 2 }, { errors = "collect" })
     check_values({ 2, 2 }, 2, pack(b:get(60)), "collect, no failure")
     assert.is_true(b:successful())
