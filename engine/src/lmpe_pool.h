@@ -119,13 +119,17 @@ int mpe__async_finished(const ajob *a);
 int mpe__async_all_delivered(const ajob *a);
 /* Field k of the pool's table behind a registry ref. */
 void mpe__async_getref(lua_State *L, int ref, const char *k);
-/* An async object's field f (AF_*): push it (nil if unset), set it from idx. */
+/* lmpe_slots.c. An async object's field f (AF_*): push it (nil if unset),
+ * set it from idx. A new object of the pool at pool_idx gets its slot (raises
+ * on no memory); unbind clears its fields and gives the slot back (__gc,
+ * never raises). */
 void mpe__async_get(lua_State *L, const ajob *a, int f);
 void mpe__async_set(lua_State *L, ajob *a, int f, int idx);
-/* Give a new async object of the pool at pool_idx its slot; raises on no memory. */
 void mpe__async_bind(lua_State *L, ajob *a, int pool_idx);
+void mpe__async_unbind(lua_State *L, ajob *a);
 void mpe__async_getfailures(lua_State *L, ajob *a); /* created at the first failure */
 void mpe__async_check_complete(lua_State *L, ajob *a);
+/* lmpe_slots.c: routing. */
 void mpe__async_route(lua_State *L, ajob *a, int ai); /* a (at ai) gets its job's messages */
 void mpe__async_unroute(lua_State *L, ajob *a);     /* forget a finished job in the pool */
 void mpe__async_routed(lua_State *L, lpool *lp);    /* push { [slot] = async } of the routed */
