@@ -6,7 +6,6 @@
  * Main thread only: the dispatcher thread hands over messages (pool.c), and
  * this file decodes them into each object's fields (lmpe_slots.c). */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "compat.h"

@@ -531,7 +531,7 @@ static int pool_gc_full(lua_State *L)
         luaL_unref(L, LUA_REGISTRYINDEX, lp->ref);
         lp->ref = LUA_NOREF;
     }
-    if (lp->nlive == 0) { /* else results outlive it (lua_close): the last one frees the list */
+    if (lp->nfree == lp->nslots) { /* else results outlive it (lua_close): the last one frees the list */
         free(lp->free_slots);
         lp->free_slots = NULL;
     }

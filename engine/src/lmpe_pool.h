@@ -61,8 +61,7 @@ typedef struct lpool {
                     * async object lives }; [AF_SELF] routes messages (mpe__job_tag: the slot) */
     int nslots;    /* slots handed out (the highest in use or free) */
     int *free_slots; /* slots of collected async objects, reused first */
-    int nfree, capfree;
-    int nlive;     /* async objects alive */
+    int nfree, capfree; /* async objects alive: nslots - nfree */
     int init_ref, initargs_ref;
     pid_t owner;
     int broken;    /* the initializer failed: fields.broken holds the error */

@@ -25,9 +25,10 @@ void mpe__async_bind(lua_State *L, ajob *a, int pool_idx)
         lp->free_slots = f;
         lp->capfree = cap;
     }
+    int first = lp->nslots == lp->nfree; /* no result of this pool lives yet */
     a->slot = lp->nfree > 0 ? lp->free_slots[--lp->nfree] : ++lp->nslots;
     a->fields = 0;
-    if (lp->nlive++ == 0) { /* the pool lives while any of its results does */
+    if (first) { /* the pool lives while any of its results does */
         lua_rawgeti(L, LUA_REGISTRYINDEX, lp->ref);
         lua_pushvalue(L, pool_idx);
         lua_setfield(L, -2, "self");
@@ -55,7 +56,7 @@ void mpe__async_unbind(lua_State *L, ajob *a)
     lp->free_slots[lp->nfree++] = a->slot;
     a->slot = 0;
     a->fields = 0;
-    if (--lp->nlive == 0) {
+    if (lp->nfree == lp->nslots) { /* the last one */
         if (pooltable) {
             lua_pushnil(L);
             lua_setfield(L, -2, "self");

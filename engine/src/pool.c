@@ -142,7 +142,6 @@ mpe_pool *mpe__pool_new(lua_State *L, const mpe_pool_opts *o, mpe_err *e)
         mpe__seterr(e, "pool: not enough memory");
         return NULL;
     }
-    mpe__pool_forget_functions(L, p); /* a freed pool's, at this address */
     p->o = *o;
     p->n = o->workers;
     p->owner = mpe__shm_self();

@@ -23,8 +23,8 @@ int mpe__pool_respawn(lua_State *L, mpe_pool *p, mpe_err *e);
 /* Send the function at idx to every worker (once while it is cached) and
  * return its id. Raises if it cannot be encoded. */
 uint64_t mpe__pool_function(lua_State *L, mpe_pool *p, int idx);
-/* Drop p's table of function ids (kept in L's registry by p's address): at
- * p's end, and at its start in case a pool freed before it had the same
- * address (its ids would name other functions in p). */
+/* Drop p's table of function ids (kept in L's registry by p's address) at
+ * p's end: a pool allocated later at the same address would take its ids,
+ * which name other functions there. */
 void mpe__pool_forget_functions(lua_State *L, const mpe_pool *p);
 #endif
